@@ -1,0 +1,209 @@
+"""Sans-I/O UDP framing of CoAP messages (RFC 7252 §3).
+
+Owns ``bytes <-> Message`` for the UDP message format: the 4-byte header,
+the token, the option delta/length encoding with its 13/14 extended forms
+and the payload marker. Decoding is strict about the format and lenient
+about option *values*: a value that breaks its registered length or format
+is kept for the layers above to treat as unrecognized (§5.4.1, §5.4.3).
+
+Whatever bytes come in, :func:`decode` returns a :class:`Message` or raises
+:class:`~coap_trio.errors.MessageFormatError`; nothing else escapes.
+
+Must not know about sockets, time, exchanges, or what options mean.
+"""
+
+from __future__ import annotations
+
+from .errors import FormatErrorKind, MessageEncodeError, MessageFormatError
+from .message import Message
+from .numbers.codes import CODE_TABLE, Code
+from .numbers.types import Type
+from .options import Options
+
+__all__ = ["decode", "encode", "reset_for"]
+
+_TYPE_TABLE = (Type.CON, Type.NON, Type.ACK, Type.RST)
+_EMPTY = Code.EMPTY
+_MAX_EXTENDED = 269 + 0xFFFF
+
+
+def encode(message: Message) -> bytes:
+    """The UDP datagram for ``message``.
+
+    ``mtype`` and ``mid`` must be set. Options are written in number order
+    (repeated options in their order), with minimal delta/length fields.
+    Raises :class:`~coap_trio.errors.MessageEncodeError` for a message that
+    cannot be represented (token over 8 bytes, MID out of range, an option
+    value over 65804 bytes, an Empty message with content).
+    """
+    mtype = message.mtype
+    mid = message.mid
+    token = message.token
+    if mtype is None:
+        raise MessageEncodeError("message type (mtype) is not set")
+    if mid is None or not 0 <= mid <= 0xFFFF:
+        raise MessageEncodeError(f"message ID {mid!r} is not in 0..65535")
+    tkl = len(token)
+    if tkl > 8:
+        raise MessageEncodeError(f"token of {tkl} bytes is longer than 8")
+    code = message.code
+    items = message.opt._items
+    payload = message.payload
+    if code == 0 and (tkl or items or payload):
+        raise MessageEncodeError("an Empty message (0.00) carries no token, options or payload")
+    out = bytearray((0x40 | (mtype << 4) | tkl, code, mid >> 8, mid & 0xFF))
+    out += token
+    previous = 0
+    for number, value in items:
+        delta = number - previous
+        previous = number
+        length = len(value)
+        if delta < 13 and length < 13:
+            out.append((delta << 4) | length)
+        else:
+            _option_header(out, delta, length)
+        out += value
+    if payload:
+        out.append(0xFF)
+        out += payload
+    return bytes(out)
+
+
+def _option_header(out: bytearray, delta: int, length: int) -> None:
+    if length > _MAX_EXTENDED:
+        raise MessageEncodeError(f"option value of {length} bytes is too long to encode")
+    if delta < 13:
+        d_nibble, d_ext = delta, b""
+    elif delta < 269:
+        d_nibble, d_ext = 13, bytes((delta - 13,))
+    else:
+        d_nibble, d_ext = 14, (delta - 269).to_bytes(2, "big")
+    if length < 13:
+        l_nibble, l_ext = length, b""
+    elif length < 269:
+        l_nibble, l_ext = 13, bytes((length - 13,))
+    else:
+        l_nibble, l_ext = 14, (length - 269).to_bytes(2, "big")
+    out.append((d_nibble << 4) | l_nibble)
+    out += d_ext
+    out += l_ext
+
+
+def decode(data: bytes, remote: object = None) -> Message:
+    """Parse one UDP datagram into a :class:`Message` (with ``remote`` attached).
+
+    Raises :class:`~coap_trio.errors.MessageFormatError`, and nothing else,
+    when the datagram is not a well-formed CoAP message; the error carries
+    the type and message ID whenever the header could be read.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)
+    size = len(data)
+    if size < 4:
+        raise MessageFormatError(
+            FormatErrorKind.TOO_SHORT, version=data[0] >> 6 if size else None, offset=size
+        )
+    first = data[0]
+    if first >> 6 != 1:
+        raise MessageFormatError(FormatErrorKind.UNKNOWN_VERSION, version=first >> 6)
+    mtype = _TYPE_TABLE[(first >> 4) & 3]
+    mid = (data[2] << 8) | data[3]
+    tkl = first & 0x0F
+    if tkl > 8:
+        raise MessageFormatError(
+            FormatErrorKind.BAD_TOKEN_LENGTH, version=1, mtype=mtype, mid=mid, offset=0
+        )
+    code = CODE_TABLE[data[1]]
+    if code is _EMPTY:
+        if size != 4 or tkl:
+            raise MessageFormatError(
+                FormatErrorKind.NONEMPTY_EMPTY_MESSAGE, version=1, mtype=mtype, mid=mid, offset=4
+            )
+        return Message._make(code, mtype, mid, b"", Options._from_wire([]), b"", remote)
+    position = 4 + tkl
+    if position > size:
+        raise MessageFormatError(
+            FormatErrorKind.TRUNCATED, version=1, mtype=mtype, mid=mid, offset=size
+        )
+    token = data[4:position]
+    items: list[tuple[int, bytes]] = []
+    payload = b""
+    number = 0
+    while position < size:
+        byte = data[position]
+        position += 1
+        if byte == 0xFF:
+            if position == size:
+                raise MessageFormatError(
+                    FormatErrorKind.EMPTY_PAYLOAD, version=1, mtype=mtype, mid=mid, offset=size
+                )
+            payload = data[position:]
+            break
+        delta = byte >> 4
+        length = byte & 0x0F
+        if delta >= 13 or length >= 13:
+            start = position - 1
+            try:
+                delta, length, position = _extended(data, delta, length, position)
+            except MessageFormatError as error:
+                error.mtype, error.mid, error.version = mtype, mid, 1
+                if not error.offset:
+                    error.offset = start
+                raise
+        number += delta
+        end = position + length
+        if end > size:
+            raise MessageFormatError(
+                FormatErrorKind.TRUNCATED, version=1, mtype=mtype, mid=mid, offset=size
+            )
+        if number > 0xFFFF:
+            raise MessageFormatError(
+                FormatErrorKind.OPTION_NUMBER_TOO_LARGE,
+                version=1,
+                mtype=mtype,
+                mid=mid,
+                offset=position - 1,
+            )
+        items.append((number, data[position:end]))
+        position = end
+    return Message._make(code, mtype, mid, token, Options._from_wire(items), payload, remote)
+
+
+def _extended(data: bytes, delta: int, length: int, position: int) -> tuple[int, int, int]:
+    size = len(data)
+    if delta == 15:
+        raise MessageFormatError(FormatErrorKind.RESERVED_DELTA, offset=position - 1)
+    if length == 15:
+        raise MessageFormatError(FormatErrorKind.RESERVED_LENGTH, offset=position - 1)
+    if delta == 13:
+        if position + 1 > size:
+            raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=size)
+        delta = data[position] + 13
+        position += 1
+    elif delta == 14:
+        if position + 2 > size:
+            raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=size)
+        delta = ((data[position] << 8) | data[position + 1]) + 269
+        position += 2
+    if length == 13:
+        if position + 1 > size:
+            raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=size)
+        length = data[position] + 13
+        position += 1
+    elif length == 14:
+        if position + 2 > size:
+            raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=size)
+        length = ((data[position] << 8) | data[position + 1]) + 269
+        position += 2
+    return delta, length, position
+
+
+def reset_for(error: MessageFormatError, remote: object = None) -> Message | None:
+    """The Reset to send for a datagram that failed to decode, or None to stay silent.
+
+    RFC 7252 §4.2: a CON with a format error is rejected with a matching RST;
+    NON, ACK, RST and unknown versions are silently ignored (§3, §4.3).
+    """
+    if not error.should_reset or error.mid is None:
+        return None
+    return Message._make(_EMPTY, Type.RST, error.mid, b"", Options._from_wire([]), b"", remote)
