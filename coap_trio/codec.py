@@ -14,6 +14,8 @@ Must not know about sockets, time, exchanges, or what options mean.
 
 from __future__ import annotations
 
+import struct
+
 from .errors import FormatErrorKind, MessageEncodeError, MessageFormatError
 from .message import Message
 from .numbers.codes import CODE_TABLE, Code
@@ -25,6 +27,8 @@ __all__ = ["decode", "encode", "reset_for"]
 _TYPE_TABLE = (Type.CON, Type.NON, Type.ACK, Type.RST)
 _EMPTY = Code.EMPTY
 _MAX_EXTENDED = 269 + 0xFFFF
+_HEADER = struct.Struct("!BBH").pack
+_SINGLE_BYTE = tuple(bytes((value,)) for value in range(256))
 
 
 def encode(message: Message) -> bytes:
@@ -51,25 +55,26 @@ def encode(message: Message) -> bytes:
     payload = message.payload
     if code == 0 and (tkl or items or payload):
         raise MessageEncodeError("an Empty message (0.00) carries no token, options or payload")
-    out = bytearray((0x40 | (mtype << 4) | tkl, code, mid >> 8, mid & 0xFF))
-    out += token
+    # One join at the end: the payload (often the largest part) is copied once.
+    parts = [_HEADER(0x40 | (mtype << 4) | tkl, code, mid), token]
+    append = parts.append
     previous = 0
     for number, value in items:
         delta = number - previous
         previous = number
         length = len(value)
         if delta < 13 and length < 13:
-            out.append((delta << 4) | length)
+            append(_SINGLE_BYTE[(delta << 4) | length])
         else:
-            _option_header(out, delta, length)
-        out += value
+            append(_option_header(delta, length))
+        append(value)
     if payload:
-        out.append(0xFF)
-        out += payload
-    return bytes(out)
+        append(b"\xff")
+        append(payload)
+    return b"".join(parts)
 
 
-def _option_header(out: bytearray, delta: int, length: int) -> None:
+def _option_header(delta: int, length: int) -> bytes:
     if length > _MAX_EXTENDED:
         raise MessageEncodeError(f"option value of {length} bytes is too long to encode")
     if delta < 13:
@@ -84,9 +89,7 @@ def _option_header(out: bytearray, delta: int, length: int) -> None:
         l_nibble, l_ext = 13, bytes((length - 13,))
     else:
         l_nibble, l_ext = 14, (length - 269).to_bytes(2, "big")
-    out.append((d_nibble << 4) | l_nibble)
-    out += d_ext
-    out += l_ext
+    return bytes(((d_nibble << 4) | l_nibble,)) + d_ext + l_ext
 
 
 def decode(data: bytes, remote: object = None) -> Message:
@@ -130,6 +133,7 @@ def decode(data: bytes, remote: object = None) -> Message:
     payload = b""
     number = 0
     while position < size:
+        start = position
         byte = data[position]
         position += 1
         if byte == 0xFF:
@@ -142,7 +146,6 @@ def decode(data: bytes, remote: object = None) -> Message:
         delta = byte >> 4
         length = byte & 0x0F
         if delta >= 13 or length >= 13:
-            start = position - 1
             try:
                 delta, length, position = _extended(data, delta, length, position)
             except MessageFormatError as error:
@@ -162,7 +165,7 @@ def decode(data: bytes, remote: object = None) -> Message:
                 version=1,
                 mtype=mtype,
                 mid=mid,
-                offset=position - 1,
+                offset=start,
             )
         items.append((number, data[position:end]))
         position = end

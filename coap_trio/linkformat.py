@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from .errors import CoapError
+
 __all__ = ["Link", "LinkFormatError", "filter_links", "matches", "parse", "serialize"]
 
 # RFC 6690 §2: ptokenchar.  Note that "<", "=", ">" and "*" are allowed.
@@ -35,7 +37,7 @@ _MULTI_VALUED = frozenset({"rt", "if", "rel", "rev", "ct"})
 _Attribute = tuple[str, str | None]
 
 
-class LinkFormatError(ValueError):
+class LinkFormatError(CoapError, ValueError):
     """Raised for malformed link-format text (message names the problem and offset)."""
 
 
@@ -214,6 +216,7 @@ class _Parser:
             self._pos += 1
 
     def parse(self) -> list[Link]:
+        """Parse the whole text (link-value-list)."""
         self._skip_ows()
         if not self._peek():
             return []

@@ -7,15 +7,21 @@ about any wire format (:mod:`coap_trio.codec`), transports or exchanges.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .block import BlockValue
 from .numbers.codes import CODE_TABLE, Code
 from .numbers.types import Type
-from .options import Options
+from .options import Options, typed_option_names
 from .uri import InvalidURIError, build_uri, split_uri
 
 __all__ = ["BlockValue", "Message"]
+
+_ABSOLUTE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]+")
+
+#: The keyword names that set a typed option (not Options' methods such as ``copy``).
+_OPTION_KEYWORDS = frozenset(typed_option_names().values())
 
 
 class Message:
@@ -76,7 +82,7 @@ class Message:
         if uri is not None:
             self.set_request_uri(uri)
         for name, value in options.items():
-            if name.startswith("_") or not hasattr(Options, name):
+            if name not in _OPTION_KEYWORDS:
                 raise TypeError(f"Message() got an unexpected keyword argument {name!r}")
             setattr(self.opt, name, value)
 
@@ -110,24 +116,32 @@ class Message:
         Sets :attr:`remote` to the URI's :class:`~coap_trio.uri.Origin` and
         replaces Uri-Host, Uri-Port, Uri-Path and Uri-Query. With ``proxy``
         (a CoAP URI of a forward proxy), the request goes to the proxy
-        instead and carries ``uri`` whole in Proxy-Uri (§5.10.2).
+        instead and carries ``uri`` whole in Proxy-Uri (§5.10.2); ``uri`` may
+        then use any scheme the proxy translates to (``http://`` for a
+        cross-proxy), but must be absolute and carry no fragment.
         """
-        opt = self.opt
+        if proxy is not None:
+            if not _ABSOLUTE_URI.match(uri) or "#" in uri:
+                raise InvalidURIError(f"Proxy-Uri {uri!r} is not an absolute URI")
+            origin, _, _, _ = split_uri(proxy)
+            uri_host: str | None = None
+            path: list[str] = []
+            query: list[str] = []
+        else:
+            origin, uri_host, path, query = split_uri(uri)
+        # Work on a copy: a URI or value that is refused leaves the message as it was.
+        opt = self.opt.copy()
         for name in ("uri_host", "uri_port", "uri_path", "uri_query", "proxy_uri", "proxy_scheme"):
             delattr(opt, name)
         if proxy is not None:
-            split_uri(uri)  # validate: a proxy must be given a usable CoAP URI
-            origin, _, _, _ = split_uri(proxy)
             opt.proxy_uri = uri
-            self.remote = origin
-            return
-        origin, uri_host, path, query = split_uri(uri)
         if uri_host is not None:
             opt.uri_host = uri_host
         if path:
             opt.uri_path = path
         if query:
             opt.uri_query = query
+        self.opt._items = opt._items
         self.remote = origin
 
     def get_request_uri(self) -> str:
@@ -160,8 +174,14 @@ class Message:
                     value = Code(value)
                 elif name == "mtype" and value is not None:
                     value = Type(value)
+                elif name == "mid" and value is not None and not 0 <= value <= 0xFFFF:
+                    raise ValueError(f"message ID {value} is not in 0..65535")
+                elif name in ("token", "payload"):
+                    value = bytes(value)
+                    if name == "token" and len(value) > 8:
+                        raise ValueError(f"token of {len(value)} bytes is longer than 8")
                 setattr(message, name, value)
-            elif hasattr(Options, name) and not name.startswith("_"):
+            elif name in _OPTION_KEYWORDS:
                 setattr(message.opt, name, value)
             else:
                 raise TypeError(f"copy() got an unexpected keyword argument {name!r}")

@@ -24,7 +24,7 @@ from .block import BlockValue
 from .numbers.contentformat import ContentFormat
 from .numbers.optionnumbers import OptionFormat, OptionNumber, OptionSpec, option_spec
 
-__all__ = ["Options", "decode_uint", "encode_uint"]
+__all__ = ["Options", "decode_uint", "encode_uint", "typed_option_names"]
 
 T = TypeVar("T")
 
@@ -86,10 +86,16 @@ _UINT: _Codec[int] = _Codec(OptionFormat.UINT, decode_uint, _dump_int)
 _CONTENT_FORMAT: _Codec[ContentFormat] = _Codec(
     OptionFormat.UINT, lambda raw: ContentFormat(decode_uint(raw)), _dump_int
 )
+
+
+def _dump_block(value: BlockValue) -> bytes:
+    if not isinstance(value, BlockValue):
+        raise TypeError(f"expected BlockValue, got {type(value).__name__}")
+    return encode_uint(value.to_int())
+
+
 _BLOCK: _Codec[BlockValue] = _Codec(
-    OptionFormat.UINT,
-    lambda raw: BlockValue.from_int(decode_uint(raw)),
-    lambda value: encode_uint(value.to_int()),
+    OptionFormat.UINT, lambda raw: BlockValue.from_int(decode_uint(raw)), _dump_block
 )
 
 
@@ -272,6 +278,8 @@ class Options:
         if not 0 <= number <= 0xFFFF:
             raise ValueError(f"option number {number} is not in 0..65535")
         if not isinstance(value, bytes):
+            if not isinstance(value, bytearray | memoryview):
+                raise TypeError(f"option values are bytes, got {type(value).__name__}")
             value = bytes(value)
         items = self._items
         if not items or items[-1][0] <= number:
@@ -363,7 +371,7 @@ class Options:
     block2 = _Single(_N.BLOCK2, _BLOCK)
     block1 = _Single(_N.BLOCK1, _BLOCK)
     size2 = _Single(_N.SIZE2, _UINT)
-    q_block2 = _Single(_N.Q_BLOCK2, _BLOCK)
+    q_block2 = _Repeated(_N.Q_BLOCK2, _BLOCK)
     proxy_uri = _Single(_N.PROXY_URI, _STR)
     proxy_scheme = _Single(_N.PROXY_SCHEME, _STR)
     size1 = _Single(_N.SIZE1, _UINT)

@@ -64,11 +64,19 @@ class RemoteLike(Protocol):
     """What :func:`build_uri` needs of a destination: scheme, host, port."""
 
     @property
-    def scheme(self) -> str: ...
+    def scheme(self) -> str:
+        """The URI scheme, e.g. ``"coap"``."""
+        ...
+
     @property
-    def host(self) -> str: ...
+    def host(self) -> str:
+        """The IP address (no brackets) or host name."""
+        ...
+
     @property
-    def port(self) -> int: ...
+    def port(self) -> int:
+        """The port number."""
+        ...
 
 
 # RFC 3986 §3: scheme ":" "//" authority path-abempty [ "?" query ] [ "#" fragment ]
@@ -131,6 +139,14 @@ def _percent_encode(value: str, allowed: frozenset[int]) -> str:
     return "".join(chr(c) if c in allowed else f"%{c:02X}" for c in raw)
 
 
+def _encode_segment(segment: str) -> str:
+    """A Uri-Path value as a path segment; "." and ".." are encoded so that
+    dot-segment removal (§6.4 step 6) does not drop them on the way back."""
+    if segment in (".", ".."):
+        return "%2E" * len(segment)
+    return _percent_encode(segment, _PCHAR)
+
+
 def _remove_dot_segments(path: str) -> str:
     """RFC 3986 §5.2.4."""
     if "." not in path:
@@ -178,7 +194,9 @@ def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
             raise InvalidURIError("the URI has no host")
         if any(c not in _HOST_CHAR and c != 0x25 for c in host_text.encode("utf-8")):
             raise InvalidURIError(f"invalid character in host {host_text!r}")
-        host = _percent_decode_str(host_text, "host").lower()
+        # §6.4 step 5: ASCII lower-case first, then percent-decode (so that
+        # a decoded non-ASCII name keeps its bytes and round-trips).
+        host = _percent_decode_str(host_text.lower(), "host")
     if port_text:
         if not port_text.isdigit() or not port_text.isascii():
             raise InvalidURIError(f"port {port_text!r} is not a number")
@@ -255,7 +273,7 @@ def build_uri(options: Options, remote: RemoteLike | None) -> str:
         authority = _percent_encode(host, _HOST_CHAR)
     if DEFAULT_PORTS.get(scheme) != port:
         authority = f"{authority}:{port}"
-    path = "".join("/" + _percent_encode(s, _PCHAR) for s in options.uri_path) or "/"
+    path = "".join("/" + _encode_segment(s) for s in options.uri_path) or "/"
     query = options.uri_query
     tail = "?" + "&".join(_percent_encode(a, _QUERY_CHAR) for a in query) if query else ""
     return f"{scheme}://{authority}{path}{tail}"

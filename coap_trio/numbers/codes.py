@@ -118,6 +118,9 @@ class Code(enum.IntEnum):
         """A human name: ``"Not Found"``, ``"iPATCH"``, ``"Unknown"``."""
         if not self.is_known():
             return "Unknown"
+        spelled = _REGISTERED_SPELLINGS.get(int(self))
+        if spelled is not None:
+            return spelled
         if self.class_ == 0:
             return self._name_
         return " ".join(word.capitalize() for word in self._name_.split("_"))
@@ -152,6 +155,12 @@ class Code(enum.IntEnum):
     def __repr__(self) -> str:
         return f"<Code {self.dotted} {self.name_printable}>"
 
+
+#: Registered names that the member name cannot spell (RFC 7252 §12.1.2, RFC 8323 §11.1).
+_REGISTERED_SPELLINGS: dict[int, str] = {
+    Code.UNSUPPORTED_CONTENT_FORMAT: "Unsupported Content-Format",
+    Code.CSM: "CSM",
+}
 
 #: Every possible code by value, so that decoding is one tuple index.
 CODE_TABLE: tuple[Code, ...] = tuple(Code(value) for value in range(256))

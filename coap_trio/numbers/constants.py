@@ -20,12 +20,12 @@ __all__ = [
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # also rejects NaN
         raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
 def _at_least_one(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 1:
+    if not value >= 1:  # also rejects NaN
         raise ValueError(f"{attribute.name} must be at least 1, got {value!r}")
 
 
@@ -44,7 +44,7 @@ class TransmissionParameters:
     ACK_TIMEOUT: float = attrs.field(default=2.0, validator=_positive)
     ACK_RANDOM_FACTOR: float = attrs.field(default=1.5, validator=_at_least_one)
     MAX_RETRANSMIT: int = attrs.field(default=4, validator=_non_negative_int)
-    NSTART: int = attrs.field(default=1, validator=_at_least_one)
+    NSTART: int = attrs.field(default=1, validator=[_non_negative_int, _at_least_one])
     DEFAULT_LEISURE: float = attrs.field(default=5.0, validator=_positive)
     #: Bytes per second towards an endpoint that does not respond (§4.7).
     PROBING_RATE: float = attrs.field(default=1.0, validator=_positive)

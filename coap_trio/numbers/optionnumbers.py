@@ -15,7 +15,15 @@ import enum
 
 import attrs
 
-__all__ = ["OptionFormat", "OptionNumber", "OptionSpec", "option_spec"]
+__all__ = [
+    "MAX_OPTION_LENGTH",
+    "RESERVED_OPTION_NUMBERS",
+    "OptionFormat",
+    "OptionNumber",
+    "OptionSpec",
+    "option_spec",
+    "registered_options",
+]
 
 
 class OptionFormat(enum.Enum):
@@ -168,7 +176,7 @@ _ROWS: tuple[tuple[OptionNumber, str, OptionFormat, int, int, bool, str], ...] =
     (OptionNumber.BLOCK2, "Block2", _U, 0, 3, False, "RFC 7959"),
     (OptionNumber.BLOCK1, "Block1", _U, 0, 3, False, "RFC 7959"),
     (OptionNumber.SIZE2, "Size2", _U, 0, 4, False, "RFC 7959"),
-    (OptionNumber.Q_BLOCK2, "Q-Block2", _U, 0, 3, False, "RFC 9177"),
+    (OptionNumber.Q_BLOCK2, "Q-Block2", _U, 0, 3, True, "RFC 9177"),
     (OptionNumber.PROXY_URI, "Proxy-Uri", _S, 1, 1034, False, "RFC 7252"),
     (OptionNumber.PROXY_SCHEME, "Proxy-Scheme", _S, 1, 255, False, "RFC 7252"),
     (OptionNumber.SIZE1, "Size1", _U, 0, 4, False, "RFC 7252"),
