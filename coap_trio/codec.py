@@ -173,32 +173,25 @@ def decode(data: bytes, remote: object = None) -> Message:
 
 
 def _extended(data: bytes, delta: int, length: int, position: int) -> tuple[int, int, int]:
-    size = len(data)
     if delta == 15:
         raise MessageFormatError(FormatErrorKind.RESERVED_DELTA, offset=position - 1)
     if length == 15:
         raise MessageFormatError(FormatErrorKind.RESERVED_LENGTH, offset=position - 1)
-    if delta == 13:
-        if position + 1 > size:
-            raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=size)
-        delta = data[position] + 13
-        position += 1
-    elif delta == 14:
-        if position + 2 > size:
-            raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=size)
-        delta = ((data[position] << 8) | data[position + 1]) + 269
-        position += 2
-    if length == 13:
-        if position + 1 > size:
-            raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=size)
-        length = data[position] + 13
-        position += 1
-    elif length == 14:
-        if position + 2 > size:
-            raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=size)
-        length = ((data[position] << 8) | data[position + 1]) + 269
-        position += 2
+    delta, position = _extended_field(data, delta, position)
+    length, position = _extended_field(data, length, position)
     return delta, length, position
+
+
+def _extended_field(data: bytes, nibble: int, position: int) -> tuple[int, int]:
+    """Resolve one delta or length nibble: 13 adds one byte (+13), 14 two bytes (+269)."""
+    if nibble < 13:
+        return nibble, position
+    width = nibble - 12
+    if position + width > len(data):
+        raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=len(data))
+    if width == 1:
+        return data[position] + 13, position + 1
+    return ((data[position] << 8) | data[position + 1]) + 269, position + 2
 
 
 def reset_for(error: MessageFormatError, remote: object = None) -> Message | None:

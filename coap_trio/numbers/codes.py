@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import enum
 
+from ._pseudo import pseudo_member
+
 __all__ = ["Code"]
 
 
@@ -77,10 +79,7 @@ class Code(enum.IntEnum):
     @classmethod
     def _missing_(cls, value: object) -> Code | None:
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255:
-            pseudo = int.__new__(cls, value)
-            pseudo._name_ = f"UNKNOWN_{value >> 5}_{value & 31:02d}"
-            pseudo._value_ = value
-            return cls._value2member_map_.setdefault(value, pseudo)  # type: ignore[return-value]
+            return pseudo_member(cls, value, f"UNKNOWN_{value >> 5}_{value & 31:02d}")
         return None
 
     @classmethod

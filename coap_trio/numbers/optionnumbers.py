@@ -15,6 +15,8 @@ import enum
 
 import attrs
 
+from ._pseudo import pseudo_member
+
 __all__ = [
     "MAX_OPTION_LENGTH",
     "RESERVED_OPTION_NUMBERS",
@@ -75,10 +77,7 @@ class OptionNumber(enum.IntEnum):
     @classmethod
     def _missing_(cls, value: object) -> OptionNumber | None:
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFF:
-            pseudo = int.__new__(cls, value)
-            pseudo._name_ = f"UNKNOWN_{value}"
-            pseudo._value_ = value
-            return cls._value2member_map_.setdefault(value, pseudo)  # type: ignore[return-value]
+            return pseudo_member(cls, value, f"UNKNOWN_{value}")
         return None
 
     def is_known(self) -> bool:
