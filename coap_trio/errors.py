@@ -13,12 +13,20 @@ import enum
 from .numbers.types import Type
 
 __all__ = [
+    "BadResponseError",
     "CoapError",
     "FormatErrorKind",
     "LocalProtocolError",
     "MessageEncodeError",
     "MessageFormatError",
+    "NetworkError",
     "RemoteProtocolError",
+    "RequestCancelledError",
+    "RequestError",
+    "RequestTimeoutError",
+    "ResetByPeerError",
+    "UnresolvableHostError",
+    "UnsupportedTransportError",
 ]
 
 
@@ -110,3 +118,50 @@ class MessageFormatError(RemoteProtocolError):
         ACK and RST are always ignored, as is any message of an unknown version (§3).
         """
         return self.version == 1 and self.mtype is Type.CON and self.mid is not None
+
+
+class RequestError(CoapError):
+    """A request ended without a response. Raised from ``Request.response``."""
+
+
+class RequestTimeoutError(RequestError):
+    """No response arrived: a CON was never acknowledged after all retransmissions,
+    or a response never followed (NON request, or empty ACK)."""
+
+    #: How many times the request was transmitted (1 + retransmissions).
+    transmissions: int
+
+    def __init__(self, transmissions: int, message: str | None = None) -> None:
+        super().__init__(message or f"no response after {transmissions} transmission(s)")
+        self.transmissions = transmissions
+
+
+class ResetByPeerError(RequestError):
+    """The peer answered the request with a Reset (RST)."""
+
+
+class NetworkError(RequestError):
+    """The network reported an error for the peer (e.g. ICMP port unreachable)."""
+
+    #: The operating system's error, when there is one.
+    os_error: OSError | None
+
+    def __init__(self, message: str, os_error: OSError | None = None) -> None:
+        super().__init__(message)
+        self.os_error = os_error
+
+
+class UnresolvableHostError(RequestError):
+    """The host name of the request URI did not resolve."""
+
+
+class BadResponseError(RequestError, RemoteProtocolError):
+    """The response could not be accepted (e.g. an unrecognized critical option, §5.4.1)."""
+
+
+class RequestCancelledError(RequestError):
+    """The request was cancelled with ``Request.cancel()`` before a response arrived."""
+
+
+class UnsupportedTransportError(LocalProtocolError):
+    """The URI's scheme needs a transport this stack does not provide yet (coaps://, ...)."""

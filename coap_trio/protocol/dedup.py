@@ -1,0 +1,114 @@
+"""Deduplication of incoming CON and NON messages by (remote, MID), RFC 7252 §4.5.
+
+Owns the record of recently *finished* incoming messages: for a CON, the
+reply that was sent (ACK, piggybacked response or RST) so a duplicate gets
+the same bytes again; for a NON, just the fact it was seen. Entries live for
+EXCHANGE_LIFETIME (CON) or NON_LIFETIME (NON).
+
+Memory is bounded per remote and in total: when a bound is reached the
+oldest entry (of that remote, or overall) is evicted and counted. Entries
+are kept in insertion order (two deques with lazy deletion), so expiry is
+a sweep from the front, not one timer per message.
+
+Must not know about messages beyond their bytes, or about sockets and time
+sources: ``now`` is always an argument.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+
+__all__ = ["DedupStore"]
+
+_Key = tuple[Hashable, int]
+
+
+class _Entry:
+    __slots__ = ("expires", "reply")
+
+    def __init__(self, expires: float, reply: bytes | None) -> None:
+        self.expires = expires
+        self.reply = reply
+
+
+class DedupStore:
+    """Finished incoming exchanges, for duplicate detection and reply replay."""
+
+    def __init__(self, max_total: int = 200_000, max_per_remote: int = 20_000) -> None:
+        self._entries: dict[_Key, _Entry] = {}
+        self._order: deque[tuple[_Key, _Entry]] = deque()
+        self._per_remote: dict[Hashable, deque[tuple[_Key, _Entry]]] = {}
+        self._max_total = max_total
+        self._max_per_remote = max_per_remote
+        #: Entries evicted before their lifetime because a bound was reached.
+        self.evicted = 0
+
+    def lookup(self, remote: Hashable, mid: int, now: float) -> _Entry | None:
+        """The live entry for (remote, mid), or None (expired entries count as absent)."""
+        entry = self._entries.get((remote, mid))
+        if entry is None or entry.expires <= now:
+            return None
+        return entry
+
+    def record(
+        self, remote: Hashable, mid: int, reply: bytes | None, lifetime: float, now: float
+    ) -> None:
+        """Remember (remote, mid) for ``lifetime`` seconds with the reply to replay."""
+        key = (remote, mid)
+        entry = _Entry(now + lifetime, reply)
+        self._entries[key] = entry
+        item = (key, entry)
+        self._order.append(item)
+        queue = self._per_remote.get(remote)
+        if queue is None:
+            queue = self._per_remote[remote] = deque()
+        queue.append(item)
+        if len(queue) > self._max_per_remote:
+            self._evict_from(queue)
+        if len(self._entries) > self._max_total:
+            self._evict_from(self._order)
+
+    def _evict_from(self, queue: deque[tuple[_Key, _Entry]]) -> None:
+        entries = self._entries
+        while queue:
+            key, entry = queue.popleft()
+            if entries.get(key) is entry:
+                del entries[key]
+                self.evicted += 1
+                self._trim(key[0])
+                return
+
+    def _trim(self, remote: Hashable) -> None:
+        queue = self._per_remote.get(remote)
+        if queue is None:
+            return
+        entries = self._entries
+        while queue and entries.get(queue[0][0]) is not queue[0][1]:
+            queue.popleft()
+        if not queue:
+            del self._per_remote[remote]
+
+    def sweep(self, now: float) -> float | None:
+        """Drop expired entries from the front; returns when to sweep next (or None)."""
+        order = self._order
+        entries = self._entries
+        while order:
+            key, entry = order[0]
+            if entries.get(key) is not entry:
+                order.popleft()
+                continue
+            if entry.expires > now:
+                return entry.expires
+            order.popleft()
+            del entries[key]
+            self._trim(key[0])
+        return None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def remotes(self) -> int:
+        """How many remotes have entries."""
+        return len(self._per_remote)

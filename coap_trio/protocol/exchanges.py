@@ -1,0 +1,179 @@
+"""Exchanges and the events the messaging machine hands to its driver.
+
+Owns the small mutable records of one client exchange (a request we sent)
+and one server exchange (a request we received), their states, and the
+frozen event types. Must not know about trio, sockets or resources.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Hashable
+from typing import Any
+
+from ..errors import CoapError
+from ..message import Message
+
+__all__ = [
+    "ClientExchange",
+    "ClientState",
+    "Event",
+    "RequestFailed",
+    "RequestReceived",
+    "ResponseAcknowledged",
+    "ResponseFailed",
+    "ResponseReceived",
+    "ServerExchange",
+    "ServerState",
+    "Transmit",
+]
+
+
+class ClientState(enum.Enum):
+    """Where a request we sent stands."""
+
+    #: Waiting for an NSTART slot or a free message ID towards its remote.
+    QUEUED = "queued"
+    #: Transmitted; a CON is retransmitted until acknowledged.
+    SENT = "sent"
+    #: An empty ACK arrived; waiting for the separate response.
+    ACKNOWLEDGED = "acknowledged"
+    #: Answered, failed or abandoned; nothing more will happen.
+    DONE = "done"
+
+
+class ServerState(enum.Enum):
+    """Where a request we received stands."""
+
+    #: Being handled; a CON will get a piggybacked response if it is quick.
+    PENDING = "pending"
+    #: The piggyback window passed: an empty ACK went out; a separate response follows.
+    ACKNOWLEDGED = "acknowledged"
+    #: A separate CON response is being (re)transmitted.
+    RESPONDING = "responding"
+    #: The response was sent (and acknowledged, when it was a CON), or given up.
+    DONE = "done"
+
+
+class ClientExchange:
+    """A request this endpoint sent, from first transmission to its end."""
+
+    __slots__ = (
+        "con",
+        "deadline_ticket",
+        "first_sent",
+        "mid",
+        "owner",
+        "remote",
+        "request",
+        "state",
+        "token",
+        "transmission",
+        "transmissions",
+    )
+
+    def __init__(self, request: Message, remote: Hashable, token: bytes, con: bool) -> None:
+        self.request = request
+        self.remote = remote
+        self.token = token
+        self.con = con
+        self.mid: int | None = None
+        self.state = ClientState.QUEUED
+        self.first_sent: float | None = None
+        #: The retransmission record while a CON awaits its ACK.
+        self.transmission: Any = None
+        #: How many times the request has been transmitted so far.
+        self.transmissions = 0
+        self.deadline_ticket = 0
+        #: Free for the driver (the trio shell keeps its Request object here).
+        self.owner: Any = None
+
+    def __repr__(self) -> str:
+        return f"<ClientExchange {self.state.value} token={self.token.hex()} mid={self.mid}>"
+
+
+class ServerExchange:
+    """A request this endpoint received, until its response is delivered."""
+
+    __slots__ = ("ack_ticket", "con", "mid", "owner", "remote", "request", "state", "token")
+
+    def __init__(self, request: Message, remote: Hashable) -> None:
+        self.request = request
+        self.remote = remote
+        self.mid: int = request.mid if request.mid is not None else 0
+        self.token = request.token
+        self.con = request.mtype is not None and request.mtype.name == "CON"
+        self.state = ServerState.PENDING
+        self.ack_ticket = 0
+        #: Free for the driver.
+        self.owner: Any = None
+
+    def __repr__(self) -> str:
+        return f"<ServerExchange {self.state.value} mid={self.mid} token={self.token.hex()}>"
+
+
+class Event:
+    """Base class of what the machine asks its driver to do or know."""
+
+    __slots__ = ()
+
+
+class Transmit(Event):
+    """Send ``data`` to ``remote``."""
+
+    __slots__ = ("data", "remote")
+
+    def __init__(self, remote: Hashable, data: bytes) -> None:
+        self.remote = remote
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<Transmit {len(self.data)}B to {self.remote}>"
+
+
+class ResponseReceived(Event):
+    """The response to ``exchange`` arrived; the exchange is DONE."""
+
+    __slots__ = ("exchange", "response")
+
+    def __init__(self, exchange: ClientExchange, response: Message) -> None:
+        self.exchange = exchange
+        self.response = response
+
+
+class RequestFailed(Event):
+    """``exchange`` ended without a response; ``error`` says why."""
+
+    __slots__ = ("error", "exchange")
+
+    def __init__(self, exchange: ClientExchange, error: CoapError) -> None:
+        self.exchange = exchange
+        self.error = error
+
+
+class RequestReceived(Event):
+    """A new (not duplicate) request arrived; answer it with ``Messaging.respond``."""
+
+    __slots__ = ("exchange",)
+
+    def __init__(self, exchange: ServerExchange) -> None:
+        self.exchange = exchange
+
+
+class ResponseAcknowledged(Event):
+    """A separate CON response of ``exchange`` was acknowledged by the client."""
+
+    __slots__ = ("exchange",)
+
+    def __init__(self, exchange: ServerExchange) -> None:
+        self.exchange = exchange
+
+
+class ResponseFailed(Event):
+    """A separate response of ``exchange`` was reset or never acknowledged."""
+
+    __slots__ = ("error", "exchange")
+
+    def __init__(self, exchange: ServerExchange, error: CoapError) -> None:
+        self.exchange = exchange
+        self.error = error

@@ -1,0 +1,99 @@
+"""Request/response matching by token (RFC 7252 §5.3.2).
+
+Owns the tokens of outstanding requests keyed by (remote, token), their
+allocation (random, configurable length, 8 bytes by default), and the
+decision whether a response's options can be accepted (§5.4.1: an
+unrecognized critical option rejects it). Must not know about message IDs,
+retransmission or sockets.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable, Iterator
+
+from ..message import Message
+from ..numbers.optionnumbers import OptionNumber
+from .exchanges import ClientExchange
+
+__all__ = ["RECOGNIZED_RESPONSE_OPTIONS", "Matcher", "has_unrecognized_critical"]
+
+_N = OptionNumber
+
+#: Critical options a *response* may carry that this stack handles today.
+#: Request options (Uri-*, Proxy-*, If-*, Accept) are recognized and ignored in
+#: a response. OSCORE, EDHOC, Block1/Block2 and Q-Block1/2 are not handled yet,
+#: so they are unrecognized (block-wise lands with its own issue).
+RECOGNIZED_RESPONSE_OPTIONS = frozenset(
+    int(n)
+    for n in (
+        _N.IF_MATCH,
+        _N.URI_HOST,
+        _N.IF_NONE_MATCH,
+        _N.URI_PORT,
+        _N.URI_PATH,
+        _N.URI_QUERY,
+        _N.ACCEPT,
+        _N.PROXY_URI,
+        _N.PROXY_SCHEME,
+    )
+)
+
+
+def has_unrecognized_critical(message: Message, recognized: frozenset[int]) -> bool:
+    """Whether ``message`` carries a critical option outside ``recognized``, or a
+    recognized critical one whose value is malformed (§5.4.1, §5.4.3, §5.4.5)."""
+    any_critical = False
+    for number, _ in message.opt._items:
+        if number & 1:
+            if number not in recognized:
+                return True
+            any_critical = True
+    if any_critical:
+        return any(int(n) & 1 for n in message.opt.malformed())
+    return False
+
+
+class Matcher:
+    """Outstanding requests by (remote, token)."""
+
+    def __init__(self, rng: random.Random, token_length: int = 8) -> None:
+        if not 0 <= token_length <= 8:
+            raise ValueError(f"token length {token_length} is not in 0..8")
+        self._rng = rng
+        self._token_length = token_length
+        self._pending: dict[tuple[Hashable, bytes], ClientExchange] = {}
+
+    def new_token(self, remote: Hashable) -> bytes | None:
+        """A token not in use towards ``remote``; None if the (tiny) token space is full."""
+        length = self._token_length
+        for _ in range(16):
+            token = self._rng.randbytes(length) if length else b""
+            if (remote, token) not in self._pending:
+                return token
+        return None
+
+    def in_use(self, remote: Hashable, token: bytes) -> bool:
+        """Whether ``token`` is outstanding towards ``remote``."""
+        return (remote, token) in self._pending
+
+    def register(self, exchange: ClientExchange) -> None:
+        """Start expecting responses for ``exchange``."""
+        self._pending[(exchange.remote, exchange.token)] = exchange
+
+    def unregister(self, exchange: ClientExchange) -> None:
+        """Stop expecting responses for ``exchange`` (idempotent)."""
+        key = (exchange.remote, exchange.token)
+        if self._pending.get(key) is exchange:
+            del self._pending[key]
+
+    def find(self, remote: Hashable, token: bytes) -> ClientExchange | None:
+        """The exchange waiting for a response with this token from this remote."""
+        return self._pending.get((remote, token))
+
+    def towards(self, remote: Hashable) -> Iterator[ClientExchange]:
+        """Every outstanding exchange with ``remote`` (a scan; for rare events)."""
+        return iter([e for (r, _), e in self._pending.items() if r == remote])
+
+    def __len__(self) -> int:
+        return len(self._pending)

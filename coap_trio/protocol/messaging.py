@@ -1,0 +1,612 @@
+"""The messaging layer of one local endpoint: RFC 7252 §4 reliability plus §5.3 matching.
+
+Owns, for one local endpoint and all its remotes: message-ID allocation,
+CON retransmission (§4.2 schedule) and its timeout, ACK/RST matching by
+MID, deduplication of incoming CON/NON with reply replay (§4.5), pings,
+RST for what cannot be processed, NSTART with queueing (§4.7), token
+matching of responses, and the server side of piggybacked / separate / NON
+responses.
+
+It is sans-I/O: the driver calls :meth:`Messaging.receive`,
+:meth:`~Messaging.send_request`, :meth:`~Messaging.respond`,
+:meth:`~Messaging.abandon` and :meth:`~Messaging.timeout` with the current
+time and performs the returned events (``Transmit``, ``ResponseReceived``,
+``RequestFailed``, ``RequestReceived``...). It imports no trio and reads no
+clock. Must not know about sockets, tasks, resources or URIs.
+
+Timeouts of a client exchange: a CON gives up after MAX_RETRANSMIT
+retransmissions (RequestTimeoutError, within MAX_TRANSMIT_WAIT); a NON request
+waits ``non_response_timeout`` (default MAX_TRANSMIT_WAIT) for its response;
+after an empty ACK, the separate response is awaited for
+``separate_response_timeout`` (default EXCHANGE_LIFETIME). Callers who want
+less use their own cancel scopes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Hashable
+from typing import Any
+
+from ..codec import decode, encode, reset_for
+from ..errors import (
+    BadResponseError,
+    LocalProtocolError,
+    MessageFormatError,
+    NetworkError,
+    RequestTimeoutError,
+    ResetByPeerError,
+)
+from ..message import Message
+from ..numbers.codes import Code
+from ..numbers.types import Type
+from ..options import Options
+from .config import MessagingConfig, MessagingStatistics
+from .dedup import DedupStore
+from .exchanges import (
+    ClientExchange,
+    ClientState,
+    Event,
+    RequestFailed,
+    RequestReceived,
+    ResponseAcknowledged,
+    ResponseFailed,
+    ResponseReceived,
+    ServerExchange,
+    ServerState,
+    Transmit,
+)
+from .matcher import Matcher, has_unrecognized_critical
+from .midalloc import MessageIdAllocator
+from .reliability import RETRANSMIT, Reliability
+from .timers import TimerHeap
+
+__all__ = ["Messaging", "MessagingConfig", "MessagingStatistics"]
+
+_CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
+_EMPTY = Code.EMPTY
+
+# Timer kinds.
+_ACK_DELAY, _DEADLINE, _MID_WAIT, _SWEEP = range(1, 5)
+#: Forgetting idle remotes' message-ID state scans them all; do it this rarely.
+_MID_SWEEP_INTERVAL = 30.0
+
+
+class Messaging:
+    """RFC 7252 messaging for one local endpoint. See the module docstring."""
+
+    def __init__(self, config: MessagingConfig | None = None, rng: random.Random | None = None):
+        self.config = config = config or MessagingConfig()
+        self._rng = rng if rng is not None else random.SystemRandom()
+        params = config.params
+        self._params = params
+        self._exchange_lifetime = params.EXCHANGE_LIFETIME
+        self._non_lifetime = params.NON_LIFETIME
+        self._non_timeout = config.non_response_timeout or params.MAX_TRANSMIT_WAIT
+        self._separate_timeout = config.separate_response_timeout or params.EXCHANGE_LIFETIME
+        self._timers: TimerHeap[tuple[int, Any]] = TimerHeap()
+        self._mids = MessageIdAllocator(params.EXCHANGE_LIFETIME, self._rng, config.max_remotes)
+        self._dedup = DedupStore(config.dedup_max_total, config.dedup_max_per_remote)
+        self._matcher = Matcher(self._rng, config.token_length)
+        self._reliability = Reliability(params, self._rng, self._timers)
+        #: Received requests being handled, by (remote, MID).
+        self._pending: dict[tuple[Hashable, int], ServerExchange] = {}
+        self._outstanding: dict[Hashable, int] = {}
+        self._queued: dict[Hashable, deque[ClientExchange]] = {}
+        self._nstart = params.NSTART
+        self._sweep_ticket = 0
+        self._sweep_at: float | None = None
+        self._mids_swept = -_MID_SWEEP_INTERVAL
+        self._counts = dict.fromkeys(
+            (
+                "datagrams_received",
+                "malformed",
+                "duplicates",
+                "pings",
+                "resets_sent",
+                "requests_timed_out",
+                "unmatched",
+                "rejected_responses",
+                "overloaded",
+            ),
+            0,
+        )
+
+    # -- introspection -----------------------------------------------------------
+
+    @property
+    def statistics(self) -> MessagingStatistics:
+        """A snapshot of the counters and store sizes."""
+        return MessagingStatistics(
+            **self._counts,
+            retransmissions=self._reliability.retransmissions,
+            dedup_entries=len(self._dedup),
+            dedup_evicted=self._dedup.evicted,
+            mid_remotes=len(self._mids),
+            mid_remotes_evicted=self._mids.evicted,
+            outstanding_requests=sum(self._outstanding.values()),
+            queued_requests=sum(len(q) for q in self._queued.values()),
+            pending_server_requests=len(self._pending),
+        )
+
+    def set_nstart(self, nstart: int) -> None:
+        """Change NSTART (outstanding requests per remote) for future requests."""
+        if nstart < 1:
+            raise ValueError("NSTART must be at least 1")
+        self._nstart = nstart
+
+    def mid_available(self, remote: Hashable, now: float) -> bool:
+        """Whether a new message towards ``remote`` could get a message ID now."""
+        return self._mids.available(remote, now)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`timeout` should next be called (None: no timer pending)."""
+        return self._timers.next_deadline()
+
+    # -- client side --------------------------------------------------------------
+
+    def send_request(
+        self, request: Message, remote: Hashable, now: float
+    ) -> tuple[ClientExchange, list[Event]]:
+        """Start a request towards ``remote``.
+
+        The token is allocated here unless ``request.token`` is already set;
+        ``request.mtype`` None means CON. The request is transmitted at once,
+        or queued while NSTART requests are outstanding towards ``remote`` or
+        its message IDs are exhausted. ``request`` is not modified; the
+        exchange holds an encoded copy.
+        """
+        if not request.code.is_request():
+            raise LocalProtocolError(f"{request.code} is not a request code")
+        mtype = request.mtype
+        if mtype is None:
+            mtype = _CON
+        elif mtype not in (_CON, _NON):
+            raise LocalProtocolError("a request is sent as CON or NON")
+        token = request.token
+        if token:
+            if self._matcher.in_use(remote, token):
+                raise LocalProtocolError(f"token {token.hex()} is already in use")
+        else:
+            new = self._matcher.new_token(remote)
+            if new is None:
+                raise LocalProtocolError("no free token (token_length is too small)")
+            token = new
+        exchange = ClientExchange(request, remote, token, mtype is _CON)
+        self._matcher.register(exchange)
+        events: list[Event] = []
+        queue = self._queued.get(remote)
+        if (
+            queue
+            or self._outstanding.get(remote, 0) >= self._nstart
+            or not self._start(exchange, now, events)
+        ):
+            if queue is None:
+                queue = self._queued[remote] = deque()
+            queue.append(exchange)
+        return exchange, events
+
+    def _start(self, exchange: ClientExchange, now: float, events: list[Event]) -> bool:
+        """Transmit a queued exchange; False (and a wake-up timer) when no MID is free."""
+        remote = exchange.remote
+        mid = self._mids.allocate(remote, now)
+        if mid is None:
+            free_at = self._mids.next_free_time(remote)
+            if free_at is not None:
+                self._timers.schedule(free_at, (_MID_WAIT, remote))
+            return False
+        request = exchange.request
+        wire = Message._make(
+            request.code,
+            _CON if exchange.con else _NON,
+            mid,
+            exchange.token,
+            request.opt,
+            request.payload,
+            remote,
+        )
+        data = encode(wire)
+        exchange.mid = mid
+        exchange.state = ClientState.SENT
+        exchange.first_sent = now
+        exchange.transmissions = 1
+        self._outstanding[remote] = self._outstanding.get(remote, 0) + 1
+        key = (remote, mid)
+        if exchange.con:
+            exchange.transmission = self._send_con(key, data, exchange, now)
+        else:
+            self._remember_non(key, exchange, now)
+            exchange.deadline_ticket = self._timers.schedule(
+                now + self._non_timeout, (_DEADLINE, exchange)
+            )
+        events.append(Transmit(remote, data))
+        return True
+
+    def _send_con(self, key: tuple[Hashable, int], data: bytes, owner: Any, now: float) -> Any:
+        return self._reliability.send_con(key, data, owner, now)
+
+    def _remember_non(self, key: tuple[Hashable, int], owner: Any, now: float) -> None:
+        self._ensure_sweep(self._reliability.remember_non(key, owner, now))
+
+    def abandon(self, exchange: ClientExchange, now: float) -> list[Event]:
+        """Give up on ``exchange``: no more retransmissions, token freed, no event for it.
+
+        Idempotent. Starting the next queued request towards the same remote
+        may produce events.
+        """
+        if exchange.state is ClientState.DONE:
+            return []
+        if exchange.state is ClientState.QUEUED:
+            queue = self._queued.get(exchange.remote)
+            if queue is not None and exchange in queue:
+                queue.remove(exchange)
+                if not queue:
+                    del self._queued[exchange.remote]
+            exchange.state = ClientState.DONE
+            self._matcher.unregister(exchange)
+            return []
+        events: list[Event] = []
+        self._finish(exchange, now, events)
+        return events
+
+    def _finish(self, exchange: ClientExchange, now: float, events: list[Event]) -> None:
+        exchange.state = ClientState.DONE
+        self._matcher.unregister(exchange)
+        if exchange.transmission is not None:
+            self._reliability.cancel(exchange.transmission)
+            exchange.transmission = None
+        exchange.deadline_ticket = 0
+        remote = exchange.remote
+        left = self._outstanding.get(remote, 1) - 1
+        if left:
+            self._outstanding[remote] = left
+        else:
+            self._outstanding.pop(remote, None)
+        self._release_queue(remote, now, events)
+
+    def _release_queue(self, remote: Hashable, now: float, events: list[Event]) -> None:
+        queue = self._queued.get(remote)
+        while queue and self._outstanding.get(remote, 0) < self._nstart:
+            if not self._start(queue[0], now, events):
+                return
+            queue.popleft()
+        if queue is not None and not queue:
+            del self._queued[remote]
+
+    # -- server side --------------------------------------------------------------
+
+    def respond(
+        self, exchange: ServerExchange, response: Message | None, now: float
+    ) -> list[Event]:
+        """Answer a received request (``None``: no response, e.g. RFC 7967 No-Response).
+
+        A CON still in its piggyback window gets the response in its ACK; after
+        the empty ACK it becomes a separate CON response (retransmitted; its
+        fate is reported by ResponseAcknowledged / ResponseFailed); a NON
+        request gets a NON response. The response's token, MID and type are
+        set here; its code, options and payload are used as given.
+        """
+        if exchange.state is not ServerState.PENDING and exchange.state is not (
+            ServerState.ACKNOWLEDGED
+        ):
+            raise LocalProtocolError(f"{exchange!r} was already answered")
+        events: list[Event] = []
+        remote = exchange.remote
+        key = (remote, exchange.mid)
+        if exchange.state is ServerState.PENDING:
+            self._pending.pop(key, None)
+            exchange.ack_ticket = 0
+            if exchange.con:
+                if response is None:
+                    data = encode(
+                        Message._make(_EMPTY, _ACK, exchange.mid, b"", Options(), b"", None)
+                    )
+                else:
+                    data = self._encode_response(response, _ACK, exchange.mid, exchange.token)
+                self._dedup.record(remote, exchange.mid, data, self._exchange_lifetime, now)
+                self._ensure_sweep(now + self._exchange_lifetime)
+                events.append(Transmit(remote, data))
+                exchange.state = ServerState.DONE
+                return events
+            self._dedup.record(remote, exchange.mid, None, self._non_lifetime, now)
+            self._ensure_sweep(now + self._non_lifetime)
+            exchange.state = ServerState.DONE
+            if response is not None:
+                mtype = response.mtype if response.mtype in (_CON, _NON) else _NON
+                self._send_new(exchange, response, mtype, now, events)
+            return events
+        # ACKNOWLEDGED: a separate response.
+        exchange.state = ServerState.DONE
+        if response is not None:
+            mtype = response.mtype if response.mtype in (_CON, _NON) else _CON
+            self._send_new(exchange, response, mtype, now, events)
+        return events
+
+    def _send_new(
+        self,
+        exchange: ServerExchange,
+        response: Message,
+        mtype: Type,
+        now: float,
+        events: list[Event],
+    ) -> None:
+        remote = exchange.remote
+        mid = self._mids.allocate(remote, now)
+        if mid is None:
+            self._counts["overloaded"] += 1
+            events.append(ResponseFailed(exchange, NetworkError("no free message ID")))
+            return
+        data = self._encode_response(response, mtype, mid, exchange.token)
+        key = (remote, mid)
+        if mtype is _CON:
+            exchange.state = ServerState.RESPONDING
+            self._send_con(key, data, exchange, now)
+        else:
+            self._remember_non(key, exchange, now)
+        events.append(Transmit(remote, data))
+
+    @staticmethod
+    def _encode_response(response: Message, mtype: Type, mid: int, token: bytes) -> bytes:
+        return encode(
+            Message._make(response.code, mtype, mid, token, response.opt, response.payload, None)
+        )
+
+    def forget(self, exchange: ServerExchange) -> None:
+        """Drop a received request that will not be handled (e.g. a full queue).
+
+        Its message ID is not recorded, so a retransmission is processed as
+        new, not as a duplicate with nothing to replay.
+        """
+        key = (exchange.remote, exchange.mid)
+        if self._pending.get(key) is exchange:
+            del self._pending[key]
+        exchange.ack_ticket = 0
+        exchange.state = ServerState.DONE
+
+    # -- input --------------------------------------------------------------------
+
+    def receive(self, data: bytes, remote: Hashable, now: float) -> list[Event]:
+        """Process one incoming datagram from ``remote``."""
+        self._counts["datagrams_received"] += 1
+        events: list[Event] = []
+        try:
+            message = decode(data, remote)
+        except MessageFormatError as error:
+            self._counts["malformed"] += 1
+            reset = reset_for(error)
+            if reset is not None:
+                self._counts["resets_sent"] += 1
+                events.append(Transmit(remote, encode(reset)))
+            return events
+        mtype = message.mtype
+        if mtype is _ACK:
+            self._on_ack(message, remote, now, events)
+        elif mtype is _RST:
+            self._on_rst(message, remote, now, events)
+        else:
+            self._on_con_non(message, remote, now, events)
+        return events
+
+    def _on_ack(self, message: Message, remote: Hashable, now: float, events: list[Event]) -> None:
+        owner = self._reliability.acknowledged((remote, message.mid))  # type: ignore[arg-type]
+        if owner is None:
+            self._counts["unmatched"] += 1
+            return
+        if isinstance(owner, ServerExchange):
+            owner.state = ServerState.DONE
+            events.append(ResponseAcknowledged(owner))
+            return
+        exchange: ClientExchange = owner
+        exchange.transmission = None
+        if message.code is _EMPTY:
+            exchange.state = ClientState.ACKNOWLEDGED
+            exchange.deadline_ticket = self._timers.schedule(
+                now + self._separate_timeout, (_DEADLINE, exchange)
+            )
+            return
+        if message.token != exchange.token or not message.code.is_response():
+            # Acknowledges the request but is no valid response to it.
+            self._counts["rejected_responses"] += 1
+            self._finish(exchange, now, events)
+            events.append(
+                RequestFailed(
+                    exchange, BadResponseError("piggybacked response does not match the request")
+                )
+            )
+            return
+        if has_unrecognized_critical(message, self.config.recognized_response_options):
+            # §4.2: rejecting an ACK is silently ignoring it, but it does prove
+            # receipt; the request cannot succeed, so it fails now.
+            self._counts["rejected_responses"] += 1
+            self._finish(exchange, now, events)
+            events.append(
+                RequestFailed(
+                    exchange, BadResponseError("response has an unrecognized critical option")
+                )
+            )
+            return
+        self._finish(exchange, now, events)
+        events.append(ResponseReceived(exchange, message))
+
+    def _on_rst(self, message: Message, remote: Hashable, now: float, events: list[Event]) -> None:
+        owner = self._reliability.reset((remote, message.mid), now)  # type: ignore[arg-type]
+        if owner is None:
+            self._counts["unmatched"] += 1
+            return
+        if isinstance(owner, ServerExchange):
+            owner.state = ServerState.DONE
+            events.append(ResponseFailed(owner, ResetByPeerError("the client reset the response")))
+        elif owner.state is not ClientState.DONE:
+            self._finish(owner, now, events)
+            events.append(RequestFailed(owner, ResetByPeerError("the server reset the request")))
+
+    def _on_con_non(
+        self, message: Message, remote: Hashable, now: float, events: list[Event]
+    ) -> None:
+        mid: int = message.mid  # type: ignore[assignment]
+        con = message.mtype is _CON
+        code = message.code
+        if code is _EMPTY:
+            if con:  # CoAP ping (§4.3): answered with RST
+                self._counts["pings"] += 1
+                self._reset(remote, mid, events)
+            return
+        entry = self._dedup.lookup(remote, mid, now)
+        if entry is not None or (remote, mid) in self._pending:
+            self._counts["duplicates"] += 1
+            if con and entry is not None and entry.reply is not None:
+                events.append(Transmit(remote, entry.reply))
+            return
+        if code.is_request():
+            if len(self._pending) >= self.config.max_pending_requests:
+                self._counts["overloaded"] += 1
+                if con:
+                    self._reset(remote, mid, events)
+                return
+            exchange = ServerExchange(message, remote)
+            self._pending[(remote, mid)] = exchange
+            if con:
+                exchange.ack_ticket = self._timers.schedule(
+                    now + self.config.ack_delay, (_ACK_DELAY, exchange)
+                )
+            events.append(RequestReceived(exchange))
+            return
+        if code.is_response():
+            self._on_separate_response(message, remote, mid, con, now, events)
+            return
+        # Reserved classes (1.xx, 6.xx) and signaling codes have no meaning over UDP.
+        self._counts["unmatched"] += 1
+        if con:
+            self._reset(remote, mid, events, record=now)
+        else:
+            self._dedup.record(remote, mid, None, self._non_lifetime, now)
+
+    def _on_separate_response(
+        self,
+        message: Message,
+        remote: Hashable,
+        mid: int,
+        con: bool,
+        now: float,
+        events: list[Event],
+    ) -> None:
+        exchange = self._matcher.find(remote, message.token)
+        if exchange is None or exchange.state is ClientState.QUEUED:
+            # §4.3 / RFC 7641 §3.6: unknown token -> RST, for CON and NON alike.
+            self._counts["unmatched"] += 1
+            self._reset(remote, mid, events, record=now if con else None)
+            if not con:
+                self._dedup.record(remote, mid, None, self._non_lifetime, now)
+            return
+        if has_unrecognized_critical(message, self.config.recognized_response_options):
+            self._counts["rejected_responses"] += 1
+            if con:
+                self._reset(remote, mid, events, record=now)
+                self._finish(exchange, now, events)
+                events.append(
+                    RequestFailed(
+                        exchange, BadResponseError("response has an unrecognized critical option")
+                    )
+                )
+            else:
+                self._dedup.record(remote, mid, None, self._non_lifetime, now)
+            return
+        if con:
+            ack = encode(Message._make(_EMPTY, _ACK, mid, b"", Options(), b"", None))
+            self._dedup.record(remote, mid, ack, self._exchange_lifetime, now)
+            self._ensure_sweep(now + self._exchange_lifetime)
+            events.append(Transmit(remote, ack))
+        else:
+            self._dedup.record(remote, mid, None, self._non_lifetime, now)
+            self._ensure_sweep(now + self._non_lifetime)
+        # A response also proves the request arrived (its ACK may be lost).
+        self._finish(exchange, now, events)
+        events.append(ResponseReceived(exchange, message))
+
+    def _reset(
+        self, remote: Hashable, mid: int, events: list[Event], record: float | None = None
+    ) -> None:
+        data = encode(Message._make(_EMPTY, _RST, mid, b"", Options(), b"", None))
+        self._counts["resets_sent"] += 1
+        if record is not None:
+            self._dedup.record(remote, mid, data, self._exchange_lifetime, record)
+            self._ensure_sweep(record + self._exchange_lifetime)
+        events.append(Transmit(remote, data))
+
+    def peer_error(self, remote: Hashable, error: OSError, now: float) -> list[Event]:
+        """The network reported ``error`` for ``remote``: fail the requests sent to it."""
+        events: list[Event] = []
+        for exchange in self._matcher.towards(remote):
+            if exchange.state in (ClientState.SENT, ClientState.ACKNOWLEDGED):
+                self._finish(exchange, now, events)
+                events.append(RequestFailed(exchange, NetworkError(str(error), error)))
+        return events
+
+    # -- time ---------------------------------------------------------------------
+
+    def _ensure_sweep(self, when: float) -> None:
+        if self._sweep_at is None or when < self._sweep_at:
+            self._sweep_at = when
+            self._sweep_ticket = self._timers.schedule(when, (_SWEEP, None))
+
+    def timeout(self, now: float) -> list[Event]:
+        """Process every timer due at ``now``: retransmissions, give-ups, empty ACKs,
+        response deadlines, queued requests whose message ID freed, expiries."""
+        events: list[Event] = []
+        for ticket, (kind, subject) in self._timers.pop_due(now):
+            if kind == RETRANSMIT:
+                outcome = self._reliability.fire(subject, ticket, now)
+                if isinstance(outcome, bytes):
+                    if isinstance(subject.owner, ClientExchange):
+                        subject.owner.transmissions += 1
+                    events.append(Transmit(subject.key[0], outcome))
+                elif outcome is False:
+                    self._give_up(subject.owner, subject.count + 1, now, events)
+            elif kind == _ACK_DELAY:
+                exchange: ServerExchange = subject
+                if exchange.ack_ticket == ticket and exchange.state is ServerState.PENDING:
+                    exchange.ack_ticket = 0
+                    self._pending.pop((exchange.remote, exchange.mid), None)
+                    exchange.state = ServerState.ACKNOWLEDGED
+                    ack = encode(
+                        Message._make(_EMPTY, _ACK, exchange.mid, b"", Options(), b"", None)
+                    )
+                    self._dedup.record(
+                        exchange.remote, exchange.mid, ack, self._exchange_lifetime, now
+                    )
+                    self._ensure_sweep(now + self._exchange_lifetime)
+                    events.append(Transmit(exchange.remote, ack))
+            elif kind == _DEADLINE:
+                client: ClientExchange = subject
+                if client.deadline_ticket == ticket and client.state is not ClientState.DONE:
+                    self._counts["requests_timed_out"] += 1
+                    self._finish(client, now, events)
+                    error = RequestTimeoutError(client.transmissions, "no response arrived in time")
+                    events.append(RequestFailed(client, error))
+            elif kind == _MID_WAIT:
+                self._release_queue(subject, now, events)
+            elif ticket == self._sweep_ticket:
+                self._sweep_at = None
+                self._sweep(now)
+        return events
+
+    def _give_up(self, owner: Any, transmissions: int, now: float, events: list[Event]) -> None:
+        error = RequestTimeoutError(transmissions)
+        if isinstance(owner, ServerExchange):
+            owner.state = ServerState.DONE
+            events.append(ResponseFailed(owner, error))
+        else:
+            self._counts["requests_timed_out"] += 1
+            self._finish(owner, now, events)
+            events.append(RequestFailed(owner, error))
+
+    def _sweep(self, now: float) -> None:
+        next_dedup = self._dedup.sweep(now)
+        next_non = self._reliability.sweep(now)
+        if now - self._mids_swept >= _MID_SWEEP_INTERVAL:
+            self._mids_swept = now
+            self._mids.sweep(now)
+        candidates = [t for t in (next_dedup, next_non) if t is not None]
+        if candidates:
+            self._ensure_sweep(min(candidates))

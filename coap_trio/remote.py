@@ -1,0 +1,69 @@
+"""Addresses of datagram peers, as the messaging layer sees them.
+
+Owns :class:`DatagramRemote`: a hashable, canonical peer address (the socket
+address exactly as a receive call reports it, plus the URI scheme), which
+the sans-I/O state machines use as a dictionary key and which
+:meth:`coap_trio.message.Message.get_request_uri` reads scheme, host and
+port from. Must not know about sockets or trio; transports create these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from .numbers.constants import DEFAULT_PORTS
+
+__all__ = ["DatagramRemote"]
+
+_MAPPED_PREFIX = "::ffff:"
+
+
+@attrs.frozen(cache_hash=True)
+class DatagramRemote:
+    """A datagram peer: ``sockaddr`` as the transport reports it, and the URI scheme.
+
+    Two remotes are equal exactly when their socket addresses are, so a
+    transport must build the one for an outgoing destination in the same
+    canonical form its receive calls produce (see the transport's
+    ``remote_for``). IPv4 peers of a dual-stack IPv6 socket appear as
+    IPv4-mapped addresses in ``sockaddr`` but as plain IPv4 in :attr:`host`.
+    """
+
+    #: The socket address: ``(host, port)`` or ``(host, port, flowinfo, scope_id)``.
+    sockaddr: tuple[Any, ...]
+    #: The URI scheme this peer is reached with, e.g. ``"coap"``.
+    scheme: str = "coap"
+
+    @property
+    def host(self) -> str:
+        """The IP address as text: IPv4-mapped IPv6 is shown as IPv4."""
+        host: str = self.sockaddr[0]
+        if host.startswith(_MAPPED_PREFIX) and "." in host:
+            return host[len(_MAPPED_PREFIX) :]
+        return host
+
+    @property
+    def port(self) -> int:
+        """The port number."""
+        port: int = self.sockaddr[1]
+        return port
+
+    @property
+    def hostinfo(self) -> str:
+        """``host:port`` as in a URI authority (IPv6 in brackets, default port omitted)."""
+        host = self.host
+        if ":" in host:
+            host = "[" + host.replace("%", "%25") + "]"
+        if DEFAULT_PORTS.get(self.scheme) == self.port:
+            return host
+        return f"{host}:{self.port}"
+
+    @property
+    def uri_base(self) -> str:
+        """``scheme://hostinfo``."""
+        return f"{self.scheme}://{self.hostinfo}"
+
+    def __str__(self) -> str:
+        return self.uri_base
