@@ -39,6 +39,8 @@ class DedupStore:
         self._entries: dict[_Key, _Entry] = {}
         self._order: deque[tuple[_Key, _Entry]] = deque()
         self._per_remote: dict[Hashable, deque[tuple[_Key, _Entry]]] = {}
+        #: Entries per remote (its queue may also hold stale items of replaced entries).
+        self._live: dict[Hashable, int] = {}
         self._max_total = max_total
         self._max_per_remote = max_per_remote
         #: Entries evicted before their lifetime because a bound was reached.
@@ -57,6 +59,7 @@ class DedupStore:
         """Remember (remote, mid) for ``lifetime`` seconds with the reply to replay."""
         key = (remote, mid)
         entry = _Entry(now + lifetime, reply)
+        replaced = key in self._entries
         self._entries[key] = entry
         item = (key, entry)
         self._order.append(item)
@@ -64,7 +67,8 @@ class DedupStore:
         if queue is None:
             queue = self._per_remote[remote] = deque()
         queue.append(item)
-        if len(queue) > self._max_per_remote:
+        live = self._live[remote] = self._live.get(remote, 0) + (0 if replaced else 1)
+        if live > self._max_per_remote:
             self._evict_from(queue)
         if len(self._entries) > self._max_total:
             self._evict_from(self._order)
@@ -80,6 +84,12 @@ class DedupStore:
                 return
 
     def _trim(self, remote: Hashable) -> None:
+        """An entry of ``remote`` was deleted: count it, drop stale items from its queue."""
+        left = self._live[remote] - 1
+        if left:
+            self._live[remote] = left
+        else:
+            del self._live[remote]
         queue = self._per_remote.get(remote)
         if queue is None:
             return

@@ -64,6 +64,7 @@ class ClientExchange:
         "first_sent",
         "mid",
         "owner",
+        "ping",
         "remote",
         "request",
         "state",
@@ -77,6 +78,8 @@ class ClientExchange:
         self.remote = remote
         self.token = token
         self.con = con
+        #: An empty CON sent to provoke an RST (§4.3), not a request.
+        self.ping = False
         self.mid: int | None = None
         self.state = ClientState.QUEUED
         self.first_sent: float | None = None

@@ -187,6 +187,27 @@ class Messaging:
             queue.append(exchange)
         return exchange, events
 
+    def send_ping(self, remote: Hashable, now: float) -> tuple[ClientExchange, list[Event]]:
+        """Send a CoAP ping (an empty CON, §4.3) to ``remote``.
+
+        The exchange ends with ``ResponseReceived`` carrying the peer's RST (or
+        empty ACK) when it answers, or ``RequestFailed`` with a timeout.
+        """
+        ping = Message._make(_EMPTY, _CON, None, b"", Options(), b"", remote)
+        exchange = ClientExchange(ping, remote, b"", True)
+        exchange.ping = True
+        events: list[Event] = []
+        queue = self._queued.get(remote)
+        if (
+            queue
+            or self._outstanding.get(remote, 0) >= self._nstart
+            or not self._start(exchange, now, events)
+        ):
+            if queue is None:
+                queue = self._queued[remote] = deque()
+            queue.append(exchange)
+        return exchange, events
+
     def _start(self, exchange: ClientExchange, now: float, events: list[Event]) -> bool:
         """Transmit a queued exchange; False (and a wake-up timer) when no MID is free."""
         remote = exchange.remote
@@ -399,6 +420,10 @@ class Messaging:
             return
         exchange: ClientExchange = owner
         exchange.transmission = None
+        if exchange.ping:
+            self._finish(exchange, now, events)
+            events.append(ResponseReceived(exchange, message))
+            return
         if message.code is _EMPTY:
             exchange.state = ClientState.ACKNOWLEDGED
             exchange.deadline_ticket = self._timers.schedule(
@@ -439,7 +464,12 @@ class Messaging:
             events.append(ResponseFailed(owner, ResetByPeerError("the client reset the response")))
         elif owner.state is not ClientState.DONE:
             self._finish(owner, now, events)
-            events.append(RequestFailed(owner, ResetByPeerError("the server reset the request")))
+            if owner.ping:
+                events.append(ResponseReceived(owner, message))
+            else:
+                events.append(
+                    RequestFailed(owner, ResetByPeerError("the server reset the request"))
+                )
 
     def _on_con_non(
         self, message: Message, remote: Hashable, now: float, events: list[Event]
@@ -481,6 +511,7 @@ class Messaging:
             self._reset(remote, mid, events, record=now)
         else:
             self._dedup.record(remote, mid, None, self._non_lifetime, now)
+            self._ensure_sweep(now + self._non_lifetime)
 
     def _on_separate_response(
         self,
@@ -498,6 +529,7 @@ class Messaging:
             self._reset(remote, mid, events, record=now if con else None)
             if not con:
                 self._dedup.record(remote, mid, None, self._non_lifetime, now)
+                self._ensure_sweep(now + self._non_lifetime)
             return
         if has_unrecognized_critical(message, self.config.recognized_response_options):
             self._counts["rejected_responses"] += 1
@@ -511,6 +543,7 @@ class Messaging:
                 )
             else:
                 self._dedup.record(remote, mid, None, self._non_lifetime, now)
+                self._ensure_sweep(now + self._non_lifetime)
             return
         if con:
             ack = encode(Message._make(_EMPTY, _ACK, mid, b"", Options(), b"", None))
@@ -537,10 +570,15 @@ class Messaging:
     def peer_error(self, remote: Hashable, error: OSError, now: float) -> list[Event]:
         """The network reported ``error`` for ``remote``: fail the requests sent to it."""
         events: list[Event] = []
-        for exchange in self._matcher.towards(remote):
-            if exchange.state in (ClientState.SENT, ClientState.ACKNOWLEDGED):
-                self._finish(exchange, now, events)
-                events.append(RequestFailed(exchange, NetworkError(str(error), error)))
+        # Decide first: finishing one starts queued requests, which were not sent yet.
+        sent = [
+            exchange
+            for exchange in self._matcher.towards(remote)
+            if exchange.state in (ClientState.SENT, ClientState.ACKNOWLEDGED)
+        ]
+        for exchange in sent:
+            self._finish(exchange, now, events)
+            events.append(RequestFailed(exchange, NetworkError(str(error), error)))
         return events
 
     # -- time ---------------------------------------------------------------------

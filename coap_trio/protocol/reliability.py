@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Hashable
-from typing import Any, Literal
+from typing import Any
 
 from ..numbers.constants import TransmissionParameters
 from .timers import TimerHeap

@@ -10,6 +10,12 @@ endpoint's own task flushes when the socket becomes writable (so no two
 tasks ever wait on one socket); when the outbox is full too, the datagram is
 dropped and counted, as a lossy network would (CON messages are
 retransmitted by the messaging layer).
+
+Callbacks: ``on_datagrams`` and ``on_error`` are only ever called from the
+endpoint's own ``run`` task, never from inside ``send()`` (so sending from a
+callback cannot re-enter it). An exception raised by a callback propagates
+out of ``run`` as itself, not wrapped in an ExceptionGroup. ``remote_for``
+accepts IP literals only (ValueError otherwise); ``run`` may be called once.
 """
 
 from __future__ import annotations

@@ -1,0 +1,124 @@
+"""The client side of the trio shell: :class:`Request`, whose response is awaitable.
+
+Owns the user-facing handle of one request and how waiting on it maps onto
+the sans-I/O exchange: the result arrives from the Context's endpoint task
+(no task per request), cancelling the waiter abandons the exchange.
+
+Decided behaviours:
+
+* ``await request.response`` may be done any number of times, by any
+  number of tasks: each gets the same response (or the same error type).
+* A request whose response is never awaited still runs to its end
+  (response, timeout, reset) and is then cleaned up; nothing leaks.
+* When the *last* task awaiting ``.response`` is cancelled before the
+  response arrived, the exchange is abandoned: no more retransmissions, the
+  token is freed, and later awaits raise :class:`RequestCancelledError`.
+  Awaiting again *before* that cancellation completes keeps it alive.
+* :meth:`Request.cancel` abandons the exchange explicitly; awaiting then
+  raises :class:`RequestCancelledError`.
+* Leaving the Context fails every unfinished request with
+  :class:`RequestCancelledError`.
+
+Must not know about sockets or the wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import trio
+
+from .errors import CoapError, RequestCancelledError
+from .message import Message
+
+__all__ = ["Request"]
+
+
+class _ResponseAwaitable:
+    """``await request.response``: waits without creating a coroutine until awaited."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def __await__(self) -> Generator[Any, None, Message]:
+        return self._request._wait().__await__()
+
+
+class Request:
+    """A request in flight (the :class:`coap_trio.interfaces.Request` contract).
+
+    Created by ``Context.request(message)``; see the module docstring for
+    waiting, cancellation and cleanup rules.
+    """
+
+    __slots__ = ("_abandon", "_done", "_error", "_request", "_response", "_waiters", "exchange")
+
+    def __init__(self, message: Message, abandon: Callable[[Request], None]) -> None:
+        self._request = message
+        self._abandon = abandon
+        self._done = trio.Event()
+        self._response: Message | None = None
+        self._error: CoapError | None = None
+        self._waiters = 0
+        #: The sans-I/O exchange (None while the host name resolves).
+        self.exchange: Any = None
+
+    @property
+    def request(self) -> Message:
+        """The request message as it was given."""
+        return self._request
+
+    @property
+    def response(self) -> _ResponseAwaitable:
+        """Awaitable: the response message, or a :class:`~coap_trio.errors.RequestError`.
+
+        The error is raised as itself (never inside an ExceptionGroup).
+        """
+        return _ResponseAwaitable(self)
+
+    @property
+    def done(self) -> bool:
+        """Whether the exchange has ended (answered, failed or cancelled)."""
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Abandon the exchange now; awaiting the response raises RequestCancelledError."""
+        if not self._done.is_set():
+            self._abandon(self)
+            self._fail(RequestCancelledError("the request was cancelled"))
+
+    async def _wait(self) -> Message:
+        if not self._done.is_set():
+            self._waiters += 1
+            try:
+                await self._done.wait()
+            finally:
+                self._waiters -= 1
+                if not self._done.is_set() and not self._waiters:
+                    self._abandon(self)
+                    self._fail(RequestCancelledError("the awaiting task was cancelled"))
+        else:
+            await trio.lowlevel.checkpoint()
+        if self._error is not None:
+            raise self._error
+        assert self._response is not None
+        return self._response
+
+    # -- called by the Context ---------------------------------------------------------
+
+    def _succeed(self, response: Message) -> None:
+        if not self._done.is_set():
+            self._response = response
+            self._done.set()
+
+    def _fail(self, error: CoapError) -> None:
+        if not self._done.is_set():
+            self._error = error
+            self._done.set()
+
+    def __repr__(self) -> str:
+        state = "done" if self._done.is_set() else "pending"
+        return f"<Request {state} {self._request!r}>"

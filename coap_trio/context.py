@@ -1,0 +1,486 @@
+"""The Context: the nursery that owns every endpoint, timer and handler of coap_trio.
+
+Owns the trio shell around the sans-I/O :class:`~coap_trio.protocol.messaging.Messaging`
+machines: for each transport endpoint one receive task (the endpoint's
+``run``) and one timer task, plus a fixed pool of handler tasks when serving.
+Received datagrams are processed synchronously in the receive task (no task
+spawn or channel hop per datagram); responses reach waiting requests by
+setting their event; received requests travel to the handler pool through one
+bounded memory channel.
+
+Resource handling: leaving ``async with open_context()`` cancels every task,
+closes every socket, and fails every unfinished request with
+:class:`~coap_trio.errors.RequestCancelledError`; nothing of ours outlives it.
+
+Error handling: bad input from the network never reaches this level as an
+exception (the messaging layer answers or counts it). A handler's exception
+becomes 5.00 Internal Server Error without details on the wire and is
+logged. Errors of requests are raised from ``await request.response``, as
+themselves.
+
+Full queues: when the handler pool's channel is full, a CON request is
+answered 5.03 Service Unavailable (with Max-Age) and a NON request is dropped;
+both are counted (``ContextStatistics``). A dropped request's MID is not
+recorded, so its retransmission is processed as new.
+
+Many requests to one peer: the message-ID rule caps one local endpoint at
+65,536 messages per remote per EXCHANGE_LIFETIME (~265/s sustained). Open the
+context with ``client_endpoints=N`` to spread requests over N local ports:
+each new request goes out from the first endpoint that has a free MID
+towards its destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from .client import Request
+from .errors import (
+    CoapError,
+    LocalProtocolError,
+    RequestCancelledError,
+    UnresolvableHostError,
+    UnsupportedTransportError,
+)
+from .interfaces import Resource
+from .message import Message
+from .numbers.codes import Code
+from .protocol.config import MessagingConfig, MessagingStatistics
+from .protocol.exchanges import (
+    ClientExchange,
+    Event,
+    RequestFailed,
+    RequestReceived,
+    ResponseReceived,
+    ServerExchange,
+    Transmit,
+)
+from .protocol.messaging import Messaging
+from .remote import DatagramRemote
+from .transports.base import DatagramEndpoint, DatagramNetwork, EndpointStatistics
+from .uri import Origin, is_ip_literal
+
+__all__ = ["Context", "ContextStatistics", "open_context"]
+
+logger = logging.getLogger("coap_trio")
+
+_SUPPORTED_SCHEMES = frozenset({"coap"})
+
+
+@attrs.frozen
+class ContextStatistics:
+    """Counters of a Context: per endpoint, and of its request handling."""
+
+    #: One entry per endpoint, in the order they were opened.
+    endpoints: tuple[EndpointStatistics, ...]
+    #: The messaging counters of each endpoint, same order.
+    messaging: tuple[MessagingStatistics, ...]
+    #: Requests waiting for a handler right now.
+    handler_queue_depth: int
+    #: CON requests answered 5.03 because the handler queue was full.
+    overloaded_responses: int
+    #: NON requests dropped because the handler queue was full.
+    dropped_requests: int
+    #: Handlers that raised (answered 5.00).
+    handler_errors: int
+
+
+class _Runner:
+    """One endpoint, its messaging machine, and the glue between them."""
+
+    def __init__(self, context: Context, endpoint: DatagramEndpoint, machine: Messaging) -> None:
+        self.context = context
+        self.endpoint = endpoint
+        self.machine = machine
+        self.timer_scope: trio.CancelScope | None = None
+        self.remotes: dict[tuple[str, int], DatagramRemote] = {}
+
+    def on_datagrams(self, batch: list[tuple[bytes, DatagramRemote]]) -> None:
+        now = trio.current_time()
+        receive = self.machine.receive
+        perform = self.perform
+        for data, remote in batch:
+            perform(receive(data, remote, now))
+
+    def on_error(self, remote: DatagramRemote, error: OSError) -> None:
+        self.perform(self.machine.peer_error(remote, error, trio.current_time()))
+
+    def perform(self, events: list[Event]) -> None:
+        if not events:
+            return
+        send = self.endpoint.send
+        for event in events:
+            kind = type(event)
+            if kind is Transmit:
+                send(event.data, event.remote)  # type: ignore[attr-defined]
+            elif kind is ResponseReceived:
+                request: Request = event.exchange.owner  # type: ignore[attr-defined]
+                request._succeed(event.response)  # type: ignore[attr-defined]
+                self.context._inflight.discard(request)
+            elif kind is RequestFailed:
+                request = event.exchange.owner  # type: ignore[attr-defined]
+                request._fail(event.error)  # type: ignore[attr-defined]
+                self.context._inflight.discard(request)
+            elif kind is RequestReceived:
+                self.context._dispatch(self, event.exchange)  # type: ignore[attr-defined]
+        self.kick()
+
+    def kick(self) -> None:
+        """Bring the timer task's deadline forward if the machine now needs it sooner."""
+        scope = self.timer_scope
+        if scope is not None:
+            deadline = self.machine.next_deadline()
+            if deadline is not None and deadline < scope.deadline:
+                scope.deadline = deadline
+
+    async def run_timers(self) -> None:
+        machine = self.machine
+        while True:
+            deadline = machine.next_deadline()
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                self.timer_scope = scope
+                await trio.sleep_forever()
+            self.timer_scope = None
+            self.perform(machine.timeout(trio.current_time()))
+
+    def remote_for(self, host: str, port: int) -> DatagramRemote:
+        key = (host, port)
+        remote = self.remotes.get(key)
+        if remote is None:
+            if len(self.remotes) > 4096:
+                self.remotes.clear()
+            remote = self.remotes[key] = self.endpoint.remote_for(host, port)
+        return remote
+
+
+class Context:
+    """A CoAP endpoint: client (:meth:`request`, :meth:`get`...) and, with a site, server.
+
+    Create it with :func:`open_context`; it is the
+    :class:`coap_trio.interfaces.RequestProvider` of the seed contracts.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        network: DatagramNetwork,
+        config: MessagingConfig,
+        site: Resource | None,
+        rng: random.Random | None,
+        dns_ttl: float,
+    ) -> None:
+        self._nursery = nursery
+        self._network = network
+        self._config = config
+        self._site = site
+        self._rng = rng
+        self._dns_ttl = dns_ttl
+        self._dns: dict[str, tuple[float, list[str]]] = {}
+        self._runners: list[_Runner] = []
+        self._inflight: set[Request] = set()
+        send, receive = trio.open_memory_channel[tuple[_Runner, ServerExchange]](0)
+        self._handler_send: trio.MemorySendChannel[tuple[_Runner, ServerExchange]] = send
+        self._handler_receive = receive
+        self._overloaded = 0
+        self._dropped = 0
+        self._handler_errors = 0
+
+    # -- setup ---------------------------------------------------------------------
+
+    async def _open_endpoint(self, host: str, port: int) -> _Runner:
+        endpoint = self._network.open_endpoint(host, port)
+        machine = Messaging(self._config, self._rng)
+        runner = _Runner(self, endpoint, machine)
+        self._runners.append(runner)
+        await self._nursery.start(_run_endpoint, runner)
+        self._nursery.start_soon(runner.run_timers)
+        return runner
+
+    def _start_handlers(self, concurrency: int, queue: int) -> None:
+        send, receive = trio.open_memory_channel[tuple[_Runner, ServerExchange]](queue)
+        self._handler_send, self._handler_receive = send, receive
+        for _ in range(concurrency):
+            self._nursery.start_soon(self._handle_requests, receive)
+
+    # -- introspection -------------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[DatagramRemote]:
+        """The local address of every endpoint (with real ports)."""
+        return [runner.endpoint.local_address for runner in self._runners]
+
+    @property
+    def statistics(self) -> ContextStatistics:
+        """A snapshot of the counters."""
+        return ContextStatistics(
+            endpoints=tuple(r.endpoint.statistics for r in self._runners),
+            messaging=tuple(r.machine.statistics for r in self._runners),
+            handler_queue_depth=self._handler_send.statistics().current_buffer_used,
+            overloaded_responses=self._overloaded,
+            dropped_requests=self._dropped,
+            handler_errors=self._handler_errors,
+        )
+
+    def set_nstart(self, nstart: int) -> None:
+        """Allow ``nstart`` outstanding requests per remote (RFC 7252 §4.7; default 1)."""
+        for runner in self._runners:
+            runner.machine.set_nstart(nstart)
+
+    # -- client --------------------------------------------------------------------
+
+    def request(self, message: Message) -> Request:
+        """Start sending ``message`` (a request with ``uri=`` or ``remote=`` set).
+
+        Returns at once; the exchange runs whether or not ``.response`` is
+        awaited. Raises :class:`~coap_trio.errors.UnsupportedTransportError`
+        for schemes without a transport yet (``coaps://`` ...), and
+        :class:`~coap_trio.errors.LocalProtocolError` for a message that is no
+        request or has no destination.
+        """
+        request = Request(message, self._abandon)
+        route = self._route_now(message)
+        self._inflight.add(request)
+        if route is None:
+            self._nursery.start_soon(self._resolve_then_send, request)
+        else:
+            self._send(request, *route)
+        return request
+
+    async def ping(self, uri: str) -> float:
+        """Send a CoAP ping (empty CON) to the host of ``uri``; returns the round-trip
+        time in seconds once its RST arrives. Raises RequestTimeoutError if it never does."""
+        message = Message(code=Code.GET, uri=uri)
+        route = self._route_now(message)
+        if route is None:
+            origin: Origin = message.remote
+            addresses = await self._network.resolve(origin.host, origin.port)
+            route = self._pick(lambda r: r.remote_for(addresses[0], origin.port), None)
+        runner, remote = route
+        request = Request(message, self._abandon)
+        started = trio.current_time()
+        exchange, events = runner.machine.send_ping(remote, started)
+        exchange.owner = request
+        request.exchange = (runner, exchange)
+        self._inflight.add(request)
+        runner.perform(events)
+        await request.response
+        return trio.current_time() - started
+
+    async def get(self, uri: str, **options: Any) -> Message:
+        """GET ``uri`` and return the response (any keyword sets a typed option)."""
+        return await self.request(Message(code=Code.GET, uri=uri, **options)).response
+
+    async def post(self, uri: str, payload: bytes = b"", **options: Any) -> Message:
+        """POST ``payload`` to ``uri``."""
+        return await self._with_payload(Code.POST, uri, payload, options)
+
+    async def put(self, uri: str, payload: bytes = b"", **options: Any) -> Message:
+        """PUT ``payload`` to ``uri``."""
+        return await self._with_payload(Code.PUT, uri, payload, options)
+
+    async def delete(self, uri: str, **options: Any) -> Message:
+        """DELETE ``uri``."""
+        return await self.request(Message(code=Code.DELETE, uri=uri, **options)).response
+
+    async def fetch(self, uri: str, payload: bytes = b"", **options: Any) -> Message:
+        """FETCH (RFC 8132) ``uri`` with ``payload`` as the query body."""
+        return await self._with_payload(Code.FETCH, uri, payload, options)
+
+    async def patch(self, uri: str, payload: bytes = b"", **options: Any) -> Message:
+        """PATCH (RFC 8132) ``uri``."""
+        return await self._with_payload(Code.PATCH, uri, payload, options)
+
+    async def ipatch(self, uri: str, payload: bytes = b"", **options: Any) -> Message:
+        """iPATCH (RFC 8132) ``uri``."""
+        return await self._with_payload(Code.iPATCH, uri, payload, options)
+
+    async def _with_payload(
+        self, code: Code, uri: str, payload: bytes, options: dict[str, Any]
+    ) -> Message:
+        message = Message(code=code, uri=uri, payload=payload, **options)
+        return await self.request(message).response
+
+    def _route_now(self, message: Message) -> tuple[_Runner, DatagramRemote] | None:
+        """Where to send ``message``; None when a host name must be resolved first."""
+        if not message.code.is_request():
+            raise LocalProtocolError(f"{message.code} is not a request code")
+        remote = message.remote
+        if isinstance(remote, DatagramRemote):
+            return self._pick(lambda runner: remote, remote)
+        if not isinstance(remote, Origin):
+            raise LocalProtocolError("the request has no destination: pass uri= or remote=")
+        if remote.scheme not in _SUPPORTED_SCHEMES:
+            raise UnsupportedTransportError(
+                f"{remote.scheme}:// is not supported yet (only coap:// over UDP)"
+            )
+        host = remote.host
+        if not is_ip_literal(host):
+            cached = self._dns.get(host)
+            if cached is None or cached[0] <= trio.current_time():
+                return None
+            host = cached[1][0]
+        port = remote.port
+        return self._pick(lambda runner: runner.remote_for(host, port), None)
+
+    def _pick(self, make: Any, fixed: DatagramRemote | None) -> tuple[_Runner, DatagramRemote]:
+        """The first endpoint that can reach the destination and has a free MID for it."""
+        now = trio.current_time()
+        fallback: tuple[_Runner, DatagramRemote] | None = None
+        error: OSError | None = None
+        for runner in self._runners:
+            try:
+                remote = make(runner)
+            except OSError as exc:
+                error = exc
+                continue
+            if runner.machine.mid_available(remote, now):
+                return runner, remote
+            if fallback is None:
+                fallback = (runner, remote)
+        if fallback is not None:
+            return fallback
+        raise LocalProtocolError(f"no endpoint of this context can reach it: {error}")
+
+    async def _resolve_then_send(self, request: Request) -> None:
+        origin: Origin = request.request.remote
+        try:
+            addresses = await self._network.resolve(origin.host, origin.port)
+        except OSError as error:
+            self._inflight.discard(request)
+            request._fail(UnresolvableHostError(f"cannot resolve {origin.host!r}: {error}"))
+            return
+        if request.done:
+            return
+        self._dns[origin.host] = (trio.current_time() + self._dns_ttl, addresses)
+        try:
+            route = self._pick(lambda r: r.remote_for(addresses[0], origin.port), None)
+        except CoapError as error:
+            self._inflight.discard(request)
+            request._fail(UnresolvableHostError(str(error)))
+            return
+        self._send(request, *route)
+
+    def _send(self, request: Request, runner: _Runner, remote: DatagramRemote) -> None:
+        exchange, events = runner.machine.send_request(request.request, remote, trio.current_time())
+        exchange.owner = request
+        request.exchange = (runner, exchange)
+        runner.perform(events)
+
+    def _abandon(self, request: Request) -> None:
+        self._inflight.discard(request)
+        route = request.exchange
+        if route is None:
+            return
+        runner, exchange = route
+        assert isinstance(exchange, ClientExchange)
+        runner.perform(runner.machine.abandon(exchange, trio.current_time()))
+
+    # -- server --------------------------------------------------------------------
+
+    def _dispatch(self, runner: _Runner, exchange: ServerExchange) -> None:
+        if self._site is None:
+            self._answer(runner, exchange, Message(code=Code.NOT_FOUND))
+            return
+        try:
+            self._handler_send.send_nowait((runner, exchange))
+        except trio.WouldBlock:
+            if exchange.con:
+                self._overloaded += 1
+                self._answer(runner, exchange, Message(code=Code.SERVICE_UNAVAILABLE, max_age=2))
+            else:
+                self._dropped += 1
+                runner.machine.forget(exchange)
+
+    @staticmethod
+    def _answer(runner: _Runner, exchange: ServerExchange, response: Message | None) -> None:
+        runner.perform(runner.machine.respond(exchange, response, trio.current_time()))
+
+    async def _handle_requests(
+        self, channel: trio.MemoryReceiveChannel[tuple[_Runner, ServerExchange]]
+    ) -> None:
+        site = self._site
+        assert site is not None
+        async for runner, exchange in channel:
+            try:
+                response = await site.render(exchange.request)
+            except Exception:
+                self._handler_errors += 1
+                logger.exception("handler failed for %r", exchange.request)
+                response = Message(code=Code.INTERNAL_SERVER_ERROR)
+            self._answer(runner, exchange, response)
+
+    def _close(self) -> None:
+        for request in list(self._inflight):
+            request._fail(RequestCancelledError("the context was closed"))
+        self._inflight.clear()
+
+
+async def _run_endpoint(runner: _Runner, *, task_status: trio.TaskStatus[None]) -> None:
+    await runner.endpoint.run(runner.on_datagrams, runner.on_error, task_status=task_status)
+
+
+def _as_binds(bind: tuple[str, int] | Sequence[tuple[str, int]] | None) -> list[tuple[str, int]]:
+    if bind is None:
+        return []
+    if len(bind) == 2 and isinstance(bind[0], str) and isinstance(bind[1], int):
+        return [bind]  # type: ignore[list-item]
+    return list(bind)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def open_context(
+    *,
+    bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
+    site: Resource | None = None,
+    network: DatagramNetwork | None = None,
+    config: MessagingConfig | None = None,
+    client_endpoints: int | None = None,
+    server_concurrency: int = 64,
+    request_queue: int = 1024,
+    dns_ttl: float = 60.0,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Context]:
+    """Open a CoAP context; everything it starts ends when the block is left.
+
+    ``bind`` is one ``(host, port)`` or a list of them (port 0: any free
+    port, see :attr:`Context.addresses`); with ``site`` the bound endpoints
+    serve requests through ``server_concurrency`` handler tasks fed by a
+    queue of ``request_queue`` entries. Client requests go out from the
+    bound endpoints, plus ``client_endpoints`` extra ones bound to
+    ``("::", 0)`` (default: 1 when nothing is bound, else 0). ``network``
+    defaults to real UDP; pass a :class:`coap_trio.testing.MemoryNetwork`
+    to test without sockets. ``rng`` seeds MIDs and tokens (default: the
+    system's secure source).
+    """
+    if network is None:
+        from .transports.udp import UDPNetwork
+
+        network = UDPNetwork()
+    binds = _as_binds(bind)
+    extra = client_endpoints if client_endpoints is not None else (0 if binds else 1)
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        context = Context(nursery, network, config or MessagingConfig(), site, rng, dns_ttl)
+        try:
+            if site is not None:
+                context._start_handlers(server_concurrency, request_queue)
+            for host, port in binds:
+                await context._open_endpoint(host, port)
+            for _ in range(extra):
+                await context._open_endpoint("::", 0)
+            yield context
+        except BaseException as error:  # re-raised below, unwrapped
+            body_error = error
+        finally:
+            context._close()
+            nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error
