@@ -26,6 +26,16 @@ MODULES = [
     "coap_trio.numbers.contentformat",
     "coap_trio.numbers.constants",
     "coap_trio.linkformat",
+    "coap_trio.context",
+    "coap_trio.client",
+    "coap_trio.interfaces",
+    "coap_trio.remote",
+    "coap_trio.transports.base",
+    "coap_trio.transports.udp",
+    "coap_trio.testing",
+    "coap_trio.protocol.messaging",
+    "coap_trio.protocol.config",
+    "coap_trio.protocol.exchanges",
 ]
 
 
