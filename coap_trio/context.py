@@ -186,6 +186,7 @@ class Context:
         self._dns: dict[str, tuple[float, list[str]]] = {}
         self._runners: list[_Runner] = []
         self._inflight: set[Request] = set()
+        self._closed = False
         send, receive = trio.open_memory_channel[tuple[_Runner, ServerExchange]](0)
         self._handler_send: trio.MemorySendChannel[tuple[_Runner, ServerExchange]] = send
         self._handler_receive = receive
@@ -247,11 +248,18 @@ class Context:
         """
         request = Request(message, self._abandon)
         route = self._route_now(message)
+        if self._closed:  # nothing would ever answer it
+            request._fail(RequestCancelledError("the context was closed"))
+            return request
         self._inflight.add(request)
         if route is None:
             self._nursery.start_soon(self._resolve_then_send, request)
         else:
-            self._send(request, *route)
+            try:
+                self._send(request, *route)
+            except BaseException:
+                self._inflight.discard(request)
+                raise
         return request
 
     async def ping(self, uri: str) -> float:
@@ -261,9 +269,14 @@ class Context:
         route = self._route_now(message)
         if route is None:
             origin: Origin = message.remote
-            addresses = await self._network.resolve(origin.host, origin.port)
+            try:
+                addresses = await self._network.resolve(origin.host, origin.port)
+            except OSError as error:
+                raise UnresolvableHostError(f"cannot resolve {origin.host!r}: {error}") from None
             route = self._pick(lambda r: r.remote_for(addresses[0], origin.port), None)
         runner, remote = route
+        if self._closed:
+            raise RequestCancelledError("the context was closed")
         request = Request(message, self._abandon)
         started = trio.current_time()
         exchange, events = runner.machine.send_ping(remote, started)
@@ -366,7 +379,11 @@ class Context:
             self._inflight.discard(request)
             request._fail(UnresolvableHostError(str(error)))
             return
-        self._send(request, *route)
+        try:
+            self._send(request, *route)
+        except CoapError as error:  # e.g. its token is in use: the request's error
+            self._inflight.discard(request)
+            request._fail(error)
 
     def _send(self, request: Request, runner: _Runner, remote: DatagramRemote) -> None:
         exchange, events = runner.machine.send_request(request.request, remote, trio.current_time())
@@ -418,6 +435,7 @@ class Context:
             self._answer(runner, exchange, response)
 
     def _close(self) -> None:
+        self._closed = True
         for request in list(self._inflight):
             request._fail(RequestCancelledError("the context was closed"))
         self._inflight.clear()

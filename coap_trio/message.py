@@ -14,7 +14,7 @@ from .block import BlockValue
 from .numbers.codes import CODE_TABLE, Code
 from .numbers.types import Type
 from .options import Options, typed_option_names
-from .uri import InvalidURIError, build_uri, split_uri
+from .uri import URI_OPTION_NUMBERS, InvalidURIError, build_uri, split_uri, uri_options
 
 __all__ = ["BlockValue", "Message"]
 
@@ -120,6 +120,16 @@ class Message:
         then use any scheme the proxy translates to (``http://`` for a
         cross-proxy), but must be absolute and carry no fragment.
         """
+        if proxy is None:
+            origin, items = uri_options(uri)
+            own = self.opt._items
+            if own:
+                kept = [item for item in own if item[0] not in URI_OPTION_NUMBERS]
+                self.opt._items = sorted([*kept, *items], key=_number_of)
+            else:
+                self.opt._items = list(items)
+            self.remote = origin
+            return
         if proxy is not None:
             if not _ABSOLUTE_URI.match(uri) or "#" in uri:
                 raise InvalidURIError(f"Proxy-Uri {uri!r} is not an absolute URI")
@@ -235,3 +245,7 @@ class Message:
 
 def _is_remote_like(remote: object) -> bool:
     return all(hasattr(remote, name) for name in ("scheme", "host", "port"))
+
+
+def _number_of(item: tuple[int, bytes]) -> int:
+    return item[0]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
-
 from .numbers.constants import DEFAULT_PORTS
 
 __all__ = ["DatagramRemote"]
@@ -20,21 +18,37 @@ __all__ = ["DatagramRemote"]
 _MAPPED_PREFIX = "::ffff:"
 
 
-@attrs.frozen(cache_hash=True)
-class DatagramRemote:
+class DatagramRemote(tuple[tuple[Any, ...], str]):
     """A datagram peer: ``sockaddr`` as the transport reports it, and the URI scheme.
 
-    Two remotes are equal exactly when their socket addresses are, so a
-    transport must build the one for an outgoing destination in the same
-    canonical form its receive calls produce (see the transport's
+    Two remotes are equal exactly when their socket addresses and schemes
+    are, so a transport must build the one for an outgoing destination in the
+    same canonical form its receive calls produce (see the transport's
     ``remote_for``). IPv4 peers of a dual-stack IPv6 socket appear as
     IPv4-mapped addresses in ``sockaddr`` but as plain IPv4 in :attr:`host`.
+
+    It is a tuple ``(sockaddr, scheme)`` underneath so that hashing and
+    comparison, done several times per datagram by the messaging layer's
+    dictionaries, run in C.
     """
 
-    #: The socket address: ``(host, port)`` or ``(host, port, flowinfo, scope_id)``.
-    sockaddr: tuple[Any, ...]
-    #: The URI scheme this peer is reached with, e.g. ``"coap"``.
-    scheme: str = "coap"
+    __slots__ = ()
+
+    def __new__(cls, sockaddr: tuple[Any, ...], scheme: str = "coap") -> DatagramRemote:
+        return tuple.__new__(cls, (tuple(sockaddr), scheme))
+
+    @property
+    def sockaddr(self) -> tuple[Any, ...]:
+        """The socket address: ``(host, port)`` or ``(host, port, flowinfo, scope_id)``."""
+        return self[0]
+
+    @property
+    def scheme(self) -> str:
+        """The URI scheme this peer is reached with, e.g. ``"coap"``."""
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"DatagramRemote(sockaddr={self[0]!r}, scheme={self[1]!r})"
 
     @property
     def host(self) -> str:

@@ -11,6 +11,7 @@ their :class:`~coap_trio.options.Options`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Protocol
@@ -28,6 +29,7 @@ __all__ = [
     "build_uri",
     "is_ip_literal",
     "split_uri",
+    "uri_options",
 ]
 
 
@@ -89,6 +91,7 @@ _HOST_CHAR = _UNRESERVED | _SUB_DELIMS
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_ip_literal(host: str) -> bool:
     """True for an IPv4 or IPv6 address (zone allowed), False for a host name."""
     try:
@@ -277,3 +280,26 @@ def build_uri(options: Options, remote: RemoteLike | None) -> str:
     query = options.uri_query
     tail = "?" + "&".join(_percent_encode(a, _QUERY_CHAR) for a in query) if query else ""
     return f"{scheme}://{authority}{path}{tail}"
+
+
+#: The options a request URI sets (and replaces): Uri-Host, Uri-Port, Uri-Path,
+#: Uri-Query, Proxy-Uri, Proxy-Scheme.
+URI_OPTION_NUMBERS = frozenset({3, 7, 11, 15, 35, 39})
+
+
+@functools.lru_cache(maxsize=1024)
+def uri_options(uri: str) -> tuple[Origin, tuple[tuple[int, bytes], ...]]:
+    """:func:`split_uri` as raw option items in wire order, cached per URI string.
+
+    Requests to the same URIs are the common case; parsing and validating a
+    URI costs far more than looking it up.
+    """
+    origin, uri_host, path, query = split_uri(uri)
+    options = Options()
+    if uri_host is not None:
+        options.uri_host = uri_host
+    if path:
+        options.uri_path = path
+    if query:
+        options.uri_query = query
+    return origin, tuple(options._items)

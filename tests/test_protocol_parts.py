@@ -611,23 +611,26 @@ def test_reliability_fire_ignores_stale_tickets() -> None:
 def test_reliability_fire_after_ack_is_stale() -> None:
     rel, timers = reliability()
     transmission = rel.send_con(("a", 1), b"data", "owner", 0.0)
+    ticket = transmission.ticket
     assert rel.acknowledged(("a", 1)) == "owner"
     assert rel.acknowledged(("a", 1)) is None
-    [(ticket, subject)] = due(timers, 1.0)
-    assert subject is transmission
-    assert rel.fire(subject, ticket, 1.0) is None
+    # The cancelled timer neither surfaces nor keeps a driver's deadline alive...
     assert timers.next_deadline() is None
+    assert due(timers, 10.0) == []
+    # ...and firing its old ticket anyway is a no-op.
+    assert rel.fire(transmission, ticket, 1.0) is None
     assert rel.retransmissions == 0
 
 
 def test_reliability_fire_after_cancel_is_stale() -> None:
     rel, timers = reliability()
     transmission = rel.send_con(("a", 1), b"data", "owner", 0.0)
+    ticket = transmission.ticket
     rel.cancel(transmission)
     rel.cancel(transmission)  # idempotent
     assert rel.awaiting_ack == 0
-    [(ticket, subject)] = due(timers, 1.0)
-    assert rel.fire(subject, ticket, 1.0) is None
+    assert due(timers, 10.0) == []
+    assert rel.fire(transmission, ticket, 1.0) is None
 
 
 def test_reliability_cancel_of_old_transmission_keeps_the_new_one() -> None:
@@ -676,3 +679,17 @@ def test_reliability_sweep_forgets_expired_nons() -> None:
     assert rel.reset(("a", 2), first) == "y"
     assert rel.sweep(second) is None
     assert rel._sent_non == {}
+
+
+def test_timer_heap_cancelled_entries_do_not_set_the_next_deadline() -> None:
+    """A driver sleeping until next_deadline() must not wake for cancelled timers
+    (found by profiling: answered requests' stale retransmission timers woke the
+    timer task once per request)."""
+    heap: TimerHeap[str] = TimerHeap()
+    early = heap.schedule(1.0, "early")
+    heap.schedule(5.0, "late")
+    heap.cancel(early)
+    assert heap.next_deadline() == 5.0
+    assert heap.pop_due(10.0) == [(2, "late")]
+    assert heap.next_deadline() is None
+    heap.cancel(0)  # "no timer" tickets are ignored

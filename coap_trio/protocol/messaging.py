@@ -277,6 +277,7 @@ class Messaging:
         if exchange.transmission is not None:
             self._reliability.cancel(exchange.transmission)
             exchange.transmission = None
+        self._timers.cancel(exchange.deadline_ticket)
         exchange.deadline_ticket = 0
         remote = exchange.remote
         left = self._outstanding.get(remote, 1) - 1
@@ -317,6 +318,7 @@ class Messaging:
         key = (remote, exchange.mid)
         if exchange.state is ServerState.PENDING:
             self._pending.pop(key, None)
+            self._timers.cancel(exchange.ack_ticket)
             exchange.ack_ticket = 0
             if exchange.con:
                 if response is None:
@@ -382,6 +384,7 @@ class Messaging:
         key = (exchange.remote, exchange.mid)
         if self._pending.get(key) is exchange:
             del self._pending[key]
+        self._timers.cancel(exchange.ack_ticket)
         exchange.ack_ticket = 0
         exchange.state = ServerState.DONE
 

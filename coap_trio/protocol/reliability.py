@@ -90,6 +90,7 @@ class Reliability:
         transmission = self._unacked.pop(key, None)
         if transmission is None:
             return None
+        self._timers.cancel(transmission.ticket)
         transmission.ticket = 0
         return transmission.owner
 
@@ -97,6 +98,7 @@ class Reliability:
         """An RST for ``key`` arrived: returns the owner of the CON or NON it answers, or None."""
         transmission = self._unacked.pop(key, None)
         if transmission is not None:
+            self._timers.cancel(transmission.ticket)
             transmission.ticket = 0
             return transmission.owner
         entry = self._sent_non.pop(key, None)
@@ -109,6 +111,7 @@ class Reliability:
         key = transmission.key
         if self._unacked.get(key) is transmission:
             del self._unacked[key]
+        self._timers.cancel(transmission.ticket)
         transmission.ticket = 0
 
     def fire(self, transmission: Transmission, ticket: int, now: float) -> bytes | bool | None:

@@ -23,11 +23,12 @@ class TimerHeap(Generic[T]):
     (typically by storing the ticket on the object the timer is for).
     """
 
-    __slots__ = ("_heap", "_sequence")
+    __slots__ = ("_cancelled", "_heap", "_sequence")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, T]] = []
         self._sequence = 0
+        self._cancelled: set[int] = set()
 
     def schedule(self, deadline: float, payload: T) -> int:
         """Add a deadline; returns its ticket (unique, increasing)."""
@@ -35,17 +36,34 @@ class TimerHeap(Generic[T]):
         heapq.heappush(self._heap, (deadline, self._sequence, payload))
         return self._sequence
 
+    def cancel(self, ticket: int) -> None:
+        """Mark an entry cancelled: it will neither fire nor count as the next deadline.
+
+        Cheap (a set insertion); the entry leaves the heap when it surfaces, so
+        a driver sleeping until :meth:`next_deadline` is not woken for it.
+        """
+        if ticket:
+            self._cancelled.add(ticket)
+
     def next_deadline(self) -> float | None:
-        """The earliest pending deadline (possibly of a cancelled entry), or None."""
-        return self._heap[0][0] if self._heap else None
+        """The earliest deadline of an entry not cancelled, or None."""
+        heap = self._heap
+        cancelled = self._cancelled
+        while heap and heap[0][1] in cancelled:
+            cancelled.discard(heapq.heappop(heap)[1])
+        return heap[0][0] if heap else None
 
     def pop_due(self, now: float) -> list[tuple[int, T]]:
-        """Remove and return ``(ticket, payload)`` of every entry due at ``now``, in order."""
+        """Remove and return ``(ticket, payload)`` of every live entry due at ``now``, in order."""
         heap = self._heap
+        cancelled = self._cancelled
         due = []
         while heap and heap[0][0] <= now:
             _, ticket, payload = heapq.heappop(heap)
-            due.append((ticket, payload))
+            if ticket in cancelled:
+                cancelled.discard(ticket)
+            else:
+                due.append((ticket, payload))
         return due
 
     def __len__(self) -> int:
