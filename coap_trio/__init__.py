@@ -6,13 +6,23 @@ underscore are private. See ``docs/architecture.md`` for the layers.
 
 from . import codec, linkformat
 from .block import BlockValue
+from .client import Request
+from .context import Context, ContextStatistics, open_context
 from .errors import (
+    BadResponseError,
     CoapError,
     FormatErrorKind,
     LocalProtocolError,
     MessageEncodeError,
     MessageFormatError,
+    NetworkError,
     RemoteProtocolError,
+    RequestCancelledError,
+    RequestError,
+    RequestTimeoutError,
+    ResetByPeerError,
+    UnresolvableHostError,
+    UnsupportedTransportError,
 )
 from .message import Message
 from .numbers import (
@@ -39,6 +49,7 @@ from .numbers import (
     iPATCH,
 )
 from .options import Options
+from .protocol.config import MessagingConfig
 from .uri import InvalidURIError, Origin
 
 __version__ = "0.1.0.dev0"
@@ -59,24 +70,37 @@ __all__ = [
     "PUT",
     "RST",
     "VALID",
+    "BadResponseError",
     "BlockValue",
     "CoapError",
     "Code",
     "ContentFormat",
+    "Context",
+    "ContextStatistics",
     "FormatErrorKind",
     "InvalidURIError",
     "LocalProtocolError",
     "Message",
     "MessageEncodeError",
     "MessageFormatError",
+    "MessagingConfig",
+    "NetworkError",
     "OptionNumber",
     "Options",
     "Origin",
     "RemoteProtocolError",
+    "Request",
+    "RequestCancelledError",
+    "RequestError",
+    "RequestTimeoutError",
+    "ResetByPeerError",
     "TransmissionParameters",
     "Type",
+    "UnresolvableHostError",
+    "UnsupportedTransportError",
     "__version__",
     "codec",
     "iPATCH",
     "linkformat",
+    "open_context",
 ]

@@ -184,6 +184,8 @@ class Context:
         self._rng = rng
         self._dns_ttl = dns_ttl
         self._dns: dict[str, tuple[float, list[str]]] = {}
+        #: Resolutions in progress: the event set when done, and its outcome.
+        self._resolving: dict[str, tuple[trio.Event, list[list[str] | OSError]]] = {}
         self._runners: list[_Runner] = []
         self._inflight: set[Request] = set()
         self._closed = False
@@ -270,7 +272,7 @@ class Context:
         if route is None:
             origin: Origin = message.remote
             try:
-                addresses = await self._network.resolve(origin.host, origin.port)
+                addresses = await self._resolve(origin.host, origin.port)
             except OSError as error:
                 raise UnresolvableHostError(f"cannot resolve {origin.host!r}: {error}") from None
             route = self._pick(lambda r: r.remote_for(addresses[0], origin.port), None)
@@ -362,17 +364,42 @@ class Context:
             return fallback
         raise LocalProtocolError(f"no endpoint of this context can reach it: {error}")
 
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        """The addresses of ``host``: cached for ``dns_ttl``; concurrent lookups share one."""
+        while True:
+            cached = self._dns.get(host)
+            if cached is not None and cached[0] > trio.current_time():
+                return cached[1]
+            pending = self._resolving.get(host)
+            if pending is None:
+                break
+            event, outcome = pending
+            await event.wait()
+            if outcome and isinstance(outcome[0], OSError):
+                raise outcome[0]
+        event, outcome = self._resolving[host] = (trio.Event(), [])
+        try:
+            addresses = await self._network.resolve(host, port)
+        except OSError as error:
+            outcome.append(error)
+            raise
+        finally:
+            del self._resolving[host]
+            event.set()
+        self._dns[host] = (trio.current_time() + self._dns_ttl, addresses)
+        outcome.append(addresses)
+        return addresses
+
     async def _resolve_then_send(self, request: Request) -> None:
         origin: Origin = request.request.remote
         try:
-            addresses = await self._network.resolve(origin.host, origin.port)
+            addresses = await self._resolve(origin.host, origin.port)
         except OSError as error:
             self._inflight.discard(request)
             request._fail(UnresolvableHostError(f"cannot resolve {origin.host!r}: {error}"))
             return
         if request.done:
             return
-        self._dns[origin.host] = (trio.current_time() + self._dns_ttl, addresses)
         try:
             route = self._pick(lambda r: r.remote_for(addresses[0], origin.port), None)
         except CoapError as error:

@@ -23,7 +23,6 @@ import pytest
 import trio
 import trio.testing
 
-from coap_trio.client import Request
 from coap_trio.codec import decode, encode
 from coap_trio.context import Context, open_context
 from coap_trio.errors import (
@@ -580,7 +579,9 @@ async def test_exception_in_the_body_propagates_as_itself(
     autojump_clock: trio.testing.MockClock, with_server: bool
 ) -> None:
     net = MemoryNetwork(seed=0)
-    with trio.fail_after(VIRTUAL_LIMIT), pytest.raises(KeyError) as caught:
+    started: list[Any] = []
+
+    async def body() -> None:
         async with open_context(
             network=net,
             bind=(SERVER, PORT),
@@ -588,13 +589,16 @@ async def test_exception_in_the_body_propagates_as_itself(
             rng=random.Random(1),
         ) as ctx:
             # To itself (blocked in the handler) or to nobody (retransmitted).
-            request = ctx.request(get(uri=URI if with_server else "coap://10.0.0.9/x"))
+            started.append(ctx.request(get(uri=URI if with_server else "coap://10.0.0.9/x")))
             await trio.sleep(1)
             raise KeyError("from the body")
+
+    with trio.fail_after(VIRTUAL_LIMIT), pytest.raises(KeyError) as caught:
+        await body()
     assert type(caught.value) is KeyError
     assert caught.value.args == ("from the body",)
     with pytest.raises(RequestCancelledError):
-        await request.response
+        await started[0].response
 
 
 async def test_cancellation_from_outside_the_block(
@@ -690,6 +694,28 @@ async def test_host_names_resolve_once(autojump_clock: trio.testing.MockClock) -
     requests = [m for _, m in to_server(net) if m.code is Code.GET]
     assert len(requests) == 10
     assert all(m.opt.uri_host == "sensor.example" for m in requests)
+
+
+async def test_concurrent_requests_share_one_resolution(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = MemoryNetwork(seed=0)
+    net.add_host("sensor.example", SERVER)
+    resolver = CountingResolver(net)
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with server_and_client(net) as (_, client):
+            client.set_nstart(10)
+            requests = [
+                client.request(get("coap://sensor.example/x", payload=b"%d" % i)) for i in range(10)
+            ]
+            unknown = [client.request(get("coap://nowhere.example/x")) for _ in range(5)]
+            for i, request in enumerate(requests):
+                assert (await request.response).payload == b"hello %d" % i
+            for request in unknown:
+                with pytest.raises(UnresolvableHostError):
+                    await request.response
+            assert stats_are_idle(client)
+    assert sorted(resolver.calls) == ["nowhere.example", "sensor.example"]
 
 
 async def test_host_name_cache_expires(autojump_clock: trio.testing.MockClock) -> None:
@@ -962,9 +988,7 @@ async def test_client_endpoints(autojump_clock: trio.testing.MockClock) -> None:
                 assert len(client.statistics.messaging) == 3
                 response = await client.get(URI)
                 (sent,) = [r for r, _ in to_server(net)]
-            async with open_context(
-                network=net, bind=("10.0.0.5", 0), client_endpoints=2
-            ) as mixed:
+            async with open_context(network=net, bind=("10.0.0.5", 0), client_endpoints=2) as mixed:
                 assert [a.host for a in mixed.addresses] == ["10.0.0.5", "::", "::"]
                 await mixed.get(URI)
     assert response.code is Code.CONTENT
