@@ -52,3 +52,18 @@ def test_architecture_names_existing_modules() -> None:
         if "[built]" in line and not line.startswith("  "):
             module = line.split()[0]
             assert (package / module).exists(), f"architecture.md lists {module} as built"
+
+
+async def test_testing_guide_example_runs(autojump_clock: object) -> None:
+    """The example in docs/testing.md is executed, so the guide cannot rot."""
+    import re
+
+    from coap_trio.testing import MemoryNetwork
+
+    text = (DOCS / "testing.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", text, re.S)
+    assert code is not None
+    namespace: dict[str, object] = {}
+    exec(compile(code.group(1), "docs/testing.md", "exec"), namespace)
+    test = namespace["test_survives_loss"]
+    await test(MemoryNetwork, autojump_clock)  # type: ignore[operator]
