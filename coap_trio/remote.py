@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .numbers.constants import DEFAULT_PORTS
+from .uri import format_hostinfo
 
 __all__ = ["DatagramRemote"]
 
@@ -67,12 +67,7 @@ class DatagramRemote(tuple[tuple[Any, ...], str]):
     @property
     def hostinfo(self) -> str:
         """``host:port`` as in a URI authority (IPv6 in brackets, default port omitted)."""
-        host = self.host
-        if ":" in host:
-            host = "[" + host.replace("%", "%25") + "]"
-        if DEFAULT_PORTS.get(self.scheme) == self.port:
-            return host
-        return f"{host}:{self.port}"
+        return format_hostinfo(self[1], self.host, self.port)
 
     @property
     def uri_base(self) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "Origin",
     "RemoteLike",
     "build_uri",
+    "format_hostinfo",
     "is_ip_literal",
     "split_uri",
     "uri_options",
@@ -51,15 +52,20 @@ class Origin:
     @property
     def hostinfo(self) -> str:
         """``host[:port]`` as it appears in a URI (port omitted when it is the default)."""
-        host = _bracket(self.host)
-        if DEFAULT_PORTS.get(self.scheme) == self.port:
-            return host
-        return f"{host}:{self.port}"
+        return format_hostinfo(self.scheme, self.host, self.port)
 
     @property
     def uri_base(self) -> str:
         """``scheme://hostinfo``."""
         return f"{self.scheme}://{self.hostinfo}"
+
+
+def format_hostinfo(scheme: str, host: str, port: int) -> str:
+    """``host[:port]`` for a URI: IPv6 in brackets (zone as ``%25``), default port omitted."""
+    host = _bracket(host)
+    if DEFAULT_PORTS.get(scheme) == port:
+        return host
+    return f"{host}:{port}"
 
 
 class RemoteLike(Protocol):

@@ -175,17 +175,7 @@ class Messaging:
             token = new
         exchange = ClientExchange(request, remote, token, mtype is _CON)
         self._matcher.register(exchange)
-        events: list[Event] = []
-        queue = self._queued.get(remote)
-        if (
-            queue
-            or self._outstanding.get(remote, 0) >= self._nstart
-            or not self._start(exchange, now, events)
-        ):
-            if queue is None:
-                queue = self._queued[remote] = deque()
-            queue.append(exchange)
-        return exchange, events
+        return exchange, self._start_or_queue(exchange, now)
 
     def send_ping(self, remote: Hashable, now: float) -> tuple[ClientExchange, list[Event]]:
         """Send a CoAP ping (an empty CON, §4.3) to ``remote``.
@@ -196,7 +186,12 @@ class Messaging:
         ping = Message._make(_EMPTY, _CON, None, b"", Options(), b"", remote)
         exchange = ClientExchange(ping, remote, b"", True)
         exchange.ping = True
+        return exchange, self._start_or_queue(exchange, now)
+
+    def _start_or_queue(self, exchange: ClientExchange, now: float) -> list[Event]:
+        """Transmit now, or queue behind NSTART / message-ID exhaustion."""
         events: list[Event] = []
+        remote = exchange.remote
         queue = self._queued.get(remote)
         if (
             queue
@@ -206,7 +201,7 @@ class Messaging:
             if queue is None:
                 queue = self._queued[remote] = deque()
             queue.append(exchange)
-        return exchange, events
+        return events
 
     def _start(self, exchange: ClientExchange, now: float, events: list[Event]) -> bool:
         """Transmit a queued exchange; False (and a wake-up timer) when no MID is free."""
