@@ -36,6 +36,8 @@ MODULES = [
     "coap_trio.protocol.messaging",
     "coap_trio.protocol.config",
     "coap_trio.protocol.exchanges",
+    "coap_trio.protocol.reliability",
+    "coap_trio.protocol.serving",
 ]
 
 

@@ -49,7 +49,6 @@ from .exchanges import (
     ClientState,
     Event,
     RequestFailed,
-    RequestReceived,
     ResponseAcknowledged,
     ResponseFailed,
     ResponseReceived,
@@ -60,6 +59,7 @@ from .exchanges import (
 from .matcher import Matcher, has_unrecognized_critical
 from .midalloc import MessageIdAllocator
 from .reliability import RETRANSMIT, Reliability
+from .serving import ACK_DELAY, ServerSide, empty_message
 from .timers import TimerHeap
 
 __all__ = ["Messaging", "MessagingConfig", "MessagingStatistics"]
@@ -68,12 +68,12 @@ _CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
 _EMPTY = Code.EMPTY
 
 # Timer kinds.
-_ACK_DELAY, _DEADLINE, _MID_WAIT, _SWEEP = range(1, 5)
+_DEADLINE, _MID_WAIT, _SWEEP = range(2, 5)
 #: Forgetting idle remotes' message-ID state scans them all; do it this rarely.
 _MID_SWEEP_INTERVAL = 30.0
 
 
-class Messaging:
+class Messaging(ServerSide):
     """RFC 7252 messaging for one local endpoint. See the module docstring."""
 
     def __init__(self, config: MessagingConfig | None = None, rng: random.Random | None = None):
@@ -291,98 +291,6 @@ class Messaging:
         if queue is not None and not queue:
             del self._queued[remote]
 
-    # -- server side --------------------------------------------------------------
-
-    def respond(
-        self, exchange: ServerExchange, response: Message | None, now: float
-    ) -> list[Event]:
-        """Answer a received request (``None``: no response, e.g. RFC 7967 No-Response).
-
-        A CON still in its piggyback window gets the response in its ACK; after
-        the empty ACK it becomes a separate CON response (retransmitted; its
-        fate is reported by ResponseAcknowledged / ResponseFailed); a NON
-        request gets a NON response. The response's token, MID and type are
-        set here; its code, options and payload are used as given.
-        """
-        if exchange.state is not ServerState.PENDING and exchange.state is not (
-            ServerState.ACKNOWLEDGED
-        ):
-            raise LocalProtocolError(f"{exchange!r} was already answered")
-        events: list[Event] = []
-        remote = exchange.remote
-        key = (remote, exchange.mid)
-        if exchange.state is ServerState.PENDING:
-            self._pending.pop(key, None)
-            self._timers.cancel(exchange.ack_ticket)
-            exchange.ack_ticket = 0
-            if exchange.con:
-                if response is None:
-                    data = encode(
-                        Message._make(_EMPTY, _ACK, exchange.mid, b"", Options(), b"", None)
-                    )
-                else:
-                    data = self._encode_response(response, _ACK, exchange.mid, exchange.token)
-                self._dedup.record(remote, exchange.mid, data, self._exchange_lifetime, now)
-                self._ensure_sweep(now + self._exchange_lifetime)
-                events.append(Transmit(remote, data))
-                exchange.state = ServerState.DONE
-                return events
-            self._dedup.record(remote, exchange.mid, None, self._non_lifetime, now)
-            self._ensure_sweep(now + self._non_lifetime)
-            exchange.state = ServerState.DONE
-            if response is not None:
-                mtype = response.mtype if response.mtype in (_CON, _NON) else _NON
-                self._send_new(exchange, response, mtype, now, events)
-            return events
-        # ACKNOWLEDGED: a separate response.
-        exchange.state = ServerState.DONE
-        if response is not None:
-            mtype = response.mtype if response.mtype in (_CON, _NON) else _CON
-            self._send_new(exchange, response, mtype, now, events)
-        return events
-
-    def _send_new(
-        self,
-        exchange: ServerExchange,
-        response: Message,
-        mtype: Type,
-        now: float,
-        events: list[Event],
-    ) -> None:
-        remote = exchange.remote
-        mid = self._mids.allocate(remote, now)
-        if mid is None:
-            self._counts["overloaded"] += 1
-            events.append(ResponseFailed(exchange, NetworkError("no free message ID")))
-            return
-        data = self._encode_response(response, mtype, mid, exchange.token)
-        key = (remote, mid)
-        if mtype is _CON:
-            exchange.state = ServerState.RESPONDING
-            self._send_con(key, data, exchange, now)
-        else:
-            self._remember_non(key, exchange, now)
-        events.append(Transmit(remote, data))
-
-    @staticmethod
-    def _encode_response(response: Message, mtype: Type, mid: int, token: bytes) -> bytes:
-        return encode(
-            Message._make(response.code, mtype, mid, token, response.opt, response.payload, None)
-        )
-
-    def forget(self, exchange: ServerExchange) -> None:
-        """Drop a received request that will not be handled (e.g. a full queue).
-
-        Its message ID is not recorded, so a retransmission is processed as
-        new, not as a duplicate with nothing to replay.
-        """
-        key = (exchange.remote, exchange.mid)
-        if self._pending.get(key) is exchange:
-            del self._pending[key]
-        self._timers.cancel(exchange.ack_ticket)
-        exchange.ack_ticket = 0
-        exchange.state = ServerState.DONE
-
     # -- input --------------------------------------------------------------------
 
     def receive(self, data: bytes, remote: Hashable, now: float) -> list[Event]:
@@ -487,18 +395,7 @@ class Messaging:
                 events.append(Transmit(remote, entry.reply))
             return
         if code.is_request():
-            if len(self._pending) >= self.config.max_pending_requests:
-                self._counts["overloaded"] += 1
-                if con:
-                    self._reset(remote, mid, events)
-                return
-            exchange = ServerExchange(message, remote)
-            self._pending[(remote, mid)] = exchange
-            if con:
-                exchange.ack_ticket = self._timers.schedule(
-                    now + self.config.ack_delay, (_ACK_DELAY, exchange)
-                )
-            events.append(RequestReceived(exchange))
+            self._on_request(message, remote, mid, con, now, events)
             return
         if code.is_response():
             self._on_separate_response(message, remote, mid, con, now, events)
@@ -508,8 +405,7 @@ class Messaging:
         if con:
             self._reset(remote, mid, events, record=now)
         else:
-            self._dedup.record(remote, mid, None, self._non_lifetime, now)
-            self._ensure_sweep(now + self._non_lifetime)
+            self._seen_non(remote, mid, now)
 
     def _on_separate_response(
         self,
@@ -526,8 +422,7 @@ class Messaging:
             self._counts["unmatched"] += 1
             self._reset(remote, mid, events, record=now if con else None)
             if not con:
-                self._dedup.record(remote, mid, None, self._non_lifetime, now)
-                self._ensure_sweep(now + self._non_lifetime)
+                self._seen_non(remote, mid, now)
             return
         if has_unrecognized_critical(message, self.config.recognized_response_options):
             self._counts["rejected_responses"] += 1
@@ -540,17 +435,14 @@ class Messaging:
                     )
                 )
             else:
-                self._dedup.record(remote, mid, None, self._non_lifetime, now)
-                self._ensure_sweep(now + self._non_lifetime)
+                self._seen_non(remote, mid, now)
             return
         if con:
-            ack = encode(Message._make(_EMPTY, _ACK, mid, b"", Options(), b"", None))
-            self._dedup.record(remote, mid, ack, self._exchange_lifetime, now)
-            self._ensure_sweep(now + self._exchange_lifetime)
+            ack = empty_message(_ACK, mid)
+            self._seen_con(remote, mid, ack, now)
             events.append(Transmit(remote, ack))
         else:
-            self._dedup.record(remote, mid, None, self._non_lifetime, now)
-            self._ensure_sweep(now + self._non_lifetime)
+            self._seen_non(remote, mid, now)
         # A response also proves the request arrived (its ACK may be lost).
         self._finish(exchange, now, events)
         events.append(ResponseReceived(exchange, message))
@@ -558,11 +450,10 @@ class Messaging:
     def _reset(
         self, remote: Hashable, mid: int, events: list[Event], record: float | None = None
     ) -> None:
-        data = encode(Message._make(_EMPTY, _RST, mid, b"", Options(), b"", None))
+        data = empty_message(_RST, mid)
         self._counts["resets_sent"] += 1
         if record is not None:
-            self._dedup.record(remote, mid, data, self._exchange_lifetime, record)
-            self._ensure_sweep(record + self._exchange_lifetime)
+            self._seen_con(remote, mid, data, record)
         events.append(Transmit(remote, data))
 
     def peer_error(self, remote: Hashable, error: OSError, now: float) -> list[Event]:
@@ -578,6 +469,18 @@ class Messaging:
             self._finish(exchange, now, events)
             events.append(RequestFailed(exchange, NetworkError(str(error), error)))
         return events
+
+    # -- small shared steps ---------------------------------------------------------
+
+    def _seen_con(self, remote: Hashable, mid: int, reply: bytes, now: float) -> None:
+        """Record a finished incoming CON and the reply to replay to its duplicates."""
+        self._dedup.record(remote, mid, reply, self._exchange_lifetime, now)
+        self._ensure_sweep(now + self._exchange_lifetime)
+
+    def _seen_non(self, remote: Hashable, mid: int, now: float) -> None:
+        """Record a finished incoming NON (duplicates are dropped)."""
+        self._dedup.record(remote, mid, None, self._non_lifetime, now)
+        self._ensure_sweep(now + self._non_lifetime)
 
     # -- time ---------------------------------------------------------------------
 
@@ -599,20 +502,8 @@ class Messaging:
                     events.append(Transmit(subject.key[0], outcome))
                 elif outcome is False:
                     self._give_up(subject.owner, subject.count + 1, now, events)
-            elif kind == _ACK_DELAY:
-                exchange: ServerExchange = subject
-                if exchange.ack_ticket == ticket and exchange.state is ServerState.PENDING:
-                    exchange.ack_ticket = 0
-                    self._pending.pop((exchange.remote, exchange.mid), None)
-                    exchange.state = ServerState.ACKNOWLEDGED
-                    ack = encode(
-                        Message._make(_EMPTY, _ACK, exchange.mid, b"", Options(), b"", None)
-                    )
-                    self._dedup.record(
-                        exchange.remote, exchange.mid, ack, self._exchange_lifetime, now
-                    )
-                    self._ensure_sweep(now + self._exchange_lifetime)
-                    events.append(Transmit(exchange.remote, ack))
+            elif kind == ACK_DELAY:
+                self._ack_due(subject, ticket, now, events)
             elif kind == _DEADLINE:
                 client: ClientExchange = subject
                 if client.deadline_ticket == ticket and client.state is not ClientState.DONE:

@@ -1,0 +1,178 @@
+"""The server half of the messaging machine: answering requests we received.
+
+Owns the received requests still being handled (by (remote, MID), bounded by
+``max_pending_requests``), the piggyback window (``ack_delay``: a CON
+answered within it gets its response in the ACK; after it, an empty ACK
+goes out and the response becomes a separate one) and the choice of message
+type and ID for responses. Mixed into
+:class:`~coap_trio.protocol.messaging.Messaging`, whose state it shares;
+must not know about tasks, sockets or resources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from ..codec import encode
+from ..errors import LocalProtocolError, NetworkError
+from ..message import Message
+from ..numbers.types import Type
+from .config import MessagingConfig
+from .dedup import DedupStore
+from .exchanges import Event, RequestReceived, ResponseFailed, ServerExchange, ServerState, Transmit
+from .midalloc import MessageIdAllocator
+from .timers import TimerHeap
+
+__all__ = ["ACK_DELAY", "ServerSide", "empty_message"]
+
+#: The timer kind of the piggyback window.
+ACK_DELAY = 1
+
+_CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
+
+
+def empty_message(mtype: Type, mid: int) -> bytes:
+    """An Empty message (ACK or RST) with ``mid``: the 4-byte header alone (§4.1)."""
+    return bytes((0x40 | (mtype << 4), 0, mid >> 8, mid & 0xFF))
+
+
+class ServerSide:
+    """Request handling state and steps of :class:`Messaging` (see the module docstring)."""
+
+    config: MessagingConfig
+    _pending: dict[tuple[Hashable, int], ServerExchange]
+    _timers: TimerHeap[tuple[int, Any]]
+    _dedup: DedupStore
+    _mids: MessageIdAllocator
+    _counts: dict[str, int]
+
+    # Provided by Messaging:
+    def _seen_con(self, remote: Hashable, mid: int, reply: bytes, now: float) -> None: ...
+    def _seen_non(self, remote: Hashable, mid: int, now: float) -> None: ...
+    def _reset(
+        self, remote: Hashable, mid: int, events: list[Event], record: float | None = None
+    ) -> None: ...
+    def _send_con(self, key: tuple[Hashable, int], data: bytes, owner: Any, now: float) -> Any: ...
+    def _remember_non(self, key: tuple[Hashable, int], owner: Any, now: float) -> None: ...
+
+    def _on_request(
+        self,
+        message: Message,
+        remote: Hashable,
+        mid: int,
+        con: bool,
+        now: float,
+        events: list[Event],
+    ) -> None:
+        """A new request arrived: track it and hand it to the driver (or refuse it when full)."""
+        if len(self._pending) >= self.config.max_pending_requests:
+            self._counts["overloaded"] += 1
+            if con:
+                self._reset(remote, mid, events)
+            return
+        exchange = ServerExchange(message, remote)
+        self._pending[(remote, mid)] = exchange
+        if con:
+            exchange.ack_ticket = self._timers.schedule(
+                now + self.config.ack_delay, (ACK_DELAY, exchange)
+            )
+        events.append(RequestReceived(exchange))
+
+    def _ack_due(
+        self, exchange: ServerExchange, ticket: int, now: float, events: list[Event]
+    ) -> None:
+        """The piggyback window of ``exchange`` passed: send the empty ACK now."""
+        if exchange.ack_ticket == ticket and exchange.state is ServerState.PENDING:
+            exchange.ack_ticket = 0
+            self._pending.pop((exchange.remote, exchange.mid), None)
+            exchange.state = ServerState.ACKNOWLEDGED
+            ack = empty_message(_ACK, exchange.mid)
+            self._seen_con(exchange.remote, exchange.mid, ack, now)
+            events.append(Transmit(exchange.remote, ack))
+
+    def respond(
+        self, exchange: ServerExchange, response: Message | None, now: float
+    ) -> list[Event]:
+        """Answer a received request (``None``: no response, e.g. RFC 7967 No-Response).
+
+        A CON still in its piggyback window gets the response in its ACK; after
+        the empty ACK it becomes a separate CON response (retransmitted; its
+        fate is reported by ResponseAcknowledged / ResponseFailed); a NON
+        request gets a NON response. The response's token, MID and type are
+        set here; its code, options and payload are used as given.
+        """
+        if exchange.state is not ServerState.PENDING and exchange.state is not (
+            ServerState.ACKNOWLEDGED
+        ):
+            raise LocalProtocolError(f"{exchange!r} was already answered")
+        events: list[Event] = []
+        remote = exchange.remote
+        key = (remote, exchange.mid)
+        if exchange.state is ServerState.PENDING:
+            self._pending.pop(key, None)
+            self._timers.cancel(exchange.ack_ticket)
+            exchange.ack_ticket = 0
+            if exchange.con:
+                if response is None:
+                    data = empty_message(_ACK, exchange.mid)
+                else:
+                    data = self._encode_response(response, _ACK, exchange.mid, exchange.token)
+                self._seen_con(remote, exchange.mid, data, now)
+                events.append(Transmit(remote, data))
+                exchange.state = ServerState.DONE
+                return events
+            self._seen_non(remote, exchange.mid, now)
+            exchange.state = ServerState.DONE
+            if response is not None:
+                mtype = response.mtype if response.mtype in (_CON, _NON) else _NON
+                self._send_new(exchange, response, mtype, now, events)
+            return events
+        # ACKNOWLEDGED: a separate response.
+        exchange.state = ServerState.DONE
+        if response is not None:
+            mtype = response.mtype if response.mtype in (_CON, _NON) else _CON
+            self._send_new(exchange, response, mtype, now, events)
+        return events
+
+    def _send_new(
+        self,
+        exchange: ServerExchange,
+        response: Message,
+        mtype: Type,
+        now: float,
+        events: list[Event],
+    ) -> None:
+        remote = exchange.remote
+        mid = self._mids.allocate(remote, now)
+        if mid is None:
+            self._counts["overloaded"] += 1
+            events.append(ResponseFailed(exchange, NetworkError("no free message ID")))
+            return
+        data = self._encode_response(response, mtype, mid, exchange.token)
+        key = (remote, mid)
+        if mtype is _CON:
+            exchange.state = ServerState.RESPONDING
+            self._send_con(key, data, exchange, now)
+        else:
+            self._remember_non(key, exchange, now)
+        events.append(Transmit(remote, data))
+
+    @staticmethod
+    def _encode_response(response: Message, mtype: Type, mid: int, token: bytes) -> bytes:
+        return encode(
+            Message._make(response.code, mtype, mid, token, response.opt, response.payload, None)
+        )
+
+    def forget(self, exchange: ServerExchange) -> None:
+        """Drop a received request that will not be handled (e.g. a full queue).
+
+        Its message ID is not recorded, so a retransmission is processed as
+        new, not as a duplicate with nothing to replay.
+        """
+        key = (exchange.remote, exchange.mid)
+        if self._pending.get(key) is exchange:
+            del self._pending[key]
+        self._timers.cancel(exchange.ack_ticket)
+        exchange.ack_ticket = 0
+        exchange.state = ServerState.DONE
