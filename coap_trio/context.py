@@ -65,6 +65,7 @@ from .protocol.exchanges import (
 )
 from .protocol.messaging import Messaging
 from .remote import DatagramRemote
+from .server import Responder, suppressed_by_no_response
 from .transports.base import DatagramEndpoint, DatagramNetwork, EndpointStatistics
 from .uri import Origin, is_ip_literal
 
@@ -181,6 +182,7 @@ class Context:
         self._network = network
         self._config = config
         self._site = site
+        self._responder = Responder(site) if site is not None else None
         self._rng = rng
         self._dns_ttl = dns_ttl
         self._dns: dict[str, tuple[float, list[str]]] = {}
@@ -194,7 +196,6 @@ class Context:
         self._handler_receive = receive
         self._overloaded = 0
         self._dropped = 0
-        self._handler_errors = 0
 
     # -- setup ---------------------------------------------------------------------
 
@@ -229,7 +230,7 @@ class Context:
             handler_queue_depth=self._handler_send.statistics().current_buffer_used,
             overloaded_responses=self._overloaded,
             dropped_requests=self._dropped,
-            handler_errors=self._handler_errors,
+            handler_errors=self._responder.handler_errors if self._responder else 0,
         )
 
     def set_nstart(self, nstart: int) -> None:
@@ -430,8 +431,18 @@ class Context:
     # -- server --------------------------------------------------------------------
 
     def _dispatch(self, runner: _Runner, exchange: ServerExchange) -> None:
-        if self._site is None:
+        responder = self._responder
+        if responder is None:
             self._answer(runner, exchange, Message(code=Code.NOT_FOUND))
+            return
+        early = responder.precheck(exchange.request, exchange.con)
+        if early is not None:
+            if early is False:  # a NON we must ignore (§5.4.1): seen, not answered
+                self._answer(runner, exchange, None)
+            else:
+                assert isinstance(early, Message)
+                suppressed = suppressed_by_no_response(exchange.request, early.code)
+                self._answer(runner, exchange, None if suppressed else early)
             return
         try:
             self._handler_send.send_nowait((runner, exchange))
@@ -450,16 +461,10 @@ class Context:
     async def _handle_requests(
         self, channel: trio.MemoryReceiveChannel[tuple[_Runner, ServerExchange]]
     ) -> None:
-        site = self._site
-        assert site is not None
+        responder = self._responder
+        assert responder is not None
         async for runner, exchange in channel:
-            try:
-                response = await site.render(exchange.request)
-            except Exception:
-                self._handler_errors += 1
-                logger.exception("handler failed for %r", exchange.request)
-                response = Message(code=Code.INTERNAL_SERVER_ERROR)
-            self._answer(runner, exchange, response)
+            self._answer(runner, exchange, await responder.handle(exchange.request))
 
     def _close(self) -> None:
         self._closed = True

@@ -1,0 +1,104 @@
+"""The Responder: the rules every request passes before and after its resource.
+
+Owns what RFC 7252 and friends ask of a server regardless of the resource:
+unrecognized critical options (§5.4.1: 4.02 Bad Option for a CON, silence for
+a NON, before any handler runs), Proxy-Uri / Proxy-Scheme on a server that is
+no proxy (5.05), handler errors (a :class:`~coap_trio.response_errors.RenderableError`
+becomes its response; any other exception 5.00 with no details on the wire,
+logged), responses that set fields a resource may not set (token, MID,
+type, remote are the messaging layer's), and No-Response (RFC 7967).
+Must not know about tasks, sockets or routing (that is the Site's).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .interfaces import Resource
+from .message import Message
+from .numbers.codes import Code
+from .numbers.optionnumbers import OptionNumber
+from .protocol.matcher import has_unrecognized_critical
+from .response_errors import BadOption, ProxyingNotSupported, RenderableError
+
+__all__ = ["RECOGNIZED_REQUEST_OPTIONS", "Responder", "suppressed_by_no_response"]
+
+logger = logging.getLogger("coap_trio.server")
+
+_N = OptionNumber
+
+#: Critical options a request may carry that this server handles today.
+#: Uri-Host/Uri-Port are accepted (no virtual hosting: they are ignored),
+#: Proxy-Uri/Proxy-Scheme are recognized and refused with 5.05. OSCORE,
+#: EDHOC, Block1/Block2 and Q-Block1/2 are not handled yet: 4.02.
+RECOGNIZED_REQUEST_OPTIONS = frozenset(
+    int(n)
+    for n in (
+        _N.IF_MATCH,
+        _N.URI_HOST,
+        _N.IF_NONE_MATCH,
+        _N.URI_PORT,
+        _N.URI_PATH,
+        _N.URI_QUERY,
+        _N.ACCEPT,
+        _N.PROXY_URI,
+        _N.PROXY_SCHEME,
+    )
+)
+
+# RFC 7967 §2.1: the bits of No-Response that suppress a response class.
+_NO_RESPONSE_BITS = {2: 0x02, 4: 0x08, 5: 0x10}
+
+
+def suppressed_by_no_response(request: Message, code: Code) -> bool:
+    """Whether the request's No-Response option asks not to answer with ``code``."""
+    value = request.opt.no_response
+    if not value:
+        return False
+    return bool(value & _NO_RESPONSE_BITS.get(code.class_, 0))
+
+
+class Responder:
+    """Wraps a site: :meth:`precheck` before queueing, :meth:`handle` in a handler task."""
+
+    def __init__(
+        self, site: Resource, recognized_options: frozenset[int] = RECOGNIZED_REQUEST_OPTIONS
+    ) -> None:
+        self.site = site
+        self.recognized_options = recognized_options
+        #: Handlers that raised something other than a RenderableError.
+        self.handler_errors = 0
+
+    def precheck(self, request: Message, confirmable: bool) -> Message | bool | None:
+        """Rules that apply before any handler runs.
+
+        Returns an error response to send at once, ``False`` to ignore the
+        request silently (a NON with an unrecognized critical option), or
+        ``None`` to go on and handle it.
+        """
+        if has_unrecognized_critical(request, self.recognized_options):
+            if not confirmable:
+                return False
+            return BadOption("unrecognized critical option").to_message()
+        opt = request.opt
+        if opt.proxy_uri is not None or opt.proxy_scheme is not None:
+            return ProxyingNotSupported().to_message()
+        return None
+
+    async def handle(self, request: Message) -> Message | None:
+        """Render ``request``; returns the response, or None when No-Response suppresses it."""
+        try:
+            response = await self.site.render(request)
+            if not isinstance(response, Message):
+                raise TypeError(f"render returned {type(response).__name__}, not a Message")
+            if not response.code.is_response():
+                raise TypeError(f"render returned {response.code}, not a response code")
+        except RenderableError as error:
+            response = error.to_message()
+        except Exception:
+            self.handler_errors += 1
+            logger.exception("handler failed for %r", request)
+            response = Message(code=Code.INTERNAL_SERVER_ERROR)
+        if suppressed_by_no_response(request, response.code):
+            return None
+        return response
