@@ -4,7 +4,7 @@ The public API is re-exported here; submodules whose names start with an
 underscore are private. See ``docs/architecture.md`` for the layers.
 """
 
-from . import codec, linkformat
+from . import codec, linkformat, response_errors
 from .block import BlockValue
 from .client import Request
 from .context import Context, ContextStatistics, open_context
@@ -50,6 +50,7 @@ from .numbers import (
 )
 from .options import Options
 from .protocol.config import MessagingConfig
+from .resource import Resource, Site
 from .uri import InvalidURIError, Origin
 
 __version__ = "0.1.0.dev0"
@@ -94,6 +95,8 @@ __all__ = [
     "RequestError",
     "RequestTimeoutError",
     "ResetByPeerError",
+    "Resource",
+    "Site",
     "TransmissionParameters",
     "Type",
     "UnresolvableHostError",
@@ -103,4 +106,5 @@ __all__ = [
     "iPATCH",
     "linkformat",
     "open_context",
+    "response_errors",
 ]
