@@ -1,9 +1,9 @@
 """The ``coap-trio`` command (also ``python -m coap_trio``).
 
-For now it has one verb, ``demo``, which shows the message layer at work:
-it builds requests and responses, encodes them to the bytes that go on the
-wire, decodes them back and prints both. The client and server verbs arrive
-with the messaging and CLI issues.
+Verbs today: ``demo`` (a server and a client on loopback, see
+:mod:`coap_trio.demo`) and ``codec-demo`` (the message layer alone: a request
+and a response encoded to the wire and decoded back). The client and server
+verbs arrive with the CLI issue.
 """
 
 from __future__ import annotations
@@ -60,9 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coap-trio`` console script."""
     parser = argparse.ArgumentParser(prog="coap-trio", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("demo", help="encode and decode a request and a response, and print them")
+    verbs.add_parser("demo", help="serve and query real CoAP over loopback, and print it")
+    verbs.add_parser("codec-demo", help="encode and decode a request and a response")
     args = parser.parse_args(argv)
     if args.verb == "demo":
+        import trio
+
+        from .demo import run_demo
+
+        return trio.run(run_demo)
+    if args.verb == "codec-demo":
         return _demo()
     parser.error(f"unknown verb {args.verb}")  # pragma: no cover - argparse rejects first
     return 2  # pragma: no cover
