@@ -35,10 +35,20 @@ reused towards a server: source ports used by earlier runs are avoided too.
 
 Runs are interleaved (run 1 of every server, then run 2...) after one short
 warm-up run per server; each figure is the median of ``--runs`` runs (default
-3). Shown per server: 2.05 per second, the generator's CPU time during the
-measurement (user+system, in seconds and as a share of the duration: near
-100% means the generator, not the server, was the limit) and the server's.
+3). The servers stay up for all runs, so coap_trio's and aiocoap's
+deduplication stores (EXCHANGE_LIFETIME, 247 s) keep growing as a long-running
+server's would. Shown per server: 2.05 per second, the generator's CPU time
+during the measurement (user+system, in seconds and as a share of the
+duration: near 100% means the generator, not the server, was the limit), the
+server's (read from /proc: Linux only), 2.05 per CPU second of the server, and
+the latency (median, 99th percentile, maximum) of the run nearest the median.
 The target is coap_trio >= 5x aiocoap.
+
+With two CPUs or more, the servers are pinned to one CPU and the generator to
+another (``--no-pin`` to leave it to the scheduler, which tends to run a
+server and the generator on one CPU, taking turns: then each gets about half).
+The figures also depend on other load on the machine: compare the per
+CPU-second column when the server's CPU share is well below 100%.
 """
 
 from __future__ import annotations

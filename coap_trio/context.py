@@ -65,7 +65,7 @@ from .protocol.exchanges import (
 )
 from .protocol.messaging import Messaging
 from .remote import DatagramRemote
-from .server import Responder, suppressed_by_no_response
+from .server import DEFAULT_MAX_PAYLOAD, Responder, suppressed_by_no_response
 from .transports.base import DatagramEndpoint, DatagramNetwork, EndpointStatistics
 from .uri import Origin, is_ip_literal
 
@@ -92,6 +92,8 @@ class ContextStatistics:
     dropped_requests: int
     #: Handlers that raised (answered 5.00).
     handler_errors: int
+    #: Requests answered 4.13 because their payload exceeded ``max_request_payload``.
+    oversized_requests: int
 
 
 class _Runner:
@@ -177,12 +179,15 @@ class Context:
         site: Resource | None,
         rng: random.Random | None,
         dns_ttl: float,
+        max_request_payload: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self._nursery = nursery
         self._network = network
         self._config = config
         self._site = site
-        self._responder = Responder(site) if site is not None else None
+        self._responder = (
+            Responder(site, max_payload=max_request_payload) if site is not None else None
+        )
         self._rng = rng
         self._dns_ttl = dns_ttl
         self._dns: dict[str, tuple[float, list[str]]] = {}
@@ -231,6 +236,7 @@ class Context:
             overloaded_responses=self._overloaded,
             dropped_requests=self._dropped,
             handler_errors=self._responder.handler_errors if self._responder else 0,
+            oversized_requests=self._responder.oversized if self._responder else 0,
         )
 
     def set_nstart(self, nstart: int) -> None:
@@ -497,6 +503,7 @@ async def open_context(
     request_queue: int = 1024,
     dns_ttl: float = 60.0,
     rng: random.Random | None = None,
+    max_request_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> AsyncIterator[Context]:
     """Open a CoAP context; everything it starts ends when the block is left.
 
@@ -508,7 +515,8 @@ async def open_context(
     ``("::", 0)`` (default: 1 when nothing is bound, else 0). ``network``
     defaults to real UDP; pass a :class:`coap_trio.testing.MemoryNetwork`
     to test without sockets. ``rng`` seeds MIDs and tokens (default: the
-    system's secure source).
+    system's secure source). Requests with payloads over
+    ``max_request_payload`` bytes are answered 4.13 before any handler runs.
     """
     if network is None:
         from .transports.udp import UDPNetwork
@@ -518,7 +526,9 @@ async def open_context(
     extra = client_endpoints if client_endpoints is not None else (0 if binds else 1)
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        context = Context(nursery, network, config or MessagingConfig(), site, rng, dns_ttl)
+        context = Context(
+            nursery, network, config or MessagingConfig(), site, rng, dns_ttl, max_request_payload
+        )
         try:
             if site is not None:
                 context._start_handlers(server_concurrency, request_queue)

@@ -3,7 +3,8 @@
 Owns what RFC 7252 and friends ask of a server regardless of the resource:
 unrecognized critical options (§5.4.1: 4.02 Bad Option for a CON, silence for
 a NON, before any handler runs), Proxy-Uri / Proxy-Scheme on a server that is
-no proxy (5.05), handler errors (a :class:`~coap_trio.response_errors.RenderableError`
+no proxy (5.05), payloads above a configurable size (4.13 with Size1),
+handler errors (a :class:`~coap_trio.response_errors.RenderableError`
 becomes its response; any other exception 5.00 with no details on the wire,
 logged), responses that set fields a resource may not set (token, MID,
 type, remote are the messaging layer's), and No-Response (RFC 7967).
@@ -19,9 +20,19 @@ from .message import Message
 from .numbers.codes import Code
 from .numbers.optionnumbers import OptionNumber
 from .protocol.matcher import has_unrecognized_critical
-from .response_errors import BadOption, ProxyingNotSupported, RenderableError
+from .response_errors import (
+    BadOption,
+    ProxyingNotSupported,
+    RenderableError,
+    RequestEntityTooLarge,
+)
 
-__all__ = ["RECOGNIZED_REQUEST_OPTIONS", "Responder", "suppressed_by_no_response"]
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "RECOGNIZED_REQUEST_OPTIONS",
+    "Responder",
+    "suppressed_by_no_response",
+]
 
 logger = logging.getLogger("coap_trio.server")
 
@@ -46,6 +57,10 @@ RECOGNIZED_REQUEST_OPTIONS = frozenset(
     )
 )
 
+#: The largest request payload handed to a resource by default (without
+#: block-wise transfer, a whole request must fit in one datagram anyway).
+DEFAULT_MAX_PAYLOAD = 16_384
+
 # RFC 7967 §2.1: the bits of No-Response that suppress a response class.
 _NO_RESPONSE_BITS = {2: 0x02, 4: 0x08, 5: 0x10}
 
@@ -62,12 +77,19 @@ class Responder:
     """Wraps a site: :meth:`precheck` before queueing, :meth:`handle` in a handler task."""
 
     def __init__(
-        self, site: Resource, recognized_options: frozenset[int] = RECOGNIZED_REQUEST_OPTIONS
+        self,
+        site: Resource,
+        recognized_options: frozenset[int] = RECOGNIZED_REQUEST_OPTIONS,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self.site = site
         self.recognized_options = recognized_options
+        #: Request payloads above this size are answered 4.13 with Size1 (RFC 7252 §5.9.2.9).
+        self.max_payload = max_payload
         #: Handlers that raised something other than a RenderableError.
         self.handler_errors = 0
+        #: Requests refused with 4.13 because their payload was too large.
+        self.oversized = 0
 
     def precheck(self, request: Message, confirmable: bool) -> Message | bool | None:
         """Rules that apply before any handler runs.
@@ -83,6 +105,11 @@ class Responder:
         opt = request.opt
         if opt.proxy_uri is not None or opt.proxy_scheme is not None:
             return ProxyingNotSupported().to_message()
+        if len(request.payload) > self.max_payload:
+            self.oversized += 1
+            return RequestEntityTooLarge(
+                f"payloads up to {self.max_payload} bytes", size1=self.max_payload
+            ).to_message()
         return None
 
     async def handle(self, request: Message) -> Message | None:

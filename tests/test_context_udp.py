@@ -61,3 +61,16 @@ async def test_requests_spread_to_an_endpoint_with_free_message_ids() -> None:
                 assert response.payload == b"x"
                 sent = [r.endpoint.statistics.datagrams_sent for r in (first, second)]
     assert sent == [0, 1]
+
+
+async def test_several_binds_report_their_real_ports() -> None:
+    with trio.fail_after(10):
+        async with open_context(bind=[("::1", 0), ("127.0.0.1", 0)], site=_Echo()) as server:
+            six, four = server.addresses
+            assert six.port != 0
+            assert four.port != 0
+            assert four.host == "127.0.0.1"
+            async with open_context() as client:
+                a = await client.get(f"coap://[::1]:{six.port}/six")
+                b = await client.get(f"coap://127.0.0.1:{four.port}/four")
+    assert (a.payload, b.payload) == (b"six", b"four")

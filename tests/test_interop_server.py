@@ -864,6 +864,12 @@ async def test_libcoap_over_ipv4() -> None:
             assert con.payload == HELLO
             non = await coap_client(server.uri("/hello"), "-N")
             assert_non_answer(non, "2.05")
+            # Uri-Host (critical) naming the server some other way: accepted (no
+            # virtual hosting), as libcoap sends it for any URI with a host name.
+            named = await coap_client(server.uri("/hello"), "-O", "3,coap.example")
+            assert "Uri-Host:coap.example" in named.request.options, str(named)
+            assert_piggybacked(named, "2.05")
+            assert named.payload == HELLO
             await assert_still_serving(server)
 
 

@@ -229,8 +229,8 @@ def test_dedup_lookup_and_expiry_boundary() -> None:
     store.record("a", 1, b"reply", 10.0, 5.0)
     entry = store.lookup("a", 1, 5.0)
     assert entry is not None
-    assert entry.reply == b"reply"
-    assert entry.expires == 15.0
+    assert entry[1] == b"reply"
+    assert entry[0] == 15.0
     assert store.lookup("a", 1, 14.999) is entry
     assert store.lookup("a", 1, 15.0) is None  # expired at its expiry time
     assert store.lookup("b", 1, 6.0) is None
@@ -243,7 +243,7 @@ def test_dedup_record_without_reply() -> None:
     store.record("a", 1, None, 10.0, 0.0)
     entry = store.lookup("a", 1, 1.0)
     assert entry is not None
-    assert entry.reply is None
+    assert entry[1] is None
 
 
 def test_dedup_per_remote_bound_evicts_that_remotes_oldest() -> None:
@@ -318,7 +318,7 @@ def test_dedup_rerecord_replaces_and_sweep_skips_the_stale_item() -> None:
     assert len(store) == 1
     entry = store.lookup("a", 1, 12.0)
     assert entry is not None
-    assert entry.reply == b"new"
+    assert entry[1] == b"new"
     # The first queue item is stale: skipped, not deleting the live entry.
     assert store.sweep(10.0) == 15.0
     assert store.lookup("a", 1, 12.0) is entry
@@ -427,7 +427,7 @@ def test_dedup_random_operations_match_a_model(seed: int) -> None:
             assert store.sweep(now) == model.sweep(now)
         else:
             entry = store.lookup(remote, mid, now)
-            assert (False if entry is None else entry.reply) == model.lookup(remote, mid, now)
+            assert (False if entry is None else entry[1]) == model.lookup(remote, mid, now)
         assert len(store) == len(model.present)
         assert store.evicted == model.evicted
         assert store.remotes == len({r for r, _ in model.present})

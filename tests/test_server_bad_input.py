@@ -355,13 +355,12 @@ async def test_oversized_datagram_of_60_kb(autojump_clock: trio.testing.MockCloc
     assert (stats.malformed, stats.resets_sent) == (3, 2)
 
 
-async def test_well_formed_request_with_a_60_kb_payload_is_served(
+async def test_well_formed_request_with_a_60_kb_payload_gets_4_13(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Well-formed, only large: RFC 7252 makes it no format error, so it is served normally.
-
-    (The stack sets no request-size limit yet; a 4.13 would need one.)
-    """
+    """Well-formed but larger than max_request_payload (16 KiB by default): answered
+    4.13 Request Entity Too Large with Size1 (RFC 7252 §5.9.2.9), counted, and the
+    handler never sees it; a payload within the limit is served."""
     net = MemoryNetwork(seed=0)
     payload = random.Random(1).randbytes(60_000)
     with trio.fail_after(VIRTUAL_LIMIT):
@@ -370,17 +369,24 @@ async def test_well_formed_request_with_a_60_kb_payload_is_served(
                 Message(code=Code.PUT, mtype=Type.CON, mid=0x6004, token=b"big", payload=payload)
             )
             (reply,) = await peer.exchange(data)
-            stats = counters(server)
+            ok = encode(
+                Message(
+                    code=Code.PUT, mtype=Type.CON, mid=0x6005, token=b"ok", payload=bytes(16_384)
+                )
+            )
+            (served,) = await peer.exchange(ok)
+            oversized = server.statistics.oversized_requests
     message = decode(reply)
     assert (message.mtype, message.code, message.mid, message.token) == (
         Type.ACK,
-        Code.CONTENT,
+        Code.REQUEST_ENTITY_TOO_LARGE,
         0x6004,
         b"big",
     )
-    (rendered,) = site.rendered
-    assert rendered.payload == payload
-    assert stats.malformed == 0
+    assert message.opt.size1 == 16_384
+    assert decode(served).code == Code.CONTENT
+    assert [len(r.payload) for r in site.rendered] == [16_384]
+    assert oversized == 1
 
 
 async def test_reset_of_a_separate_response_ends_it(

@@ -23,13 +23,19 @@ __all__ = ["DedupStore"]
 
 _Key = tuple[Hashable, int]
 
+#: (expires, reply). A plain tuple of a float and bytes/None, and a key of a
+#: plain tuple, so that the garbage collector stops tracking them after its
+#: first pass: a store of 200,000 entries must not make full collections
+#: scan 800,000 objects (measured: pauses grew to 370 ms under load, longer
+#: than the piggyback window).
+_Entry = tuple[float, bytes | None]
 
-class _Entry:
-    __slots__ = ("expires", "reply")
 
-    def __init__(self, expires: float, reply: bytes | None) -> None:
-        self.expires = expires
-        self.reply = reply
+def _plain(remote: Hashable) -> Hashable:
+    """``remote`` as an exact tuple when it is a tuple subclass (GC-untrackable)."""
+    if isinstance(remote, tuple) and type(remote) is not tuple:
+        return tuple(remote)
+    return remote
 
 
 class DedupStore:
@@ -47,9 +53,9 @@ class DedupStore:
         self.evicted = 0
 
     def lookup(self, remote: Hashable, mid: int, now: float) -> _Entry | None:
-        """The live entry for (remote, mid), or None (expired entries count as absent)."""
+        """The live ``(expires, reply)`` for (remote, mid), or None (expired count as absent)."""
         entry = self._entries.get((remote, mid))
-        if entry is None or entry.expires <= now:
+        if entry is None or entry[0] <= now:
             return None
         return entry
 
@@ -57,8 +63,8 @@ class DedupStore:
         self, remote: Hashable, mid: int, reply: bytes | None, lifetime: float, now: float
     ) -> None:
         """Remember (remote, mid) for ``lifetime`` seconds with the reply to replay."""
-        key = (remote, mid)
-        entry = _Entry(now + lifetime, reply)
+        key = (_plain(remote), mid)
+        entry = (now + lifetime, reply)
         replaced = key in self._entries
         self._entries[key] = entry
         item = (key, entry)
@@ -108,8 +114,8 @@ class DedupStore:
             if entries.get(key) is not entry:
                 order.popleft()
                 continue
-            if entry.expires > now:
-                return entry.expires
+            if entry[0] > now:
+                return entry[0]
             order.popleft()
             del entries[key]
             self._trim(key[0])

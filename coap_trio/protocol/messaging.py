@@ -391,8 +391,8 @@ class Messaging(ServerSide):
         entry = self._dedup.lookup(remote, mid, now)
         if entry is not None or (remote, mid) in self._pending:
             self._counts["duplicates"] += 1
-            if con and entry is not None and entry.reply is not None:
-                events.append(Transmit(remote, entry.reply))
+            if con and entry is not None and entry[1] is not None:
+                events.append(Transmit(remote, entry[1]))
             return
         if code.is_request():
             self._on_request(message, remote, mid, con, now, events)
