@@ -19,7 +19,7 @@ from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
 from .numbers.optionnumbers import OptionNumber
-from .protocol.matcher import has_unrecognized_critical
+from .protocol.matcher import RECOGNIZED_RESPONSE_OPTIONS, has_unrecognized_critical
 from .response_errors import (
     BadOption,
     ProxyingNotSupported,
@@ -38,24 +38,12 @@ logger = logging.getLogger("coap_trio.server")
 
 _N = OptionNumber
 
-#: Critical options a request may carry that this server handles today.
+#: Critical options a request may carry that this server handles today: the
+#: same set the client accepts in responses (one definition, in the matcher).
 #: Uri-Host/Uri-Port are accepted (no virtual hosting: they are ignored),
 #: Proxy-Uri/Proxy-Scheme are recognized and refused with 5.05. OSCORE,
 #: EDHOC, Block1/Block2 and Q-Block1/2 are not handled yet: 4.02.
-RECOGNIZED_REQUEST_OPTIONS = frozenset(
-    int(n)
-    for n in (
-        _N.IF_MATCH,
-        _N.URI_HOST,
-        _N.IF_NONE_MATCH,
-        _N.URI_PORT,
-        _N.URI_PATH,
-        _N.URI_QUERY,
-        _N.ACCEPT,
-        _N.PROXY_URI,
-        _N.PROXY_SCHEME,
-    )
-)
+RECOGNIZED_REQUEST_OPTIONS = RECOGNIZED_RESPONSE_OPTIONS
 
 #: The largest request payload handed to a resource by default (without
 #: block-wise transfer, a whole request must fit in one datagram anyway).
