@@ -56,6 +56,7 @@ from .numbers.codes import Code
 from .protocol.config import MessagingConfig, MessagingStatistics
 from .protocol.exchanges import (
     ClientExchange,
+    ClientState,
     Event,
     RequestFailed,
     RequestReceived,
@@ -120,20 +121,29 @@ class _Runner:
         if not events:
             return
         send = self.endpoint.send
+        later: list[ClientExchange] = []
         for event in events:
             kind = type(event)
             if kind is Transmit:
                 send(event.data, event.remote)  # type: ignore[attr-defined]
             elif kind is ResponseReceived:
-                request: Request = event.exchange.owner  # type: ignore[attr-defined]
+                exchange = event.exchange  # type: ignore[attr-defined]
+                request: Request = exchange.owner
                 request._succeed(event.response)  # type: ignore[attr-defined]
                 self.context._inflight.discard(request)
+                if exchange.state is ClientState.OBSERVING:
+                    # A plain request that happened to register an observation
+                    # (Observe=0): nobody will read notifications, so end it;
+                    # later notifications then get RST (RFC 7641 §3.6).
+                    later.append(exchange)
             elif kind is RequestFailed:
                 request = event.exchange.owner  # type: ignore[attr-defined]
                 request._fail(event.error)  # type: ignore[attr-defined]
                 self.context._inflight.discard(request)
             elif kind is RequestReceived:
                 self.context._dispatch(self, event.exchange)  # type: ignore[attr-defined]
+        for exchange in later:
+            self.perform(self.machine.abandon(exchange, trio.current_time()))
         self.kick()
 
     def kick(self) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "ClientExchange",
     "ClientState",
     "Event",
+    "NotificationReceived",
     "RequestFailed",
     "RequestReceived",
     "ResponseAcknowledged",
@@ -38,6 +39,9 @@ class ClientState(enum.Enum):
     SENT = "sent"
     #: An empty ACK arrived; waiting for the separate response.
     ACKNOWLEDGED = "acknowledged"
+    #: An observation (RFC 7641): the first response came with Observe;
+    #: notifications arrive until it is abandoned or a final response ends it.
+    OBSERVING = "observing"
     #: Answered, failed or abandoned; nothing more will happen.
     DONE = "done"
 
@@ -60,9 +64,11 @@ class ClientExchange:
 
     __slots__ = (
         "con",
+        "counted",
         "deadline_ticket",
         "first_sent",
         "mid",
+        "observe",
         "owner",
         "ping",
         "remote",
@@ -80,6 +86,10 @@ class ClientExchange:
         self.con = con
         #: An empty CON sent to provoke an RST (§4.3), not a request.
         self.ping = False
+        #: A registration (GET/FETCH with Observe=0): more than one response may come.
+        self.observe = request.opt.observe == 0
+        #: Whether it occupies one of its remote's NSTART slots.
+        self.counted = False
         self.mid: int | None = None
         self.state = ClientState.QUEUED
         self.first_sent: float | None = None
@@ -98,7 +108,17 @@ class ClientExchange:
 class ServerExchange:
     """A request this endpoint received, until its response is delivered."""
 
-    __slots__ = ("ack_ticket", "con", "mid", "owner", "remote", "request", "state", "token")
+    __slots__ = (
+        "ack_ticket",
+        "con",
+        "mid",
+        "owner",
+        "remote",
+        "request",
+        "state",
+        "token",
+        "transmission",
+    )
 
     def __init__(self, request: Message, remote: Hashable) -> None:
         self.request = request
@@ -108,6 +128,8 @@ class ServerExchange:
         self.con = request.mtype is not None and request.mtype.name == "CON"
         self.state = ServerState.PENDING
         self.ack_ticket = 0
+        #: The CON response or notification being retransmitted, if any.
+        self.transmission: Any = None
         #: Free for the driver.
         self.owner: Any = None
 
@@ -152,6 +174,16 @@ class RequestFailed(Event):
     def __init__(self, exchange: ClientExchange, error: CoapError) -> None:
         self.exchange = exchange
         self.error = error
+
+
+class NotificationReceived(Event):
+    """A further response (RFC 7641 notification) of an observing ``exchange``."""
+
+    __slots__ = ("exchange", "response")
+
+    def __init__(self, exchange: ClientExchange, response: Message) -> None:
+        self.exchange = exchange
+        self.response = response
 
 
 class RequestReceived(Event):

@@ -48,6 +48,7 @@ from .exchanges import (
     ClientExchange,
     ClientState,
     Event,
+    NotificationReceived,
     RequestFailed,
     ResponseAcknowledged,
     ResponseFailed,
@@ -227,6 +228,7 @@ class Messaging(ServerSide):
         exchange.state = ClientState.SENT
         exchange.first_sent = now
         exchange.transmissions = 1
+        exchange.counted = True
         self._outstanding[remote] = self._outstanding.get(remote, 0) + 1
         key = (remote, mid)
         if exchange.con:
@@ -241,6 +243,9 @@ class Messaging(ServerSide):
 
     def _send_con(self, key: tuple[Hashable, int], data: bytes, owner: Any, now: float) -> Any:
         return self._reliability.send_con(key, data, owner, now)
+
+    def _cancel_transmission(self, transmission: Any) -> None:
+        self._reliability.cancel(transmission)
 
     def _remember_non(self, key: tuple[Hashable, int], owner: Any, now: float) -> None:
         self._ensure_sweep(self._reliability.remember_non(key, owner, now))
@@ -274,6 +279,13 @@ class Messaging(ServerSide):
             exchange.transmission = None
         self._timers.cancel(exchange.deadline_ticket)
         exchange.deadline_ticket = 0
+        self._uncount(exchange, now, events)
+
+    def _uncount(self, exchange: ClientExchange, now: float, events: list[Event]) -> None:
+        """Free the exchange's NSTART slot (once) and start what waited for it."""
+        if not exchange.counted:
+            return
+        exchange.counted = False
         remote = exchange.remote
         left = self._outstanding.get(remote, 1) - 1
         if left:
@@ -281,6 +293,35 @@ class Messaging(ServerSide):
         else:
             self._outstanding.pop(remote, None)
         self._release_queue(remote, now, events)
+
+    def _deliver(
+        self, exchange: ClientExchange, message: Message, now: float, events: list[Event]
+    ) -> None:
+        """A response for ``exchange``: the final one, or one of an observation (RFC 7641).
+
+        A registration answered with a 2.xx carrying Observe stays matched
+        (state OBSERVING) and frees its NSTART slot; every later response is a
+        ``NotificationReceived``; one without Observe (or an error) ends it.
+        """
+        if exchange.observe and message.code.is_successful() and message.opt.observe is not None:
+            if exchange.state is ClientState.OBSERVING:
+                events.append(NotificationReceived(exchange, message))
+                return
+            if exchange.transmission is not None:
+                self._reliability.cancel(exchange.transmission)
+                exchange.transmission = None
+            self._timers.cancel(exchange.deadline_ticket)
+            exchange.deadline_ticket = 0
+            exchange.state = ClientState.OBSERVING
+            self._uncount(exchange, now, events)
+            events.append(ResponseReceived(exchange, message))
+            return
+        observing = exchange.state is ClientState.OBSERVING
+        self._finish(exchange, now, events)
+        if observing:
+            events.append(NotificationReceived(exchange, message))
+        else:
+            events.append(ResponseReceived(exchange, message))
 
     def _release_queue(self, remote: Hashable, now: float, events: list[Event]) -> None:
         queue = self._queued.get(remote)
@@ -322,6 +363,7 @@ class Messaging(ServerSide):
             return
         if isinstance(owner, ServerExchange):
             owner.state = ServerState.DONE
+            owner.transmission = None
             events.append(ResponseAcknowledged(owner))
             return
         exchange: ClientExchange = owner
@@ -357,8 +399,7 @@ class Messaging(ServerSide):
                 )
             )
             return
-        self._finish(exchange, now, events)
-        events.append(ResponseReceived(exchange, message))
+        self._deliver(exchange, message, now, events)
 
     def _on_rst(self, message: Message, remote: Hashable, now: float, events: list[Event]) -> None:
         owner = self._reliability.reset((remote, message.mid), now)  # type: ignore[arg-type]
@@ -367,6 +408,7 @@ class Messaging(ServerSide):
             return
         if isinstance(owner, ServerExchange):
             owner.state = ServerState.DONE
+            owner.transmission = None
             events.append(ResponseFailed(owner, ResetByPeerError("the client reset the response")))
         elif owner.state is not ClientState.DONE:
             self._finish(owner, now, events)
@@ -444,8 +486,7 @@ class Messaging(ServerSide):
         else:
             self._seen_non(remote, mid, now)
         # A response also proves the request arrived (its ACK may be lost).
-        self._finish(exchange, now, events)
-        events.append(ResponseReceived(exchange, message))
+        self._deliver(exchange, message, now, events)
 
     def _reset(
         self, remote: Hashable, mid: int, events: list[Event], record: float | None = None
@@ -522,6 +563,7 @@ class Messaging(ServerSide):
         error = RequestTimeoutError(transmissions)
         if isinstance(owner, ServerExchange):
             owner.state = ServerState.DONE
+            owner.transmission = None
             events.append(ResponseFailed(owner, error))
         else:
             self._counts["requests_timed_out"] += 1

@@ -55,6 +55,7 @@ class ServerSide:
     ) -> None: ...
     def _send_con(self, key: tuple[Hashable, int], data: bytes, owner: Any, now: float) -> Any: ...
     def _remember_non(self, key: tuple[Hashable, int], owner: Any, now: float) -> None: ...
+    def _cancel_transmission(self, transmission: Any) -> None: ...
 
     def _on_request(
         self,
@@ -153,10 +154,34 @@ class ServerSide:
         key = (remote, mid)
         if mtype is _CON:
             exchange.state = ServerState.RESPONDING
-            self._send_con(key, data, exchange, now)
+            exchange.transmission = self._send_con(key, data, exchange, now)
         else:
             self._remember_non(key, exchange, now)
         events.append(Transmit(remote, data))
+
+    def notify(
+        self,
+        exchange: ServerExchange,
+        notification: Message,
+        now: float,
+        *,
+        confirmable: bool = False,
+    ) -> list[Event]:
+        """Send a further response (an RFC 7641 notification) for an answered ``exchange``.
+
+        It gets a fresh MID and the request's token; a CON one is retransmitted
+        (its fate: ResponseAcknowledged / ResponseFailed; an RST or a timeout
+        ends the observation, §3.6, §4.5). A CON notification still
+        unacknowledged is superseded: it is no longer retransmitted (§4.5.2).
+        """
+        if exchange.state in (ServerState.PENDING, ServerState.ACKNOWLEDGED):
+            raise LocalProtocolError("answer the registration with respond() first")
+        if exchange.transmission is not None:
+            self._cancel_transmission(exchange.transmission)
+            exchange.transmission = None
+        events: list[Event] = []
+        self._send_new(exchange, notification, _CON if confirmable else _NON, now, events)
+        return events
 
     @staticmethod
     def _encode_response(response: Message, mtype: Type, mid: int, token: bytes) -> bytes:
