@@ -54,7 +54,16 @@ class Request:
     waiting, cancellation and cleanup rules.
     """
 
-    __slots__ = ("_abandon", "_done", "_error", "_request", "_response", "_waiters", "exchange")
+    __slots__ = (
+        "_abandon",
+        "_done",
+        "_error",
+        "_request",
+        "_response",
+        "_waiters",
+        "exchange",
+        "observation",
+    )
 
     def __init__(self, message: Message, abandon: Callable[[Request], None]) -> None:
         self._request = message
@@ -65,6 +74,8 @@ class Request:
         self._waiters = 0
         #: The sans-I/O exchange (None while the host name resolves).
         self.exchange: Any = None
+        #: The Observation fed by this request's responses, when it is one.
+        self.observation: Any = None
 
     @property
     def request(self) -> Message:

@@ -53,11 +53,13 @@ from .errors import (
 from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
+from .observation import Observation
 from .protocol.config import MessagingConfig, MessagingStatistics
 from .protocol.exchanges import (
     ClientExchange,
     ClientState,
     Event,
+    NotificationReceived,
     RequestFailed,
     RequestReceived,
     ResponseReceived,
@@ -131,15 +133,27 @@ class _Runner:
                 request: Request = exchange.owner
                 request._succeed(event.response)  # type: ignore[attr-defined]
                 self.context._inflight.discard(request)
-                if exchange.state is ClientState.OBSERVING:
+                observation = request.observation
+                if observation is not None:
+                    final = exchange.state is not ClientState.OBSERVING
+                    observation._push(event.response, final)  # type: ignore[attr-defined]
+                elif exchange.state is ClientState.OBSERVING:
                     # A plain request that happened to register an observation
                     # (Observe=0): nobody will read notifications, so end it;
                     # later notifications then get RST (RFC 7641 §3.6).
                     later.append(exchange)
+            elif kind is NotificationReceived:
+                exchange = event.exchange  # type: ignore[attr-defined]
+                observation = exchange.owner.observation
+                if observation is not None:
+                    final = exchange.state is not ClientState.OBSERVING
+                    observation._push(event.response, final)  # type: ignore[attr-defined]
             elif kind is RequestFailed:
                 request = event.exchange.owner  # type: ignore[attr-defined]
                 request._fail(event.error)  # type: ignore[attr-defined]
                 self.context._inflight.discard(request)
+                if request.observation is not None:
+                    request.observation._fail(event.error)  # type: ignore[attr-defined]
             elif kind is RequestReceived:
                 self.context._dispatch(self, event.exchange)  # type: ignore[attr-defined]
         for exchange in later:
@@ -280,6 +294,62 @@ class Context:
                 self._inflight.discard(request)
                 raise
         return request
+
+    @asynccontextmanager
+    async def observe(
+        self,
+        target: str | Message,
+        *,
+        keep: int = 1,
+        deregister_timeout: float = 5.0,
+    ) -> AsyncIterator[Observation]:
+        """Observe a resource (RFC 7641): ``async with ctx.observe(uri) as notifications:``.
+
+        ``target`` is a URI (a GET is built) or a request message (its
+        Observe is set to 0). Iterating yields the first response, then each
+        fresh notification (see :class:`~coap_trio.observation.Observation`).
+        Leaving the block, or cancelling the task in it, ends the
+        observation: the exchange is abandoned (later notifications get RST)
+        and a GET with Observe=1 deregisters it on the wire from the
+        Context's nursery, given at most ``deregister_timeout`` seconds, so
+        leaving never waits for it.
+        """
+        if isinstance(target, str):
+            message = Message(code=Code.GET, uri=target, observe=0)
+        else:
+            message = target.copy(observe=0)
+        observation = Observation(keep)
+        request = self.request(message)
+        request.observation = observation
+        try:
+            yield observation
+        finally:
+            route = request.exchange
+            request.cancel()  # before any response: stops it (and fails .response)
+            observation._fail(RequestCancelledError("the observation was left"))
+            if route is not None:
+                runner, exchange = route
+                registered = exchange.state is ClientState.OBSERVING
+                # After a response the Request is done but the exchange may still
+                # be matched for notifications: end it (later ones get RST).
+                runner.perform(runner.machine.abandon(exchange, trio.current_time()))
+                if registered and not self._closed:
+                    self._nursery.start_soon(self._deregister, runner, exchange, deregister_timeout)
+
+    async def _deregister(self, runner: _Runner, exchange: ClientExchange, timeout: float) -> None:
+        """GET with Observe=1 and the registration's token (RFC 7641 §3.6)."""
+        registration = exchange.request
+        message = registration.copy(observe=1, token=exchange.token, mtype=None)
+        message.remote = exchange.remote
+        with trio.move_on_after(timeout):
+            try:
+                request = Request(message, self._abandon)
+                self._inflight.add(request)
+                remote: DatagramRemote = exchange.remote  # type: ignore[assignment]
+                self._send(request, runner, remote)
+                await request.response
+            except CoapError:  # best effort: the RST to the next notification also ends it
+                self._inflight.discard(request)
 
     async def ping(self, uri: str) -> float:
         """Send a CoAP ping (empty CON) to the host of ``uri``; returns the round-trip

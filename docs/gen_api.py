@@ -31,6 +31,7 @@ MODULES = [
     "coap_trio.server",
     "coap_trio.response_errors",
     "coap_trio.client",
+    "coap_trio.observation",
     "coap_trio.interfaces",
     "coap_trio.remote",
     "coap_trio.transports.base",
