@@ -48,6 +48,8 @@ from .numbers import (
     Type,
     iPATCH,
 )
+from .observable import ObservableResource
+from .observation import Observation, ObservationError
 from .options import Options
 from .protocol.config import MessagingConfig
 from .resource import Resource, Site
@@ -86,6 +88,9 @@ __all__ = [
     "MessageFormatError",
     "MessagingConfig",
     "NetworkError",
+    "ObservableResource",
+    "Observation",
+    "ObservationError",
     "OptionNumber",
     "Options",
     "Origin",

@@ -32,6 +32,7 @@ towards its destination.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -53,6 +54,7 @@ from .errors import (
 from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
+from .observable import ServerObservation
 from .observation import Observation
 from .protocol.config import MessagingConfig, MessagingStatistics
 from .protocol.exchanges import (
@@ -62,6 +64,7 @@ from .protocol.exchanges import (
     NotificationReceived,
     RequestFailed,
     RequestReceived,
+    ResponseFailed,
     ResponseReceived,
     ServerExchange,
     Transmit,
@@ -69,6 +72,7 @@ from .protocol.exchanges import (
 from .protocol.messaging import Messaging
 from .remote import DatagramRemote
 from .server import DEFAULT_MAX_PAYLOAD, Responder, suppressed_by_no_response
+from .server_observations import ServerObservations
 from .transports.base import DatagramEndpoint, DatagramNetwork, EndpointStatistics
 from .uri import Origin, is_ip_literal
 
@@ -156,6 +160,10 @@ class _Runner:
                     request.observation._fail(event.error)  # type: ignore[attr-defined]
             elif kind is RequestReceived:
                 self.context._dispatch(self, event.exchange)  # type: ignore[attr-defined]
+            elif kind is ResponseFailed:
+                owner = event.exchange.owner  # type: ignore[attr-defined]
+                if isinstance(owner, ServerObservation):  # RST, or a CON notification lost
+                    owner.end(str(event.error))  # type: ignore[attr-defined]
         for exchange in later:
             self.perform(self.machine.abandon(exchange, trio.current_time()))
         self.kick()
@@ -204,11 +212,16 @@ class Context:
         rng: random.Random | None,
         dns_ttl: float,
         max_request_payload: int = DEFAULT_MAX_PAYLOAD,
+        max_observations: int = 100_000,
+        max_observations_per_remote: int = 1_000,
     ) -> None:
         self._nursery = nursery
         self._network = network
         self._config = config
         self._site = site
+        self._observations = ServerObservations(
+            nursery, max_observations, max_observations_per_remote
+        )
         self._responder = (
             Responder(site, max_payload=max_request_payload) if site is not None else None
         )
@@ -548,9 +561,36 @@ class Context:
         self, channel: trio.MemoryReceiveChannel[tuple[_Runner, ServerExchange]]
     ) -> None:
         responder = self._responder
+        observations = self._observations
         assert responder is not None
+        assert self._site is not None
         async for runner, exchange in channel:
-            self._answer(runner, exchange, await responder.handle(exchange.request))
+            request = exchange.request
+            observe = request.opt.observe
+            observation = None
+            if observe is not None:
+                key = (exchange.remote, exchange.token)
+                if observe == 0 and request.code in (Code.GET, Code.FETCH):
+                    send = functools.partial(self._notify, runner, exchange)
+                    observation = await observations.prepare(self._site, request, key, send)
+                elif observe == 1:
+                    observations.end(key, "deregistered (Observe=1)")
+            response = await responder.handle(request)
+            if observation is not None:
+                if response is not None and response.code.is_successful():
+                    exchange.owner = observation
+                    response = observations.start(observation, key, response)
+                else:
+                    observation.end("the registration was not answered with success")
+            self._answer(runner, exchange, response)
+
+    @staticmethod
+    def _notify(
+        runner: _Runner, exchange: ServerExchange, notification: Message, confirmable: bool
+    ) -> None:
+        machine = runner.machine
+        now = trio.current_time()
+        runner.perform(machine.notify(exchange, notification, now, confirmable=confirmable))
 
     def _close(self) -> None:
         self._closed = True
@@ -584,6 +624,8 @@ async def open_context(
     dns_ttl: float = 60.0,
     rng: random.Random | None = None,
     max_request_payload: int = DEFAULT_MAX_PAYLOAD,
+    max_observations: int = 100_000,
+    max_observations_per_remote: int = 1_000,
 ) -> AsyncIterator[Context]:
     """Open a CoAP context; everything it starts ends when the block is left.
 
@@ -597,6 +639,9 @@ async def open_context(
     to test without sockets. ``rng`` seeds MIDs and tokens (default: the
     system's secure source). Requests with payloads over
     ``max_request_payload`` bytes are answered 4.13 before any handler runs.
+    Observations (RFC 7641) of resources with ``add_observation`` are kept up
+    to ``max_observations`` in total and ``max_observations_per_remote`` per
+    client; beyond that a registration is served without Observe.
     """
     if network is None:
         from .transports.udp import UDPNetwork
@@ -607,7 +652,15 @@ async def open_context(
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         context = Context(
-            nursery, network, config or MessagingConfig(), site, rng, dns_ttl, max_request_payload
+            nursery,
+            network,
+            config or MessagingConfig(),
+            site,
+            rng,
+            dns_ttl,
+            max_request_payload,
+            max_observations,
+            max_observations_per_remote,
         )
         try:
             if site is not None:

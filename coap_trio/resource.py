@@ -359,6 +359,11 @@ class Site:
                     return resource, request.copy(uri_path=path[end:])
         raise NotFound()
 
+    def route(self, request: Message) -> tuple[interfaces.Resource, Message]:
+        """The resource ``request`` routes to, and the request as that resource sees it
+        (Uri-Path reduced for subtrees). Raises NotFound."""
+        return self._route(request)
+
     async def render(self, request: Message) -> Message:
         """Render ``request`` with the resource its Uri-Path routes to (NotFound: 4.04)."""
         resource, routed = self._route(request)

@@ -32,6 +32,8 @@ MODULES = [
     "coap_trio.response_errors",
     "coap_trio.client",
     "coap_trio.observation",
+    "coap_trio.observable",
+    "coap_trio.server_observations",
     "coap_trio.interfaces",
     "coap_trio.remote",
     "coap_trio.transports.base",

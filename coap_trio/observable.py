@@ -1,0 +1,338 @@
+"""The server side of one RFC 7641 observation, and the convenience ``ObservableResource``.
+
+Owns :class:`ServerObservation` (what a resource's ``add_observation``
+receives: it accepts the registration, is triggered when the state changes,
+and its :meth:`~ServerObservation.run` task renders and hands out the
+notifications) and :class:`ObservableResource` (a
+:class:`~coap_trio.resource.Resource` keeping its accepted observations
+and triggering them all on :meth:`~ObservableResource.updated_state`, like
+aiocoap's).
+
+Must not know about sockets, tokens, message IDs or the messaging machine:
+an observation talks to the outside through two callables given to it,
+``render(request) -> response`` (the resource, usually through the site)
+and ``send(notification, confirmable)`` (the Context, which sets token,
+type, MID and remote). The Context starts :meth:`ServerObservation.run` in
+its nursery and calls :meth:`ServerObservation.end` when the client resets
+a notification, a CON notification times out, the client deregisters, the
+resource goes away or the Context closes.
+
+Notifications follow RFC 7641: 2.xx results carry a fresh Observe value
+(§4.4); a 4.xx/5.xx result is the final notification, sent without Observe
+and confirmable, and ends the observation (§4.2, §3.2); at least one
+notification every ``con_interval`` seconds is confirmable (§4.5). State
+changes that arrive while a notification is being produced collapse into
+one further notification carrying the latest state (§4.5.2 lets a server
+skip intermediate states), so nothing queues without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from . import interfaces
+from .message import Message
+from .numbers.codes import Code
+from .protocol.observe import ObserveSequence
+from .resource import Resource
+from .response_errors import RenderableError
+
+__all__ = ["DEFAULT_CON_INTERVAL", "ObservableResource", "ServerObservation"]
+
+logger = logging.getLogger("coap_trio.observable")
+
+#: Seconds between confirmable notifications by default (RFC 7641 §4.5: "at least every 24 hours").
+DEFAULT_CON_INTERVAL: float = 24 * 3600.0
+
+
+class ServerObservation:
+    """The server side of one observation (an :class:`interfaces.ServerObservation`).
+
+    ``request`` is the registration (a GET or FETCH with Observe=0); every
+    notification renders it again with ``render`` unless :meth:`trigger` is
+    given a ready response. ``send(notification, confirmable)`` must not
+    block; it receives a message with code, options (Observe included) and
+    payload set. The registration response itself is the Context's job: it
+    takes :attr:`sequence` ``.next()`` first, so notifications continue the
+    sequence from there.
+
+    Lifecycle: the resource calls :meth:`accept` (from its
+    ``add_observation``), the Context starts :meth:`run`, the resource calls
+    :meth:`trigger` on every change, and the observation ends with a final
+    (error) notification or :meth:`end`. Either way :attr:`ended` becomes
+    True, the cancellation callback runs exactly once and :meth:`run`
+    returns; later triggers are ignored.
+
+    It holds no task or event of its own while idle beyond one
+    :class:`trio.Event` re-created per wait, so tens of thousands are cheap.
+    """
+
+    __slots__ = (
+        "_callback",
+        "_con_interval",
+        "_last_con",
+        "_on_end",
+        "_pending",
+        "_pending_response",
+        "_render",
+        "_scope",
+        "_send",
+        "_wakeup",
+        "accepted",
+        "ended",
+        "reason",
+        "request",
+        "sequence",
+    )
+
+    #: The registration request, rendered again for each notification.
+    request: Message
+    #: Whether :meth:`accept` was called.
+    accepted: bool
+    #: Whether the observation is over (final notification sent or :meth:`end` called).
+    ended: bool
+    #: Why it ended ("" while running, or when no reason was given).
+    reason: str
+    #: The Observe values: the registration response takes the first, notifications the rest.
+    sequence: ObserveSequence
+
+    def __init__(
+        self,
+        request: Message,
+        render: Callable[[Message], Awaitable[Message]],
+        send: Callable[[Message, bool], None],
+        *,
+        con_interval: float = DEFAULT_CON_INTERVAL,
+    ) -> None:
+        if not con_interval > 0:
+            raise ValueError(f"con_interval must be positive, got {con_interval!r}")
+        self.request = request
+        self._render = render
+        self._send = send
+        self._con_interval = con_interval
+        self.accepted = False
+        self.ended = False
+        self.reason = ""
+        self.sequence = ObserveSequence()
+        self._callback: Callable[[], None] | None = None
+        self._on_end: Callable[[], None] | None = None
+        # A state change not yet notified, and its ready response (None: render).
+        self._pending = False
+        self._pending_response: Message | None = None
+        # The Event run() waits on (only while it waits), and run()'s cancel scope.
+        self._wakeup: trio.Event | None = None
+        self._scope: trio.CancelScope | None = None
+        # trio.current_time() of the last CON notification; -inf until run() starts.
+        self._last_con = -math.inf
+
+    def __repr__(self) -> str:
+        state = "ended" if self.ended else "accepted" if self.accepted else "new"
+        return f"<ServerObservation {state} of {self.request!r}>"
+
+    # -- the resource's side -------------------------------------------------
+
+    def accept(self, cancellation_callback: Callable[[], None]) -> None:
+        """Accept the registration; ``cancellation_callback`` runs once when the observation ends.
+
+        May be called once (RuntimeError otherwise). Accepting an observation
+        that already ended runs the callback at once.
+        """
+        if self.accepted:
+            raise RuntimeError("observation already accepted")
+        self.accepted = True
+        if self.ended:
+            _run_callback(cancellation_callback, self)
+        else:
+            self._callback = cancellation_callback
+
+    def trigger(self, response: Message | None = None) -> None:
+        """The state changed: send a notification (never blocks; ignored once ended).
+
+        Without ``response`` the registration request is rendered again;
+        with one, a copy of it is sent instead (so one message may be given
+        to many observations). Triggers arriving before the previous
+        notification went out collapse into one; the latest one wins.
+        """
+        if self.ended:
+            return
+        self._pending = True
+        self._pending_response = response
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.set()
+
+    # -- the Context's side --------------------------------------------------
+
+    def end(self, reason: str = "") -> None:
+        """End the observation from outside; :meth:`run` returns promptly.
+
+        Sends nothing. The cancellation callback runs (once, here, unless it
+        already ran); calling it again is a no-op, as are later triggers.
+        """
+        if self.ended:
+            return
+        self.ended = True
+        self.reason = reason
+        self._pending = False
+        self._pending_response = None
+        scope = self._scope
+        if scope is not None:
+            scope.cancel()
+        self._run_end_callbacks()
+
+    def when_ended(self, callback: Callable[[], None]) -> None:
+        """For the server's registry: ``callback`` runs once when the observation ends
+        (after the resource's cancellation callback). One such callback at most."""
+        if self.ended:
+            _run_callback(callback, self)
+        else:
+            self._on_end = callback
+
+    def _run_end_callbacks(self) -> None:
+        callback, self._callback = self._callback, None
+        on_end, self._on_end = self._on_end, None
+        if callback is not None:
+            _run_callback(callback, self)
+        if on_end is not None:
+            _run_callback(on_end, self)
+
+    async def run(self) -> None:
+        """The observation's task: wait for triggers and send the notifications.
+
+        Returns when the observation ends: after a final notification (a
+        4.xx/5.xx result of ``render`` or a ready error response; a
+        :class:`RenderableError` raised by ``render`` gives its response,
+        any other exception 5.00), or promptly after :meth:`end`. If the
+        task is cancelled from outside, the observation is ended too.
+        """
+        if self.ended:
+            return
+        try:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                self._last_con = trio.current_time()
+                await self._loop()
+        finally:
+            self._scope = None
+            self._wakeup = None
+            if not self.ended:
+                self.end("task cancelled")
+
+    async def _loop(self) -> None:
+        while not self.ended:
+            while not self._pending:
+                wakeup = self._wakeup = trio.Event()
+                await wakeup.wait()
+            self._wakeup = None
+            response = self._pending_response
+            self._pending = False
+            self._pending_response = None
+            if response is None:
+                response = await self._render_request()
+            else:
+                response = response.copy()
+            if self.ended:  # end() called from inside render
+                return
+            self._notify(response)
+
+    async def _render_request(self) -> Message:
+        """Render the original request; errors become their (final) response."""
+        try:
+            response = await self._render(self.request)
+            if not isinstance(response, Message):
+                raise TypeError(f"render returned {type(response).__name__}, not a Message")
+            return response
+        except RenderableError as error:
+            return error.to_message()
+        except Exception:
+            logger.exception("rendering a notification failed for %r", self.request)
+            return Message(code=Code.INTERNAL_SERVER_ERROR)
+
+    def _notify(self, response: Message) -> None:
+        """Send ``response`` as the next notification, or as the final one."""
+        code = response.code
+        if code.is_successful():
+            response.opt.observe = self.sequence.next()
+            now = trio.current_time()
+            confirmable = now - self._last_con >= self._con_interval
+            if confirmable:
+                self._last_con = now
+            self._send(response, confirmable)
+            return
+        if not code.is_error():
+            logger.error("notification with non-response code %s for %r", code, self.request)
+            response = Message(code=Code.INTERNAL_SERVER_ERROR)
+        response.opt.observe = None
+        # Mark it ended before sending: send() may call end() itself.
+        self.ended = True
+        self.reason = f"final notification {response.code.dotted}"
+        self._send(response, True)
+        self._run_end_callbacks()
+
+
+def _run_callback(callback: Callable[[], None], observation: ServerObservation) -> None:
+    try:
+        callback()
+    except Exception:
+        logger.exception("cancellation callback of %r failed", observation)
+
+
+class ObservableResource(Resource):
+    """A :class:`~coap_trio.resource.Resource` that can be observed (like aiocoap's).
+
+    Every registration is accepted and kept until it ends; call
+    :meth:`updated_state` whenever the resource changes to notify all
+    observers. Override :meth:`add_observation` to refuse some (not
+    accepting leaves the response a plain one) and
+    :meth:`update_observation_count` to learn when observers come and go.
+    Discovery marks it ``obs``.
+    """
+
+    obs = True
+
+    def __init__(self) -> None:
+        self._observations: set[interfaces.ServerObservation] = set()
+
+    def _observation_set(self) -> set[interfaces.ServerObservation]:
+        # Tolerates subclasses whose __init__ does not call super().__init__().
+        try:
+            return self._observations
+        except AttributeError:
+            self._observations = set()
+            return self._observations
+
+    async def add_observation(
+        self, request: Message, observation: interfaces.ServerObservation
+    ) -> None:
+        """Accept ``observation`` and keep it until it ends."""
+        observations = self._observation_set()
+        forgotten = False
+
+        def forget() -> None:
+            nonlocal forgotten
+            forgotten = True
+            if observation in observations:
+                observations.discard(observation)
+                self.update_observation_count(len(observations))
+
+        observation.accept(forget)
+        if not forgotten:  # accept() runs the callback at once for one already over
+            observations.add(observation)
+            self.update_observation_count(len(observations))
+
+    def update_observation_count(self, count: int) -> None:
+        """Hook: called with the number of observers whenever it changes (does nothing)."""
+
+    def updated_state(self, response: Message | None = None) -> None:
+        """The state changed: trigger every observation (with ``response`` if given)."""
+        for observation in list(self._observation_set()):
+            observation.trigger(response)
+
+    @property
+    def observation_count(self) -> int:
+        """How many observations are currently accepted and not ended."""
+        return len(self._observation_set())
