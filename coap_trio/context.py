@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -44,6 +43,7 @@ import attrs
 import trio
 
 from .client import Request
+from .endpoint_runner import EndpointRunner
 from .errors import (
     CoapError,
     LocalProtocolError,
@@ -54,26 +54,18 @@ from .errors import (
 from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
-from .observable import ServerObservation
 from .observation import Observation
 from .protocol.config import MessagingConfig, MessagingStatistics
 from .protocol.exchanges import (
     ClientExchange,
     ClientState,
-    Event,
-    NotificationReceived,
-    RequestFailed,
-    RequestReceived,
-    ResponseFailed,
-    ResponseReceived,
     ServerExchange,
-    Transmit,
 )
 from .protocol.messaging import Messaging
 from .remote import DatagramRemote
 from .server import DEFAULT_MAX_PAYLOAD, Responder, suppressed_by_no_response
 from .server_observations import ServerObservations
-from .transports.base import DatagramEndpoint, DatagramNetwork, EndpointStatistics
+from .transports.base import DatagramNetwork, EndpointStatistics
 from .uri import Origin, is_ip_literal
 
 __all__ = ["Context", "ContextStatistics", "open_context"]
@@ -101,99 +93,6 @@ class ContextStatistics:
     handler_errors: int
     #: Requests answered 4.13 because their payload exceeded ``max_request_payload``.
     oversized_requests: int
-
-
-class _Runner:
-    """One endpoint, its messaging machine, and the glue between them."""
-
-    def __init__(self, context: Context, endpoint: DatagramEndpoint, machine: Messaging) -> None:
-        self.context = context
-        self.endpoint = endpoint
-        self.machine = machine
-        self.timer_scope: trio.CancelScope | None = None
-        self.remotes: dict[tuple[str, int], DatagramRemote] = {}
-
-    def on_datagrams(self, batch: list[tuple[bytes, DatagramRemote]]) -> None:
-        now = trio.current_time()
-        receive = self.machine.receive
-        perform = self.perform
-        for data, remote in batch:
-            perform(receive(data, remote, now))
-
-    def on_error(self, remote: DatagramRemote, error: OSError) -> None:
-        self.perform(self.machine.peer_error(remote, error, trio.current_time()))
-
-    def perform(self, events: list[Event]) -> None:
-        if not events:
-            return
-        send = self.endpoint.send
-        later: list[ClientExchange] = []
-        for event in events:
-            kind = type(event)
-            if kind is Transmit:
-                send(event.data, event.remote)  # type: ignore[attr-defined]
-            elif kind is ResponseReceived:
-                exchange = event.exchange  # type: ignore[attr-defined]
-                request: Request = exchange.owner
-                request._succeed(event.response)  # type: ignore[attr-defined]
-                self.context._inflight.discard(request)
-                observation = request.observation
-                if observation is not None:
-                    final = exchange.state is not ClientState.OBSERVING
-                    observation._push(event.response, final)  # type: ignore[attr-defined]
-                elif exchange.state is ClientState.OBSERVING:
-                    # A plain request that happened to register an observation
-                    # (Observe=0): nobody will read notifications, so end it;
-                    # later notifications then get RST (RFC 7641 §3.6).
-                    later.append(exchange)
-            elif kind is NotificationReceived:
-                exchange = event.exchange  # type: ignore[attr-defined]
-                observation = exchange.owner.observation
-                if observation is not None:
-                    final = exchange.state is not ClientState.OBSERVING
-                    observation._push(event.response, final)  # type: ignore[attr-defined]
-            elif kind is RequestFailed:
-                request = event.exchange.owner  # type: ignore[attr-defined]
-                request._fail(event.error)  # type: ignore[attr-defined]
-                self.context._inflight.discard(request)
-                if request.observation is not None:
-                    request.observation._fail(event.error)  # type: ignore[attr-defined]
-            elif kind is RequestReceived:
-                self.context._dispatch(self, event.exchange)  # type: ignore[attr-defined]
-            elif kind is ResponseFailed:
-                owner = event.exchange.owner  # type: ignore[attr-defined]
-                if isinstance(owner, ServerObservation):  # RST, or a CON notification lost
-                    owner.end(str(event.error))  # type: ignore[attr-defined]
-        for exchange in later:
-            self.perform(self.machine.abandon(exchange, trio.current_time()))
-        self.kick()
-
-    def kick(self) -> None:
-        """Bring the timer task's deadline forward if the machine now needs it sooner."""
-        scope = self.timer_scope
-        if scope is not None:
-            deadline = self.machine.next_deadline()
-            if deadline is not None and deadline < scope.deadline:
-                scope.deadline = deadline
-
-    async def run_timers(self) -> None:
-        machine = self.machine
-        while True:
-            deadline = machine.next_deadline()
-            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
-                self.timer_scope = scope
-                await trio.sleep_forever()
-            self.timer_scope = None
-            self.perform(machine.timeout(trio.current_time()))
-
-    def remote_for(self, host: str, port: int) -> DatagramRemote:
-        key = (host, port)
-        remote = self.remotes.get(key)
-        if remote is None:
-            if len(self.remotes) > 4096:
-                self.remotes.clear()
-            remote = self.remotes[key] = self.endpoint.remote_for(host, port)
-        return remote
 
 
 class Context:
@@ -230,28 +129,28 @@ class Context:
         self._dns: dict[str, tuple[float, list[str]]] = {}
         #: Resolutions in progress: the event set when done, and its outcome.
         self._resolving: dict[str, tuple[trio.Event, list[list[str] | OSError]]] = {}
-        self._runners: list[_Runner] = []
+        self._runners: list[EndpointRunner] = []
         self._inflight: set[Request] = set()
         self._closed = False
-        send, receive = trio.open_memory_channel[tuple[_Runner, ServerExchange]](0)
-        self._handler_send: trio.MemorySendChannel[tuple[_Runner, ServerExchange]] = send
+        send, receive = trio.open_memory_channel[tuple[EndpointRunner, ServerExchange]](0)
+        self._handler_send: trio.MemorySendChannel[tuple[EndpointRunner, ServerExchange]] = send
         self._handler_receive = receive
         self._overloaded = 0
         self._dropped = 0
 
     # -- setup ---------------------------------------------------------------------
 
-    async def _open_endpoint(self, host: str, port: int) -> _Runner:
+    async def _open_endpoint(self, host: str, port: int) -> EndpointRunner:
         endpoint = self._network.open_endpoint(host, port)
         machine = Messaging(self._config, self._rng)
-        runner = _Runner(self, endpoint, machine)
+        runner = EndpointRunner(self, endpoint, machine)
         self._runners.append(runner)
         await self._nursery.start(_run_endpoint, runner)
         self._nursery.start_soon(runner.run_timers)
         return runner
 
     def _start_handlers(self, concurrency: int, queue: int) -> None:
-        send, receive = trio.open_memory_channel[tuple[_Runner, ServerExchange]](queue)
+        send, receive = trio.open_memory_channel[tuple[EndpointRunner, ServerExchange]](queue)
         self._handler_send, self._handler_receive = send, receive
         for _ in range(concurrency):
             self._nursery.start_soon(self._handle_requests, receive)
@@ -349,7 +248,9 @@ class Context:
                 if registered and not self._closed:
                     self._nursery.start_soon(self._deregister, runner, exchange, deregister_timeout)
 
-    async def _deregister(self, runner: _Runner, exchange: ClientExchange, timeout: float) -> None:
+    async def _deregister(
+        self, runner: EndpointRunner, exchange: ClientExchange, timeout: float
+    ) -> None:
         """GET with Observe=1 and the registration's token (RFC 7641 §3.6)."""
         registration = exchange.request
         message = registration.copy(observe=1, token=exchange.token, mtype=None)
@@ -423,7 +324,7 @@ class Context:
         message = Message(code=code, uri=uri, payload=payload, **options)
         return await self.request(message).response
 
-    def _route_now(self, message: Message) -> tuple[_Runner, DatagramRemote] | None:
+    def _route_now(self, message: Message) -> tuple[EndpointRunner, DatagramRemote] | None:
         """Where to send ``message``; None when a host name must be resolved first."""
         if not message.code.is_request():
             raise LocalProtocolError(f"{message.code} is not a request code")
@@ -445,10 +346,12 @@ class Context:
         port = remote.port
         return self._pick(lambda runner: runner.remote_for(host, port), None)
 
-    def _pick(self, make: Any, fixed: DatagramRemote | None) -> tuple[_Runner, DatagramRemote]:
+    def _pick(
+        self, make: Any, fixed: DatagramRemote | None
+    ) -> tuple[EndpointRunner, DatagramRemote]:
         """The first endpoint that can reach the destination and has a free MID for it."""
         now = trio.current_time()
-        fallback: tuple[_Runner, DatagramRemote] | None = None
+        fallback: tuple[EndpointRunner, DatagramRemote] | None = None
         error: OSError | None = None
         for runner in self._runners:
             try:
@@ -512,7 +415,7 @@ class Context:
             self._inflight.discard(request)
             request._fail(error)
 
-    def _send(self, request: Request, runner: _Runner, remote: DatagramRemote) -> None:
+    def _send(self, request: Request, runner: EndpointRunner, remote: DatagramRemote) -> None:
         exchange, events = runner.machine.send_request(request.request, remote, trio.current_time())
         exchange.owner = request
         request.exchange = (runner, exchange)
@@ -529,7 +432,7 @@ class Context:
 
     # -- server --------------------------------------------------------------------
 
-    def _dispatch(self, runner: _Runner, exchange: ServerExchange) -> None:
+    def _dispatch(self, runner: EndpointRunner, exchange: ServerExchange) -> None:
         responder = self._responder
         if responder is None:
             self._answer(runner, exchange, Message(code=Code.NOT_FOUND))
@@ -554,11 +457,11 @@ class Context:
                 runner.machine.forget(exchange)
 
     @staticmethod
-    def _answer(runner: _Runner, exchange: ServerExchange, response: Message | None) -> None:
+    def _answer(runner: EndpointRunner, exchange: ServerExchange, response: Message | None) -> None:
         runner.perform(runner.machine.respond(exchange, response, trio.current_time()))
 
     async def _handle_requests(
-        self, channel: trio.MemoryReceiveChannel[tuple[_Runner, ServerExchange]]
+        self, channel: trio.MemoryReceiveChannel[tuple[EndpointRunner, ServerExchange]]
     ) -> None:
         responder = self._responder
         observations = self._observations
@@ -586,7 +489,7 @@ class Context:
 
     @staticmethod
     def _notify(
-        runner: _Runner, exchange: ServerExchange, notification: Message, confirmable: bool
+        runner: EndpointRunner, exchange: ServerExchange, notification: Message, confirmable: bool
     ) -> None:
         machine = runner.machine
         now = trio.current_time()
@@ -599,7 +502,7 @@ class Context:
         self._inflight.clear()
 
 
-async def _run_endpoint(runner: _Runner, *, task_status: trio.TaskStatus[None]) -> None:
+async def _run_endpoint(runner: EndpointRunner, *, task_status: trio.TaskStatus[None]) -> None:
     await runner.endpoint.run(runner.on_datagrams, runner.on_error, task_status=task_status)
 
 

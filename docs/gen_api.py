@@ -27,6 +27,7 @@ MODULES = [
     "coap_trio.numbers.constants",
     "coap_trio.linkformat",
     "coap_trio.context",
+    "coap_trio.endpoint_runner",
     "coap_trio.resource",
     "coap_trio.server",
     "coap_trio.response_errors",

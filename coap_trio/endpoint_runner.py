@@ -1,0 +1,135 @@
+"""One transport endpoint of a Context, its messaging machine, and the glue between them.
+
+Owns turning the sans-I/O machine's events into actions (send a datagram,
+resolve a request, hand a received request to the Context, end a server
+observation whose notification was rejected) and the endpoint's timer task
+(one cancel scope whose deadline follows the machine's next live timer).
+Must not know about resources or routing (the Context's), or the wire format.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from .client import Request
+from .observable import ServerObservation
+from .protocol.exchanges import (
+    ClientExchange,
+    ClientState,
+    Event,
+    NotificationReceived,
+    RequestFailed,
+    RequestReceived,
+    ResponseFailed,
+    ResponseReceived,
+    Transmit,
+)
+from .protocol.messaging import Messaging
+from .remote import DatagramRemote
+from .transports.base import DatagramEndpoint
+
+if TYPE_CHECKING:
+    from .context import Context
+
+__all__ = ["EndpointRunner"]
+
+
+class EndpointRunner:
+    """One endpoint, its messaging machine, and the glue between them (see the module)."""
+
+    def __init__(self, context: Context, endpoint: DatagramEndpoint, machine: Messaging) -> None:
+        self.context = context
+        self.endpoint = endpoint
+        self.machine = machine
+        self.timer_scope: trio.CancelScope | None = None
+        self.remotes: dict[tuple[str, int], DatagramRemote] = {}
+
+    def on_datagrams(self, batch: list[tuple[bytes, DatagramRemote]]) -> None:
+        """The endpoint's receive callback: feed each datagram to the machine, act on the events."""
+        now = trio.current_time()
+        receive = self.machine.receive
+        perform = self.perform
+        for data, remote in batch:
+            perform(receive(data, remote, now))
+
+    def on_error(self, remote: DatagramRemote, error: OSError) -> None:
+        """The endpoint's error callback: the OS reported ``error`` about ``remote`` (ICMP)."""
+        self.perform(self.machine.peer_error(remote, error, trio.current_time()))
+
+    def perform(self, events: list[Event]) -> None:
+        """Carry out the machine's events (send, resolve requests, dispatch, end observations)."""
+        if not events:
+            return
+        send = self.endpoint.send
+        later: list[ClientExchange] = []
+        for event in events:
+            kind = type(event)
+            if kind is Transmit:
+                send(event.data, event.remote)  # type: ignore[attr-defined]
+            elif kind is ResponseReceived:
+                exchange = event.exchange  # type: ignore[attr-defined]
+                request: Request = exchange.owner
+                request._succeed(event.response)  # type: ignore[attr-defined]
+                self.context._inflight.discard(request)
+                observation = request.observation
+                if observation is not None:
+                    final = exchange.state is not ClientState.OBSERVING
+                    observation._push(event.response, final)  # type: ignore[attr-defined]
+                elif exchange.state is ClientState.OBSERVING:
+                    # A plain request that happened to register an observation
+                    # (Observe=0): nobody will read notifications, so end it;
+                    # later notifications then get RST (RFC 7641 §3.6).
+                    later.append(exchange)
+            elif kind is NotificationReceived:
+                exchange = event.exchange  # type: ignore[attr-defined]
+                observation = exchange.owner.observation
+                if observation is not None:
+                    final = exchange.state is not ClientState.OBSERVING
+                    observation._push(event.response, final)  # type: ignore[attr-defined]
+            elif kind is RequestFailed:
+                request = event.exchange.owner  # type: ignore[attr-defined]
+                request._fail(event.error)  # type: ignore[attr-defined]
+                self.context._inflight.discard(request)
+                if request.observation is not None:
+                    request.observation._fail(event.error)  # type: ignore[attr-defined]
+            elif kind is RequestReceived:
+                self.context._dispatch(self, event.exchange)  # type: ignore[attr-defined]
+            elif kind is ResponseFailed:
+                owner = event.exchange.owner  # type: ignore[attr-defined]
+                if isinstance(owner, ServerObservation):  # RST, or a CON notification lost
+                    owner.end(str(event.error))  # type: ignore[attr-defined]
+        for exchange in later:
+            self.perform(self.machine.abandon(exchange, trio.current_time()))
+        self.kick()
+
+    def kick(self) -> None:
+        """Bring the timer task's deadline forward if the machine now needs it sooner."""
+        scope = self.timer_scope
+        if scope is not None:
+            deadline = self.machine.next_deadline()
+            if deadline is not None and deadline < scope.deadline:
+                scope.deadline = deadline
+
+    async def run_timers(self) -> None:
+        """The timer task: sleep until the machine's next live deadline, then run its timers."""
+        machine = self.machine
+        while True:
+            deadline = machine.next_deadline()
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                self.timer_scope = scope
+                await trio.sleep_forever()
+            self.timer_scope = None
+            self.perform(machine.timeout(trio.current_time()))
+
+    def remote_for(self, host: str, port: int) -> DatagramRemote:
+        """The endpoint's canonical remote for an IP literal (cached)."""
+        key = (host, port)
+        remote = self.remotes.get(key)
+        if remote is None:
+            if len(self.remotes) > 4096:
+                self.remotes.clear()
+            remote = self.remotes[key] = self.endpoint.remote_for(host, port)
+        return remote
