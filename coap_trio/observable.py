@@ -332,6 +332,16 @@ class ObservableResource(Resource):
         for observation in list(self._observation_set()):
             observation.trigger(response)
 
+    def end_observations(self, response: Message | None = None) -> None:
+        """End every observation with a final notification (default 4.04 Not Found,
+        as RFC 7641 §3.2 asks when a resource goes away). :class:`Site.remove`
+        calls this for the resources it removes."""
+        final = response if response is not None else Message(code=Code.NOT_FOUND)
+        if not final.code.is_error():
+            raise ValueError("a final notification has an error code")
+        for observation in list(self._observation_set()):
+            observation.trigger(final)
+
     @property
     def observation_count(self) -> int:
         """How many observations are currently accepted and not ended."""

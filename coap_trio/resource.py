@@ -335,13 +335,21 @@ class Site:
             self._depth = max(self._depth, len(key))
 
     def remove(self, path: Sequence[str]) -> None:
-        """Stop serving ``path`` (both its exact and subtree resource); KeyError if neither."""
+        """Stop serving ``path`` (both its exact and subtree resource); KeyError if neither.
+
+        Observers of a removed resource get a final 4.04 notification
+        (RFC 7641 §3.2) when it has ``end_observations`` (ObservableResource).
+        """
         key = _as_path(path)
         found = False
         for subtree, table in ((False, self._exact), (True, self._subtrees)):
-            if table.pop(key, None) is not None:
+            removed = table.pop(key, None)
+            if removed is not None:
                 del self._entries[key, subtree]
                 found = True
+                end_observations = getattr(removed, "end_observations", None)
+                if end_observations is not None:
+                    end_observations()
         if not found:
             raise KeyError(key)
         self._depth = max(map(len, self._subtrees), default=-1)

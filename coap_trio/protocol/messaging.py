@@ -247,6 +247,9 @@ class Messaging(ServerSide):
     def _cancel_transmission(self, transmission: Any) -> None:
         self._reliability.cancel(transmission)
 
+    def _inherit_transmission(self, new: Any, old: Any, now: float) -> None:
+        self._reliability.inherit(new, old, now)
+
     def _remember_non(self, key: tuple[Hashable, int], owner: Any, now: float) -> None:
         self._ensure_sweep(self._reliability.remember_non(key, owner, now))
 

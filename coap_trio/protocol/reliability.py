@@ -114,6 +114,14 @@ class Reliability:
         self._timers.cancel(transmission.ticket)
         transmission.ticket = 0
 
+    def inherit(self, new: Transmission, old: Transmission, now: float) -> None:
+        """``new`` replaces the superseded ``old`` (RFC 7641 §4.5.2): it takes over
+        the retransmission counter and the current timeout."""
+        new.count = old.count
+        new.interval = old.interval
+        self._timers.cancel(new.ticket)
+        new.ticket = self._timers.schedule(now + new.interval, (RETRANSMIT, new))
+
     def fire(self, transmission: Transmission, ticket: int, now: float) -> bytes | bool | None:
         """A retransmission timer is due. Returns the bytes to send again, ``None``
         for a stale timer, or ``False`` when MAX_RETRANSMIT is reached and the

@@ -56,6 +56,7 @@ class ServerSide:
     def _send_con(self, key: tuple[Hashable, int], data: bytes, owner: Any, now: float) -> Any: ...
     def _remember_non(self, key: tuple[Hashable, int], owner: Any, now: float) -> None: ...
     def _cancel_transmission(self, transmission: Any) -> None: ...
+    def _inherit_transmission(self, new: Any, old: Any, now: float) -> None: ...
 
     def _on_request(
         self,
@@ -172,15 +173,22 @@ class ServerSide:
         It gets a fresh MID and the request's token; a CON one is retransmitted
         (its fate: ResponseAcknowledged / ResponseFailed; an RST or a timeout
         ends the observation, §3.6, §4.5). A CON notification still
-        unacknowledged is superseded: it is no longer retransmitted (§4.5.2).
+        unacknowledged is superseded (RFC 7641 §4.5.2): it is no longer
+        retransmitted, and the new notification goes out as CON whatever
+        ``confirmable`` says, taking over its retransmission counter and
+        timeout, so a client that vanished is still detected.
         """
         if exchange.state in (ServerState.PENDING, ServerState.ACKNOWLEDGED):
             raise LocalProtocolError("answer the registration with respond() first")
-        if exchange.transmission is not None:
-            self._cancel_transmission(exchange.transmission)
+        previous = exchange.transmission
+        if previous is not None:
+            self._cancel_transmission(previous)
             exchange.transmission = None
+            confirmable = True
         events: list[Event] = []
         self._send_new(exchange, notification, _CON if confirmable else _NON, now, events)
+        if previous is not None and exchange.transmission is not None:
+            self._inherit_transmission(exchange.transmission, previous, now)
         return events
 
     @staticmethod
