@@ -56,8 +56,14 @@ class EndpointRunner:
             perform(receive(data, remote, now))
 
     def on_error(self, remote: DatagramRemote, error: OSError) -> None:
-        """The endpoint's error callback: the OS reported ``error`` about ``remote`` (ICMP)."""
+        """The endpoint's error callback: the OS reported ``error`` about ``remote`` (ICMP).
+
+        Requests to it fail with NetworkError, and observations it registered
+        end: a vanished observer must not be notified for up to a day (only a
+        CON notification, sent at least daily, would otherwise detect it).
+        """
         self.perform(self.machine.peer_error(remote, error, trio.current_time()))
+        self.context._observations.end_remote(remote, f"network error: {error}")
 
     def perform(self, events: list[Event]) -> None:
         """Carry out the machine's events (send, resolve requests, dispatch, end observations)."""

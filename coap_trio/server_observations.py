@@ -52,6 +52,14 @@ class ServerObservations:
         if observation is not None:
             observation.end(reason)
 
+    def end_remote(self, remote: Hashable, reason: str) -> int:
+        """End every observation of ``remote`` (the network reported it unreachable);
+        returns how many ended. A scan: ICMP errors are rare and rate-limited."""
+        ended = [o for (r, _), o in self._by_key.items() if r == remote]
+        for observation in ended:
+            observation.end(reason)
+        return len(ended)
+
     async def prepare(
         self, site: Resource, request: Message, key: _Key, send: Callable[[Message, bool], None]
     ) -> ServerObservation | None:

@@ -401,3 +401,49 @@ async def _answers_ping(host: str, port: int, timeout: float) -> bool:
                 return True
             await trio.sleep(0.02)
     return False
+
+
+# -- aiocoap: an observable resource ------------------------------------------------------
+
+
+def aiocoap_observable_site(period: float = 0.2) -> tuple[Any, Any]:
+    """An aiocoap ``Site`` with ``/counter``: an ``aiocoap.resource.ObservableResource``
+    whose payload ``b"%d" % value`` grows by one every ``period`` seconds (a timer in the
+    server's loop calling ``updated_state()``, started with the first observer).
+
+    Returns ``(site, counter)``; ``counter.observers`` is how many observations aiocoap
+    currently holds for it (counted through ``update_observation_count``, readable from
+    any thread), ``counter.max_observers`` the most seen at once.
+    """
+    import aiocoap
+    import aiocoap.resource
+
+    class Counter(aiocoap.resource.ObservableResource):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.value = 0
+            self.observers = 0
+            self.max_observers = 0
+            self._timer: asyncio.TimerHandle | None = None
+
+        def update_observation_count(self, count: int) -> None:
+            self.observers = count
+            self.max_observers = max(self.max_observers, count)
+            if count and self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(period, self._tick)
+            elif not count and self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _tick(self) -> None:
+            self.value += 1
+            self.updated_state()
+            self._timer = asyncio.get_running_loop().call_later(period, self._tick)
+
+        async def render_get(self, request: Any) -> Any:
+            return aiocoap.Message(code=aiocoap.CONTENT, payload=b"%d" % self.value)
+
+    site = aiocoap.resource.Site()
+    counter = Counter()
+    site.add_resource(["counter"], counter)
+    return site, counter
