@@ -81,7 +81,7 @@ class ServerObservation:
         "_render",
         "_scope",
         "_send",
-        "_wakeup",
+        "_waiter",
         "accepted",
         "ended",
         "reason",
@@ -123,8 +123,10 @@ class ServerObservation:
         # A state change not yet notified, and its ready response (None: render).
         self._pending = False
         self._pending_response: Message | None = None
-        # The Event run() waits on (only while it waits), and run()'s cancel scope.
-        self._wakeup: trio.Event | None = None
+        # The task of run() while it is parked waiting for a trigger, and the
+        # cancel scope around a render in progress. Neither exists while idle
+        # or rendering respectively: 10,000 idle observations must stay cheap.
+        self._waiter: trio.lowlevel.Task | None = None
         self._scope: trio.CancelScope | None = None
         # trio.current_time() of the last CON notification; -inf until run() starts.
         self._last_con = -math.inf
@@ -161,9 +163,17 @@ class ServerObservation:
             return
         self._pending = True
         self._pending_response = response
-        wakeup = self._wakeup
-        if wakeup is not None:
-            wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    def _abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     # -- the Context's side --------------------------------------------------
 
@@ -182,6 +192,7 @@ class ServerObservation:
         scope = self._scope
         if scope is not None:
             scope.cancel()
+        self._wake()
         self._run_end_callbacks()
 
     def when_ended(self, callback: Callable[[], None]) -> None:
@@ -211,33 +222,37 @@ class ServerObservation:
         """
         if self.ended:
             return
+        # One frame on purpose (no helper coroutine): an idle observation costs
+        # its task, this frame and nothing else.
         try:
-            with trio.CancelScope() as scope:
-                self._scope = scope
-                self._last_con = trio.current_time()
-                await self._loop()
+            self._last_con = trio.current_time()
+            while not self.ended:
+                while not self._pending:
+                    self._waiter = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(self._abort)
+                    if self.ended:
+                        return
+                ready = self._pending_response
+                self._pending = False
+                self._pending_response = None
+                if ready is None:
+                    with trio.CancelScope() as scope:  # end() cancels a render in progress
+                        self._scope = scope
+                        response = await self._render_request()
+                    self._scope = None
+                    if scope.cancelled_caught:
+                        return
+                else:
+                    response = ready.copy()
+                    await trio.lowlevel.checkpoint()
+                if self.ended:  # end() called from inside render
+                    return
+                self._notify(response)
         finally:
             self._scope = None
-            self._wakeup = None
+            self._waiter = None
             if not self.ended:
                 self.end("task cancelled")
-
-    async def _loop(self) -> None:
-        while not self.ended:
-            while not self._pending:
-                wakeup = self._wakeup = trio.Event()
-                await wakeup.wait()
-            self._wakeup = None
-            response = self._pending_response
-            self._pending = False
-            self._pending_response = None
-            if response is None:
-                response = await self._render_request()
-            else:
-                response = response.copy()
-            if self.ended:  # end() called from inside render
-                return
-            self._notify(response)
 
     async def _render_request(self) -> Message:
         """Render the original request; errors become their (final) response."""
@@ -309,27 +324,46 @@ class ObservableResource(Resource):
         self, request: Message, observation: interfaces.ServerObservation
     ) -> None:
         """Accept ``observation`` and keep it until it ends."""
-        observations = self._observation_set()
-        forgotten = False
-
-        def forget() -> None:
-            nonlocal forgotten
-            forgotten = True
-            if observation in observations:
-                observations.discard(observation)
-                self.update_observation_count(len(observations))
-
-        observation.accept(forget)
-        if not forgotten:  # accept() runs the callback at once for one already over
+        observation.accept(self._cancelled_callback())
+        if not getattr(observation, "ended", False):  # accept() runs it at once if over
+            observations = self._observation_set()
             observations.add(observation)
             self.update_observation_count(len(observations))
 
+    def _cancelled_callback(self) -> Callable[[], None]:
+        # One shared callback per resource (not one per observation: 10,000 of
+        # them add up); it prunes every ended observation.
+        try:
+            return self._prune_callback
+        except AttributeError:
+            self._prune_callback: Callable[[], None] = self._prune
+            return self._prune_callback
+
+    def _prune(self) -> None:
+        # O(1) when an observation ends (ending 10,000 must not be quadratic);
+        # the set is compacted on the next read.
+        self._stale = True
+
+    def _live_observations(self) -> set[interfaces.ServerObservation]:
+        observations = self._observation_set()
+        if getattr(self, "_stale", False):
+            self._stale = False
+            ended = [o for o in observations if getattr(o, "ended", False)]
+            if ended:
+                observations.difference_update(ended)
+                self.update_observation_count(len(observations))
+        return observations
+
     def update_observation_count(self, count: int) -> None:
-        """Hook: called with the number of observers whenever it changes (does nothing)."""
+        """Hook: called with the number of observers when it changes (does nothing).
+
+        Additions are reported at once; ends are reported when the resource
+        next looks at its observers, so several ends may arrive as one count.
+        """
 
     def updated_state(self, response: Message | None = None) -> None:
         """The state changed: trigger every observation (with ``response`` if given)."""
-        for observation in list(self._observation_set()):
+        for observation in list(self._live_observations()):
             observation.trigger(response)
 
     def end_observations(self, response: Message | None = None) -> None:
@@ -339,10 +373,10 @@ class ObservableResource(Resource):
         final = response if response is not None else Message(code=Code.NOT_FOUND)
         if not final.code.is_error():
             raise ValueError("a final notification has an error code")
-        for observation in list(self._observation_set()):
+        for observation in list(self._live_observations()):
             observation.trigger(final)
 
     @property
     def observation_count(self) -> int:
         """How many observations are currently accepted and not ended."""
-        return len(self._observation_set())
+        return len(self._live_observations())

@@ -12,6 +12,7 @@ Must not know about sockets or wire formats.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Hashable
 
@@ -60,6 +61,16 @@ class ServerObservations:
             observation.end(reason)
         return len(ended)
 
+    def _forget(self, key: _Key, observation: ServerObservation) -> None:
+        if self._by_key.get(key) is observation:
+            del self._by_key[key]
+            remote = key[0]
+            left = self._per_remote.get(remote, 1) - 1
+            if left:
+                self._per_remote[remote] = left
+            else:
+                self._per_remote.pop(remote, None)
+
     async def prepare(
         self, site: Resource, request: Message, key: _Key, send: Callable[[Message, bool], None]
     ) -> ServerObservation | None:
@@ -102,15 +113,6 @@ class ServerObservations:
         self._by_key[key] = observation
         self._per_remote[remote] = self._per_remote.get(remote, 0) + 1
 
-        def forget() -> None:
-            if self._by_key.get(key) is observation:
-                del self._by_key[key]
-                left = self._per_remote.get(remote, 1) - 1
-                if left:
-                    self._per_remote[remote] = left
-                else:
-                    self._per_remote.pop(remote, None)
-
-        observation.when_ended(forget)
+        observation.when_ended(functools.partial(self._forget, key, observation))
         self._nursery.start_soon(observation.run)
         return response

@@ -9,6 +9,7 @@ uses the autojump clock; every test is bounded by ``trio.fail_after``.
 from __future__ import annotations
 
 import gc
+import itertools
 import tracemalloc
 
 import pytest
@@ -488,7 +489,11 @@ async def test_observable_resource_triggers_all_and_forgets_ended(
     assert resource.observation_count == 0
     assert all(o.ended for o in observations)
     if isinstance(resource, Counter):
-        assert resource.counts == [1, 2, 3, 2, 1, 0]
+        # Ends are counted lazily (ending many at once must not be quadratic), so the
+        # hook may see coalesced counts; it always ends on the true number.
+        assert resource.counts[:3] == [1, 2, 3]
+        assert resource.counts[-1] == 0
+        assert all(a > b for a, b in itertools.pairwise(resource.counts[2:]))
 
 
 async def test_observable_resource_add_already_ended() -> None:
