@@ -36,13 +36,14 @@ import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import attrs
 import trio
 
 from .client import Request
+from .client_observe import observe_resource
 from .endpoint_runner import EndpointRunner
 from .errors import (
     CoapError,
@@ -58,7 +59,6 @@ from .observation import Observation
 from .protocol.config import MessagingConfig, MessagingStatistics
 from .protocol.exchanges import (
     ClientExchange,
-    ClientState,
     ServerExchange,
 )
 from .protocol.messaging import Messaging
@@ -207,63 +207,35 @@ class Context:
                 raise
         return request
 
-    @asynccontextmanager
-    async def observe(
+    def observe(
         self,
         target: str | Message,
         *,
         keep: int = 1,
         deregister_timeout: float = 5.0,
-    ) -> AsyncIterator[Observation]:
+        reregister: bool = False,
+    ) -> AbstractAsyncContextManager[Observation]:
         """Observe a resource (RFC 7641): ``async with ctx.observe(uri) as notifications:``.
 
         ``target`` is a URI (a GET is built) or a request message (its
         Observe is set to 0). Iterating yields the first response, then each
-        fresh notification (see :class:`~coap_trio.observation.Observation`).
+        fresh notification (see :class:`~coap_trio.observation.Observation`;
+        ``keep`` bounds the notifications buffered for a slow consumer).
         Leaving the block, or cancelling the task in it, ends the
         observation: the exchange is abandoned (later notifications get RST)
         and a GET with Observe=1 deregisters it on the wire from the
         Context's nursery, given at most ``deregister_timeout`` seconds, so
-        leaving never waits for it.
+        leaving never waits for it. With ``reregister``, the registration is
+        sent again when Max-Age (default 60 s) passes without a notification
+        (RFC 7641 §3.3.1), e.g. after the server restarted.
         """
-        if isinstance(target, str):
-            message = Message(code=Code.GET, uri=target, observe=0)
-        else:
-            message = target.copy(observe=0)
-        observation = Observation(keep)
-        request = self.request(message)
-        request.observation = observation
-        try:
-            yield observation
-        finally:
-            route = request.exchange
-            request.cancel()  # before any response: stops it (and fails .response)
-            observation._fail(RequestCancelledError("the observation was left"))
-            if route is not None:
-                runner, exchange = route
-                registered = exchange.state is ClientState.OBSERVING
-                # After a response the Request is done but the exchange may still
-                # be matched for notifications: end it (later ones get RST).
-                runner.perform(runner.machine.abandon(exchange, trio.current_time()))
-                if registered and not self._closed:
-                    self._nursery.start_soon(self._deregister, runner, exchange, deregister_timeout)
-
-    async def _deregister(
-        self, runner: EndpointRunner, exchange: ClientExchange, timeout: float
-    ) -> None:
-        """GET with Observe=1 and the registration's token (RFC 7641 §3.6)."""
-        registration = exchange.request
-        message = registration.copy(observe=1, token=exchange.token, mtype=None)
-        message.remote = exchange.remote
-        with trio.move_on_after(timeout):
-            try:
-                request = Request(message, self._abandon)
-                self._inflight.add(request)
-                remote: DatagramRemote = exchange.remote  # type: ignore[assignment]
-                self._send(request, runner, remote)
-                await request.response
-            except CoapError:  # best effort: the RST to the next notification also ends it
-                self._inflight.discard(request)
+        return observe_resource(
+            self,
+            target,
+            keep=keep,
+            deregister_timeout=deregister_timeout,
+            reregister=reregister,
+        )
 
     async def ping(self, uri: str) -> float:
         """Send a CoAP ping (empty CON) to the host of ``uri``; returns the round-trip

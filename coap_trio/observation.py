@@ -54,7 +54,10 @@ class Observation:
         "_wakeup",
         "dropped_slow",
         "dropped_stale",
+        "last_received",
+        "max_age",
         "received",
+        "reregistrations",
     )
 
     def __init__(self, keep: int = 1) -> None:
@@ -71,6 +74,12 @@ class Observation:
         self.dropped_stale = 0
         #: Notifications dropped because the consumer had not taken them yet.
         self.dropped_slow = 0
+        #: trio time of the latest fresh response (for re-registration, §3.3.1).
+        self.last_received = trio.current_time()
+        #: Max-Age of the latest response (60, RFC 7252's default, when it had none).
+        self.max_age = 60
+        #: How many times the registration was sent again (``reregister=True``).
+        self.reregistrations = 0
 
     @property
     def ended(self) -> bool:
@@ -85,6 +94,9 @@ class Observation:
         if not fresh:
             self.dropped_stale += 1
             return
+        self.last_received = trio.current_time()
+        max_age = message.opt.max_age
+        self.max_age = 60 if max_age is None else max_age
         if len(self._buffer) == self._buffer.maxlen:
             self.dropped_slow += 1
         self._buffer.append(message)

@@ -33,6 +33,7 @@ MODULES = [
     "coap_trio.response_errors",
     "coap_trio.client",
     "coap_trio.observation",
+    "coap_trio.client_observe",
     "coap_trio.observable",
     "coap_trio.server_observations",
     "coap_trio.interfaces",

@@ -11,8 +11,9 @@ import pytest
 import trio
 from interop_helpers import libcoap_server
 
-from coap_trio import ACK, CON, CONTENT, GET, NON, RST, Code, Message, open_context
+from coap_trio import ACK, CON, CONTENT, GET, NON, RST, Code, Message, Site, open_context
 from coap_trio.codec import decode, encode
+from coap_trio.observable import ObservableResource
 from coap_trio.observation import ObservationError
 from coap_trio.remote import DatagramRemote
 from coap_trio.testing import MemoryNetwork
@@ -212,3 +213,71 @@ async def test_observing_libcoap_time() -> None:
                         break
     assert all(value is not None for value in seen)
     assert seen == sorted(seen)
+
+
+class _ShortLived(ObservableResource):
+    """Max-Age 2: an observer that hears nothing for 2 s (+ margin) re-registers."""
+
+    def __init__(self, label: bytes) -> None:
+        super().__init__()
+        self.label = label
+
+    async def render_get(self, request: Message) -> Message:
+        return Message(code=CONTENT, payload=self.label, max_age=2)
+
+
+async def _run_server(
+    network: MemoryNetwork, site: Site, *, task_status: trio.TaskStatus[trio.CancelScope]
+) -> None:
+    with trio.CancelScope() as scope:
+        async with open_context(network=network, bind=("10.0.0.2", 5683), site=site):
+            task_status.started(scope)
+            await trio.sleep_forever()
+
+
+async def test_reregistration_after_max_age_survives_a_server_restart(
+    autojump_clock: object,
+) -> None:
+    """RFC 7641 §3.3.1: with reregister=True the client registers again when Max-Age
+    passes without a notification; a restarted server then serves it again."""
+    network = MemoryNetwork(seed=0)
+    old_site, new_site = Site(), Site()
+    old_site.add(["clock"], _ShortLived(b"old server"))
+    restarted = _ShortLived(b"new server")
+    new_site.add(["clock"], restarted)
+    with trio.fail_after(200):
+        async with trio.open_nursery() as nursery:
+            old_server = await nursery.start(_run_server, network, old_site)
+            async with (
+                open_context(network=network, rng=random.Random(1)) as client,
+                client.observe(URI, reregister=True) as notifications,
+            ):
+                assert (await notifications.__anext__()).payload == b"old server"
+                old_server.cancel()  # the server goes away...
+                await trio.sleep(0.5)
+                await nursery.start(_run_server, network, new_site)  # ...and comes back
+                started = trio.current_time()
+                second = await notifications.__anext__()
+                waited = trio.current_time() - started
+                assert second.payload == b"new server"
+                assert notifications.reregistrations == 1
+                assert restarted.observation_count == 1
+            nursery.cancel_scope.cancel()
+    # Max-Age 2 s + a 5 s margin after the first response, minus the 0.5 s pause.
+    assert 6.0 <= waited <= 7.0
+
+
+async def test_no_reregistration_by_default(autojump_clock: object) -> None:
+    network = MemoryNetwork(seed=0)
+    site = Site()
+    site.add(["clock"], _ShortLived(b"only"))
+    with trio.fail_after(200):
+        async with (
+            open_context(network=network, bind=("10.0.0.2", 5683), site=site),
+            open_context(network=network) as client,
+            client.observe(URI) as notifications,
+        ):
+            await notifications.__anext__()
+            with trio.move_on_after(60):
+                await notifications.__anext__()
+            assert notifications.reregistrations == 0

@@ -1,0 +1,133 @@
+"""How a Context observes a resource: registration, re-registration, deregistration.
+
+Owns the lifecycle of one client observation (RFC 7641 §3): sending the
+registration, feeding the :class:`~coap_trio.observation.Observation`
+(through the endpoint runner), re-registering when Max-Age passes without a
+notification (§3.3.1, optional), and on leaving abandoning the exchange and
+sending GET Observe=1 from the Context's nursery (§3.6). Must not know about
+sockets or the wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from .client import Request
+from .errors import CoapError, RequestCancelledError
+from .message import Message
+from .numbers.codes import Code
+from .observation import Observation
+from .protocol.exchanges import ClientExchange, ClientState
+from .protocol.observe import NotificationOrder
+from .remote import DatagramRemote
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .endpoint_runner import EndpointRunner
+
+__all__ = ["REREGISTER_MARGIN", "observe_resource"]
+
+#: Extra seconds past Max-Age before re-registering (RFC 7641 §3.3.1 asks for
+#: "some additional time" for a notification in transit).
+REREGISTER_MARGIN = 5.0
+
+
+class _Registration:
+    """The request currently feeding one observation (replaced on re-registration)."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+
+@asynccontextmanager
+async def observe_resource(
+    context: Context,
+    target: str | Message,
+    *,
+    keep: int,
+    deregister_timeout: float,
+    reregister: bool,
+) -> AsyncIterator[Observation]:
+    """The implementation of :meth:`coap_trio.context.Context.observe`."""
+    if isinstance(target, str):
+        message = Message(code=Code.GET, uri=target, observe=0)
+    else:
+        message = target.copy(observe=0)
+    observation = Observation(keep)
+    registration = _Registration(context.request(message))
+    registration.request.observation = observation
+    watcher = trio.CancelScope()
+    if reregister:
+        context._nursery.start_soon(_keep_registered, context, registration, watcher)
+    try:
+        yield observation
+    finally:
+        watcher.cancel()
+        request = registration.request
+        route = request.exchange
+        request.cancel()  # before any response: stops it (and fails .response)
+        observation._fail(RequestCancelledError("the observation was left"))
+        if route is not None:
+            runner, exchange = route
+            registered = exchange.state is ClientState.OBSERVING
+            # After a response the Request is done but the exchange may still
+            # be matched for notifications: end it (later ones get RST).
+            runner.perform(runner.machine.abandon(exchange, trio.current_time()))
+            if registered and not context._closed:
+                context._nursery.start_soon(
+                    _deregister, context, runner, exchange, deregister_timeout
+                )
+
+
+async def _keep_registered(
+    context: Context, registration: _Registration, scope: trio.CancelScope
+) -> None:
+    """Re-register whenever Max-Age passes without a notification (RFC 7641 §3.3.1)."""
+    observation: Observation = registration.request.observation
+    with scope:
+        while not observation.ended:
+            deadline = observation.last_received + observation.max_age + REREGISTER_MARGIN
+            now = trio.current_time()
+            if now < deadline:
+                # Look again at least every second: a response may shorten Max-Age.
+                await trio.sleep_until(min(deadline, now + 1.0))
+                continue
+            old = registration.request
+            route = old.exchange
+            message = old.request.copy(observe=0)
+            if route is not None:
+                runner, exchange = route
+                message.token = exchange.token  # the server replaces its observation
+                runner.perform(runner.machine.abandon(exchange, trio.current_time()))
+            observation._order = NotificationOrder()  # a new sequence may start lower
+            observation.last_received = trio.current_time()
+            observation.reregistrations += 1
+            try:
+                registration.request = context.request(message)
+            except CoapError as error:
+                observation._fail(error)
+                return
+            registration.request.observation = observation
+
+
+async def _deregister(
+    context: Context, runner: EndpointRunner, exchange: ClientExchange, timeout: float
+) -> None:
+    """GET with Observe=1 and the registration's token (RFC 7641 §3.6)."""
+    message = exchange.request.copy(observe=1, token=exchange.token, mtype=None)
+    remote: DatagramRemote = exchange.remote  # type: ignore[assignment]
+    message.remote = remote
+    with trio.move_on_after(timeout):
+        request = Request(message, context._abandon)
+        context._inflight.add(request)
+        try:
+            context._send(request, runner, remote)
+            await request.response
+        except CoapError:  # best effort: the RST to the next notification also ends it
+            context._inflight.discard(request)
