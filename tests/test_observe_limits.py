@@ -27,11 +27,11 @@ async def test_total_limit_serves_extra_registrations_without_observe(
             open_context(network=network, bind=("10.0.0.3", 0)) as first,
             open_context(network=network, bind=("10.0.0.4", 0)) as second,
             first.observe("coap://10.0.0.2/counter") as accepted,
-            second.observe("coap://10.0.0.2/counter") as refused,
         ):
-            registered = await accepted.__anext__()
-            plain = await refused.__anext__()
+            registered = await accepted.__anext__()  # the first takes the only slot
+            async with second.observe("coap://10.0.0.2/counter") as refused:
+                plain = await refused.__anext__()
+                assert [m async for m in refused] == []  # and the iteration ended
             assert registered.opt.observe is not None
             assert plain.opt.observe is None  # served, but not observed
-            assert [m async for m in refused] == []  # and the iteration ended
             assert counter.observation_count == 1
