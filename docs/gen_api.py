@@ -46,6 +46,7 @@ MODULES = [
     "coap_trio.protocol.exchanges",
     "coap_trio.protocol.reliability",
     "coap_trio.protocol.serving",
+    "coap_trio.protocol.blockwise",
 ]
 
 
