@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiocoap
 import pytest
 
 from coap_trio import (
@@ -387,7 +388,6 @@ def test_message_attributes_are_assignable_but_not_extensible() -> None:
 
 
 def test_same_attribute_names_as_aiocoap() -> None:
-    aiocoap = pytest.importorskip("aiocoap")
     theirs = aiocoap.Message(code=aiocoap.GET, uri="coap://example.net/a")
     ours = Message(code=GET, uri="coap://example.net/a")
     for name in AIOCOAP_ATTRIBUTES:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import aiocoap.numbers.codes as aiocoap_codes
+import aiocoap.numbers.optionnumbers as aiocoap_options
 import attrs
 import pytest
 from hypothesis import given, settings
@@ -140,7 +142,6 @@ def test_aiocoap_compatible_names() -> None:
 
 
 def test_every_aiocoap_code_name_means_the_same_here() -> None:
-    aiocoap_codes = pytest.importorskip("aiocoap.numbers.codes")
     for member in aiocoap_codes.Code:
         assert Code[member.name] == int(member), member.name
 
@@ -338,7 +339,6 @@ def test_option_numbers_have_their_iana_values() -> None:
 
 
 def test_every_aiocoap_option_name_means_the_same_here() -> None:
-    aiocoap_options = pytest.importorskip("aiocoap.numbers.optionnumbers")
     for member in aiocoap_options.OptionNumber:
         if int(member) in RFC_OPTIONS:
             assert OptionNumber[member.name] == int(member), member.name
