@@ -22,7 +22,7 @@ from .numbers.codes import CODE_TABLE, Code
 from .numbers.types import Type
 from .options import Options
 
-__all__ = ["decode", "encode", "reset_for"]
+__all__ = ["decode", "encode", "encode_empty", "reset_for"]
 
 _TYPE_TABLE = (Type.CON, Type.NON, Type.ACK, Type.RST)
 _EMPTY = Code.EMPTY
@@ -192,6 +192,11 @@ def _extended_field(data: bytes, nibble: int, position: int) -> tuple[int, int]:
     if width == 1:
         return data[position] + 13, position + 1
     return ((data[position] << 8) | data[position + 1]) + 269, position + 2
+
+
+def encode_empty(mtype: Type, mid: int) -> bytes:
+    """An Empty message (an empty ACK, an RST, a ping) with ``mid``: the 4-byte header (§4.1)."""
+    return bytes((0x40 | (mtype << 4), 0, mid >> 8, mid & 0xFF))
 
 
 def reset_for(error: MessageFormatError, remote: object = None) -> Message | None:

@@ -33,9 +33,8 @@ towards its destination.
 from __future__ import annotations
 
 import functools
-import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -70,7 +69,6 @@ from .uri import Origin, is_ip_literal
 
 __all__ = ["Context", "ContextStatistics", "open_context"]
 
-logger = logging.getLogger("coap_trio")
 
 _SUPPORTED_SCHEMES = frozenset({"coap"})
 
@@ -243,12 +241,7 @@ class Context:
         message = Message(code=Code.GET, uri=uri)
         route = self._route_now(message)
         if route is None:
-            origin: Origin = message.remote
-            try:
-                addresses = await self._resolve(origin.host, origin.port)
-            except OSError as error:
-                raise UnresolvableHostError(f"cannot resolve {origin.host!r}: {error}") from None
-            route = self._pick(lambda r: r.remote_for(addresses[0], origin.port), None)
+            route = await self._route_resolved(message.remote)
         runner, remote = route
         if self._closed:
             raise RequestCancelledError("the context was closed")
@@ -302,7 +295,7 @@ class Context:
             raise LocalProtocolError(f"{message.code} is not a request code")
         remote = message.remote
         if isinstance(remote, DatagramRemote):
-            return self._pick(lambda runner: remote, remote)
+            return self._pick(lambda runner: remote)
         if not isinstance(remote, Origin):
             raise LocalProtocolError("the request has no destination: pass uri= or remote=")
         if remote.scheme not in _SUPPORTED_SCHEMES:
@@ -316,10 +309,10 @@ class Context:
                 return None
             host = cached[1][0]
         port = remote.port
-        return self._pick(lambda runner: runner.remote_for(host, port), None)
+        return self._pick(lambda runner: runner.remote_for(host, port))
 
     def _pick(
-        self, make: Any, fixed: DatagramRemote | None
+        self, make: Callable[[EndpointRunner], DatagramRemote]
     ) -> tuple[EndpointRunner, DatagramRemote]:
         """The first endpoint that can reach the destination and has a free MID for it."""
         now = trio.current_time()
@@ -365,21 +358,24 @@ class Context:
         outcome.append(addresses)
         return addresses
 
-    async def _resolve_then_send(self, request: Request) -> None:
-        origin: Origin = request.request.remote
+    async def _route_resolved(self, origin: Origin) -> tuple[EndpointRunner, DatagramRemote]:
+        """Resolve ``origin``'s host name (cached) and pick an endpoint for it."""
         try:
             addresses = await self._resolve(origin.host, origin.port)
+            return self._pick(lambda r: r.remote_for(addresses[0], origin.port))
         except OSError as error:
+            raise UnresolvableHostError(f"cannot resolve {origin.host!r}: {error}") from None
+        except CoapError as error:
+            raise UnresolvableHostError(str(error)) from None
+
+    async def _resolve_then_send(self, request: Request) -> None:
+        try:
+            route = await self._route_resolved(request.request.remote)
+        except UnresolvableHostError as error:
             self._inflight.discard(request)
-            request._fail(UnresolvableHostError(f"cannot resolve {origin.host!r}: {error}"))
+            request._fail(error)
             return
         if request.done:
-            return
-        try:
-            route = self._pick(lambda r: r.remote_for(addresses[0], origin.port), None)
-        except CoapError as error:
-            self._inflight.discard(request)
-            request._fail(UnresolvableHostError(str(error)))
             return
         try:
             self._send(request, *route)

@@ -14,7 +14,7 @@ from .block import BlockValue
 from .numbers.codes import CODE_TABLE, Code
 from .numbers.types import Type
 from .options import Options, typed_option_names
-from .uri import URI_OPTION_NUMBERS, InvalidURIError, build_uri, split_uri, uri_options
+from .uri import URI_OPTION_NUMBERS, InvalidURIError, build_uri, uri_options
 
 __all__ = ["BlockValue", "Message"]
 
@@ -122,36 +122,16 @@ class Message:
         """
         if proxy is None:
             origin, items = uri_options(uri)
-            own = self.opt._items
-            if own:
-                kept = [item for item in own if item[0] not in URI_OPTION_NUMBERS]
-                self.opt._items = sorted([*kept, *items], key=_number_of)
-            else:
-                self.opt._items = list(items)
-            self.remote = origin
-            return
-        if proxy is not None:
+        else:
             if not _ABSOLUTE_URI.match(uri) or "#" in uri:
                 raise InvalidURIError(f"Proxy-Uri {uri!r} is not an absolute URI")
-            origin, _, _, _ = split_uri(proxy)
-            uri_host: str | None = None
-            path: list[str] = []
-            query: list[str] = []
-        else:
-            origin, uri_host, path, query = split_uri(uri)
-        # Work on a copy: a URI or value that is refused leaves the message as it was.
-        opt = self.opt.copy()
-        for name in ("uri_host", "uri_port", "uri_path", "uri_query", "proxy_uri", "proxy_scheme"):
-            delattr(opt, name)
-        if proxy is not None:
-            opt.proxy_uri = uri
-        if uri_host is not None:
-            opt.uri_host = uri_host
-        if path:
-            opt.uri_path = path
-        if query:
-            opt.uri_query = query
-        self.opt._items = opt._items
+            origin, _ = uri_options(proxy)
+            proxied = Options()
+            proxied.proxy_uri = uri  # validates the registered length bounds
+            items = tuple(proxied._items)
+        # Validated before anything changes: a refused URI leaves the message as it was.
+        kept = [item for item in self.opt._items if item[0] not in URI_OPTION_NUMBERS]
+        self.opt._items = sorted([*kept, *items], key=_number_of) if kept else list(items)
         self.remote = origin
 
     def get_request_uri(self) -> str:

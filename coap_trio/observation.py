@@ -20,7 +20,10 @@ from .errors import CoapError, RequestError
 from .message import Message
 from .protocol.observe import NotificationOrder
 
-__all__ = ["Observation", "ObservationError"]
+__all__ = ["DEFAULT_MAX_AGE", "Observation", "ObservationError"]
+
+#: Max-Age of a response that carries none (RFC 7252 §5.10.5).
+DEFAULT_MAX_AGE = 60
 
 
 class ObservationError(RequestError):
@@ -76,8 +79,8 @@ class Observation:
         self.dropped_slow = 0
         #: trio time of the latest fresh response (for re-registration, §3.3.1).
         self.last_received = trio.current_time()
-        #: Max-Age of the latest response (60, RFC 7252's default, when it had none).
-        self.max_age = 60
+        #: Max-Age of the latest response (DEFAULT_MAX_AGE when it had none).
+        self.max_age = DEFAULT_MAX_AGE
         #: How many times the registration was sent again (``reregister=True``).
         self.reregistrations = 0
 
@@ -96,7 +99,7 @@ class Observation:
             return
         self.last_received = trio.current_time()
         max_age = message.opt.max_age
-        self.max_age = 60 if max_age is None else max_age
+        self.max_age = DEFAULT_MAX_AGE if max_age is None else max_age
         if len(self._buffer) == self._buffer.maxlen:
             self.dropped_slow += 1
         self._buffer.append(message)

@@ -24,7 +24,7 @@ from .block import BlockValue
 from .numbers.contentformat import ContentFormat
 from .numbers.optionnumbers import OptionFormat, OptionNumber, OptionSpec, option_spec
 
-__all__ = ["Options", "decode_uint", "encode_uint", "typed_option_names"]
+__all__ = ["Options", "decode_uint", "encode_uint", "is_malformed", "typed_option_names"]
 
 T = TypeVar("T")
 
@@ -333,20 +333,11 @@ class Options:
         *recognized* is the business of the layer that handles them.
         """
         bad: list[OptionNumber] = []
-        seen: set[int] = set()
+        previous = -1
         for number, raw in self._items:
-            spec = option_spec(number)
-            problem = False
-            if (number in seen and not spec.repeatable) or not spec.length_ok(len(raw)):
-                problem = True
-            elif spec.format is OptionFormat.STRING:
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    problem = True
-            seen.add(number)
-            if problem and (not bad or bad[-1] != number):
+            if is_malformed(number, raw, number == previous) and (not bad or bad[-1] != number):
                 bad.append(OptionNumber(number))
+            previous = number
         return tuple(bad)
 
     # -- typed access: one line per registered option --------------------
@@ -390,6 +381,24 @@ class Options:
             else:
                 parts.append(f"{option_spec(number).name}={_show(number, raw)}")
         return f"<Options {', '.join(parts)}>"
+
+
+def is_malformed(number: int, value: bytes, repeated: bool) -> bool:
+    """Whether one occurrence of option ``number`` must be treated as unrecognized:
+    its value breaks the registered length or format (not UTF-8 for a string,
+    RFC 7252 §5.4.3), or it repeats a non-repeatable option (§5.4.5).
+    ``repeated``: an occurrence of the same number came just before it."""
+    spec = option_spec(number)
+    if repeated and not spec.repeatable:
+        return True
+    if not spec.min_length <= len(value) <= spec.max_length:
+        return True
+    if spec.format is OptionFormat.STRING and not value.isascii():
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+    return False
 
 
 def _number_of(item: tuple[int, bytes]) -> int:

@@ -13,7 +13,8 @@ import random
 from collections.abc import Hashable, Iterator
 
 from ..message import Message
-from ..numbers.optionnumbers import OptionFormat, OptionNumber, option_spec
+from ..numbers.optionnumbers import OptionNumber
+from ..options import is_malformed
 from .exchanges import ClientExchange
 
 __all__ = ["RECOGNIZED_RESPONSE_OPTIONS", "Matcher", "has_unrecognized_critical"]
@@ -45,21 +46,10 @@ def has_unrecognized_critical(message: Message, recognized: frozenset[int]) -> b
     recognized critical one whose value is malformed (§5.4.1, §5.4.3, §5.4.5)."""
     previous = -1
     for number, value in message.opt._items:
-        if number & 1:
-            if number not in recognized:
-                return True
-            # A recognized critical option is still unusable when malformed:
-            # wrong length, not UTF-8, or a repeat of a non-repeatable option.
-            spec = option_spec(number)
-            if not spec.min_length <= len(value) <= spec.max_length:
-                return True
-            if number == previous and not spec.repeatable:
-                return True
-            if spec.format is OptionFormat.STRING and not value.isascii():
-                try:
-                    value.decode("utf-8")
-                except UnicodeDecodeError:
-                    return True
+        if number & 1 and (
+            number not in recognized or is_malformed(number, value, number == previous)
+        ):
+            return True
         previous = number
     return False
 

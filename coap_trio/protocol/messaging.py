@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
-from ..codec import decode, encode, reset_for
+from ..codec import decode, encode, encode_empty
 from ..errors import (
     BadResponseError,
     LocalProtocolError,
@@ -60,7 +60,7 @@ from .exchanges import (
 from .matcher import Matcher, has_unrecognized_critical
 from .midalloc import MessageIdAllocator
 from .reliability import RETRANSMIT, Reliability
-from .serving import ACK_DELAY, ServerSide, empty_message
+from .serving import ACK_DELAY, ServerSide
 from .timers import TimerHeap
 
 __all__ = ["Messaging", "MessagingConfig", "MessagingStatistics"]
@@ -345,10 +345,9 @@ class Messaging(ServerSide):
             message = decode(data, remote)
         except MessageFormatError as error:
             self._counts["malformed"] += 1
-            reset = reset_for(error)
-            if reset is not None:
+            if error.should_reset and error.mid is not None:  # §4.2: a bad CON gets RST
                 self._counts["resets_sent"] += 1
-                events.append(Transmit(remote, encode(reset)))
+                events.append(Transmit(remote, encode_empty(_RST, error.mid)))
             return events
         mtype = message.mtype
         if mtype is _ACK:
@@ -483,7 +482,7 @@ class Messaging(ServerSide):
                 self._seen_non(remote, mid, now)
             return
         if con:
-            ack = empty_message(_ACK, mid)
+            ack = encode_empty(_ACK, mid)
             self._seen_con(remote, mid, ack, now)
             events.append(Transmit(remote, ack))
         else:
@@ -494,7 +493,7 @@ class Messaging(ServerSide):
     def _reset(
         self, remote: Hashable, mid: int, events: list[Event], record: float | None = None
     ) -> None:
-        data = empty_message(_RST, mid)
+        data = encode_empty(_RST, mid)
         self._counts["resets_sent"] += 1
         if record is not None:
             self._seen_con(remote, mid, data, record)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from ..codec import encode
+from ..codec import encode, encode_empty
 from ..errors import LocalProtocolError, NetworkError
 from ..message import Message
 from ..numbers.types import Type
@@ -24,17 +24,12 @@ from .exchanges import Event, RequestReceived, ResponseFailed, ServerExchange, S
 from .midalloc import MessageIdAllocator
 from .timers import TimerHeap
 
-__all__ = ["ACK_DELAY", "ServerSide", "empty_message"]
+__all__ = ["ACK_DELAY", "ServerSide"]
 
 #: The timer kind of the piggyback window.
 ACK_DELAY = 1
 
 _CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
-
-
-def empty_message(mtype: Type, mid: int) -> bytes:
-    """An Empty message (ACK or RST) with ``mid``: the 4-byte header alone (§4.1)."""
-    return bytes((0x40 | (mtype << 4), 0, mid >> 8, mid & 0xFF))
 
 
 class ServerSide:
@@ -89,7 +84,7 @@ class ServerSide:
             exchange.ack_ticket = 0
             self._pending.pop((exchange.remote, exchange.mid), None)
             exchange.state = ServerState.ACKNOWLEDGED
-            ack = empty_message(_ACK, exchange.mid)
+            ack = encode_empty(_ACK, exchange.mid)
             self._seen_con(exchange.remote, exchange.mid, ack, now)
             events.append(Transmit(exchange.remote, ack))
 
@@ -117,7 +112,7 @@ class ServerSide:
             exchange.ack_ticket = 0
             if exchange.con:
                 if response is None:
-                    data = empty_message(_ACK, exchange.mid)
+                    data = encode_empty(_ACK, exchange.mid)
                 else:
                     data = self._encode_response(response, _ACK, exchange.mid, exchange.token)
                 self._seen_con(remote, exchange.mid, data, now)
