@@ -51,7 +51,7 @@ from .numbers import (
 from .observable import ObservableResource
 from .observation import Observation, ObservationError
 from .options import Options
-from .protocol.config import MessagingConfig
+from .protocol.config import BlockwiseConfig, MessagingConfig
 from .resource import Resource, Site
 from .uri import InvalidURIError, Origin
 
@@ -75,6 +75,7 @@ __all__ = [
     "VALID",
     "BadResponseError",
     "BlockValue",
+    "BlockwiseConfig",
     "CoapError",
     "Code",
     "ContentFormat",

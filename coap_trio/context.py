@@ -55,7 +55,7 @@ from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
 from .observation import Observation
-from .protocol.config import MessagingConfig, MessagingStatistics
+from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
 from .protocol.exchanges import (
     ClientExchange,
     ServerExchange,
@@ -111,8 +111,11 @@ class Context:
         max_request_payload: int = DEFAULT_MAX_PAYLOAD,
         max_observations: int = 100_000,
         max_observations_per_remote: int = 1_000,
+        blockwise: BlockwiseConfig | None = None,
     ) -> None:
         self._nursery = nursery
+        #: Block-wise transfer tunables (client and server side).
+        self._blockwise_config = blockwise or BlockwiseConfig()
         self._network = network
         self._config = config
         self._site = site
@@ -497,6 +500,7 @@ async def open_context(
     max_request_payload: int = DEFAULT_MAX_PAYLOAD,
     max_observations: int = 100_000,
     max_observations_per_remote: int = 1_000,
+    blockwise: BlockwiseConfig | None = None,
 ) -> AsyncIterator[Context]:
     """Open a CoAP context; everything it starts ends when the block is left.
 
@@ -513,6 +517,8 @@ async def open_context(
     Observations (RFC 7641) of resources with ``add_observation`` are kept up
     to ``max_observations`` in total and ``max_observations_per_remote`` per
     client; beyond that a registration is served without Observe.
+    Block-wise transfers (RFC 7959) follow ``blockwise`` (block size, the
+    limits on assembled bodies and kept representations).
     """
     if network is None:
         from .transports.udp import UDPNetwork
@@ -532,6 +538,7 @@ async def open_context(
             max_request_payload,
             max_observations,
             max_observations_per_remote,
+            blockwise,
         )
         try:
             if site is not None:

@@ -41,8 +41,9 @@ _N = OptionNumber
 #: Critical options a request may carry that this server handles today: the
 #: same set the client accepts in responses (one definition, in the matcher).
 #: Uri-Host/Uri-Port are accepted (no virtual hosting: they are ignored),
-#: Proxy-Uri/Proxy-Scheme are recognized and refused with 5.05. OSCORE,
-#: EDHOC, Block1/Block2 and Q-Block1/2 are not handled yet: 4.02.
+#: Proxy-Uri/Proxy-Scheme are recognized and refused with 5.05; Block1/Block2
+#: go to the block-wise layer. OSCORE, EDHOC and Q-Block1/2 are not handled
+#: yet: 4.02.
 RECOGNIZED_REQUEST_OPTIONS = RECOGNIZED_RESPONSE_OPTIONS
 
 #: The largest request payload handed to a resource by default (without

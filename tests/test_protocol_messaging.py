@@ -882,7 +882,7 @@ def bad_option_response(number: int) -> Message:
     return response
 
 
-@pytest.mark.parametrize("number", [23, 2001, 9])
+@pytest.mark.parametrize("number", [2001, 9, 19])
 def test_piggybacked_response_with_unrecognized_critical_option(number: int) -> None:
     pair = Pair(on_request=lambda p, e: p.respond(e.exchange, bad_option_response(number)))
     exchange = pair.request()

@@ -522,8 +522,10 @@ def response(*options: tuple[int, bytes]) -> Message:
         pytest.param(((2000, b"x"),), False, id="unknown-elective"),
         pytest.param(((2001, b"x"),), True, id="unknown-critical"),
         pytest.param(((9, b"x"),), True, id="unassigned-critical-9"),
-        pytest.param(((23, b"\x02"),), True, id="block2-not-handled-yet"),
-        pytest.param(((27, b"\x02"),), True, id="block1-not-handled-yet"),
+        pytest.param(((23, b"\x02"),), False, id="block2-recognized"),
+        pytest.param(((27, b"\x02"),), False, id="block1-recognized"),
+        pytest.param(((23, b"\x00\x00\x00\x02"),), True, id="block2-malformed"),
+        pytest.param(((19, b"\x02"),), True, id="q-block1-not-handled-yet"),
         pytest.param(((12, b"\x00"), (14, b"\x3c"), (4, b"e")), False, id="elective-known"),
         pytest.param(((11, b"a"), (15, b"q")), False, id="recognized-request-options"),
         pytest.param(((7, b"\x01\x02\x03"),), True, id="malformed-uri-port"),
@@ -545,8 +547,8 @@ def test_has_unrecognized_critical_with_custom_set() -> None:
     assert has_unrecognized_critical(response((11, b"a")), frozenset())
 
 
-def test_recognized_response_options_are_all_critical_request_options() -> None:
-    assert {1, 3, 5, 7, 11, 15, 17, 35, 39} == RECOGNIZED_RESPONSE_OPTIONS
+def test_recognized_response_options_are_the_critical_request_and_block_options() -> None:
+    assert {1, 3, 5, 7, 11, 15, 17, 35, 39, 23, 27} == RECOGNIZED_RESPONSE_OPTIONS
 
 
 # --- Reliability --------------------------------------------------------------------------------

@@ -426,8 +426,9 @@ async def test_duplicate_non_while_rendering_is_dropped(
 
 UNRECOGNIZED_CRITICAL = {
     "unknown 2001": (2001, b"x"),
-    "Block2 (not handled yet)": (int(OptionNumber.BLOCK2), encode_uint(0x02)),
-    "Block1 (not handled yet)": (int(OptionNumber.BLOCK1), encode_uint(0x02)),
+    "Q-Block1 (not handled yet)": (int(OptionNumber.Q_BLOCK1), encode_uint(0x02)),
+    "Q-Block2 (not handled yet)": (int(OptionNumber.Q_BLOCK2), encode_uint(0x02)),
+    "Block2 of 4 bytes (malformed)": (int(OptionNumber.BLOCK2), b"\x00\x00\x00\x02"),
     "Uri-Port of 3 bytes (malformed)": (int(OptionNumber.URI_PORT), b"\x00\x00\x01"),
 }
 

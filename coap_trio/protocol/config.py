@@ -11,7 +11,7 @@ import attrs
 from ..numbers.constants import TransmissionParameters
 from .matcher import RECOGNIZED_RESPONSE_OPTIONS
 
-__all__ = ["MessagingConfig", "MessagingStatistics"]
+__all__ = ["BlockwiseConfig", "MessagingConfig", "MessagingStatistics"]
 
 
 @attrs.frozen
@@ -38,6 +38,46 @@ class MessagingConfig:
     max_remotes: int = 100_000
     #: Options a response may carry (critical ones outside this set reject it).
     recognized_response_options: frozenset[int] = RECOGNIZED_RESPONSE_OPTIONS
+
+
+def _check_block_size(instance: BlockwiseConfig, attribute: attrs.Attribute[int], value: int) -> None:
+    if value not in (16, 32, 64, 128, 256, 512, 1024):
+        raise ValueError(f"block size {value} is not a power of two in 16..1024")
+
+
+@attrs.frozen
+class BlockwiseConfig:
+    """Tunables of block-wise transfers (RFC 7959), client and server side.
+
+    ``block_size`` is the largest block this side sends or asks for: the
+    client's Block1 size and its early Block2 negotiation, the server's
+    preferred Block2 size and the size it asks for in 2.31 Continue. The
+    peer may always negotiate smaller blocks.
+    """
+
+    #: Block size in bytes (16..1024, a power of two).
+    block_size: int = attrs.field(default=1024, validator=_check_block_size)
+    #: Server: the largest request body assembled from Block1 blocks (4.13 with
+    #: Size1 beyond). Client: the largest response assembled in memory from
+    #: Block2 blocks (``Context.stream`` has no such limit).
+    max_body_size: int = 1 << 20
+    #: Server: unfinished Block1 assemblies kept per remote and in total.
+    max_assemblies_per_remote: int = 8
+    max_assemblies: int = 1024
+    #: Server: bytes held by all Block1 assemblies together.
+    max_assembly_bytes: int = 64 << 20
+    #: Server: rendered representations kept for Block2 transfers in progress,
+    #: per remote and in total, and the bytes they may hold together.
+    max_cached_per_remote: int = 16
+    max_cached: int = 1024
+    max_cached_bytes: int = 64 << 20
+    #: Seconds an unfinished transfer is kept after its last block.
+    lifetime: float = attrs.field(factory=lambda: TransmissionParameters().EXCHANGE_LIFETIME)
+
+    @property
+    def szx(self) -> int:
+        """The size exponent of ``block_size``."""
+        return self.block_size.bit_length() - 5
 
 
 @attrs.frozen

@@ -23,8 +23,8 @@ _N = OptionNumber
 
 #: Critical options a *response* may carry that this stack handles today.
 #: Request options (Uri-*, Proxy-*, If-*, Accept) are recognized and ignored in
-#: a response. OSCORE, EDHOC, Block1/Block2 and Q-Block1/2 are not handled yet,
-#: so they are unrecognized (block-wise lands with its own issue).
+#: a response. Block1/Block2 (RFC 7959) are handled by the block-wise layers;
+#: OSCORE, EDHOC and Q-Block1/2 are not handled yet, so they are unrecognized.
 RECOGNIZED_RESPONSE_OPTIONS = frozenset(
     int(n)
     for n in (
@@ -37,6 +37,8 @@ RECOGNIZED_RESPONSE_OPTIONS = frozenset(
         _N.ACCEPT,
         _N.PROXY_URI,
         _N.PROXY_SCHEME,
+        _N.BLOCK2,
+        _N.BLOCK1,
     )
 )
 
