@@ -253,9 +253,9 @@ def measure(client: str, server: Server, repeat: int, expected: str, timeout: fl
             for _ in range(repeat):
                 out.unlink(missing_ok=True)
                 started = time.perf_counter()
+                command = ["taskset", "-c", str(CLIENT_CPU), binary, "-b", str(BLOCK_SIZE)]
                 done = subprocess.run(
-                    ["taskset", "-c", str(CLIENT_CPU), binary, "-b", str(BLOCK_SIZE)]
-                    + ["-o", str(out), server.uri],
+                    [*command, "-o", str(out), server.uri],
                     capture_output=True,
                     timeout=timeout,
                     check=False,
