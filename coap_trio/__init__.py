@@ -7,6 +7,7 @@ underscore are private. See ``docs/architecture.md`` for the layers.
 from . import codec, linkformat, response_errors
 from .block import BlockValue
 from .client import Request
+from .client_blockwise import ResponseStream
 from .context import Context, ContextStatistics, open_context
 from .errors import (
     BadResponseError,
@@ -17,10 +18,12 @@ from .errors import (
     MessageFormatError,
     NetworkError,
     RemoteProtocolError,
+    RepresentationChangedError,
     RequestCancelledError,
     RequestError,
     RequestTimeoutError,
     ResetByPeerError,
+    ResponseTooLargeError,
     UnresolvableHostError,
     UnsupportedTransportError,
 )
@@ -96,12 +99,15 @@ __all__ = [
     "Options",
     "Origin",
     "RemoteProtocolError",
+    "RepresentationChangedError",
     "Request",
     "RequestCancelledError",
     "RequestError",
     "RequestTimeoutError",
     "ResetByPeerError",
     "Resource",
+    "ResponseStream",
+    "ResponseTooLargeError",
     "Site",
     "TransmissionParameters",
     "Type",

@@ -18,6 +18,9 @@ Decided behaviours:
   raises :class:`RequestCancelledError`.
 * Leaving the Context fails every unfinished request with
   :class:`RequestCancelledError`.
+* A block-wise transfer (RFC 7959) is one Request: ``.response`` is the
+  assembled response, and cancelling (either way above) stops the transfer
+  before its next block goes out.
 
 Must not know about sockets or the wire format.
 """
@@ -63,6 +66,8 @@ class Request:
         "_waiters",
         "exchange",
         "observation",
+        "transfer",
+        "wire",
     )
 
     def __init__(self, message: Message, abandon: Callable[[Request], None]) -> None:
@@ -76,6 +81,12 @@ class Request:
         self.exchange: Any = None
         #: The Observation fed by this request's responses, when it is one.
         self.observation: Any = None
+        #: Block-wise state (:mod:`coap_trio.client_blockwise`): None while the
+        #: request may still turn block-wise, False when it is sent and answered
+        #: as is (no block-wise handling), else the transfer in progress.
+        self.transfer: Any = None
+        #: The message the first exchange sends (the first block of an upload).
+        self.wire = message
 
     @property
     def request(self) -> Message:
@@ -124,11 +135,15 @@ class Request:
         if not self._done.is_set():
             self._response = response
             self._done.set()
+            if self.transfer:
+                self.transfer.on_done()
 
     def _fail(self, error: CoapError) -> None:
         if not self._done.is_set():
             self._error = error
             self._done.set()
+            if self.transfer:
+                self.transfer.on_done()
 
     def __repr__(self) -> str:
         state = "done" if self._done.is_set() else "pending"

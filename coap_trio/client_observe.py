@@ -125,6 +125,7 @@ async def _deregister(
     message.remote = remote
     with trio.move_on_after(timeout):
         request = Request(message, context._abandon)
+        request.transfer = False  # its response is not worth fetching block-wise
         context._inflight.add(request)
         try:
             context._send(request, runner, remote)

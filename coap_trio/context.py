@@ -6,7 +6,10 @@ machines: for each transport endpoint one receive task (the endpoint's
 Received datagrams are processed synchronously in the receive task (no task
 spawn or channel hop per datagram); responses reach waiting requests by
 setting their event; received requests travel to the handler pool through one
-bounded memory channel.
+bounded memory channel. A handler task answers through
+:class:`~coap_trio.server_blockwise.BlockwiseServer` (Block1 reassembly,
+Block2 slicing of responses and notifications, RFC 7959), which renders
+through the :class:`~coap_trio.server.Responder`.
 
 Resource handling: leaving ``async with open_context()`` cancels every task,
 closes every socket, and fails every unfinished request with
@@ -42,6 +45,7 @@ import attrs
 import trio
 
 from .client import Request
+from .client_blockwise import Progress, ResponseStream, UploadTags, open_stream, prepare_request
 from .client_observe import observe_resource
 from .endpoint_runner import EndpointRunner
 from .errors import (
@@ -63,6 +67,7 @@ from .protocol.exchanges import (
 from .protocol.messaging import Messaging
 from .remote import DatagramRemote
 from .server import DEFAULT_MAX_PAYLOAD, Responder, suppressed_by_no_response
+from .server_blockwise import BlockwiseServer
 from .server_observations import ServerObservations
 from .transports.base import DatagramNetwork, EndpointStatistics
 from .uri import Origin, is_ip_literal
@@ -91,6 +96,23 @@ class ContextStatistics:
     handler_errors: int
     #: Requests answered 4.13 because their payload exceeded ``max_request_payload``.
     oversized_requests: int
+    #: Server: Block1 uploads being assembled right now, and the bytes they hold.
+    blockwise_assemblies: int
+    blockwise_assembly_bytes: int
+    #: Server: Block1 uploads completed and handed to their resource.
+    blockwise_uploads_completed: int
+    #: Server: uploads answered 4.13 (body, or its announced Size1, over ``max_body_size``).
+    blockwise_oversized: int
+    #: Server: unfinished uploads dropped before their lifetime because a bound was reached.
+    blockwise_evicted: int
+    #: Server: representations kept for Block2 transfers in progress, and their bytes.
+    cached_representations: int
+    cached_representation_bytes: int
+    #: Server: kept representations dropped before their lifetime because a bound was reached.
+    cached_representations_evicted: int
+    #: Server: later blocks asked for after their representation was dropped (rendered
+    #: again for GET/FETCH, 4.08 otherwise).
+    blockwise_cache_misses: int
 
 
 class Context:
@@ -116,6 +138,8 @@ class Context:
         self._nursery = nursery
         #: Block-wise transfer tunables (client and server side).
         self._blockwise_config = blockwise or BlockwiseConfig()
+        #: The server side of block-wise transfers (bounded assemblies, kept representations).
+        self._blockwise_server = BlockwiseServer(self._blockwise_config, trio.current_time)
         self._network = network
         self._config = config
         self._site = site
@@ -166,6 +190,7 @@ class Context:
     @property
     def statistics(self) -> ContextStatistics:
         """A snapshot of the counters."""
+        blockwise = self._blockwise_server
         return ContextStatistics(
             endpoints=tuple(r.endpoint.statistics for r in self._runners),
             messaging=tuple(r.machine.statistics for r in self._runners),
@@ -174,6 +199,15 @@ class Context:
             dropped_requests=self._dropped,
             handler_errors=self._responder.handler_errors if self._responder else 0,
             oversized_requests=self._responder.oversized if self._responder else 0,
+            blockwise_assemblies=len(blockwise.assembler),
+            blockwise_assembly_bytes=blockwise.assembler.buffered,
+            blockwise_uploads_completed=blockwise.uploads_completed,
+            blockwise_oversized=blockwise.oversized,
+            blockwise_evicted=blockwise.assembler.evicted,
+            cached_representations=len(blockwise.cache),
+            cached_representation_bytes=blockwise.cache.nbytes,
+            cached_representations_evicted=blockwise.cache.evicted,
+            blockwise_cache_misses=blockwise.cache_misses,
         )
 
     def set_nstart(self, nstart: int) -> None:
@@ -183,7 +217,10 @@ class Context:
 
     # -- client --------------------------------------------------------------------
 
-    def request(self, message: Message) -> Request:
+    #: Request-Tags of the block-wise uploads in flight (created on first use).
+    _upload_tags: UploadTags | None = None
+
+    def request(self, message: Message, *, progress: Progress | None = None) -> Request:
         """Start sending ``message`` (a request with ``uri=`` or ``remote=`` set).
 
         Returns at once; the exchange runs whether or not ``.response`` is
@@ -191,12 +228,32 @@ class Context:
         for schemes without a transport yet (``coaps://`` ...), and
         :class:`~coap_trio.errors.LocalProtocolError` for a message that is no
         request or has no destination.
+
+        Block-wise transfers (RFC 7959) are automatic: a payload larger than
+        ``BlockwiseConfig.block_size`` is uploaded in Block1 blocks (with a
+        Request-Tag when another upload to the same resource is in flight),
+        and a response in Block2 blocks is fetched whole: ``.response`` is
+        one message with the whole payload and the first block's options
+        (limited to ``max_body_size``, see :meth:`stream`). A message that
+        already carries Block1, or Block2 with a block number above 0, is
+        sent and answered as is; Block2 number 0 sets the block size of the
+        whole transfer. ``progress(done_bytes, total)`` is called after each
+        block of an upload (total: the body's length) and of a download
+        (total: Size2, or None).
         """
         request = Request(message, self._abandon)
-        route = self._route_now(message)
+        self._start_request(request, progress)
+        return request
+
+    def _start_request(
+        self, request: Request, progress: Progress | None, assemble: bool = True
+    ) -> None:
+        route = self._route_now(request.request)
         if self._closed:  # nothing would ever answer it
             request._fail(RequestCancelledError("the context was closed"))
-            return request
+            return
+        if request.transfer is None:
+            prepare_request(self, request, progress, assemble)
         self._inflight.add(request)
         if route is None:
             self._nursery.start_soon(self._resolve_then_send, request)
@@ -205,8 +262,24 @@ class Context:
                 self._send(request, *route)
             except BaseException:
                 self._inflight.discard(request)
+                if request.transfer:
+                    request.transfer.on_done()
                 raise
-        return request
+
+    def stream(
+        self, target: str | Message, *, progress: Progress | None = None
+    ) -> AbstractAsyncContextManager[ResponseStream]:
+        """Receive a large response chunk by chunk: ``async with ctx.stream(uri) as body:``.
+
+        ``target`` is a URI (a GET is built) or a request message. The block
+        is entered once the first response arrived (``body.response``; an
+        error response needs no iteration); ``async for chunk in body:``
+        yields its payload in chunks, asking for each further Block2 block
+        only when the consumer wants it, so memory stays about one block and
+        no ``max_body_size`` applies. Leaving the block stops the transfer.
+        See :class:`~coap_trio.client_blockwise.ResponseStream`.
+        """
+        return open_stream(self, target, progress)
 
     def observe(
         self,
@@ -387,7 +460,7 @@ class Context:
             request._fail(error)
 
     def _send(self, request: Request, runner: EndpointRunner, remote: DatagramRemote) -> None:
-        exchange, events = runner.machine.send_request(request.request, remote, trio.current_time())
+        exchange, events = runner.machine.send_request(request.wire, remote, trio.current_time())
         exchange.owner = request
         request.exchange = (runner, exchange)
         runner.perform(events)
@@ -438,18 +511,25 @@ class Context:
         observations = self._observations
         assert responder is not None
         assert self._site is not None
+        blockwise = self._blockwise_server
+        needs = self._site.needs_blockwise_assembly
         async for runner, exchange in channel:
             request = exchange.request
             observe = request.opt.observe
             observation = None
+            assemble: bool | None = None
             if observe is not None:
                 key = (exchange.remote, exchange.token)
                 if observe == 0 and request.code in (Code.GET, Code.FETCH):
-                    send = functools.partial(self._notify, runner, exchange)
+                    # Asked once: its notifications are sliced like its response.
+                    assemble = await blockwise.assembles(request, needs)
+                    send = functools.partial(self._notify, runner, exchange, assemble)
                     observation = await observations.prepare(self._site, request, key, send)
                 elif observe == 1:
                     observations.end(key, "deregistered (Observe=1)")
-            response = await responder.handle(request)
+            rendered = await blockwise.respond(request, responder.render, needs, assemble=assemble)
+            suppressed = suppressed_by_no_response(request, rendered.code)
+            response = None if suppressed else rendered
             if observation is not None:
                 if response is not None and response.code.is_successful():
                     exchange.owner = observation
@@ -458,10 +538,16 @@ class Context:
                     observation.end("the registration was not answered with success")
             self._answer(runner, exchange, response)
 
-    @staticmethod
     def _notify(
-        runner: EndpointRunner, exchange: ServerExchange, notification: Message, confirmable: bool
+        self,
+        runner: EndpointRunner,
+        exchange: ServerExchange,
+        blockwise: bool,
+        notification: Message,
+        confirmable: bool,
     ) -> None:
+        if blockwise:  # larger than a block: the first one, the rest kept for follow-up GETs
+            notification = self._blockwise_server.notification(exchange.request, notification)
         machine = runner.machine
         now = trio.current_time()
         runner.perform(machine.notify(exchange, notification, now, confirmable=confirmable))

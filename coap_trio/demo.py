@@ -3,8 +3,11 @@
 Starts a coap_trio server on ``[::1]`` (any free port) with a few resources,
 then, as a client of it in the same process: a GET, a discovery of
 ``/.well-known/core`` with a filter, a PUT then GET, an error response, a
-separate response (a slow resource), and a ping; prints each exchange and
-its bytes on the wire. Must not be imported by the library itself.
+separate response (a slow resource), a block-wise transfer (RFC 7959: a
+6 KiB body fetched in 1024-byte blocks, with a progress line per block), a
+few notifications of an observed counter (RFC 7641), and a ping; prints each
+exchange and its bytes on the wire. Must not be imported by the library
+itself.
 """
 
 from __future__ import annotations
@@ -14,11 +17,17 @@ import time
 import trio
 
 from . import codec
-from .context import open_context
+from .context import Context, open_context
 from .message import Message
 from .numbers import CHANGED, CONTENT, GET, PUT, ContentFormat
+from .observable import ObservableResource
 from .resource import Resource, Site
 from .response_errors import NotFound
+
+#: The block-wise demo body: 6 KiB of numbered lines.
+_BOOK = b"".join(b"line %04d of a body too large for one datagram\n" % n for n in range(140))[
+    : 6 * 1024
+]
 
 
 class _Clock(Resource):
@@ -56,6 +65,34 @@ class _Sensor(Resource):
         return Message(code=CONTENT, payload=b'{"temperature": 21.5}')
 
 
+class _Book(Resource):
+    rt = "book"
+    representations = (ContentFormat.TEXT,)
+
+    async def render_get(self, request: Message) -> Message:
+        return Message(code=CONTENT, payload=_BOOK)
+
+
+class _Counter(ObservableResource):
+    """Counts up every 0.2 s while the demo runs; observers are notified of each step."""
+
+    rt = "counter"
+    representations = (ContentFormat.TEXT,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = 0
+
+    async def render_get(self, request: Message) -> Message:
+        return Message(code=CONTENT, payload=str(self.value).encode())
+
+    async def tick(self) -> None:
+        while True:
+            await trio.sleep(0.2)
+            self.value += 1
+            self.updated_state()
+
+
 def _show(label: str, request: Message, response: Message) -> None:
     print(f"{label}")
     print(f"  -> {request.get_request_uri()}")
@@ -72,8 +109,12 @@ async def run_demo() -> int:
     site.add(["time"], _Clock())
     site.add(["note"], _Note())
     site.add(["sensors", "temp"], _Sensor())
+    site.add(["book"], _Book())
+    counter = _Counter()
+    site.add(["counter"], counter)
     with trio.fail_after(30):
-        async with open_context(bind=("::1", 0), site=site) as server:
+        async with open_context(bind=("::1", 0), site=site) as server, trio.open_nursery() as tasks:
+            tasks.start_soon(counter.tick)
             port = server.addresses[0].port
             base = f"coap://[::1]:{port}"
             print(f"server listening on {base}")
@@ -98,6 +139,8 @@ async def run_demo() -> int:
                 ):
                     response = await client.request(message).response
                     _show(label, message, response)
+                await _blockwise(client, base)
+                await _observe(client, base)
                 rtt = await client.ping(base)
                 print(f"ping {base}: answered (RST) in {rtt * 1000:.2f} ms")
                 stats = server.statistics.messaging[0]
@@ -105,4 +148,32 @@ async def run_demo() -> int:
                     f"server saw {stats.datagrams_received} datagrams, "
                     f"{stats.duplicates} duplicates, {stats.malformed} malformed"
                 )
+            tasks.cancel_scope.cancel()
     return 0
+
+
+async def _blockwise(client: Context, base: str) -> None:
+    print("GET /book (block-wise, 1024-byte blocks)")
+
+    def progress(done: int, total: int | None) -> None:
+        print(f"  block received: {done}/{total if total is not None else '?'} bytes")
+
+    request = client.request(Message(code=GET, uri=f"{base}/book"), progress=progress)
+    response = await request.response
+    intact = "intact" if response.payload == _BOOK else "DIFFERENT"
+    print(
+        f"  <- {response.code.dotted} {response.code.name_printable}: "
+        f"{len(response.payload)} bytes, {intact}"
+    )
+
+
+async def _observe(client: Context, base: str) -> None:
+    print("observe /counter (three notifications, then deregister)")
+    async with client.observe(f"{base}/counter") as notifications:
+        seen = 0
+        async for response in notifications:
+            print(f"  <- observe={response.opt.observe} value={response.payload.decode()}")
+            seen += 1
+            if seen == 4:
+                break
+    print("  left the observation (deregistered)")

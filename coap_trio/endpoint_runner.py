@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from .client import Request
+from .client_blockwise import take_notification, take_response
+from .message import Message
 from .observable import ServerObservation
 from .protocol.exchanges import (
     ClientExchange,
@@ -78,23 +80,36 @@ class EndpointRunner:
             elif kind is ResponseReceived:
                 exchange = event.exchange  # type: ignore[attr-defined]
                 request: Request = exchange.owner
-                request._succeed(event.response)  # type: ignore[attr-defined]
-                self.context._inflight.discard(request)
+                response: Message | None = event.response  # type: ignore[attr-defined]
                 observation = request.observation
                 if observation is not None:
+                    assert response is not None
+                    request._succeed(response)
+                    self.context._inflight.discard(request)
                     final = exchange.state is not ClientState.OBSERVING
-                    observation._push(event.response, final)  # type: ignore[attr-defined]
-                elif exchange.state is ClientState.OBSERVING:
+                    if not take_notification(self, request, response, final):
+                        observation._push(response, final)
+                    continue
+                if request.transfer is not False:  # block-wise may go on (RFC 7959)
+                    response = take_response(self, request, response)  # type: ignore[arg-type]
+                if response is not None:
+                    request._succeed(response)
+                    self.context._inflight.discard(request)
+                if exchange.state is ClientState.OBSERVING:
                     # A plain request that happened to register an observation
                     # (Observe=0): nobody will read notifications, so end it;
                     # later notifications then get RST (RFC 7641 §3.6).
                     later.append(exchange)
             elif kind is NotificationReceived:
                 exchange = event.exchange  # type: ignore[attr-defined]
-                observation = exchange.owner.observation
+                request = exchange.owner
+                observation = request.observation
                 if observation is not None:
                     final = exchange.state is not ClientState.OBSERVING
-                    observation._push(event.response, final)  # type: ignore[attr-defined]
+                    response = event.response  # type: ignore[attr-defined]
+                    assert response is not None
+                    if not take_notification(self, request, response, final):
+                        observation._push(response, final)
             elif kind is RequestFailed:
                 request = event.exchange.owner  # type: ignore[attr-defined]
                 request._fail(event.error)  # type: ignore[attr-defined]

@@ -21,10 +21,12 @@ __all__ = [
     "MessageFormatError",
     "NetworkError",
     "RemoteProtocolError",
+    "RepresentationChangedError",
     "RequestCancelledError",
     "RequestError",
     "RequestTimeoutError",
     "ResetByPeerError",
+    "ResponseTooLargeError",
     "UnresolvableHostError",
     "UnsupportedTransportError",
 ]
@@ -165,3 +167,34 @@ class RequestCancelledError(RequestError):
 
 class UnsupportedTransportError(LocalProtocolError):
     """The URI's scheme needs a transport this stack does not provide yet (coaps://, ...)."""
+
+
+class RepresentationChangedError(RequestError):
+    """The resource changed while its representation was transferred block by block.
+
+    The ETag of a later block differed from the first block's (RFC 7959
+    §2.4). ``Context.request`` restarts from block 0 twice before raising
+    this; a stream (``Context.stream``) raises it at once.
+    """
+
+
+class ResponseTooLargeError(RequestError):
+    """A block-wise response is larger than ``BlockwiseConfig.max_body_size``.
+
+    Raised when Size2 announces more, or more bytes arrive. Use
+    ``Context.stream`` to receive large representations chunk by chunk
+    without assembling them in memory.
+    """
+
+    #: The size announced (Size2) or reached so far, in bytes.
+    size: int
+    #: The limit that was exceeded.
+    limit: int
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the response has at least {size} bytes, more than max_body_size {limit}:"
+            " use Context.stream() for large representations"
+        )
+        self.size = size
+        self.limit = limit

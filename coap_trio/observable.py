@@ -151,16 +151,30 @@ class ServerObservation:
         else:
             self._callback = cancellation_callback
 
+    def set_con_interval(self, seconds: float) -> None:
+        """Make a notification confirmable whenever ``seconds`` passed since the last CON one.
+
+        ``0`` makes every notification confirmable (what the ETSI plugtest's
+        ``/obs`` asks for); the default is :data:`DEFAULT_CON_INTERVAL`.
+        """
+        if not seconds >= 0:
+            raise ValueError(f"con_interval must be >= 0, got {seconds!r}")
+        self._con_interval = seconds
+
     def trigger(self, response: Message | None = None) -> None:
         """The state changed: send a notification (never blocks; ignored once ended).
 
         Without ``response`` the registration request is rendered again;
         with one, a copy of it is sent instead (so one message may be given
         to many observations). Triggers arriving before the previous
-        notification went out collapse into one; the latest one wins.
+        notification went out collapse into one; the latest one wins, except
+        that nothing replaces a pending final (4.xx/5.xx) notification.
         """
         if self.ended:
             return
+        pending = self._pending_response
+        if self._pending and pending is not None and pending.code.is_error():
+            return  # a final notification is on its way: nothing may replace it
         self._pending = True
         self._pending_response = response
         self._wake()
@@ -308,6 +322,9 @@ class ObservableResource(Resource):
     """
 
     obs = True
+    #: Seconds between confirmable notifications of each observation (0: all
+    #: CON); None leaves the observation's default (:data:`DEFAULT_CON_INTERVAL`).
+    con_interval: float | None = None
 
     def __init__(self) -> None:
         self._observations: set[interfaces.ServerObservation] = set()
@@ -323,7 +340,9 @@ class ObservableResource(Resource):
     async def add_observation(
         self, request: Message, observation: interfaces.ServerObservation
     ) -> None:
-        """Accept ``observation`` and keep it until it ends."""
+        """Accept ``observation`` and keep it until it ends (applying :attr:`con_interval`)."""
+        if self.con_interval is not None and isinstance(observation, ServerObservation):
+            observation.set_con_interval(self.con_interval)
         observation.accept(self._cancelled_callback())
         if not getattr(observation, "ended", False):  # accept() runs it at once if over
             observations = self._observation_set()

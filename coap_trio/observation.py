@@ -46,13 +46,17 @@ class Observation:
     :class:`ObservationError` for an error response or the request's
     :class:`~coap_trio.errors.RequestError` when it failed. At most ``keep``
     undelivered notifications are buffered: older ones are dropped (counted in
-    :attr:`dropped_slow`) so a slow consumer gets the latest state.
+    :attr:`dropped_slow`) so a slow consumer gets the latest state. A
+    response sent in Block2 blocks (RFC 7959 §2.6) is delivered once all its
+    blocks are fetched, as one message keeping the first block's Observe; a
+    newer notification arriving meanwhile cancels that fetch (latest wins).
     """
 
     __slots__ = (
         "_buffer",
         "_ended",
         "_error",
+        "_fetch",
         "_order",
         "_wakeup",
         "dropped_slow",
@@ -71,6 +75,9 @@ class Observation:
         self._wakeup = trio.Event()
         self._ended = False
         self._error: CoapError | None = None
+        #: The block-wise fetch of a notification in progress (RFC 7959 §2.6):
+        #: its cancel scope and Observe value (see coap_trio.client_blockwise).
+        self._fetch: tuple[trio.CancelScope, int | None] | None = None
         #: Responses received (fresh ones, including the first).
         self.received = 0
         #: Notifications dropped as older than one already seen (§3.4).
@@ -109,6 +116,9 @@ class Observation:
         self._wakeup.set()
 
     def _fail(self, error: CoapError) -> None:
+        if self._fetch is not None:
+            self._fetch[0].cancel()
+            self._fetch = None
         if not self._ended:
             self._ended = True
             self._error = error

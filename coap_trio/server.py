@@ -103,6 +103,20 @@ class Responder:
 
     async def handle(self, request: Message) -> Message | None:
         """Render ``request``; returns the response, or None when No-Response suppresses it."""
+        response = await self.render(request)
+        if suppressed_by_no_response(request, response.code):
+            return None
+        return response
+
+    async def render(self, request: Message) -> Message:
+        """Render ``request`` with the site; errors become their response (never raises).
+
+        A :class:`RenderableError` gives its response, any other exception
+        (or a result that is no response message) 5.00 with an empty
+        payload, logged and counted. No-Response is not applied here (see
+        :meth:`handle`): the block-wise layer renders through this and
+        applies it to what it finally sends.
+        """
         try:
             response = await self.site.render(request)
             if not isinstance(response, Message):
@@ -115,6 +129,4 @@ class Responder:
             self.handler_errors += 1
             logger.exception("handler failed for %r", request)
             response = Message(code=Code.INTERNAL_SERVER_ERROR)
-        if suppressed_by_no_response(request, response.code):
-            return None
         return response

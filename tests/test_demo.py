@@ -22,6 +22,16 @@ def test_demo_runs_and_shows_real_exchanges() -> None:
     assert "CON 2.05 Content" in out  # the separate response
     assert "4.04 Not Found" in out
     assert "answered (RST)" in out
+    # the block-wise transfer: six 1024-byte blocks, each reported, the body intact
+    assert out.count("  block received: ") == 6
+    assert "block received: 6144/6144 bytes" in out
+    assert "6144 bytes, intact" in out
+    # four responses of the observation: the registration, then three notifications
+    values = [int(line.rsplit("=", 1)[1]) for line in out.splitlines() if " value=" in line]
+    assert len(values) == 4
+    assert values == sorted(values)
+    assert len(set(values)) == 4
+    assert "left the observation (deregistered)" in out
 
 
 def test_codec_demo_round_trips() -> None:

@@ -12,8 +12,9 @@ text starting with :data:`LIBCOAP_INDEX_PREFIX`, Max-Age 0x2FFFF), ``/time``
 ``/async?N`` (answers ``done`` after N seconds: a separate response to a CON),
 ``/example_data`` (PUT stores: 2.01 the first time, 2.04 after; GET returns
 what was stored). Before any PUT, ``/example_data`` holds 1500 bytes and
-answers block-wise, which coap_trio does not handle yet (Block2 is an
-unrecognized critical option: BadResponseError), so every test PUTs first.
+answers block-wise (Block2 with Size2); the tests here PUT small values
+first so that each exchange is a single message. Block-wise transfers
+against these peers are tested in ``test_interop_client_blockwise.py``.
 """
 
 from __future__ import annotations

@@ -40,7 +40,9 @@ class MessagingConfig:
     recognized_response_options: frozenset[int] = RECOGNIZED_RESPONSE_OPTIONS
 
 
-def _check_block_size(instance: BlockwiseConfig, attribute: attrs.Attribute[int], value: int) -> None:
+def _check_block_size(
+    instance: BlockwiseConfig, attribute: attrs.Attribute[int], value: int
+) -> None:
     if value not in (16, 32, 64, 128, 256, 512, 1024):
         raise ValueError(f"block size {value} is not a power of two in 16..1024")
 

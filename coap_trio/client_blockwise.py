@@ -1,0 +1,661 @@
+"""The client side of block-wise transfers (RFC 7959) in the trio shell.
+
+Owns what turns one :class:`~coap_trio.client.Request` into several block
+exchanges and back into one response: cutting a large request body into
+Block1 blocks (with a Request-Tag, RFC 9175, when another upload to the same
+resource is in flight from this Context), fetching the remaining Block2
+blocks of a response, retrying a request refused with 4.13 block-wise, the
+blocks of multi-block notifications (RFC 7959 §2.6, latest wins), and
+:class:`ResponseStream` (``Context.stream``), which hands a representation
+out chunk by chunk and asks for the next block only when the consumer does.
+
+The protocol decisions (which block next, the consistency checks) live in
+:mod:`coap_trio.protocol.blockwise_client`; this module sends and awaits.
+
+Tasks: the first exchange of a request is sent and answered like any other
+(no task). Only when a second block is needed does one task per transfer
+start in the Context's nursery; it awaits each block's response in turn, so
+cancelling it (``Request.cancel()``, the last waiter cancelled, leaving the
+Context) abandons the block exchange in flight and sends nothing more.
+A stream needs no task: the consumer's task drives it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from .block import BlockValue
+from .client import Request
+from .errors import (
+    BadResponseError,
+    CoapError,
+    RepresentationChangedError,
+    RequestCancelledError,
+    RequestError,
+)
+from .message import Message
+from .numbers.codes import Code
+from .numbers.optionnumbers import OptionNumber
+from .protocol.blockwise_client import (
+    Block1Upload,
+    Block2Download,
+    DownloadComplete,
+    FetchBlock,
+    SendBlock,
+    szx_for,
+    without_block_options,
+)
+from .protocol.observe import is_newer
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .endpoint_runner import EndpointRunner
+    from .observation import Observation
+
+__all__ = [
+    "Progress",
+    "ResponseStream",
+    "UploadTags",
+    "open_stream",
+    "prepare_request",
+    "take_notification",
+    "take_response",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``progress(done_bytes, total)``: called after each block of a transfer.
+Progress = Callable[[int, "int | None"], None]
+
+_N = OptionNumber
+_BLOCK2 = int(_N.BLOCK2)
+_BLOCK1 = int(_N.BLOCK1)
+_MAX_BLOCK_SIZE = 1024
+
+
+# -- Request-Tags (RFC 9175) ---------------------------------------------------------------
+
+
+class UploadTags:
+    """Request-Tag values of the uploads in flight, per resource (RFC 9175 §3).
+
+    The first upload to a resource goes without Request-Tag (absent is a
+    value of its own, §3.2); each concurrent one gets a value no upload in
+    flight to that resource uses, so the server never mixes their blocks.
+    """
+
+    def __init__(self) -> None:
+        self._active: dict[Hashable, set[bytes | None]] = {}
+        self._counter = 0
+
+    def acquire(self, key: Hashable) -> bytes | None:
+        """A Request-Tag for a new upload to ``key`` (None: send none)."""
+        active = self._active.setdefault(key, set())
+        tag: bytes | None = None
+        while tag in active:
+            self._counter = (self._counter + 1) & 0xFFFFFFFF
+            tag = self._counter.to_bytes(4, "big")
+        active.add(tag)
+        return tag
+
+    def release(self, key: Hashable, tag: bytes | None) -> None:
+        """The upload to ``key`` with ``tag`` ended."""
+        active = self._active.get(key)
+        if active is not None:
+            active.discard(tag)
+            if not active:
+                del self._active[key]
+
+    def __len__(self) -> int:
+        return sum(len(active) for active in self._active.values())
+
+
+def _upload_key(message: Message) -> Hashable:
+    opt = message.opt
+    return (message.remote, opt.uri_host, opt.uri_port, opt.uri_path, opt.uri_query)
+
+
+def _tags(context: Context) -> UploadTags:
+    tags = context._upload_tags
+    if tags is None:
+        tags = context._upload_tags = UploadTags()
+    return tags
+
+
+# -- building block requests -------------------------------------------------------------
+
+
+def _block1_request(
+    original: Message, step: SendBlock, total: int, tag: bytes | None, keep_token: bool
+) -> Message:
+    message = original.copy(payload=step.payload, mid=None)
+    if not keep_token:
+        message.token = b""
+    opt = message.opt
+    opt.block1 = step.block
+    if step.block.more:  # early Block2 negotiation goes with the last block (§3.2)
+        opt.remove(_N.BLOCK2)
+    opt.size1 = total if step.block.num == 0 else None
+    if tag is not None:  # else: none, or the one the caller set
+        opt.request_tag = (tag,)
+    return message
+
+
+def _block2_request(original: Message, block: BlockValue, keep_payload: bool) -> Message:
+    """The request for ``block`` of the response to ``original`` (a new token)."""
+    message = original.copy(token=b"", mid=None)
+    if not keep_payload:
+        message.payload = b""
+    opt = message.opt
+    for number in (_N.BLOCK1, _N.SIZE1, _N.REQUEST_TAG, _N.OBSERVE):
+        opt.remove(number)
+    opt.block2 = block
+    return message
+
+
+def _has_block_option(message: Message) -> bool:
+    """Whether ``message`` carries Block1 or Block2 (one pass over the sorted options)."""
+    for number, _ in message.opt._items:
+        if number in (_BLOCK2, _BLOCK1):
+            return True
+        if number > _BLOCK1:
+            return False
+    return False
+
+
+def _wants_blocks(response: Message) -> bool:
+    """A successful response that is the first of several Block2 blocks."""
+    if not response.code.is_successful() or _N.BLOCK2 not in response.opt:
+        return False
+    block = response.opt.block2
+    return block is not None and block.more
+
+
+def _plain(response: Message) -> Message:
+    """A single-block response without its Block1/Block2 (nothing was assembled)."""
+    return without_block_options(response) if _has_block_option(response) else response
+
+
+# -- one block exchange ------------------------------------------------------------------------
+
+
+class _Blocks:
+    """Sends block requests one at a time on the first exchange's endpoint and remote."""
+
+    __slots__ = ("context", "current", "remote", "runner")
+
+    def __init__(self, context: Context, runner: EndpointRunner, remote: Hashable) -> None:
+        self.context = context
+        self.runner = runner
+        self.remote = remote
+        #: The block request in flight (cancelled with the transfer).
+        self.current: Request | None = None
+
+    async def exchange(self, message: Message) -> Message:
+        """Send ``message`` (never handled block-wise itself) and await its response."""
+        sub = Request(message, self.context._abandon)
+        sub.transfer = False
+        self.current = sub
+        try:
+            self.context._send(sub, self.runner, self.remote)  # type: ignore[arg-type]
+            return await sub.response
+        finally:
+            self.current = None
+
+    def stop(self) -> None:
+        """Abandon the block request in flight, at once (nothing more on the wire)."""
+        current = self.current
+        if current is not None:
+            current.cancel()
+
+    async def download(
+        self,
+        original: Message,
+        first: Message,
+        requested: BlockValue | None,
+        report: Callable[[int, int | None], None],
+        *,
+        max_body_size: int | None,
+        keep_payload: bool,
+    ) -> Message:
+        """Fetch the remaining blocks of ``first`` and return the assembled response."""
+        download = Block2Download(max_body_size=max_body_size)
+        step = download.start(first, requested)
+        while isinstance(step, FetchBlock):
+            if not step.restart:
+                report(download.received, download.size)
+            request = _block2_request(original, step.block, keep_payload)
+            step = download.feed(await self.exchange(request))
+        report(download.received, download.size)
+        assert step.response is not None
+        return step.response
+
+
+# -- the transfer behind one Request ----------------------------------------------------------
+
+
+class _Transfer:
+    """The block-wise state of one Request (upload, download, 4.13 retry)."""
+
+    def __init__(
+        self, context: Context, request: Request, progress: Progress | None, assemble: bool
+    ) -> None:
+        self.context = context
+        self.request = request
+        self.progress = progress
+        #: False for a stream: the first response of a download is returned as is.
+        self.assemble = assemble
+        self.upload: Block1Upload | None = None
+        self.tag_key: Hashable = None
+        self.tag: bytes | None = None
+        self.tagged = False
+        self.retried = False
+        self.scope = trio.CancelScope()
+        self.blocks: _Blocks | None = None
+
+    # -- uploads
+
+    def start_upload(self, szx: int) -> Message:
+        """Cut the body into blocks of ``szx``; the message for block 0."""
+        original = self.request.request
+        self.upload = Block1Upload(original.payload, szx)
+        if not self.tagged:
+            self.tag_key = _upload_key(original)
+            self.tag = _tags(self.context).acquire(self.tag_key)
+            self.tagged = True
+        return self._block1(self.upload.first(), keep_token=True)
+
+    def _block1(self, step: SendBlock, keep_token: bool = False) -> Message:
+        assert self.upload is not None
+        return _block1_request(self.request.request, step, self.upload.total, self.tag, keep_token)
+
+    # -- the first response, synchronously in the endpoint's receive task
+
+    def needs_task(self, response: Message) -> bool:
+        """Whether ``response`` (to the first exchange) calls for more exchanges."""
+        if self.upload is not None:
+            return True
+        if self._retry_size(response) is not None:
+            return True
+        return self.assemble and _wants_blocks(response)
+
+    def _retry_size(self, response: Message) -> int | None:
+        """The SZX to retry a plain request refused with 4.13 at (RFC 7959 §2.9.3)."""
+        if (
+            response.code is not Code.REQUEST_ENTITY_TOO_LARGE
+            or self.retried
+            or not self.request.request.payload
+        ):
+            return None
+        block1 = response.opt.block1
+        size1 = response.opt.size1
+        limit = self.context._blockwise_config.block_size
+        if block1 is not None and not block1.is_bert:
+            return min(block1.szx, szx_for(limit))
+        if size1 is not None:
+            return szx_for(min(size1, limit))
+        return None
+
+    # -- the task
+
+    async def run(self, runner: EndpointRunner, remote: Hashable, response: Message) -> None:
+        """Drive the transfer from the first response to the end (one task)."""
+        request = self.request
+        try:
+            with self.scope:
+                try:
+                    result = await self._complete(runner, remote, response)
+                except CoapError as error:
+                    request._fail(error)
+                else:
+                    request._succeed(result)
+        finally:
+            request._fail(RequestCancelledError("the transfer was stopped"))
+            self.context._inflight.discard(request)
+
+    async def _complete(
+        self, runner: EndpointRunner, remote: Hashable, response: Message
+    ) -> Message:
+        blocks = self.blocks = _Blocks(self.context, runner, remote)
+        original = self.request.request
+        requested = self.request.wire.opt.block2
+        if self.upload is None:
+            szx = self._retry_size(response)
+            if szx is not None:
+                self.retried = True
+                response = await blocks.exchange(self.start_upload(szx))
+        if self.upload is not None:
+            response = await self._upload(blocks, response)
+            requested = original.opt.block2  # None, or block 0 (sent with the last block)
+        if not self.assemble:
+            return response
+        if _wants_blocks(response):
+            keep_payload = original.code is Code.FETCH and self.upload is None
+            return await blocks.download(
+                original,
+                response,
+                requested,
+                self._report,
+                max_body_size=self.context._blockwise_config.max_body_size,
+                keep_payload=keep_payload,
+            )
+        return _plain(response)
+
+    async def _upload(self, blocks: _Blocks, response: Message) -> Message:
+        upload = self.upload
+        assert upload is not None
+        while True:
+            step = upload.feed(response)
+            if isinstance(step, SendBlock):
+                self._report(upload.acknowledged, upload.total)
+                response = await blocks.exchange(self._block1(step))
+                continue
+            response = step.response
+            block1 = response.opt.block1
+            if (
+                response.code is Code.REQUEST_ENTITY_TOO_LARGE
+                and not self.retried
+                and block1 is not None
+                and block1.szx < upload.szx
+            ):
+                # The server asks for smaller blocks (§2.9.3): start over once.
+                self.retried = True
+                upload = self.upload = Block1Upload(self.request.request.payload, block1.szx)
+                response = await blocks.exchange(self._block1(upload.first()))
+                continue
+            if upload.acknowledged == upload.total:
+                self._report(upload.total, upload.total)
+            return response
+
+    def _report(self, done: int, total: int | None) -> None:
+        progress = self.progress
+        if progress is not None:
+            try:
+                progress(done, total)
+            except Exception as error:
+                raise RequestError(f"the progress callback raised {error!r}") from error
+
+    # -- the end
+
+    def on_done(self) -> None:
+        """The Request ended (answered, failed, cancelled): stop and release everything."""
+        if self.tagged:
+            self.tagged = False
+            _tags(self.context).release(self.tag_key, self.tag)
+        self.scope.cancel()
+        if self.blocks is not None:
+            self.blocks.stop()
+
+
+# -- hooks for the Context and the endpoint runner ----------------------------------------------
+
+
+def prepare_request(
+    context: Context, request: Request, progress: Progress | None, assemble: bool = True
+) -> None:
+    """Decide how ``request`` goes out: as is, or block-wise (before it is sent).
+
+    With ``assemble`` False (a stream) a block-wise response is not fetched:
+    the request ends with its first block.
+    """
+    message = request.request
+    opt = message.opt
+    has_block = _has_block_option(message)
+    if has_block:
+        block2 = opt.block2
+        if _N.BLOCK1 in opt or block2 is None or block2.num != 0:
+            request.transfer = False  # the user drives the blocks: sent and returned as is
+            return
+    config = context._blockwise_config
+    if len(message.payload) > config.block_size:
+        transfer = _Transfer(context, request, progress, assemble)
+        request.transfer = transfer
+        request.wire = transfer.start_upload(config.szx)
+        return
+    if progress is not None or not assemble:
+        request.transfer = _Transfer(context, request, progress, assemble)
+    if (
+        config.block_size < _MAX_BLOCK_SIZE
+        and not has_block  # a Block2 0 of the caller's wins
+        and message.code in (Code.GET, Code.FETCH)
+    ):
+        request.wire = message.copy(block2=BlockValue(0, False, config.szx))
+
+
+def take_response(runner: EndpointRunner, request: Request, response: Message) -> Message | None:
+    """The response the Request ends with, or None when the transfer goes on in a task."""
+    transfer = request.transfer
+    if transfer is None:
+        code = response.code
+        if code is Code.REQUEST_ENTITY_TOO_LARGE:
+            if not request.request.payload:
+                return response
+        elif not _has_block_option(response):  # the common case: nothing to do
+            return response
+        elif not _wants_blocks(response):
+            return _plain(response) if code.is_successful() else response
+        transfer = request.transfer = _Transfer(runner.context, request, None, assemble=True)
+    elif transfer is False:
+        return response
+    assert isinstance(transfer, _Transfer)
+    if not transfer.needs_task(response):
+        return _plain(response) if transfer.assemble else response
+    context = runner.context
+    if context._closed:
+        return response
+    _, exchange = request.exchange
+    context._nursery.start_soon(transfer.run, runner, exchange.remote, response)
+    return None
+
+
+def take_notification(
+    runner: EndpointRunner, request: Request, response: Message, final: bool
+) -> bool:
+    """Whether a response of an observation is taken here: the first block of a
+    multi-block notification (its other blocks are fetched, RFC 7959 §2.6) or one
+    older than the notification being fetched. A newer one cancels that fetch."""
+    observation: Observation = request.observation
+    observe = response.opt.observe
+    fetching = observation._fetch
+    if fetching is not None:
+        scope, value = fetching
+        if final or observe is None or value is None or is_newer(value, 0.0, observe, 0.0):
+            scope.cancel()  # latest wins
+            observation._fetch = None
+        elif _wants_blocks(response):
+            observation.dropped_stale += 1
+            return True
+    if not _wants_blocks(response):
+        return False
+    context = runner.context
+    if context._closed:
+        return True
+    _, exchange = request.exchange
+    scope = trio.CancelScope()
+    observation._fetch = (scope, observe)
+    context._nursery.start_soon(
+        _fetch_notification,
+        _Blocks(context, runner, exchange.remote),
+        exchange.request,
+        response,
+        final,
+        observation,
+        scope,
+    )
+    return True
+
+
+async def _fetch_notification(
+    blocks: _Blocks,
+    registration: Message,
+    first: Message,
+    final: bool,
+    observation: Observation,
+    scope: trio.CancelScope,
+) -> None:
+    """Fetch the remaining blocks of one notification, then hand it to the observation."""
+    config = blocks.context._blockwise_config
+    observe = first.opt.observe
+    try:
+        with scope:
+            try:
+                assembled = await blocks.download(
+                    registration,
+                    first,
+                    None,
+                    lambda done, total: None,
+                    max_body_size=config.max_body_size,
+                    keep_payload=registration.code is Code.FETCH,
+                )
+            except RepresentationChangedError:
+                # Changing while we fetched it: a newer notification is on its way.
+                logger.debug("notification dropped: its representation kept changing")
+                observation.dropped_stale += 1
+                return
+            except CoapError as error:
+                observation._fail(error)
+                return
+            if observe is not None and assembled.opt.observe is None:
+                assembled.opt.observe = observe  # restarted from a block without Observe
+            if observation._fetch is not None and observation._fetch[0] is scope:
+                observation._fetch = None
+            observation._push(assembled, final)
+    finally:
+        if observation._fetch is not None and observation._fetch[0] is scope:
+            observation._fetch = None
+        blocks.stop()
+
+
+# -- streams -----------------------------------------------------------------------------------
+
+
+class ResponseStream:
+    """A response received chunk by chunk: ``async for chunk in body:``.
+
+    Returned by ``async with ctx.stream(uri) as body:``. :attr:`response` is
+    the first response (with the first block's payload and options); for a
+    block-wise response each further block is requested only when the
+    consumer asks for the next chunk, so memory stays about one block
+    whatever the size. Iterating yields the first block's payload first.
+    An ETag change between blocks raises
+    :class:`~coap_trio.errors.RepresentationChangedError` at once (the chunks
+    already handed out cannot be taken back); protocol violations raise
+    :class:`~coap_trio.errors.BadResponseError`.
+    """
+
+    __slots__ = (
+        "_blocks",
+        "_download",
+        "_original",
+        "_pending",
+        "_progress",
+        "_step",
+        "response",
+    )
+
+    def __init__(
+        self,
+        response: Message,
+        original: Message,
+        requested: BlockValue | None,
+        blocks: _Blocks | None,
+        progress: Progress | None,
+    ) -> None:
+        #: The first response (for a block-wise one: block 0 with its options).
+        self.response = response
+        self._original = original
+        self._blocks = blocks
+        self._progress = progress
+        self._download: Block2Download | None = None
+        self._step: FetchBlock | DownloadComplete
+        if blocks is not None and _wants_blocks(response):
+            self._download = Block2Download(keep_body=False)
+            self._step = self._download.start(response, requested)
+        else:
+            self._step = DownloadComplete(None, response.payload)
+        self._pending: bytes | None = self._step.chunk or None
+
+    @property
+    def size(self) -> int | None:
+        """The representation's size: Size2 of a block-wise response (None when
+        not announced), the payload's length for a response in one piece."""
+        if self._download is None:
+            return len(self.response.payload)
+        return self._download.size
+
+    @property
+    def received(self) -> int:
+        """Bytes received so far (including chunks not yet iterated)."""
+        if self._download is None:
+            return len(self.response.payload)
+        return self._download.received
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            await trio.lowlevel.checkpoint()
+            self._report()
+            return pending
+        step = self._step
+        if not isinstance(step, FetchBlock):
+            raise StopAsyncIteration
+        assert self._download is not None
+        assert self._blocks is not None
+        keep_payload = self._original.code is Code.FETCH and not self._original.opt.block1
+        request = _block2_request(self._original, step.block, keep_payload)
+        response = await self._blocks.exchange(request)
+        self._step = self._download.feed(response)
+        self._report()
+        return self._step.chunk
+
+    def _report(self) -> None:
+        if self._progress is not None:
+            self._progress(self.received, self.size)
+
+    def _close(self) -> None:
+        if self._blocks is not None:
+            self._blocks.stop()
+        self._step = DownloadComplete(None, b"")
+        self._pending = None
+
+
+@asynccontextmanager
+async def open_stream(
+    context: Context, target: str | Message, progress: Progress | None
+) -> AsyncIterator[ResponseStream]:
+    """The implementation of :meth:`coap_trio.context.Context.stream`."""
+    message = Message(code=Code.GET, uri=target) if isinstance(target, str) else target
+    request = Request(message, context._abandon)
+    if _N.BLOCK1 in message.opt or (message.opt.block2 is not None and message.opt.block2.num != 0):
+        request.transfer = False
+        blockwise = False
+    else:
+        blockwise = True
+    context._start_request(request, progress, assemble=False)
+    try:
+        response = await request.response
+    except BaseException:
+        request.cancel()
+        raise
+    blocks = None
+    if blockwise and request.exchange is not None:
+        runner, exchange = request.exchange
+        blocks = _Blocks(context, runner, exchange.remote)
+    if blockwise and response.code.is_successful() and _N.BLOCK2 in response.opt:
+        block = response.opt.block2
+        if block is not None and block.num != 0:
+            raise BadResponseError(f"the first response is block {block}, not block 0")
+    stream = ResponseStream(response, message, request.wire.opt.block2, blocks, progress)
+    try:
+        yield stream
+    finally:
+        stream._close()

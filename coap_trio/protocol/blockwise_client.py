@@ -1,0 +1,329 @@
+"""Client-side block-wise transfers (RFC 7959), sans I/O.
+
+Owns two state machines:
+
+* :class:`Block2Download` -- which block to ask for next when a response
+  comes in pieces (RFC 7959 §2.4), the checks each piece must pass (block
+  number, size, Size2, ETag consistency) and the assembled response;
+* :class:`Block1Upload` -- how a request body is cut into Block1 blocks and
+  how the server's 2.31 Continue answers steer the next one (§2.3, size
+  renegotiation with block numbers rescaled).
+
+Knows nothing of trio, sockets, tokens or clocks: the caller sends the
+requests these machines ask for and feeds them the responses. Errors are
+raised as the :class:`~coap_trio.errors.RequestError` the request ends with.
+
+Decisions where RFC 7959 leaves room:
+
+* The size a download continues with is the size of the server's last block
+  (never larger: a block larger than asked for is a protocol violation).
+* Every block must answer with the first block's response code; a later
+  block answered with anything else (an error, say) is a bad response.
+* ETag consistency (§2.4): a later block whose ETag differs from the first
+  block's, appears or disappears means the representation changed; the
+  download restarts from block 0 (``max_restarts`` times, then
+  :class:`~coap_trio.errors.RepresentationChangedError`). A stream, which
+  cannot take back bytes it handed out, raises at once.
+* Size2 is a hint of the total, but a block reaching past it is a protocol
+  violation (the server announced less than it sends).
+* In 2.31 Continue the acknowledged block number may be given in the old or
+  in the new (smaller) size; both are accepted. A larger size than the one
+  sent is not followed (the client keeps its size).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..block import BlockValue
+from ..errors import BadResponseError, RepresentationChangedError, ResponseTooLargeError
+from ..message import Message
+from ..numbers.codes import Code
+from ..numbers.optionnumbers import OptionNumber
+
+__all__ = [
+    "MAX_BLOCK_NUM",
+    "Block1Upload",
+    "Block2Download",
+    "DownloadComplete",
+    "FetchBlock",
+    "SendBlock",
+    "UploadComplete",
+    "szx_for",
+    "without_block_options",
+]
+
+#: The largest block number the option can carry (20 bits).
+MAX_BLOCK_NUM = (1 << 20) - 1
+
+_MAX_SZX = 6
+
+
+def szx_for(size: int) -> int:
+    """The SZX of the largest block size (16..1024) not above ``size``."""
+    if size < 16:
+        return 0
+    return min(_MAX_SZX, size.bit_length() - 5)
+
+
+def without_block_options(message: Message) -> Message:
+    """A copy of ``message`` without Block1 and Block2 (the assembled view)."""
+    copy = message.copy()
+    copy.opt.remove(OptionNumber.BLOCK1)
+    copy.opt.remove(OptionNumber.BLOCK2)
+    return copy
+
+
+@attrs.frozen(slots=True)
+class FetchBlock:
+    """Ask for ``block`` next; ``chunk`` holds the bytes the last response added."""
+
+    block: BlockValue
+    chunk: bytes
+    #: True when the representation changed and the download starts over (no chunk).
+    restart: bool = False
+
+
+@attrs.frozen(slots=True)
+class DownloadComplete:
+    """The download is complete.
+
+    ``response`` is the first block's response with the whole payload and no
+    Block1/Block2 (None for a stream, which keeps no body); ``chunk`` holds
+    the bytes the last response added.
+    """
+
+    response: Message | None
+    chunk: bytes
+
+
+DownloadStep = FetchBlock | DownloadComplete
+
+
+class Block2Download:
+    """The client's side of one Block2 transfer (RFC 7959 §2.4).
+
+    Call :meth:`start` with the first response (and the Block2 value the
+    request carried, if any), then :meth:`feed` with the response to each
+    block asked for, until a :class:`DownloadComplete`. ``max_body_size``
+    bounds the assembled body (None: unbounded); with ``keep_body`` False
+    (a stream) nothing is kept beyond the current chunk, and a changed ETag
+    raises at once instead of restarting.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_body_size: int | None = None,
+        keep_body: bool = True,
+        max_restarts: int = 2,
+    ) -> None:
+        self._limit = max_body_size
+        self._keep = keep_body
+        self._max_restarts = max_restarts
+        self._body = bytearray()
+        self._first: Message | None = None
+        self._etag: tuple[bytes, ...] = ()
+        self._expected: BlockValue | None = None
+        #: Bytes received so far (of the current attempt).
+        self.received = 0
+        #: The total announced by Size2 in the first block (None: not announced).
+        self.size: int | None = None
+        #: How many times the download started over because the ETag changed.
+        self.restarts = 0
+
+    @property
+    def expected(self) -> BlockValue | None:
+        """The block asked for last (None before :meth:`start` and when complete)."""
+        return self._expected
+
+    def start(self, response: Message, requested: BlockValue | None = None) -> DownloadStep:
+        """Take the response to the original request, which asked for ``requested``."""
+        if requested is not None and requested.num != 0:
+            raise ValueError("a download starts at block 0 (random access is not a download)")
+        self._expected = requested if requested is not None else BlockValue(0, False, _MAX_SZX)
+        return self._take_first(response)
+
+    def feed(self, response: Message) -> DownloadStep:
+        """Take the response to the block asked for last."""
+        expected = self._expected
+        if expected is None or self._first is None:
+            raise RuntimeError("feed() before start() or after completion")
+        if expected.num == 0:  # the first block again, after a restart
+            return self._take_first(response)
+        if response.code is not self._first.code:
+            raise BadResponseError(
+                f"block {expected.num} was answered {response.code}, the first block"
+                f" {self._first.code}"
+            )
+        if tuple(response.opt.etag) != self._etag:
+            return self._changed()
+        block = self._check_block(response, expected)
+        return self._append(response, block)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _take_first(self, response: Message) -> DownloadStep:
+        expected = self._expected
+        assert expected is not None
+        block = response.opt.block2
+        if block is None:
+            raise BadResponseError("the response to a Block2 request carries no Block2")
+        block = self._check_block(response, expected)
+        self._first = response
+        self._etag = tuple(response.opt.etag)
+        self._body.clear()
+        self.received = 0
+        self.size = response.opt.size2
+        if self._limit is not None and self.size is not None and self.size > self._limit:
+            raise ResponseTooLargeError(self.size, self._limit)
+        return self._append(response, block)
+
+    def _check_block(self, response: Message, expected: BlockValue) -> BlockValue:
+        block = response.opt.block2
+        if block is None:
+            raise BadResponseError(f"the response to block {expected.num} carries no Block2")
+        if block.is_bert:
+            raise BadResponseError("SZX 7 (BERT) in a response over UDP")
+        if block.szx > expected.szx:
+            raise BadResponseError(
+                f"asked for blocks of {expected.size} bytes, got block {block} (size grew)"
+            )
+        if block.start != expected.start:
+            raise BadResponseError(
+                f"asked for block {expected} (offset {expected.start}), got {block}"
+                f" (offset {block.start})"
+            )
+        length = len(response.payload)
+        if length > block.size or (block.more and length != block.size):
+            raise BadResponseError(f"block {block} carries {length} bytes")
+        return block
+
+    def _append(self, response: Message, block: BlockValue) -> DownloadStep:
+        chunk = response.payload
+        end = self.received + len(chunk)
+        if self.size is not None and end > self.size:
+            raise BadResponseError(
+                f"block {block} reaches byte {end}, past the announced Size2 {self.size}"
+            )
+        if self._limit is not None and end > self._limit:
+            raise ResponseTooLargeError(end, self._limit)
+        self.received = end
+        if self._keep:
+            self._body += chunk
+        if not block.more:
+            self._expected = None
+            if not self._keep:
+                return DownloadComplete(None, chunk)
+            assert self._first is not None
+            assembled = without_block_options(self._first)
+            assembled.payload = bytes(self._body)
+            self._body = bytearray()
+            return DownloadComplete(assembled, chunk)
+        if block.num >= MAX_BLOCK_NUM:
+            raise BadResponseError(f"block {block} leaves no block number for the next one")
+        self._expected = BlockValue(block.num + 1, False, block.szx)
+        return FetchBlock(self._expected, chunk)
+
+    def _changed(self) -> DownloadStep:
+        if not self._keep or self.restarts >= self._max_restarts:
+            raise RepresentationChangedError(
+                f"the representation changed during the transfer (ETag differs;"
+                f" {self.restarts} restart(s))"
+            )
+        self.restarts += 1
+        assert self._expected is not None
+        self._expected = BlockValue(0, False, self._expected.szx)
+        self._body.clear()
+        self.received = 0
+        return FetchBlock(self._expected, b"", restart=True)
+
+
+@attrs.frozen(slots=True)
+class SendBlock:
+    """Send ``payload`` as block ``block`` (Block1) next."""
+
+    block: BlockValue
+    payload: bytes
+
+
+@attrs.frozen(slots=True)
+class UploadComplete:
+    """The upload ended with this (final) response; it may still carry Block2."""
+
+    response: Message
+
+
+UploadStep = SendBlock | UploadComplete
+
+
+class Block1Upload:
+    """The client's side of one Block1 transfer (RFC 7959 §2.3).
+
+    ``body`` is cut into blocks of ``2**(szx+4)`` bytes; :meth:`first` is
+    block 0, and :meth:`feed` takes the response to the block sent last and
+    says what to send next. A 2.31 Continue with a smaller SZX makes the
+    following blocks that size (numbers rescaled); any other response ends
+    the upload (the server may answer early, e.g. with an error).
+    """
+
+    def __init__(self, body: bytes, szx: int) -> None:
+        if not 0 <= szx <= _MAX_SZX:
+            raise ValueError(f"SZX {szx} is not in 0..6")
+        self._body = body
+        self._szx = szx
+        self._sent: SendBlock | None = None
+        #: Bytes acknowledged by the server so far (2.31 Continue, or all at the end).
+        self.acknowledged = 0
+
+    @property
+    def total(self) -> int:
+        """The body's length."""
+        return len(self._body)
+
+    @property
+    def szx(self) -> int:
+        """The size exponent of the blocks sent now (it may shrink, never grow)."""
+        return self._szx
+
+    def first(self) -> SendBlock:
+        """Block 0 (sent again from the start, e.g. after a restart)."""
+        self.acknowledged = 0
+        return self._block_at(0)
+
+    def feed(self, response: Message) -> UploadStep:
+        """Take the response to the block sent last."""
+        sent = self._sent
+        if sent is None:
+            raise RuntimeError("feed() before first() or after completion")
+        if response.code is not Code.CONTINUE:
+            if not sent.block.more:
+                self.acknowledged = len(self._body)
+            self._sent = None
+            return UploadComplete(response)
+        if not sent.block.more:
+            raise BadResponseError("2.31 Continue to the last block of the body")
+        answer = response.opt.block1
+        if answer is None:
+            raise BadResponseError("2.31 Continue without Block1")
+        rescaled = answer.szx < sent.block.szx and (
+            answer.num == sent.block.num << (sent.block.szx - answer.szx)
+        )
+        if answer.num != sent.block.num and not rescaled:
+            raise BadResponseError(f"sent block {sent.block}, 2.31 Continue acknowledges {answer}")
+        if answer.is_bert:
+            raise BadResponseError("SZX 7 (BERT) in a response over UDP")
+        self._szx = min(self._szx, answer.szx)
+        offset = sent.block.start + len(sent.payload)
+        self.acknowledged = offset
+        return self._block_at(offset)
+
+    def _block_at(self, offset: int) -> SendBlock:
+        size = 1 << (self._szx + 4)
+        num = offset // size
+        if num > MAX_BLOCK_NUM:
+            raise BadResponseError(f"the body needs more than {MAX_BLOCK_NUM + 1} blocks")
+        payload = self._body[offset : offset + size]
+        more = offset + size < len(self._body)
+        self._sent = SendBlock(BlockValue(num, more, self._szx), payload)
+        return self._sent
