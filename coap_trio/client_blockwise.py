@@ -13,11 +13,14 @@ The protocol decisions (which block next, the consistency checks) live in
 :mod:`coap_trio.protocol.blockwise_client`; this module sends and awaits.
 
 Tasks: the first exchange of a request is sent and answered like any other
-(no task). Only when a second block is needed does one task per transfer
-start in the Context's nursery; it awaits each block's response in turn, so
-cancelling it (``Request.cancel()``, the last waiter cancelled, leaving the
-Context) abandons the block exchange in flight and sends nothing more.
-A stream needs no task: the consumer's task drives it.
+(no task). A download of the remaining Block2 blocks needs no task either:
+each block's response, handled in the endpoint's receive path, sends the
+request for the next one at once (no task switch per block). Uploads and
+4.13 retries, which have more steps, run in one task per transfer started
+in the Context's nursery when a second exchange is needed. Either way,
+cancelling (``Request.cancel()``, the last waiter cancelled, leaving the
+Context) abandons the block exchange in flight and sends nothing more. A
+stream needs no task: the consumer's task drives it.
 """
 
 from __future__ import annotations
@@ -236,6 +239,99 @@ class _Blocks:
         return step.response
 
 
+class _InlineDownload:
+    """A Block2 download driven from the endpoint's receive path (no task).
+
+    It owns each block exchange itself (the endpoint runner calls its
+    ``_succeed``/``_fail`` like a Request's): the response to one block sends
+    the request for the next at once, in the same receive step, so a block
+    costs no task switch. Used for whole-response downloads of a Request;
+    streams (driven by their consumer) and notification fetches keep
+    :class:`_Blocks`.
+    """
+
+    __slots__ = (
+        "context",
+        "download",
+        "exchange",
+        "keep_payload",
+        "original",
+        "remote",
+        "report",
+        "request",
+        "runner",
+        "wire",
+    )
+
+    #: Read by the endpoint runner: never an observation, never block-wise itself.
+    observation = None
+    transfer = False
+
+    def __init__(
+        self,
+        context: Context,
+        runner: EndpointRunner,
+        remote: Hashable,
+        request: Request,
+        report: Callable[[int, int | None], None],
+        keep_payload: bool,
+    ) -> None:
+        self.context = context
+        self.runner = runner
+        self.remote = remote
+        self.request = request
+        self.report = report
+        self.keep_payload = keep_payload
+        self.original = request.request
+        self.download = Block2Download(max_body_size=context._blockwise_config.max_body_size)
+        self.exchange: object = None
+        self.wire: Message = self.original
+
+    def start(self, first: Message, requested: BlockValue | None) -> None:
+        """Take the first block; ask for the next."""
+        try:
+            self._next(self.download.start(first, requested))
+        except CoapError as error:
+            self._fail(error)
+
+    def _next(self, step: FetchBlock | DownloadComplete) -> None:
+        download = self.download
+        if isinstance(step, FetchBlock):
+            if not step.restart:
+                self.report(download.received, download.size)
+            self.wire = _block2_request(self.original, step.block, self.keep_payload)
+            self.context._send(self, self.runner, self.remote)  # type: ignore[arg-type]
+            return
+        self.report(download.received, download.size)
+        assert step.response is not None
+        request = self.request
+        self.context._inflight.discard(request)
+        request._succeed(step.response)
+
+    # -- called by the endpoint runner, as for a Request
+
+    def _succeed(self, response: Message) -> None:
+        self.exchange = None
+        if self.request.done:
+            return
+        try:
+            self._next(self.download.feed(response))
+        except CoapError as error:
+            self._fail(error)
+
+    def _fail(self, error: CoapError) -> None:
+        self.exchange = None
+        request = self.request
+        self.context._inflight.discard(request)
+        request._fail(error)
+
+    def stop(self) -> None:
+        """Abandon the block exchange in flight, at once (nothing more on the wire)."""
+        if self.exchange is not None:
+            self.context._abandon(self)  # type: ignore[arg-type]
+            self.exchange = None
+
+
 # -- the transfer behind one Request ----------------------------------------------------------
 
 
@@ -256,7 +352,7 @@ class _Transfer:
         self.tagged = False
         self.retried = False
         self.scope = trio.CancelScope()
-        self.blocks: _Blocks | None = None
+        self.blocks: _Blocks | _InlineDownload | None = None
 
     # -- uploads
 
@@ -449,6 +545,20 @@ def take_response(runner: EndpointRunner, request: Request, response: Message) -
     if context._closed:
         return response
     _, exchange = request.exchange
+    if transfer.upload is None and transfer._retry_size(response) is None:
+        # Only blocks to fetch: driven from the receive path, no task.
+        original = request.request
+        inline = _InlineDownload(
+            context,
+            runner,
+            exchange.remote,
+            request,
+            transfer._report,
+            keep_payload=original.code is Code.FETCH,
+        )
+        transfer.blocks = inline
+        inline.start(response, request.wire.opt.block2)
+        return None
     context._nursery.start_soon(transfer.run, runner, exchange.remote, response)
     return None
 

@@ -58,6 +58,7 @@ from .errors import (
 from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
+from .numbers.optionnumbers import OptionNumber
 from .observation import Observation
 from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
 from .protocol.exchanges import (
@@ -76,6 +77,8 @@ __all__ = ["Context", "ContextStatistics", "open_context"]
 
 
 _SUPPORTED_SCHEMES = frozenset({"coap"})
+_BLOCK1 = int(OptionNumber.BLOCK1)
+_BLOCK2 = int(OptionNumber.BLOCK2)
 
 
 @attrs.frozen
@@ -490,6 +493,14 @@ class Context:
                 suppressed = suppressed_by_no_response(exchange.request, early.code)
                 self._answer(runner, exchange, None if suppressed else early)
             return
+        request = exchange.request
+        opt = request.opt
+        if _BLOCK2 in opt or _BLOCK1 in opt:  # a later block of a transfer needs no handler
+            at_once = self._blockwise_server.respond_now(request)
+            if at_once is not None:
+                suppressed = suppressed_by_no_response(request, at_once.code)
+                self._answer(runner, exchange, None if suppressed else at_once)
+                return
         try:
             self._handler_send.send_nowait((runner, exchange))
         except trio.WouldBlock:

@@ -300,7 +300,10 @@ class Options:
             self._items = [item for item in items if item[0] != number]
 
     def __contains__(self, number: object) -> bool:
-        return any(n == number for n, _ in self._items)
+        for n, _ in self._items:  # noqa: SIM110 -- a plain loop: on every request's path
+            if n == number:
+                return True
+        return False
 
     def __iter__(self) -> Iterator[tuple[OptionNumber, bytes]]:
         return ((OptionNumber(n), raw) for n, raw in self._items)

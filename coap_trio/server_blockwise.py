@@ -114,7 +114,7 @@ def upload_key(request: Message) -> Hashable:
     Size2, Observe and No-Response, in wire order; Request-Tag is one of
     them, so uploads with distinct Request-Tags never mix (RFC 9175 §3).
     """
-    return (int(request.code), tuple(item for item in request.opt if _in_key(item[0])))
+    return (int(request.code), tuple(item for item in request.opt._items if _in_key(item[0])))
 
 
 def representation_key(request: Message) -> Hashable:
@@ -268,6 +268,46 @@ class BlockwiseServer:
             response.opt.block1 = final_block1
         return response
 
+    def respond_now(self, request: Message) -> Message | None:
+        """The response to ``request`` when no resource needs to run, else None.
+
+        Called in the receive path, before a request is queued for a handler:
+        a later block (Block2 number > 0, no Observe) of a representation
+        being kept, and an intermediate block (Block1 with M=1) of an upload
+        being assembled, are answered from this layer's state at once. Both
+        exist only because an earlier request of the same transfer was
+        handled here (its resource asked for assembly), so the resource is
+        not asked again. Everything else (block 0, the last Block1 block,
+        a miss) returns None and goes the normal way.
+        """
+        opt = request.opt
+        block1 = opt.block1
+        if block1 is not None:
+            if not block1.more or block1.is_bert or opt.block2 is not None:
+                return None
+            remote = request.remote
+            key = upload_key(request)
+            if not self.assembler.has(remote, key):
+                return None
+            now = self._clock()
+            self._sweep(now)
+            result = self.assembler.feed(remote, key, block1, request.payload, opt.size1, now)
+            if isinstance(result, Continue):
+                return Message(code=Code.CONTINUE, block1=result.block)
+            if isinstance(result, Failure):
+                if result.code == Code.REQUEST_ENTITY_TOO_LARGE:
+                    self.oversized += 1
+                return _error(result.code, result.reason, result.size1)
+            raise AssertionError("a block with M=1 cannot complete an upload")
+        block2 = opt.block2
+        if block2 is None or block2.num == 0 or block2.is_bert or _N.OBSERVE in opt:
+            return None
+        now = self._clock()
+        kept = self.cache.get(request.remote, representation_key(request), now)
+        if kept is None:
+            return None
+        return self._block(request, kept, block2)
+
     def notification(self, registration: Message, notification: Message) -> Message:
         """``notification`` as sent to the observer registered by ``registration``.
 
@@ -327,7 +367,15 @@ class BlockwiseServer:
             payload, block = slice_block2(representation.payload, requested, self._szx)
         except (BlockOutOfRange, BertNotAllowed) as error:
             return _error(error.code, str(error))
-        response = representation.copy(payload=payload)
+        response = Message._make(  # a copy with the block's payload, without re-validation
+            representation.code,
+            representation.mtype,
+            representation.mid,
+            representation.token,
+            representation.opt.copy(),
+            payload,
+            representation.remote,
+        )
         response.opt.block2 = block
         if block.num == 0 or request.opt.size2 is not None:
             response.opt.size2 = len(representation.payload)

@@ -585,6 +585,20 @@ async def test_message_with_block1_is_sent_as_is(autojump_clock: object) -> None
 # -- cancellation ------------------------------------------------------------------------------
 
 
+async def test_a_download_runs_in_the_receive_path_without_a_task(autojump_clock: object) -> None:
+    tasks_seen: list[int] = []
+    with trio.fail_after(1000):
+        async with peer_and_client(body_of(20_000)) as (_, _peer, client):
+            idle = len(client._nursery.child_tasks)
+            response = await client.request(
+                Message(code=Code.GET, uri=BIG),
+                progress=lambda d, t: tasks_seen.append(len(client._nursery.child_tasks)),
+            ).response
+    assert response.payload == body_of(20_000)
+    assert len(tasks_seen) == 20
+    assert set(tasks_seen) == {idle}  # no task was started for the transfer
+
+
 async def test_cancel_mid_download_leaves_nothing_on_the_wire(autojump_clock: object) -> None:
     with trio.fail_after(1000):
         async with peer_and_client(body_of(50_000)) as (network, peer, client):

@@ -892,3 +892,79 @@ async def test_any_body_any_sizes_down_and_up(
         szx = echoed.szx
         num = offset // (1 << (szx + 4))  # numbered in the server's (smaller) size
     assert received == [body]
+
+
+# -- later blocks need no handler ----------------------------------------------------------------
+
+
+class Blocker(Resource):
+    """GET waits until :attr:`release` is set: it keeps the one handler task busy."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.entered = trio.Event()
+
+    async def render_get(self, request: Message) -> Message:
+        self.entered.set()
+        await self.release.wait()
+        return Message(code=Code.CONTENT, payload=b"released")
+
+
+async def test_later_blocks_are_answered_while_every_handler_is_busy(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    served = Served()
+    blocker = Blocker()
+    served.site.add(["blocker"], blocker)
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with server_and_peer(
+            MemoryNetwork(seed=0), served.site, server_concurrency=1
+        ) as (_, peer):
+            client = Client(peer)
+            first = await client.ask()  # block 0 renders in the handler
+            upload_start = await client.ask(
+                "store", code=Code.PUT, payload=bytes(1024), block1=BlockValue(0, True, 6)
+            )
+            peer.send(request("blocker", mid=0x900, token=b"\x09"))
+            await blocker.entered.wait()  # the only handler task is now busy
+            busy_since = trio.current_time()
+            second = await client.ask(block2=BlockValue(1, False, 6))
+            third = await client.ask(block2=BlockValue(2, False, 6))
+            middle = await client.ask(
+                "store", code=Code.PUT, payload=bytes(1024), block1=BlockValue(1, True, 6)
+            )
+            answered_at = trio.current_time()
+            assert not blocker.release.is_set()
+            blocker.release.set()
+            last = await client.ask(
+                "store", code=Code.PUT, payload=b"end", block1=BlockValue(2, False, 6)
+            )
+    assert answered_at == busy_since  # answered in the receive path, not after the piggyback window
+    assert first.payload + second.payload + third.payload == LARGE
+    assert (second.code, third.code) == (Code.CONTENT, Code.CONTENT)
+    assert second.opt.block2 == BlockValue(1, True, 6)
+    assert third.opt.block2 == BlockValue(2, False, 6)
+    assert second.opt.etag == first.opt.etag == third.opt.etag
+    assert served.large.renders == 1
+    assert upload_start.code is Code.CONTINUE
+    assert middle.code is Code.CONTINUE
+    assert middle.opt.block1 == BlockValue(1, True, 6)
+    assert last.code is Code.CHANGED
+    assert [m.payload for m in served.store.seen] == [bytes(2048) + b"end"]
+
+
+async def test_a_block_of_nothing_kept_still_goes_to_a_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    served = Served()
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with server_and_peer(MemoryNetwork(seed=0), served.site) as (_, peer):
+            client = Client(peer)
+            late = await client.ask(block2=BlockValue(1, False, 6))  # no block 0 before
+            orphan = await client.ask(
+                "store", code=Code.PUT, payload=bytes(1024), block1=BlockValue(1, True, 6)
+            )
+    assert late.code is Code.CONTENT  # rendered (GET is safe), then sliced
+    assert late.payload == LARGE[1024:2048]
+    assert served.large.renders == 1
+    assert orphan.code is Code.REQUEST_ENTITY_INCOMPLETE  # 4.08: no block 0 was seen

@@ -214,6 +214,10 @@ class Block1Assembler:
         """How many remotes have assemblies."""
         return len(self._by_remote)
 
+    def has(self, remote: Hashable, key: Hashable) -> bool:
+        """Whether an assembly of the body ``key`` from ``remote`` is in progress."""
+        return (remote, key) in self._all
+
     def feed(
         self,
         remote: Hashable,
