@@ -47,7 +47,8 @@ from typing import Any
 import trio
 
 from . import interfaces
-from .context import Context, open_context
+from .context import Context
+from .hosting import serve_site
 from .linkformat import Link, serialize
 from .message import Message
 from .numbers.codes import Code
@@ -456,15 +457,5 @@ async def serve_files(
     site = fileserver_site(
         root, write=write, poll_interval=poll_interval, max_file_size=max_file_size
     )
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        await nursery.start(site.run)
-        try:
-            async with open_context(bind=bind, site=site, **context_options) as context:
-                yield context
-        except BaseException as error:  # re-raised below, outside the nursery
-            body_error = error
-        finally:
-            nursery.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error
+    async with serve_site(site, bind, **context_options) as context:
+        yield context

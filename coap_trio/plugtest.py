@@ -59,7 +59,8 @@ from typing import Any
 
 import trio
 
-from .context import Context, open_context
+from .context import Context
+from .hosting import serve_site
 from .linkformat import Link, serialize
 from .message import Message
 from .numbers.codes import Code
@@ -575,15 +576,5 @@ async def serve_plugtest(
     """
     if site is None:
         site = plugtest_site(obs_period=obs_period, separate_delay=separate_delay)
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        await nursery.start(site.run)
-        try:
-            async with open_context(bind=bind, site=site, **context_options) as context:
-                yield context
-        except BaseException as error:  # re-raised below, outside the nursery
-            body_error = error
-        finally:
-            nursery.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error
+    async with serve_site(site, bind, **context_options) as context:
+        yield context

@@ -39,6 +39,7 @@ MODULES = [
     "coap_trio.server_observations",
     "coap_trio.plugtest",
     "coap_trio.fileserver",
+    "coap_trio.hosting",
     "coap_trio.server_blockwise",
     "coap_trio.interfaces",
     "coap_trio.remote",

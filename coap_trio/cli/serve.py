@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import trio
 
-from ..context import open_context
 from ..fileserver import FileServerSite, fileserver_site
+from ..hosting import serve_site
 from ..plugtest import DEFAULT_OBS_PERIOD, PlugtestSite, plugtest_site
 from .exitcodes import ExitStatus
 from .trace import TracingNetwork
@@ -56,15 +56,10 @@ async def run_serve(
         network = TracingNetwork(UDPNetwork(), log)
     site = _make_site(args)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        # The Context outermost: its errors (an address in use) arrive as themselves.
-        async with (
-            open_context(bind=binds, site=site, network=network) as ctx,
-            trio.open_nursery() as nursery,
-        ):
-            await nursery.start(site.run)  # observable resources change, files are polled
+        # serve_site raises the Context's errors (an address in use) as themselves.
+        async with serve_site(site, binds, network=network) as ctx:
             for address in ctx.addresses:
                 report(f"listening on {format_address(address.host, address.port)}")
             async for _ in signals:
                 break
-            nursery.cancel_scope.cancel()
     return ExitStatus.OK
