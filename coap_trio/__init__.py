@@ -7,7 +7,7 @@ underscore are private. See ``docs/architecture.md`` for the layers.
 from . import codec, linkformat, response_errors
 from .block import BlockValue
 from .client import Request
-from .client_blockwise import ResponseStream
+from .client_stream import ResponseStream
 from .context import Context, ContextStatistics, open_context
 from .errors import (
     BadResponseError,

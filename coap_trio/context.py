@@ -45,8 +45,9 @@ import attrs
 import trio
 
 from .client import Request
-from .client_blockwise import Progress, ResponseStream, UploadTags, open_stream, prepare_request
+from .client_blockwise import Progress, UploadTags, prepare_request
 from .client_observe import observe_resource
+from .client_stream import ResponseStream, open_stream
 from .endpoint_runner import EndpointRunner
 from .errors import (
     CoapError,
@@ -280,7 +281,7 @@ class Context:
         yields its payload in chunks, asking for each further Block2 block
         only when the consumer wants it, so memory stays about one block and
         no ``max_body_size`` applies. Leaving the block stops the transfer.
-        See :class:`~coap_trio.client_blockwise.ResponseStream`.
+        See :class:`~coap_trio.client_stream.ResponseStream`.
         """
         return open_stream(self, target, progress)
 
