@@ -21,7 +21,8 @@ coap_trio runs under trio (``open_context``), aiocoap under asyncio with
 ``aiocoap.Context.create_client_context()`` and its defaults. Runs are
 interleaved (run 1 of every mode, then run 2...) so drift affects all
 equally; each figure is the median of ``--runs`` runs (default 3). The target
-is for coap_trio to reach at least 5x aiocoap's client in every mode.
+is for coap_trio to reach at least 10x aiocoap's client in every mode. With
+two CPUs or more, the server is pinned to one and the clients to another.
 
 The message-ID rule (RFC 7252 §4.4) allows one local endpoint 65,536 MIDs per
 remote per EXCHANGE_LIFETIME (247 s). coap_trio enforces it, so a run that
@@ -35,25 +36,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import math
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
+from _peers import cpu_plan, describe_machine, pin_self, start_libcoap_server
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from interop_helpers import libcoap_server
-
-TARGET_RATIO = 5.0
+#: The issue's target: coap_trio's client >= 10x aiocoap's in every mode.
+TARGET_RATIO = 10.0
 #: MIDs per remote per EXCHANGE_LIFETIME for one local endpoint.
 MID_LIMIT = 65_536
 #: The request rate the default endpoint count is sized for.
@@ -174,6 +171,7 @@ async def _aiocoap_worker(
 
 
 def run_worker(args: argparse.Namespace) -> None:
+    pin_self(args.cpu)
     if args.worker == "coap_trio":
         result = trio.run(
             _trio_worker, args.uri, args.concurrency, args.duration, args.warmup, args.endpoints
@@ -207,6 +205,8 @@ async def measure(
         "--endpoints",
         str(endpoints),
     ]
+    if args.client_cpu is not None:
+        command += ["--cpu", str(args.client_cpu)]
     with trio.fail_after(args.duration + args.warmup + 60):
         done = await trio.run_process(
             command, capture_stdout=True, capture_stderr=True, check=False
@@ -223,57 +223,61 @@ async def measure(
     return Result(data["ok"], data["other"], data["errors"], data["elapsed"], data["per_endpoint"])
 
 
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
-async def orchestrate(args: argparse.Namespace) -> None:
-    endpoints = args.endpoints or max(
-        1, math.ceil(SIZED_FOR_RATE * (args.duration + args.warmup) / (MID_LIMIT * 0.9))
+def endpoints_for(args: argparse.Namespace) -> int:
+    """coap_trio's client_endpoints: enough MIDs for 40,000 req/s over a run (or --endpoints)."""
+    return int(
+        args.endpoints
+        or max(1, math.ceil(SIZED_FOR_RATE * (args.duration + args.warmup) / (MID_LIMIT * 0.9)))
     )
-    libcoap_version = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Version}", "libcoap3-bin"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+
+
+async def collect(
+    args: argparse.Namespace, uri: str, log: Callable[[str], None] = print
+) -> dict[tuple[str, str], list[Result]]:
+    """Every (mode, library) measured ``args.runs`` times, interleaved, against ``uri``."""
+    endpoints = endpoints_for(args)
     results: dict[tuple[str, str], list[Result]] = {}
-    async with libcoap_server("::1") as server:
-        uri = server.uri(PATH)
-        print(
-            f"server:  coap-server-notls (libcoap3-bin {libcoap_version or '?'}) "
-            f"at {server.uri('')}, GET {PATH}"
-        )
-        print(
-            f"python {platform.python_version()}, trio {_version('trio')}, "
-            f"coap_trio {_version('coap-trio')}, aiocoap {_version('aiocoap')}; "
-            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start"
-        )
-        print(
-            f"{args.duration:g} s per run after {args.warmup:g} s warm-up, "
-            f"median of {args.runs} runs; coap_trio client_endpoints={endpoints}"
-        )
-        print()
-        for run in range(1, args.runs + 1):
-            for mode, concurrency in MODES:
-                for library in LIBRARIES:
-                    result = await measure(library, uri, concurrency, args, endpoints)
-                    results.setdefault((mode, library), []).append(result)
-                    extra = ""
-                    if result.other or result.errors:
-                        extra += f"  (not 2.05: {result.other}, errors: {result.errors})"
-                    if result.per_endpoint:
-                        used = sum(1 for n in result.per_endpoint if n)
-                        extra += (
-                            f"  [endpoints used: {used}/{len(result.per_endpoint)}, "
-                            f"max sent on one: {max(result.per_endpoint)}]"
-                        )
-                    print(f"run {run}  {mode:<13} {library:<10} {result.rate:>10,.0f} req/s{extra}")
+    for run in range(1, args.runs + 1):
+        for mode, concurrency in MODES:
+            for library in LIBRARIES:
+                result = await measure(library, uri, concurrency, args, endpoints)
+                results.setdefault((mode, library), []).append(result)
+                extra = ""
+                if result.other or result.errors:
+                    extra += f"  (not 2.05: {result.other}, errors: {result.errors})"
+                if result.per_endpoint:
+                    used = sum(1 for n in result.per_endpoint if n)
+                    extra += (
+                        f"  [endpoints used: {used}/{len(result.per_endpoint)}, "
+                        f"max sent on one: {max(result.per_endpoint)}]"
+                    )
+                log(f"  run {run}  {mode:<13} {library:<10} {result.rate:>10,.0f} req/s{extra}")
+    return results
+
+
+def measure_clients(
+    args: argparse.Namespace, log: Callable[[str], None] = print
+) -> dict[tuple[str, str], list[Result]]:
+    """Start one ``coap-server-notls`` (pinned), measure every mode and library, stop it."""
+    args.server_cpu, args.client_cpu = cpu_plan()
+    server = start_libcoap_server(None if args.server_cpu is None else [args.server_cpu])
+    try:
+        return trio.run(collect, args, server.uri(PATH))
+    finally:
+        server.stop()
+
+
+def orchestrate(args: argparse.Namespace) -> None:
+    print(describe_machine())
+    print(
+        f"server: coap-server-notls, GET {PATH}; {args.duration:g} s per run after "
+        f"{args.warmup:g} s warm-up, median of {args.runs} runs; "
+        f"coap_trio client_endpoints={endpoints_for(args)}"
+    )
     print()
-    report(results, endpoints)
+    results = measure_clients(args)
+    print()
+    report(results, endpoints_for(args))
 
 
 def report(results: dict[tuple[str, str], list[Result]], endpoints: int) -> None:
@@ -322,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--uri", help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         run_worker(args)
@@ -329,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.duration = 1.0
         args.warmup = 0.2
-    trio.run(orchestrate, args)
+    orchestrate(args)
 
 
 if __name__ == "__main__":

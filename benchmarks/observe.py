@@ -14,11 +14,15 @@ Each server is a child process on ``::1`` (a port the OS picked):
   answering its state as ASCII digits) and ``/trigger`` (a POST there
   increments the state and calls ``updated_state()``);
 * aiocoap: ``aiocoap.resource.ObservableResource`` and the same ``/trigger``;
-* libcoap (optional, memory only): ``coap-server-notls``'s ``/time``, which
-  changes once a second by itself, so there is no fan-out figure for it.
+* libcoap (optional): ``coap-server-notls``'s own ``/example_data``, which
+  is observable and changes with a PUT: it is set to ``0`` first (its
+  1500-byte initial content would be block-wise), and the change is a PUT
+  of ``1`` (answered, like the others' POST, with 2.04).
 
 The client is this process: plain non-blocking sockets and ``selectors``,
-``--sockets`` source sockets (default 32), each with a large receive buffer.
+``--sockets`` source sockets (default: one per observation, as 10,000
+separate clients would have; libcoap keeps only one observation per client
+address and resource), each with a large receive buffer.
 Every registration is a pre-encoded CON GET Observe=0 with its own message
 ID and its own 4-byte token (the observation's index); ``--inflight``
 registrations (default 64) are outstanding at once, a reply frees a slot.
@@ -37,28 +41,36 @@ token got a notification carrying the new state: the fan-out time (or the
 count received when ``--fanout-timeout`` ran out: notifications are NON for
 both servers mostly, so a datagram dropped by a full socket buffer is lost).
 
-Targets: coap_trio <= 4 KB per observation; coap_trio's fan-out faster than
-aiocoap's.
+Targets (the issue's): coap_trio <= 4 KB per observation; coap_trio's
+fan-out faster than libcoap's. With two CPUs or more the
+servers are pinned to one CPU and this process (the client) to another.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import os
+import resource
 import selectors
 import shutil
 import socket
 import struct
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-HOST = "::1"
-LIBCOAP_SERVER = "coap-server-notls"
+from _peers import (
+    HOST,
+    LIBCOAP_SERVER,
+    Peer,
+    cpu_plan,
+    describe_machine,
+    pin_self,
+    start_libcoap_server,
+    start_python_server,
+)
 
 # CoAP bits used by the hand-made datagrams.
 _CON, _NON, _ACK, _RST = 0, 1, 2, 3
@@ -152,60 +164,42 @@ def serve_aiocoap() -> None:
 
 @dataclass
 class Server:
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
+    """A running server (a :class:`_peers.Peer`), the resource to observe and how it changes."""
+
+    peer: Peer
     path: str
-    trigger: bool
+    #: False: a POST to /trigger changes it; True: a PUT to libcoap's /example_data does.
+    libcoap: bool
+
+    @property
+    def name(self) -> str:
+        return self.peer.name
+
+    @property
+    def port(self) -> int:
+        return self.peer.port
 
     def rss(self) -> int:
         """The server's resident set size in bytes (VmRSS)."""
-        with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS in /proc status")
+        return self.peer.rss()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        self.peer.stop()
 
 
-def start_python_server(name: str, capacity: int) -> Server:
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", name, "--observers", str(capacity)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=None,
-    )
-    assert process.stdout is not None
-    readable, _, _ = selectors.select.select([process.stdout], [], [], 30.0)
-    line = process.stdout.readline().decode().strip() if readable else "(nothing in 30 s)"
-    if not line.startswith("PORT "):
-        process.kill()
-        raise RuntimeError(f"the {name} server did not start (said {line!r})")
-    return Server(name, process, int(line.split()[1]), "obs", True)
-
-
-def start_libcoap_server() -> Server:
-    binary = shutil.which(LIBCOAP_SERVER)
-    if binary is None:
-        raise RuntimeError(f"{LIBCOAP_SERVER} is not installed")
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-        probe.bind((HOST, 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "-A", HOST, "-p", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return Server("libcoap", process, port, "time", False)
+def start_server(name: str, capacity: int, cpu: int | None) -> Server:
+    """The named server (coap_trio, aiocoap or libcoap), pinned to ``cpu``."""
+    cpus = None if cpu is None else [cpu]
+    if name == "libcoap":
+        server = Server(start_libcoap_server(cpus), "example_data", True)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(2.0)  # its 1500-byte initial content would be block-wise: replace it
+            sock.sendto(encode_trigger(0x0101, True, b"0"), (HOST, server.port))
+            if sock.recv(2048)[1] not in (0x41, 0x44):  # 2.01 Created, 2.04 Changed
+                raise RuntimeError("libcoap refused the PUT to /example_data")
+        return server
+    argv = [__file__, "--serve", name, "--observers", str(capacity)]
+    return Server(start_python_server(argv, name, cpus), "obs", False)
 
 
 # -- the raw client ----------------------------------------------------------------------
@@ -222,10 +216,14 @@ def encode_register(mid: int, token: bytes, path: str) -> bytes:
     return header + _option(_OBSERVE, b"") + _option(_URI_PATH - _OBSERVE, path.encode())
 
 
-def encode_trigger(mid: int) -> bytes:
+def encode_trigger(mid: int, libcoap: bool = False, payload: bytes = b"1") -> bytes:
+    """POST /trigger (coap_trio, aiocoap), or libcoap's PUT /example_data of ``payload``."""
     token = b"tr"
-    header = bytes([0x40 | len(token), 0x02]) + struct.pack(">H", mid) + token
-    return header + _option(_URI_PATH, b"trigger")
+    method, path, body = (
+        (0x03, b"example_data", b"\xff" + payload) if libcoap else (0x02, b"trigger", b"")
+    )
+    header = bytes([0x40 | len(token), method]) + struct.pack(">H", mid) + token
+    return header + _option(_URI_PATH, path) + body
 
 
 def empty_ack(mid: int) -> bytes:
@@ -267,13 +265,14 @@ class Client:
         self.server = (HOST, port)
         self.selector = selectors.DefaultSelector()
         self.socks: list[socket.socket] = []
+        buffer = 8 << 20 if sockets <= 64 else 256 << 10
         for index in range(sockets):
             sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
             for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
                 if option is None:
                     continue
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, option, 8 << 20)
+                    sock.setsockopt(socket.SOL_SOCKET, option, buffer)
                     break
                 except OSError:
                     continue
@@ -374,13 +373,18 @@ class Client:
                 if parsed is not None and parsed[0] == _CON:
                     self.socks[index].sendto(empty_ack(parsed[2]), self.server)
 
-    def fan_out(self, expected: int, payload: bytes, timeout: float) -> tuple[float, int]:
-        """POST /trigger, then time until ``expected`` tokens got ``payload``."""
+    def fan_out(
+        self, expected: int, payload: bytes, timeout: float, libcoap: bool = False
+    ) -> tuple[float, float, int]:
+        """Trigger the change, then time until ``expected`` tokens got ``payload``.
+
+        (seconds from the POST to the last notification, from the first
+        notification to the last, tokens notified)."""
         seen: set[bytes] = set()
         mid = self.next_mid(0)
         started = time.perf_counter()
-        self.socks[0].sendto(encode_trigger(mid), self.server)
-        finished = started
+        self.socks[0].sendto(encode_trigger(mid, libcoap, payload), self.server)
+        finished = first = started
         deadline = time.monotonic() + timeout
         while len(seen) < expected and time.monotonic() < deadline:
             for index, data in self.drain(0.05):
@@ -392,9 +396,11 @@ class Client:
                     self.socks[index].sendto(empty_ack(mid), self.server)
                 fresh = code == _CONTENT and mtype in (_CON, _NON) and body == payload
                 if fresh and token not in seen:
+                    if not seen:
+                        first = time.perf_counter()
                     seen.add(token)
                     finished = time.perf_counter()
-        return finished - started, len(seen)
+        return finished - started, finished - first, len(seen)
 
 
 # -- one server, measured ----------------------------------------------------------------
@@ -409,16 +415,25 @@ class Result:
     rss_before: int
     rss_after: int
     register_seconds: float
-    fanout_seconds: float | None
+    #: From the change (POST /trigger, libcoap: PUT) to the last notification.
+    fanout_seconds: float
+    #: From the first notification of the change to the last.
+    spread_seconds: float
     notified: int
 
     @property
     def per_observation(self) -> float:
         return (self.rss_after - self.rss_before) / max(self.registered, 1)
 
+    @property
+    def complete(self) -> bool:
+        """Every observation registered, and every one notified."""
+        return self.registered == self.observers and self.notified == self.registered
+
 
 def measure(server: Server, args: argparse.Namespace) -> Result:
-    client = Client(server.port, args.sockets)
+    """Register ``args.observers`` observations, read the RSS, time one change's fan-out."""
+    client = Client(server.port, args.sockets or args.observers)
     try:
         # Warm-up: one plain GET answered (the server's code paths loaded).
         client.socks[0].sendto(
@@ -436,11 +451,10 @@ def measure(server: Server, args: argparse.Namespace) -> Result:
         register_seconds = time.perf_counter() - started
         client.settle(1.0)
         rss_after = server.rss()
-        fanout: float | None = None
-        notified = 0
-        if server.trigger:
-            fanout, notified = client.fan_out(registered, b"1", args.fanout_timeout)
-            client.settle(0.5)
+        fanout, spread, notified = client.fan_out(
+            registered, b"1", args.fanout_timeout, server.libcoap
+        )
+        client.settle(0.5)
         return Result(
             server.name,
             args.observers,
@@ -450,6 +464,7 @@ def measure(server: Server, args: argparse.Namespace) -> Result:
             rss_after,
             register_seconds,
             fanout,
+            spread,
             notified,
         )
     finally:
@@ -463,63 +478,46 @@ def _kb(value: float) -> str:
 def report(results: list[Result]) -> None:
     header = (
         f"{'server':<10} {'registered':>11} {'failed':>6} {'reg s':>7} {'RSS before MB':>14} "
-        f"{'RSS after MB':>13} {'KB/obs':>8} {'fan-out s':>10} {'notified':>9}"
+        f"{'RSS after MB':>13} {'KB/obs':>8} {'fan-out s':>10} {'spread s':>9} {'notified':>9}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
-        fan = "n/a" if r.fanout_seconds is None else f"{r.fanout_seconds:.3f}"
-        notified = "n/a" if r.fanout_seconds is None else f"{r.notified}"
         print(
             f"{r.name:<10} {r.registered:>6}/{r.observers:<4} {r.failed:>6} "
             f"{r.register_seconds:>7.2f} "
             f"{r.rss_before / 2**20:>14.1f} {r.rss_after / 2**20:>13.1f} "
-            f"{_kb(r.per_observation):>8} {fan:>10} {notified:>9}"
+            f"{_kb(r.per_observation):>8} {r.fanout_seconds:>10.3f} "
+            f"{r.spread_seconds:>9.3f} {r.notified:>9}"
         )
+    print(
+        "fan-out: from the request that changes the state (POST /trigger; libcoap: PUT\n"
+        "/example_data) to the last observer notified; spread: from the first notification\n"
+        "to the last."
+    )
     named = {r.name: r for r in results}
-    trio_r, aio_r = named.get("coap_trio"), named.get("aiocoap")
+    trio_r, aio_r, lib_r = named.get("coap_trio"), named.get("aiocoap"), named.get("libcoap")
     print()
-    if trio_r is not None and aio_r is not None:
-        if trio_r.per_observation > 0:
-            ratio = aio_r.per_observation / trio_r.per_observation
-            print(f"memory per observation: aiocoap / coap_trio = {ratio:.2f}x")
-        if trio_r.fanout_seconds and aio_r.fanout_seconds:
-            ratio = aio_r.fanout_seconds / trio_r.fanout_seconds
-            print(f"fan-out time:           aiocoap / coap_trio = {ratio:.2f}x")
     if trio_r is not None:
         ok = trio_r.per_observation <= 4096 and trio_r.registered == trio_r.observers
         print(
             f"target coap_trio <= 4 KB per observation: "
-            f"{'HOLDS' if ok else 'MISSED'} ({_kb(trio_r.per_observation)} KB)"
+            f"{'met' if ok else 'NOT met'} ({_kb(trio_r.per_observation)} KB)"
         )
-        if aio_r is not None:
-            complete = trio_r.notified == trio_r.registered and aio_r.notified == aio_r.registered
-            faster = (
-                trio_r.fanout_seconds is not None
-                and aio_r.fanout_seconds is not None
-                and trio_r.fanout_seconds < aio_r.fanout_seconds
-            )
-            verdict = "HOLDS" if faster and complete else "MISSED"
-            if faster and not complete:
-                verdict += " (a fan-out was incomplete)"
-            print(f"target coap_trio fan-out faster than aiocoap: {verdict}")
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
+        if lib_r is not None:
+            faster = trio_r.fanout_seconds < lib_r.fanout_seconds
+            verdict = "met" if faster and trio_r.complete and lib_r.complete else "NOT met"
+            print(f"target coap_trio fan-out faster than libcoap's: {verdict}")
+        if aio_r is not None and trio_r.fanout_seconds and aio_r.fanout_seconds:
+            ratio = aio_r.fanout_seconds / trio_r.fanout_seconds
+            print(f"fan-out time: aiocoap / coap_trio = {ratio:.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--observers", type=int, default=10_000, help="observations per server")
     parser.add_argument("--quick", action="store_true", help="1,000 observations")
-    parser.add_argument("--sockets", type=int, default=32, help="client source sockets")
-    parser.add_argument("--inflight", type=int, default=64, help="registrations in flight")
-    parser.add_argument("--register-timeout", type=float, default=300.0)
-    parser.add_argument("--fanout-timeout", type=float, default=60.0)
+    add_options(parser)
     parser.add_argument("--no-libcoap", action="store_true", help="skip coap-server-notls")
     parser.add_argument("--serve", choices=("coap_trio", "aiocoap"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -531,30 +529,49 @@ def main() -> None:
     if args.serve == "aiocoap":
         serve_aiocoap()
         return
-
-    print(
-        f"observers={args.observers} sockets={args.sockets} inflight={args.inflight} "
-        f"python={sys.version.split()[0]} coap_trio={_version('coap_trio')} "
-        f"aiocoap={_version('aiocoap')}"
-    )
-    results: list[Result] = []
-    starters: list[tuple[str, Any]] = [
-        ("coap_trio", lambda: start_python_server("coap_trio", args.observers)),
-        ("aiocoap", lambda: start_python_server("aiocoap", args.observers)),
-    ]
+    print(describe_machine())
+    print(f"observers={args.observers} sockets={args.sockets} inflight={args.inflight}")
+    names = ["coap_trio", "aiocoap"]
     if not args.no_libcoap and shutil.which(LIBCOAP_SERVER):
-        starters.append(("libcoap", start_libcoap_server))
-    for name, start in starters:
-        server = start()
+        names.append("libcoap")
+    results = measure_servers(names, args)
+    print()
+    report(results)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The client's options (shared with run.py)."""
+    parser.add_argument(
+        "--sockets",
+        type=int,
+        default=0,
+        help="client source sockets (default 0: one per observation, as many clients would: "
+        "libcoap keeps one observation per client address and resource)",
+    )
+    parser.add_argument("--inflight", type=int, default=64, help="registrations in flight")
+    parser.add_argument("--register-timeout", type=float, default=300.0)
+    parser.add_argument("--fanout-timeout", type=float, default=60.0)
+
+
+def measure_servers(
+    names: list[str], args: argparse.Namespace, log: Callable[[str], None] = print
+) -> list[Result]:
+    """Each named server started (pinned), measured once, stopped; this process is the client."""
+    server_cpu, client_cpu = cpu_plan()
+    pin_self(client_cpu)
+    wanted = (args.sockets or args.observers) + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    results = []
+    for name in names:
+        server = start_server(name, args.observers, server_cpu)
         try:
-            if name == "libcoap":
-                time.sleep(0.5)
-            print(f"measuring {name} (pid {server.process.pid}, port {server.port})...", flush=True)
+            log(f"  measuring {name} (pid {server.peer.process.pid}, port {server.port})...")
             results.append(measure(server, args))
         finally:
             server.stop()
-    print()
-    report(results)
+    return results
 
 
 if __name__ == "__main__":

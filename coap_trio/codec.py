@@ -22,7 +22,7 @@ from .numbers.codes import CODE_TABLE, Code
 from .numbers.types import Type
 from .options import Options
 
-__all__ = ["decode", "encode", "encode_empty", "reset_for"]
+__all__ = ["decode", "decode_options", "encode", "encode_empty", "encode_options", "reset_for"]
 
 _TYPE_TABLE = (Type.CON, Type.NON, Type.ACK, Type.RST)
 _EMPTY = Code.EMPTY
@@ -57,6 +57,34 @@ def encode(message: Message) -> bytes:
         raise MessageEncodeError("an Empty message (0.00) carries no token, options or payload")
     # One join at the end: the payload (often the largest part) is copied once.
     parts = [_HEADER(0x40 | (mtype << 4) | tkl, code, mid), token]
+    append = parts.append
+    previous = 0
+    for number, value in items:
+        delta = number - previous
+        previous = number
+        length = len(value)
+        if delta < 13 and length < 13:
+            append(_SINGLE_BYTE[(delta << 4) | length])
+        else:
+            append(_option_header(delta, length))
+        append(value)
+    if payload:
+        append(b"\xff")
+        append(payload)
+    return b"".join(parts)
+
+
+def encode_options(items: list[tuple[int, bytes]], payload: bytes) -> bytes:
+    """The options (``(number, raw value)`` pairs in wire order) and payload as on the wire.
+
+    The part after the token that RFC 7252 §3 and RFC 8323 §3.2 share:
+    minimal delta/length headers, then ``0xFF`` and the payload if there is
+    one. Used by :mod:`coap_trio.protocol.framing`; :func:`encode` inlines
+    the same loop (its hot path). Raises
+    :class:`~coap_trio.errors.MessageEncodeError` for an option value over
+    65804 bytes.
+    """
+    parts: list[bytes] = []
     append = parts.append
     previous = 0
     for number, value in items:
@@ -129,66 +157,76 @@ def decode(data: bytes, remote: object = None) -> Message:
             FormatErrorKind.TRUNCATED, version=1, mtype=mtype, mid=mid, offset=size
         )
     token = data[4:position]
+    try:
+        items, payload = decode_options(data, position, size)
+    except MessageFormatError as error:
+        error.mtype, error.mid, error.version = mtype, mid, 1
+        raise
+    return Message._make(code, mtype, mid, token, Options._from_wire(items), payload, remote)
+
+
+def decode_options(data: bytes, position: int, end: int) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Parse the options and payload in ``data[position:end]`` (RFC 7252 §3.1).
+
+    Returns the ``(number, raw value)`` pairs in wire order and the payload.
+    Shared by the UDP codec and the reliable-transport framing
+    (:mod:`coap_trio.protocol.framing`), whose messages end the same way.
+    Raises :class:`~coap_trio.errors.MessageFormatError` (without type, MID
+    or version: the caller adds what its header knows) for a truncated
+    option, a reserved nibble, an empty payload after the marker or an
+    option number above 65535.
+    """
     items: list[tuple[int, bytes]] = []
     payload = b""
     number = 0
-    while position < size:
+    while position < end:
         start = position
         byte = data[position]
         position += 1
         if byte == 0xFF:
-            if position == size:
-                raise MessageFormatError(
-                    FormatErrorKind.EMPTY_PAYLOAD, version=1, mtype=mtype, mid=mid, offset=size
-                )
-            payload = data[position:]
+            if position == end:
+                raise MessageFormatError(FormatErrorKind.EMPTY_PAYLOAD, offset=end)
+            payload = data[position:end]
             break
         delta = byte >> 4
         length = byte & 0x0F
         if delta >= 13 or length >= 13:
             try:
-                delta, length, position = _extended(data, delta, length, position)
+                delta, length, position = _extended(data, delta, length, position, end)
             except MessageFormatError as error:
-                error.mtype, error.mid, error.version = mtype, mid, 1
                 if not error.offset:
                     error.offset = start
                 raise
         number += delta
-        end = position + length
-        if end > size:
-            raise MessageFormatError(
-                FormatErrorKind.TRUNCATED, version=1, mtype=mtype, mid=mid, offset=size
-            )
+        stop = position + length
+        if stop > end:
+            raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=end)
         if number > 0xFFFF:
-            raise MessageFormatError(
-                FormatErrorKind.OPTION_NUMBER_TOO_LARGE,
-                version=1,
-                mtype=mtype,
-                mid=mid,
-                offset=start,
-            )
-        items.append((number, data[position:end]))
-        position = end
-    return Message._make(code, mtype, mid, token, Options._from_wire(items), payload, remote)
+            raise MessageFormatError(FormatErrorKind.OPTION_NUMBER_TOO_LARGE, offset=start)
+        items.append((number, data[position:stop]))
+        position = stop
+    return items, payload
 
 
-def _extended(data: bytes, delta: int, length: int, position: int) -> tuple[int, int, int]:
+def _extended(
+    data: bytes, delta: int, length: int, position: int, end: int
+) -> tuple[int, int, int]:
     if delta == 15:
         raise MessageFormatError(FormatErrorKind.RESERVED_DELTA, offset=position - 1)
     if length == 15:
         raise MessageFormatError(FormatErrorKind.RESERVED_LENGTH, offset=position - 1)
-    delta, position = _extended_field(data, delta, position)
-    length, position = _extended_field(data, length, position)
+    delta, position = _extended_field(data, delta, position, end)
+    length, position = _extended_field(data, length, position, end)
     return delta, length, position
 
 
-def _extended_field(data: bytes, nibble: int, position: int) -> tuple[int, int]:
+def _extended_field(data: bytes, nibble: int, position: int, end: int) -> tuple[int, int]:
     """Resolve one delta or length nibble: 13 adds one byte (+13), 14 two bytes (+269)."""
     if nibble < 13:
         return nibble, position
     width = nibble - 12
-    if position + width > len(data):
-        raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=len(data))
+    if position + width > end:
+        raise MessageFormatError(FormatErrorKind.TRUNCATED, offset=end)
     if width == 1:
         return data[position] + 13, position + 1
     return ((data[position] << 8) | data[position + 1]) + 269, position + 2

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -56,6 +57,7 @@ from .errors import (
     UnresolvableHostError,
     UnsupportedTransportError,
 )
+from .handler_queue import HandlerQueue
 from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
@@ -72,14 +74,18 @@ from .server import DEFAULT_MAX_PAYLOAD, Responder, suppressed_by_no_response
 from .server_blockwise import BlockwiseServer
 from .server_observations import ServerObservations
 from .transports.base import DatagramNetwork, EndpointStatistics
+from .transports.stream import STREAM_SCHEMES, StreamEndpoint, StreamLimits, StreamStatistics
+from .transports.websocket import require_wsproto
 from .uri import Origin, is_ip_literal
 
 __all__ = ["Context", "ContextStatistics", "open_context"]
 
 
-_SUPPORTED_SCHEMES = frozenset({"coap"})
+_SUPPORTED_SCHEMES = frozenset({"coap", *STREAM_SCHEMES})
 _BLOCK1 = int(OptionNumber.BLOCK1)
 _BLOCK2 = int(OptionNumber.BLOCK2)
+#: Requests a handler task takes from the queue in a row before it yields to others.
+_HANDLER_STREAK = 32
 
 
 @attrs.frozen
@@ -161,11 +167,14 @@ class Context:
         self._runners: list[EndpointRunner] = []
         self._inflight: set[Request] = set()
         self._closed = False
-        send, receive = trio.open_memory_channel[tuple[EndpointRunner, ServerExchange]](0)
-        self._handler_send: trio.MemorySendChannel[tuple[EndpointRunner, ServerExchange]] = send
-        self._handler_receive = receive
+        #: Received requests on their way to the handler tasks (see handler_queue.py).
+        self._handler_queue: HandlerQueue[tuple[EndpointRunner, ServerExchange]] = HandlerQueue(0)
         self._overloaded = 0
         self._dropped = 0
+        self._websockets_checked = False
+        #: Every TCP/TLS/WebSocket connection and listener (RFC 8323), and its runner.
+        self._stream: StreamEndpoint | None = None
+        self._stream_runner: EndpointRunner | None = None
 
     # -- setup ---------------------------------------------------------------------
 
@@ -178,11 +187,33 @@ class Context:
         self._nursery.start_soon(runner.run_timers)
         return runner
 
+    async def _open_streams(
+        self,
+        listeners: list[tuple[str, int, str, ssl.SSLContext | None]],
+        limits: StreamLimits,
+        client_ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        """Bind the stream listeners and start the one runner of every connection."""
+        from .protocol.stream_messaging import StreamMessaging
+        from .transports.tcp import framer_for
+
+        endpoint = StreamEndpoint(framer_for, limits=limits, client_ssl_context=client_ssl_context)
+        if any(scheme.endswith("+ws") for _, _, scheme, _ in listeners):
+            require_wsproto()
+        for host, port, scheme, context in listeners:
+            endpoint.listen(host, port, scheme, context)
+        machine = StreamMessaging(self._config, self._rng, max_message_size=limits.max_message_size)
+        runner = EndpointRunner(self, endpoint, machine)
+        endpoint.on_connection_made = runner.connection_made
+        endpoint.on_connection_lost = runner.connection_lost
+        self._stream, self._stream_runner = endpoint, runner
+        await self._nursery.start(_run_endpoint, runner)
+        self._nursery.start_soon(runner.run_timers)
+
     def _start_handlers(self, concurrency: int, queue: int) -> None:
-        send, receive = trio.open_memory_channel[tuple[EndpointRunner, ServerExchange]](queue)
-        self._handler_send, self._handler_receive = send, receive
+        self._handler_queue = HandlerQueue(queue)
         for _ in range(concurrency):
-            self._nursery.start_soon(self._handle_requests, receive)
+            self._nursery.start_soon(self._handle_requests, self._handler_queue)
 
     # -- introspection -------------------------------------------------------------
 
@@ -192,13 +223,23 @@ class Context:
         return [runner.endpoint.local_address for runner in self._runners]
 
     @property
+    def stream_addresses(self) -> list[DatagramRemote]:
+        """The address of every TCP/TLS/WebSocket listener, with its real port and scheme."""
+        return self._stream.addresses if self._stream is not None else []
+
+    @property
+    def stream_statistics(self) -> StreamStatistics | None:
+        """The connection counters of the reliable transports (RFC 8323)."""
+        return self._stream.connection_statistics if self._stream is not None else None
+
+    @property
     def statistics(self) -> ContextStatistics:
         """A snapshot of the counters."""
         blockwise = self._blockwise_server
         return ContextStatistics(
             endpoints=tuple(r.endpoint.statistics for r in self._runners),
             messaging=tuple(r.machine.statistics for r in self._runners),
-            handler_queue_depth=self._handler_send.statistics().current_buffer_used,
+            handler_queue_depth=len(self._handler_queue),
             overloaded_responses=self._overloaded,
             dropped_requests=self._dropped,
             handler_errors=self._responder.handler_errors if self._responder else 0,
@@ -218,6 +259,8 @@ class Context:
         """Allow ``nstart`` outstanding requests per remote (RFC 7252 §4.7; default 1)."""
         for runner in self._runners:
             runner.machine.set_nstart(nstart)
+        if self._stream_runner is not None:
+            self._stream_runner.machine.set_nstart(nstart)
 
     # -- client --------------------------------------------------------------------
 
@@ -380,8 +423,23 @@ class Context:
             raise LocalProtocolError("the request has no destination: pass uri= or remote=")
         if remote.scheme not in _SUPPORTED_SCHEMES:
             raise UnsupportedTransportError(
-                f"{remote.scheme}:// is not supported yet (only coap:// over UDP)"
+                f"{remote.scheme}:// is not supported yet (coap:// over UDP, "
+                "coap+tcp, coaps+tcp, coap+ws, coaps+ws)"
             )
+        if remote.scheme in STREAM_SCHEMES:  # a connection, opened (and resolved) on first use
+            stream, runner = self._stream, self._stream_runner
+            if stream is None or runner is None:
+                raise UnsupportedTransportError("this context has no stream transports")
+            if remote.scheme.endswith("+ws") and not self._websockets_checked:
+                try:
+                    require_wsproto()
+                except ImportError as error:
+                    raise UnsupportedTransportError(str(error)) from None
+                self._websockets_checked = True
+            try:
+                return runner, stream.remote_for(remote.host, remote.port, remote.scheme)
+            except ValueError as error:
+                raise LocalProtocolError(str(error)) from None
         host = remote.host
         if not is_ip_literal(host):
             cached = self._dns.get(host)
@@ -502,9 +560,7 @@ class Context:
                 suppressed = suppressed_by_no_response(request, at_once.code)
                 self._answer(runner, exchange, None if suppressed else at_once)
                 return
-        try:
-            self._handler_send.send_nowait((runner, exchange))
-        except trio.WouldBlock:
+        if not self._handler_queue.put_nowait((runner, exchange)):
             if exchange.con:
                 self._overloaded += 1
                 self._answer(runner, exchange, Message(code=Code.SERVICE_UNAVAILABLE, max_age=2))
@@ -517,7 +573,7 @@ class Context:
         runner.perform(runner.machine.respond(exchange, response, trio.current_time()))
 
     async def _handle_requests(
-        self, channel: trio.MemoryReceiveChannel[tuple[EndpointRunner, ServerExchange]]
+        self, queue: HandlerQueue[tuple[EndpointRunner, ServerExchange]]
     ) -> None:
         responder = self._responder
         observations = self._observations
@@ -525,7 +581,17 @@ class Context:
         assert self._site is not None
         blockwise = self._blockwise_server
         needs = self._site.needs_blockwise_assembly
-        async for runner, exchange in channel:
+        take = queue.take
+        streak = 0
+        while True:
+            # Queued requests are taken without a task switch, with a checkpoint
+            # at least every _HANDLER_STREAK requests (fairness, cancellation).
+            item = take() if streak < _HANDLER_STREAK else None
+            if item is None:
+                item = await queue.get()
+                streak = 0
+            streak += 1
+            runner, exchange = item
             request = exchange.request
             observe = request.opt.observe
             observation = None
@@ -599,6 +665,13 @@ async def open_context(
     max_observations: int = 100_000,
     max_observations_per_remote: int = 1_000,
     blockwise: BlockwiseConfig | None = None,
+    tcp_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
+    tls_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
+    ws_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
+    wss_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    client_ssl_context: ssl.SSLContext | None = None,
+    stream_limits: StreamLimits | None = None,
 ) -> AsyncIterator[Context]:
     """Open a CoAP context; everything it starts ends when the block is left.
 
@@ -617,6 +690,19 @@ async def open_context(
     client; beyond that a registration is served without Observe.
     Block-wise transfers (RFC 7959) follow ``blockwise`` (block size, the
     limits on assembled bodies and kept representations).
+
+    Reliable transports (RFC 8323): ``coap+tcp://``, ``coaps+tcp://``,
+    ``coap+ws://`` and ``coaps+ws://`` requests open one connection per
+    destination on first use (kept until idle). ``tcp_bind``, ``tls_bind``
+    (``coaps+tcp``), ``ws_bind`` (``coap+ws``) and ``wss_bind`` (``coaps+ws``)
+    take ``(host, port)`` pairs like ``bind`` and listen there (see
+    :attr:`Context.stream_addresses`); the TLS listeners use ``ssl_context``
+    (a server context with its certificate; ALPN ``coap`` is set on it).
+    ``client_ssl_context`` secures the connections we open (default:
+    :func:`ssl.create_default_context`, which verifies the server's
+    certificate and host name). ``stream_limits`` bounds connections,
+    frame size, send buffers and idle time
+    (:class:`~coap_trio.transports.stream.StreamLimits`).
     """
     if network is None:
         from .transports.udp import UDPNetwork
@@ -645,6 +731,19 @@ async def open_context(
                 await context._open_endpoint(host, port)
             for _ in range(extra):
                 await context._open_endpoint("::", 0)
+            listeners = [
+                (host, port, scheme, ssl_context if STREAM_SCHEMES[scheme] else None)
+                for scheme, binding in (
+                    ("coap+tcp", tcp_bind),
+                    ("coaps+tcp", tls_bind),
+                    ("coap+ws", ws_bind),
+                    ("coaps+ws", wss_bind),
+                )
+                for host, port in _as_binds(binding)
+            ]
+            await context._open_streams(
+                listeners, stream_limits or StreamLimits(), client_ssl_context
+            )
             yield context
         except BaseException as error:  # re-raised below, unwrapped
             body_error = error

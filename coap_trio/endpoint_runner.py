@@ -21,6 +21,7 @@ from .observable import ServerObservation
 from .protocol.exchanges import (
     ClientExchange,
     ClientState,
+    CloseConnection,
     Event,
     NotificationReceived,
     RequestFailed,
@@ -30,6 +31,7 @@ from .protocol.exchanges import (
     Transmit,
 )
 from .protocol.messaging import Messaging
+from .protocol.stream_messaging import StreamMessaging
 from .remote import DatagramRemote
 from .transports.base import DatagramEndpoint
 
@@ -42,7 +44,9 @@ __all__ = ["EndpointRunner"]
 class EndpointRunner:
     """One endpoint, its messaging machine, and the glue between them (see the module)."""
 
-    def __init__(self, context: Context, endpoint: DatagramEndpoint, machine: Messaging) -> None:
+    def __init__(
+        self, context: Context, endpoint: DatagramEndpoint, machine: Messaging | StreamMessaging
+    ) -> None:
         self.context = context
         self.endpoint = endpoint
         self.machine = machine
@@ -53,9 +57,12 @@ class EndpointRunner:
         """The endpoint's receive callback: feed each datagram to the machine, act on the events."""
         now = trio.current_time()
         receive = self.machine.receive
-        perform = self.perform
+        carry_out = self._carry_out
         for data, remote in batch:
-            perform(receive(data, remote, now))
+            events = receive(data, remote, now)
+            if events:
+                carry_out(events)
+        self.kick()  # once per batch
 
     def on_error(self, remote: DatagramRemote, error: OSError) -> None:
         """The endpoint's error callback: the OS reported ``error`` about ``remote`` (ICMP).
@@ -67,10 +74,31 @@ class EndpointRunner:
         self.perform(self.machine.peer_error(remote, error, trio.current_time()))
         self.context._observations.end_remote(remote, f"network error: {error}")
 
+    def connection_made(self, remote: DatagramRemote) -> None:
+        """A stream endpoint's hook: a connection to ``remote`` is up (our CSM goes first)."""
+        machine = self.machine
+        assert isinstance(machine, StreamMessaging)
+        self.perform(machine.connection_made(remote, trio.current_time()))
+
+    def connection_lost(self, remote: DatagramRemote, error: OSError | None) -> None:
+        """A stream endpoint's hook: the connection to ``remote`` ended (``error``: why).
+
+        Requests in flight on it fail, and observations it registered end.
+        """
+        machine = self.machine
+        assert isinstance(machine, StreamMessaging)
+        self.perform(machine.connection_lost(remote, error, trio.current_time()))
+        reason = f"connection lost: {error}" if error is not None else "connection closed"
+        self.context._observations.end_remote(remote, reason)
+
     def perform(self, events: list[Event]) -> None:
         """Carry out the machine's events (send, resolve requests, dispatch, end observations)."""
-        if not events:
-            return
+        if events:
+            self._carry_out(events)
+            self.kick()
+
+    def _carry_out(self, events: list[Event]) -> None:
+        """:meth:`perform` without the timer task's update (the caller kicks)."""
         send = self.endpoint.send
         later: list[ClientExchange] = []
         for event in events:
@@ -122,9 +150,12 @@ class EndpointRunner:
                 owner = event.exchange.owner  # type: ignore[attr-defined]
                 if isinstance(owner, ServerObservation):  # RST, or a CON notification lost
                     owner.end(str(event.error))  # type: ignore[attr-defined]
+            elif kind is CloseConnection:  # RFC 8323: Abort, Release, a dead ping
+                remote = event.remote  # type: ignore[attr-defined]
+                self.endpoint.close_connection(remote, event.reason)  # type: ignore[attr-defined]
+                self.context._observations.end_remote(remote, event.reason)  # type: ignore[attr-defined]
         for exchange in later:
-            self.perform(self.machine.abandon(exchange, trio.current_time()))
-        self.kick()
+            self._carry_out(self.machine.abandon(exchange, trio.current_time()))
 
     def kick(self) -> None:
         """Bring the timer task's deadline forward if the machine now needs it sooner."""

@@ -15,10 +15,16 @@ from .numbers.types import Type
 __all__ = [
     "BadResponseError",
     "CoapError",
+    "ConnectionAbortedByPeerError",
+    "ConnectionLostError",
+    "ConnectionReleasedError",
     "FormatErrorKind",
+    "FrameErrorKind",
+    "FrameTooLarge",
     "LocalProtocolError",
     "MessageEncodeError",
     "MessageFormatError",
+    "MessageTooLargeError",
     "NetworkError",
     "RemoteProtocolError",
     "RepresentationChangedError",
@@ -71,6 +77,20 @@ class FormatErrorKind(enum.Enum):
     OPTION_NUMBER_TOO_LARGE = "option number above 65535"
 
 
+class FrameErrorKind(enum.Enum):
+    """What is wrong with a frame of CoAP over TCP, TLS or WebSockets (RFC 8323 §3.2, §4.4).
+
+    Problems the UDP format cannot have; the others use :class:`FormatErrorKind`.
+    """
+
+    #: More bytes than the frame's Len field (and token length) announce.
+    TRAILING_DATA = "bytes after the end the length field announces"
+    #: A WebSocket frame whose Len nibble is not 0 (§4.4).
+    LENGTH_NOT_ZERO = "WebSocket frame with a non-zero Len field"
+    #: A frame header announces more than the receiver's Max-Message-Size.
+    TOO_LARGE = "frame larger than the maximum message size"
+
+
 class MessageFormatError(RemoteProtocolError):
     """A datagram that is not a well-formed CoAP message.
 
@@ -80,7 +100,9 @@ class MessageFormatError(RemoteProtocolError):
     to build the Reset.
     """
 
-    kind: FormatErrorKind
+    #: What is wrong; a :class:`FrameErrorKind` for problems only the
+    #: reliable-transport framing (RFC 8323) has.
+    kind: FormatErrorKind | FrameErrorKind
     #: The version field, when at least one byte arrived.
     version: int | None
     #: The message type, when the header could be read.
@@ -92,7 +114,7 @@ class MessageFormatError(RemoteProtocolError):
 
     def __init__(
         self,
-        kind: FormatErrorKind,
+        kind: FormatErrorKind | FrameErrorKind,
         *,
         version: int | None = None,
         mtype: Type | None = None,
@@ -196,5 +218,85 @@ class ResponseTooLargeError(RequestError):
             f"the response has at least {size} bytes, more than max_body_size {limit}:"
             " use Context.stream() for large representations"
         )
+        self.size = size
+        self.limit = limit
+
+
+class FrameTooLarge(MessageFormatError):  # noqa: N818 (the name part B and the brief use)
+    """A stream frame header announced more than the receiver accepts (RFC 8323 §5.3.1).
+
+    Raised by :class:`~coap_trio.protocol.framing.StreamDecoder` as soon as
+    the header is read, before the body is buffered; the connection cannot
+    continue (the stream cannot be resynchronized), so it should be aborted.
+    """
+
+    #: The size of the whole frame the header announced, in bytes.
+    size: int
+    #: The receiver's maximum message size.
+    limit: int
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(FrameErrorKind.TOO_LARGE, offset=0)
+        self.size = size
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return f"frame of {self.size} bytes is larger than the maximum message size {self.limit}"
+
+
+class ConnectionLostError(NetworkError):
+    """The reliable connection (TCP, TLS, WebSocket) to the peer closed or broke.
+
+    Every request sent over it and not yet answered fails with this
+    (RFC 8323: responses come back over the same connection only).
+    """
+
+
+class ConnectionAbortedByPeerError(ConnectionLostError):
+    """The peer aborted the connection with an Abort signaling message (RFC 8323 §5.6)."""
+
+    #: The option of our CSM the peer rejected (Bad-CSM-Option), if it said.
+    bad_csm_option: int | None
+
+    def __init__(self, message: str, bad_csm_option: int | None = None) -> None:
+        super().__init__(message)
+        self.bad_csm_option = bad_csm_option
+
+
+class ConnectionReleasedError(ConnectionLostError):
+    """The peer released the connection (Release, RFC 8323 §5.5): no new requests there.
+
+    ``alternative_addresses`` and ``hold_off`` repeat what the peer proposed.
+    """
+
+    #: Where the peer suggests to reconnect (Alternative-Address options).
+    alternative_addresses: tuple[str, ...]
+    #: Seconds the peer asks to wait before reconnecting (Hold-Off), if given.
+    hold_off: int | None
+
+    def __init__(
+        self,
+        message: str,
+        alternative_addresses: tuple[str, ...] = (),
+        hold_off: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.alternative_addresses = alternative_addresses
+        self.hold_off = hold_off
+
+
+class MessageTooLargeError(LocalProtocolError, RequestError):
+    """A message is larger than the peer's Max-Message-Size (RFC 8323 §5.3.1); not sent.
+
+    A request fails with it; use block-wise transfers (smaller blocks) instead.
+    """
+
+    #: The encoded size of the message, in bytes.
+    size: int
+    #: The peer's limit.
+    limit: int
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes exceeds the peer's Max-Message-Size {limit}")
         self.size = size
         self.limit = limit

@@ -75,13 +75,13 @@ class Message:
         self.mid = mid
         if len(token) > 8:
             raise ValueError(f"token of {len(token)} bytes is longer than 8")
-        self.token = bytes(token)
-        self.payload = bytes(payload)
-        self.opt = Options() if opt is None else opt
+        self.token = token if type(token) is bytes else bytes(token)
+        self.payload = payload if type(payload) is bytes else bytes(payload)
+        self.opt = Options._from_wire([]) if opt is None else opt
         self.remote = remote
         if uri is not None:
             self.set_request_uri(uri)
-        for name, value in options.items():
+        for name, value in options.items() if options else ():
             if name not in _OPTION_KEYWORDS:
                 raise TypeError(f"Message() got an unexpected keyword argument {name!r}")
             setattr(self.opt, name, value)

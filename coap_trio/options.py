@@ -22,7 +22,13 @@ from typing import Any, Generic, TypeVar, overload
 
 from .block import BlockValue
 from .numbers.contentformat import ContentFormat
-from .numbers.optionnumbers import OptionFormat, OptionNumber, OptionSpec, option_spec
+from .numbers.optionnumbers import (
+    OptionFormat,
+    OptionNumber,
+    OptionSpec,
+    option_spec,
+    registered_options,
+)
 
 __all__ = ["Options", "decode_uint", "encode_uint", "is_malformed", "typed_option_names"]
 
@@ -182,13 +188,17 @@ class _Repeated(_Accessor, Generic[T]):
         if obj is None:
             return self
         values = []
-        spec, load = self.spec, self.codec.load
-        for raw in obj.get_all(self.number):
-            if spec.length_ok(len(raw)):
-                try:
-                    values.append(load(raw))
-                except ValueError:
-                    continue
+        number, load = self.number, self.codec.load
+        low, high = self.spec.min_length, self.spec.max_length
+        for n, raw in obj._items:  # in number order: stop after the last occurrence
+            if n == number:
+                if low <= len(raw) <= high:
+                    try:
+                        values.append(load(raw))
+                    except ValueError:
+                        continue
+            elif n > number:
+                break
         return tuple(values)
 
     def __set__(self, obj: Options, values: Iterable[T]) -> None:
@@ -386,17 +396,35 @@ class Options:
         return f"<Options {', '.join(parts)}>"
 
 
+_STRING_FORMAT = OptionFormat.STRING
+#: (repeatable, min length, max length, is a string) of every registered option,
+#: so that the check on every received option is one dict lookup.
+_MALFORMED_RULES = {
+    spec.number: (
+        spec.repeatable,
+        spec.min_length,
+        spec.max_length,
+        spec.format is _STRING_FORMAT,
+    )
+    for spec in registered_options()
+}
+
+
 def is_malformed(number: int, value: bytes, repeated: bool) -> bool:
     """Whether one occurrence of option ``number`` must be treated as unrecognized:
     its value breaks the registered length or format (not UTF-8 for a string,
     RFC 7252 §5.4.3), or it repeats a non-repeatable option (§5.4.5).
     ``repeated``: an occurrence of the same number came just before it."""
-    spec = option_spec(number)
-    if repeated and not spec.repeatable:
+    rules = _MALFORMED_RULES.get(number)
+    if rules is None:
+        spec = option_spec(number)
+        rules = (spec.repeatable, spec.min_length, spec.max_length, spec.format is _STRING_FORMAT)
+    repeatable, low, high, string = rules
+    if repeated and not repeatable:
         return True
-    if not spec.min_length <= len(value) <= spec.max_length:
+    if not low <= len(value) <= high:
         return True
-    if spec.format is OptionFormat.STRING and not value.isascii():
+    if string and not value.isascii():
         try:
             value.decode("utf-8")
         except UnicodeDecodeError:

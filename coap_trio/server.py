@@ -37,6 +37,8 @@ __all__ = [
 logger = logging.getLogger("coap_trio.server")
 
 _N = OptionNumber
+_PROXY_URI = int(_N.PROXY_URI)
+_PROXY_SCHEME = int(_N.PROXY_SCHEME)
 
 #: Critical options a request may carry that this server handles today: the
 #: same set the client accepts in responses (one definition, in the matcher).
@@ -91,9 +93,11 @@ class Responder:
             if not confirmable:
                 return False
             return BadOption("unrecognized critical option").to_message()
-        opt = request.opt
-        if opt.proxy_uri is not None or opt.proxy_scheme is not None:
-            return ProxyingNotSupported().to_message()
+        # One pass over the options; any Proxy-Uri / Proxy-Scheme left here is
+        # well-formed (a malformed critical option was answered 4.02 above).
+        for number, _ in request.opt._items:
+            if number in (_PROXY_URI, _PROXY_SCHEME):
+                return ProxyingNotSupported().to_message()
         if len(request.payload) > self.max_payload:
             self.oversized += 1
             return RequestEntityTooLarge(

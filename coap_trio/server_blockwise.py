@@ -87,6 +87,7 @@ Render = Callable[[Message], Awaitable[Message]]
 NeedsAssembly = Callable[[Message], Awaitable[bool]]
 
 _N = OptionNumber
+_BLOCK1, _BLOCK2, _SIZE1 = int(_N.BLOCK1), int(_N.BLOCK2), int(_N.SIZE1)
 #: Options that are part of the cache key but not of a transfer's identity.
 _NOT_IN_KEY = frozenset({_N.BLOCK1, _N.BLOCK2, _N.SIZE1, _N.SIZE2, _N.OBSERVE, _N.NO_RESPONSE})
 #: The safe methods (RFC 7252 §5.1, RFC 8132 §2): rendering them again changes nothing.
@@ -210,9 +211,11 @@ class BlockwiseServer:
         large response makes it matter) unless ``assemble`` already says.
         """
         opt = request.opt
-        block1 = opt.block1
-        block2 = opt.block2
-        size1 = opt.size1
+        block1 = block2 = size1 = None
+        for number, _ in opt._items:  # one pass: most requests carry none of them
+            if number in (_BLOCK2, _BLOCK1, _SIZE1):
+                block1, block2, size1 = opt.block1, opt.block2, opt.size1
+                break
         if block1 is None and block2 is None and size1 is None:
             response = await render(request)  # the common case: no block option
             if len(response.payload) <= self._block_size or response.opt.block2 is not None:

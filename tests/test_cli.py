@@ -238,14 +238,17 @@ async def test_timeout_network_error_and_unsupported_schemes() -> None:
         finally:
             silent.close()
 
-        schemes = ("coaps", "coap+tcp", "coap+ws")
-        refused, unresolvable, *unsupported_results = await coap_trio_all(
+        schemes = ("coaps",)  # DTLS; coap+tcp and coap+ws are transports now (RFC 8323)
+        refused, refused_tcp, unresolvable, *unsupported_results = await coap_trio_all(
             ("get", f"coap://[::1]:{closed_port()}/x", "--timeout", "5"),
+            ("get", f"coap+tcp://[::1]:{closed_port()}/x", "--timeout", "5"),
             ("get", "coap://no-such-host.invalid/x", "--timeout", "5"),
             *[("get", f"{scheme}://[::1]/x") for scheme in schemes],
         )
         assert refused.returncode == ExitStatus.NETWORK_ERROR
         assert "network error" in one_line(refused.stderr)
+        assert refused_tcp.returncode == ExitStatus.NETWORK_ERROR
+        assert "Connection refused" in one_line(refused_tcp.stderr)
         assert unresolvable.returncode == ExitStatus.NETWORK_ERROR
         assert "no-such-host.invalid" in one_line(unresolvable.stderr)
         for scheme, unsupported in zip(schemes, unsupported_results, strict=True):

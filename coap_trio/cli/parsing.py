@@ -379,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
         site_parser.add_argument(
             "-v", "--verbose", action="store_true", help="log each request on standard error"
         )
+        site_parser.add_argument(
+            "--workers",
+            type=_positive_int,
+            default=1,
+            metavar="N",
+            help="serve from N processes sharing each port (SO_REUSEPORT; default 1)",
+        )
+        site_parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
     verbs.add_parser("demo", help="serve and query real CoAP over loopback, and print it")
     verbs.add_parser("codec-demo", help="encode and decode a request and a response")
     return parser

@@ -9,13 +9,31 @@ every ``--bind`` address, printing the real bound addresses on standard
 output (one ``listening on coap://...`` line each, flushed, so a parent
 process can read the port when it asked for port 0), and stopping cleanly
 (exit status 0) on SIGINT or SIGTERM.
+
+With ``--workers N`` (N > 1) the process becomes a parent of N worker
+processes (``python -m coap_trio serve ... --worker-of PARENT_PID``) that
+share each port through ``SO_REUSEPORT``: the parent picks the ports (port 0:
+it binds once with ``SO_REUSEPORT`` to learn a free one, and holds that
+socket until every worker has bound beside it), prints the ``listening on``
+lines once, then a ``workers:`` line with the workers' process IDs, forwards
+SIGINT and SIGTERM to them and exits 0 when all of them exited 0. The kernel
+hashes each client address to one worker while the set of workers stays the
+same, so a client's deduplication state and observations live in one
+process; state shared between workers (a plugtest resource changed by PUT,
+for instance) is not shared: each worker has its own site. A worker writes
+its own counters to standard error when it stops, and stops by itself when
+its parent is gone.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -25,10 +43,21 @@ from ..plugtest import DEFAULT_OBS_PERIOD, PlugtestSite, plugtest_site
 from .exitcodes import ExitStatus
 from .trace import TracingNetwork
 
-__all__ = ["DEFAULT_BIND", "format_address", "run_serve"]
+if TYPE_CHECKING:
+    from ..context import ContextStatistics
+    from ..transports.udp import UDPNetwork
+
+__all__ = ["DEFAULT_BIND", "WORKER_START_TIMEOUT", "format_address", "run_serve"]
 
 #: Where ``serve`` listens without ``--bind``: every address, the CoAP port.
 DEFAULT_BIND = ("::", 5683)
+
+#: Seconds the parent of ``--workers`` waits for every worker to report its addresses.
+WORKER_START_TIMEOUT = 30.0
+#: Seconds the parent waits for the workers to stop after forwarding a signal (then kills).
+_WORKER_STOP_TIMEOUT = 10.0
+#: How often a worker checks that its parent is still there.
+_PARENT_POLL = 0.5
 
 
 def format_address(host: str, port: int) -> str:
@@ -47,19 +76,151 @@ async def run_serve(
     args: argparse.Namespace, report: Callable[[str], None], log: Callable[[str], None]
 ) -> ExitStatus:
     """Serve until SIGINT or SIGTERM; ``report`` gets the ``listening on`` lines,
-    ``log`` (with ``-v``) every datagram."""
+    ``log`` (standard error) every datagram with ``-v``, and a worker's counters."""
+    if args.workers > 1 and args.worker_of is None:
+        return await _run_workers(args, report)
     binds = args.bind or [DEFAULT_BIND]
-    network = None
-    if args.verbose:
+    worker = args.worker_of is not None
+    network: UDPNetwork | TracingNetwork | None = None
+    if args.verbose or worker:
         from ..transports.udp import UDPNetwork
 
-        network = TracingNetwork(UDPNetwork(), log)
+        network = UDPNetwork(reuse_port=worker)
+        if args.verbose:
+            network = TracingNetwork(network, log)
     site = _make_site(args)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # serve_site raises the Context's errors (an address in use) as themselves.
         async with serve_site(site, binds, network=network) as ctx:
             for address in ctx.addresses:
                 report(f"listening on {format_address(address.host, address.port)}")
-            async for _ in signals:
-                break
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+                if worker:
+                    nursery.start_soon(_cancel_when_orphaned, args.worker_of, nursery.cancel_scope)
+            if worker:
+                log(f"coap-trio worker {os.getpid()}: {_counters(ctx.statistics)}")
     return ExitStatus.OK
+
+
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        break
+    scope.cancel()
+
+
+async def _cancel_when_orphaned(parent: int, scope: trio.CancelScope) -> None:
+    while os.getppid() == parent:
+        await trio.sleep(_PARENT_POLL)
+    scope.cancel()
+
+
+def _counters(statistics: ContextStatistics) -> str:
+    received = sum(e.datagrams_received for e in statistics.endpoints)
+    sent = sum(e.datagrams_sent for e in statistics.endpoints)
+    return f"{received} datagrams received, {sent} sent"
+
+
+# -- the parent of --workers ----------------------------------------------------------------
+
+
+def _bind_text(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _worker_argv(args: argparse.Namespace, binds: list[tuple[str, int]]) -> list[str]:
+    argv = [sys.executable, "-m", "coap_trio", "serve", args.site]
+    if args.site == "plugtest":
+        if args.obs_period is not None:
+            argv += ["--obs-period", repr(args.obs_period)]
+    else:
+        argv.append(os.path.abspath(args.directory))
+        if args.write:
+            argv.append("--write")
+    for host, port in binds:
+        argv += ["--bind", _bind_text(host, port)]
+    if args.verbose:
+        argv.append("-v")
+    return [*argv, "--worker-of", str(os.getpid())]
+
+
+async def _read_ready(process: trio.Process, lines: int) -> list[str]:
+    """The first ``lines`` lines a worker writes (its ``listening on`` lines)."""
+    assert process.stdout is not None
+    data = b""
+    while data.count(b"\n") < lines:
+        chunk = await process.stdout.receive_some()
+        if not chunk:
+            raise OSError(f"worker {process.pid} exited before serving")
+        data += chunk
+    return data.decode(errors="replace").splitlines()[:lines]
+
+
+async def _stop_workers(processes: list[trio.Process], sig: int) -> None:
+    """Send ``sig`` to every running worker; wait for all (kill stragglers)."""
+    for process in processes:
+        if process.returncode is None:
+            process.send_signal(sig)
+    with trio.move_on_after(_WORKER_STOP_TIMEOUT):
+        for process in processes:
+            await process.wait()
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _run_workers(args: argparse.Namespace, report: Callable[[str], None]) -> ExitStatus:
+    from ..transports.udp import UDPNetwork
+
+    network = UDPNetwork(reuse_port=True)
+    probes = []
+    processes: list[trio.Process] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        try:
+            for host, port in args.bind or [DEFAULT_BIND]:
+                try:
+                    probes.append(network.open_endpoint(host, port))
+                except ValueError as error:
+                    raise OSError(str(error)) from None
+            binds = [(p.local_address.host, p.local_address.port) for p in probes]
+            argv = _worker_argv(args, binds)
+            for _ in range(args.workers):
+                processes.append(
+                    await trio.lowlevel.open_process(
+                        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+                    )
+                )
+            with trio.fail_after(WORKER_START_TIMEOUT):
+                for process in processes:
+                    await _read_ready(process, len(binds))
+        except BaseException:
+            await _stop_workers(processes, signal.SIGTERM)
+            raise
+        finally:
+            for probe in probes:  # every worker is bound beside it (or failed): let go
+                probe.close()
+        for host, port in binds:
+            report(f"listening on {format_address(host, port)}")
+        report("workers: " + " ".join(str(p.pid) for p in processes))
+        async with trio.open_nursery() as nursery:
+            failed: list[trio.Process] = []
+
+            async def watch(process: trio.Process) -> None:
+                await process.wait()
+                failed.append(process)
+                nursery.cancel_scope.cancel()
+
+            for process in processes:
+                nursery.start_soon(watch, process)
+            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+        if failed and failed[0].returncode != 0:
+            sys.stderr.write(
+                f"coap-trio: worker {failed[0].pid} exited with status "
+                f"{failed[0].returncode}; stopping the others\n"
+            )
+        await _stop_workers(processes, signal.SIGTERM)
+        for process in processes:
+            if process.stdout is not None:
+                await process.stdout.aclose()
+    return ExitStatus.FAILURE if any(p.returncode != 0 for p in processes) else ExitStatus.OK

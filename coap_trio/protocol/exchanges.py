@@ -13,10 +13,12 @@ from typing import Any
 
 from ..errors import CoapError
 from ..message import Message
+from ..numbers.types import Type
 
 __all__ = [
     "ClientExchange",
     "ClientState",
+    "CloseConnection",
     "Event",
     "NotificationReceived",
     "RequestFailed",
@@ -105,6 +107,9 @@ class ClientExchange:
         return f"<ClientExchange {self.state.value} token={self.token.hex()} mid={self.mid}>"
 
 
+_CON = Type.CON
+
+
 class ServerExchange:
     """A request this endpoint received, until its response is delivered."""
 
@@ -125,7 +130,7 @@ class ServerExchange:
         self.remote = remote
         self.mid: int = request.mid if request.mid is not None else 0
         self.token = request.token
-        self.con = request.mtype is not None and request.mtype.name == "CON"
+        self.con = request.mtype is _CON
         self.state = ServerState.PENDING
         self.ack_ticket = 0
         #: The CON response or notification being retransmitted, if any.
@@ -212,3 +217,25 @@ class ResponseFailed(Event):
     def __init__(self, exchange: ServerExchange, error: CoapError) -> None:
         self.exchange = exchange
         self.error = error
+
+
+class CloseConnection(Event):
+    """Close the reliable connection to ``remote`` (CoAP over TCP/TLS/WebSockets, RFC 8323).
+
+    Emitted by :class:`~coap_trio.protocol.stream_messaging.StreamMessaging`
+    after any last ``Transmit`` to the same remote (an Abort, say) in the same
+    event list: send those first, then close. The machine has already
+    forgotten the connection (its requests failed, its served observations
+    ended), so calling ``connection_lost`` afterwards is harmless but not
+    needed. ``error`` is what the requests failed with.
+    """
+
+    __slots__ = ("error", "reason", "remote")
+
+    def __init__(self, remote: Hashable, reason: str, error: CoapError) -> None:
+        self.remote = remote
+        self.reason = reason
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"<CloseConnection {self.remote}: {self.reason}>"

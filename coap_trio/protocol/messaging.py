@@ -93,6 +93,7 @@ class Messaging(ServerSide):
         self._reliability = Reliability(params, self._rng, self._timers)
         #: Received requests being handled, by (remote, MID).
         self._pending: dict[tuple[Hashable, int], ServerExchange] = {}
+        self._ack_fifo: deque[tuple[float, ServerExchange]] = deque()
         self._outstanding: dict[Hashable, int] = {}
         self._queued: dict[Hashable, deque[ClientExchange]] = {}
         self._nstart = params.NSTART
@@ -143,7 +144,11 @@ class Messaging(ServerSide):
 
     def next_deadline(self) -> float | None:
         """When :meth:`timeout` should next be called (None: no timer pending)."""
-        return self._timers.next_deadline()
+        deadline = self._timers.next_deadline()
+        ack = self._next_ack_due()
+        if ack is not None and (deadline is None or ack < deadline):
+            return ack
+        return deadline
 
     # -- client side --------------------------------------------------------------
 
@@ -536,6 +541,8 @@ class Messaging(ServerSide):
         """Process every timer due at ``now``: retransmissions, give-ups, empty ACKs,
         response deadlines, queued requests whose message ID freed, expiries."""
         events: list[Event] = []
+        if self._ack_fifo:
+            self._acks_due(now, events)
         for ticket, (kind, subject) in self._timers.pop_due(now):
             if kind == RETRANSMIT:
                 outcome = self._reliability.fire(subject, ticket, now)

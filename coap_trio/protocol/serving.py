@@ -11,6 +11,7 @@ must not know about tasks, sockets or resources.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
@@ -28,6 +29,8 @@ __all__ = ["ACK_DELAY", "ServerSide"]
 
 #: The timer kind of the piggyback window.
 ACK_DELAY = 1
+#: ``ServerExchange.ack_ticket`` of a piggyback window kept in the FIFO (not the heap).
+ACK_IN_FIFO = -1
 
 _CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
 
@@ -37,6 +40,11 @@ class ServerSide:
 
     config: MessagingConfig
     _pending: dict[tuple[Hashable, int], ServerExchange]
+    #: Piggyback windows in deadline order: (when the empty ACK is due, exchange).
+    #: They all last ``ack_delay``, so arrival order is deadline order and no
+    #: heap entry (push, cancel, pop) is needed per request; an entry whose
+    #: exchange was answered meanwhile is skipped when it reaches the front.
+    _ack_fifo: deque[tuple[float, ServerExchange]]
     _timers: TimerHeap[tuple[int, Any]]
     _dedup: DedupStore
     _mids: MessageIdAllocator
@@ -71,10 +79,37 @@ class ServerSide:
         exchange = ServerExchange(message, remote)
         self._pending[(remote, mid)] = exchange
         if con:
-            exchange.ack_ticket = self._timers.schedule(
-                now + self.config.ack_delay, (ACK_DELAY, exchange)
-            )
+            due = now + self.config.ack_delay
+            fifo = self._ack_fifo
+            if not fifo or fifo[-1][0] <= due:
+                fifo.append((due, exchange))
+                exchange.ack_ticket = ACK_IN_FIFO
+            else:  # the caller's clock went back: keep the order right with the heap
+                exchange.ack_ticket = self._timers.schedule(due, (ACK_DELAY, exchange))
         events.append(RequestReceived(exchange))
+
+    def _next_ack_due(self) -> float | None:
+        """When the earliest piggyback window in the FIFO still open ends (None: none)."""
+        fifo = self._ack_fifo
+        while fifo:
+            due, exchange = fifo[0]
+            if exchange.ack_ticket == ACK_IN_FIFO:
+                return due
+            fifo.popleft()  # answered (or forgotten) in time
+        return None
+
+    def _acks_due(self, now: float, events: list[Event]) -> None:
+        """Send the empty ACKs of the FIFO's piggyback windows that ended by ``now``."""
+        fifo = self._ack_fifo
+        while fifo and fifo[0][0] <= now:
+            _, exchange = fifo.popleft()
+            self._ack_due(exchange, ACK_IN_FIFO, now, events)
+
+    def _cancel_ack(self, exchange: ServerExchange) -> None:
+        """Close the piggyback window of ``exchange`` (a FIFO entry is skipped later)."""
+        if exchange.ack_ticket > 0:
+            self._timers.cancel(exchange.ack_ticket)
+        exchange.ack_ticket = 0
 
     def _ack_due(
         self, exchange: ServerExchange, ticket: int, now: float, events: list[Event]
@@ -108,8 +143,7 @@ class ServerSide:
         key = (remote, exchange.mid)
         if exchange.state is ServerState.PENDING:
             self._pending.pop(key, None)
-            self._timers.cancel(exchange.ack_ticket)
-            exchange.ack_ticket = 0
+            self._cancel_ack(exchange)
             if exchange.con:
                 if response is None:
                     data = encode_empty(_ACK, exchange.mid)
@@ -201,6 +235,5 @@ class ServerSide:
         key = (exchange.remote, exchange.mid)
         if self._pending.get(key) is exchange:
             del self._pending[key]
-        self._timers.cancel(exchange.ack_ticket)
-        exchange.ack_ticket = 0
+        self._cancel_ack(exchange)
         exchange.state = ServerState.DONE

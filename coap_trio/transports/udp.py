@@ -88,10 +88,15 @@ class UDPNetwork:
     """Real UDP: endpoints are stdlib sockets, names go to the system resolver.
 
     ``outbox_capacity`` is passed on to every endpoint (see :class:`UDPEndpoint`).
+    ``reuse_port`` sets ``SO_REUSEPORT`` on every socket before binding, so that
+    several processes can serve one port (the kernel spreads remotes over them
+    by a hash of the addresses; where the option is missing, opening an
+    endpoint raises OSError).
     """
 
-    def __init__(self, *, outbox_capacity: int = 1024) -> None:
+    def __init__(self, *, outbox_capacity: int = 1024, reuse_port: bool = False) -> None:
         self._outbox_capacity = outbox_capacity
+        self._reuse_port = reuse_port
 
     def open_endpoint(self, host: str, port: int) -> UDPEndpoint:
         """Bind a UDP socket synchronously and wrap it in an endpoint.
@@ -105,6 +110,11 @@ class UDPNetwork:
         try:
             if family == socket.AF_INET6 and address == "::":
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            if self._reuse_port:
+                reuse = getattr(socket, "SO_REUSEPORT", None)
+                if reuse is None:
+                    raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
+                sock.setsockopt(socket.SOL_SOCKET, reuse, 1)
             for option, size in ((socket.SO_RCVBUF, _RCVBUF), (socket.SO_SNDBUF, _SNDBUF)):
                 while size >= 65536:  # some systems refuse, rather than cap, big buffers
                     try:
@@ -307,7 +317,11 @@ class UDPEndpoint:
 
     async def _receive_loop(self, on_datagrams: DatagramHandler, on_error: ErrorHandler) -> None:
         sock = self._sock
-        recvfrom = sock.recvfrom
+        # Into one reused buffer, then copied at its size: recvfrom(65535) would
+        # allocate (and shrink) 64 KiB per datagram.
+        buffer = bytearray(_MAX_DATAGRAM)
+        view = memoryview(buffer)
+        recvfrom_into = sock.recvfrom_into
         remotes = self._remotes
         attempts = range(self._batch_limit)
         while not self._closed:
@@ -316,14 +330,16 @@ class UDPEndpoint:
             failure: OSError | None = None
             for _ in attempts:
                 try:
-                    data, address = recvfrom(_MAX_DATAGRAM)
+                    size, address = recvfrom_into(buffer)
                 except BlockingIOError:
                     break
                 except OSError as exc:  # e.g. a pending ICMP error
                     failure = exc
                     break
                 remote = remotes.get(address)
-                batch.append((data, self._remote(address) if remote is None else remote))
+                if remote is None:
+                    remote = self._remote(address)
+                batch.append((bytes(view[:size]), remote))
             if batch:
                 self._received += len(batch)
                 on_datagrams(batch)

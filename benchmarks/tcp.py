@@ -1,0 +1,218 @@
+"""Requests per second over ONE CoAP-over-TCP connection (RFC 8323), coap_trio vs aiocoap.
+
+Run by hand (not collected by pytest; needs libcoap3-bin and aiocoap)::
+
+    python benchmarks/tcp.py                 # 5 s per run, 3 runs per library
+    python benchmarks/tcp.py --quick         # 1 s per run, 1 run
+    python benchmarks/tcp.py --in-flight 64 --duration 10
+
+One ``coap-server-notls`` (libcoap, listening on TCP on ``::1``, a free port;
+stopped at the end) serves both clients. Each measurement is a fresh worker
+process (this script with ``--worker LIBRARY``) that opens its client, sends
+``GET coap+tcp://[::1]:PORT/`` from ``--in-flight`` tasks (each sending its
+next request when its previous one is answered), warms up for 1 s, then
+counts the 2.05 responses during ``--duration`` seconds. Both clients keep
+one connection to the server (coap_trio reports how many it opened). Runs
+are interleaved; each figure is the median. The target is coap_trio >= 5x
+aiocoap. The load average is printed, as the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+TARGET_RATIO = 5.0
+LIBRARIES = ("coap_trio", "aiocoap")
+WARMUP = 1.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
+        udp.bind(("::1", 0))
+        port: int = udp.getsockname()[1]
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("::1", port))
+    return port
+
+
+def _start_server() -> tuple[subprocess.Popen[bytes], int]:
+    binary = shutil.which("coap-server-notls")
+    if binary is None:
+        sys.exit("coap-server-notls is missing (Debian package libcoap3-bin)")
+    for _ in range(10):
+        port = _free_port()
+        process = subprocess.Popen(
+            [binary, "-A", "::1", "-p", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            try:
+                socket.create_connection(("::1", port), timeout=0.1).close()
+                return process, port
+            except OSError:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.02)
+        process.kill()
+        process.wait()
+    sys.exit("coap-server-notls did not start")
+
+
+async def _trio_worker(uri: str, in_flight: int, duration: float) -> dict[str, Any]:
+    import trio
+
+    from coap_trio import Code, Message, open_context
+
+    counts = {"ok": 0, "other": 0}
+    counting = False
+    async with open_context() as ctx:
+        message = Message(code=Code.GET, uri=uri)
+
+        async def loop() -> None:
+            while True:
+                try:
+                    response = await ctx.request(message.copy()).response
+                except Exception:
+                    if counting:
+                        counts["other"] += 1
+                    continue
+                if counting:
+                    counts["ok" if response.code == Code.CONTENT else "other"] += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(in_flight):
+                nursery.start_soon(loop)
+            await trio.sleep(WARMUP)
+            counting = True
+            started = time.perf_counter()
+            await trio.sleep(duration)
+            counting = False
+            elapsed = time.perf_counter() - started
+            nursery.cancel_scope.cancel()
+        stats = ctx.stream_statistics
+        connections = stats.connections_opened if stats is not None else -1
+    return {**counts, "elapsed": elapsed, "connections": connections}
+
+
+async def _aiocoap_worker(uri: str, in_flight: int, duration: float) -> dict[str, Any]:
+    import aiocoap
+
+    counts = {"ok": 0, "other": 0}
+    counting = False
+    ctx = await aiocoap.Context.create_client_context()
+
+    async def loop() -> None:
+        while True:
+            try:
+                request = aiocoap.Message(code=aiocoap.GET, uri=uri)
+                response = await ctx.request(request).response
+            except aiocoap.error.Error:
+                if counting:
+                    counts["other"] += 1
+                continue
+            if counting:
+                counts["ok" if response.code == aiocoap.CONTENT else "other"] += 1
+
+    tasks = [asyncio.create_task(loop()) for _ in range(in_flight)]
+    await asyncio.sleep(WARMUP)
+    counting = True
+    started = time.perf_counter()
+    await asyncio.sleep(duration)
+    counting = False
+    elapsed = time.perf_counter() - started
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await ctx.shutdown()
+    return {**counts, "elapsed": elapsed, "connections": 1}
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    if args.worker == "coap_trio":
+        import trio
+
+        result = trio.run(_trio_worker, args.uri, args.in_flight, args.duration)
+    else:
+        result = asyncio.run(_aiocoap_worker(args.uri, args.in_flight, args.duration))
+    print(json.dumps(result))
+
+
+def measure(library: str, uri: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        library,
+        "--uri",
+        uri,
+        "--in-flight",
+        str(args.in_flight),
+        "--duration",
+        str(args.duration),
+    ]
+    output = subprocess.run(
+        command, check=True, capture_output=True, timeout=args.duration + 60
+    ).stdout
+    result: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
+    result["rate"] = result["ok"] / result["elapsed"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="1 s per run, 1 run")
+    parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--uri", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return
+    if args.quick:
+        args.duration, args.runs = 1.0, 1
+    server, port = _start_server()
+    uri = f"coap+tcp://[::1]:{port}/"
+    results: dict[str, list[dict[str, Any]]] = {library: [] for library in LIBRARIES}
+    try:
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        for run in range(args.runs):
+            for library in LIBRARIES:
+                result = measure(library, uri, args)
+                results[library].append(result)
+                print(
+                    f"run {run + 1} {library:<10} {result['rate']:>10,.0f} req/s "
+                    f"({result['other']} other, {result['connections']} connection(s))"
+                )
+        print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        server.terminate()
+        server.wait()
+    ours = statistics.median(r["rate"] for r in results["coap_trio"])
+    theirs = statistics.median(r["rate"] for r in results["aiocoap"])
+    ratio = ours / theirs if theirs else float("inf")
+    print(
+        f"GET over one coap+tcp connection, {args.in_flight} in flight, libcoap server "
+        f"(median of {args.runs}):"
+    )
+    print(f"  coap_trio {ours:>10,.0f} req/s")
+    print(f"  aiocoap   {theirs:>10,.0f} req/s")
+    verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
+    print(f"  ratio     {ratio:>10.1f}x   (target >= {TARGET_RATIO:g}x: {verdict})")
+
+
+if __name__ == "__main__":
+    main()

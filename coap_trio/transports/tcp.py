@@ -1,0 +1,58 @@
+"""CoAP over TCP and TLS (RFC 8323 §3): the stream framer, and the framer for each scheme.
+
+Owns :class:`TCPFramer` (cutting a TCP or TLS byte stream into frames with
+:class:`~coap_trio.protocol.framing.StreamDecoder`; frames go out as they
+are, RFC 8323 §3.2 being the format the messaging machine speaks) and
+:func:`framer_for`, the :data:`~coap_trio.transports.stream.FramerFactory`
+the Context hands its :class:`~coap_trio.transports.stream.StreamEndpoint`:
+``coap+tcp``/``coaps+tcp`` get a :class:`TCPFramer`, ``coap+ws``/``coaps+ws``
+a :class:`~coap_trio.transports.websocket.WebSocketFramer`. TLS itself is the
+standard library's ``ssl`` on ``trio.SSLStream`` (ALPN ``coap``), set up by
+the stream endpoint. Must not know about exchanges or signaling.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ..errors import FrameTooLarge
+from ..protocol.framing import StreamDecoder
+from .stream import Framer, FrameTooLargeError
+
+__all__ = ["TCPFramer", "framer_for"]
+
+
+class TCPFramer:
+    """The framer of a ``coap+tcp`` or ``coaps+tcp`` connection (no handshake of its own)."""
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self, max_message_size: int) -> None:
+        self._decoder = StreamDecoder(max_message_size)
+
+    async def handshake(self, stream: trio.abc.Stream) -> None:
+        """Nothing to do: CoAP's CSM is the machine's, TLS the stream endpoint's."""
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
+        """The complete frames in ``data`` (and what came before); FrameTooLargeError."""
+        try:
+            return self._decoder.feed(data), b""
+        except FrameTooLarge as exc:
+            raise FrameTooLargeError(str(exc)) from exc
+
+    def wrap(self, frame: bytes) -> bytes:
+        """A stream frame goes on the wire as it is."""
+        return frame
+
+    def set_max_message_size(self, size: int) -> None:
+        """Change the largest frame accepted."""
+        self._decoder.set_max_message_size(size)
+
+
+def framer_for(scheme: str, client: bool, host: str, max_message_size: int) -> Framer:
+    """The framer of a new connection of ``scheme`` (``host``: the WebSocket Host header)."""
+    if scheme in ("coap+tcp", "coaps+tcp"):
+        return TCPFramer(max_message_size)
+    from .websocket import WebSocketFramer
+
+    return WebSocketFramer(client, host, max_message_size)
