@@ -129,18 +129,24 @@ class Peer:
 
 
 def _read_lines(process: subprocess.Popen[bytes], until: Callable[[list[str]], bool]) -> list[str]:
+    """Lines the process prints until ``until`` holds (read from the raw descriptor:
+    select() cannot see lines a buffered reader already took in)."""
     assert process.stdout is not None
+    fd = process.stdout.fileno()
     lines: list[str] = []
+    pending = b""
     deadline = time.monotonic() + START_TIMEOUT
     while not until(lines):
         left = deadline - time.monotonic()
-        readable, _, _ = select.select([process.stdout], [], [], max(left, 0))
-        line = process.stdout.readline().decode(errors="replace") if readable else ""
-        if not line:
+        readable, _, _ = select.select([fd], [], [], max(left, 0))
+        chunk = os.read(fd, 65536) if readable else b""
+        if not chunk:
             process.kill()
             process.wait(timeout=5)
             raise RuntimeError(f"{process.args!r} did not start (said {lines!r})")
-        lines.append(line.strip())
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        lines.extend(line.decode(errors="replace").strip() for line in complete)
     return lines
 
 

@@ -259,6 +259,45 @@ def test_dedup_per_remote_bound_evicts_that_remotes_oldest() -> None:
     assert store.lookup("b", 1, 4.0) is not None  # another remote is untouched
 
 
+def test_dedup_per_remote_bound_of_one_replaces_the_only_entry() -> None:
+    store = DedupStore(max_total=100, max_per_remote=1)
+    store.record("a", 1, b"first", 10.0, 0.0)
+    store.record("a", 1, b"again", 10.0, 1.0)  # the same MID again: replaced, not evicted
+    assert store.evicted == 0
+    store.record("a", 2, b"second", 10.0, 2.0)
+    assert store.evicted == 1
+    assert store.lookup("a", 1, 3.0) is None
+    entry = store.lookup("a", 2, 3.0)
+    assert entry is not None
+    assert entry[1] == b"second"
+    assert (len(store), store.remotes) == (1, 1)
+    assert store.sweep(12.0) is None
+    assert (len(store), store.remotes) == (0, 0)
+
+
+def test_dedup_remote_grows_from_one_entry_to_many_and_back() -> None:
+    store = DedupStore(max_total=100, max_per_remote=3)
+    store.record("a", 1, None, 10.0, 0.0)
+    assert store.sweep(1.0) == 10.0
+    for mid in (2, 3, 4, 5):
+        store.record("a", mid, None, 10.0, float(mid))
+    assert store.evicted == 2  # MIDs 1 and 2
+    assert [store.lookup("a", m, 6.0) is not None for m in (1, 2, 3, 4, 5)] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert store.sweep(14.5) == 15.0  # 3 and 4 expired: one left
+    assert (len(store), store.remotes) == (1, 1)
+    store.record("a", 6, None, 10.0, 14.5)
+    assert store.sweep(15.0) == 24.5
+    assert (len(store), store.remotes) == (1, 1)
+    assert store.sweep(24.5) is None
+    assert store.remotes == 0
+
+
 def test_dedup_total_bound_evicts_oldest_overall() -> None:
     store = DedupStore(max_total=3, max_per_remote=100)
     for i, remote in enumerate("abcd"):

@@ -8,7 +8,9 @@ EXCHANGE_LIFETIME (CON) or NON_LIFETIME (NON).
 Memory is bounded per remote and in total: when a bound is reached the
 oldest entry (of that remote, or overall) is evicted and counted. Entries
 are kept in insertion order (two deques with lazy deletion), so expiry is
-a sweep from the front, not one timer per message.
+a sweep from the front, not one timer per message. A remote with a single
+entry keeps it without a deque (an empty deque costs ~600 bytes, and a
+server with 10,000 observers has 10,000 such remotes).
 
 Must not know about messages beyond their bytes, or about sockets and time
 sources: ``now`` is always an argument.
@@ -29,6 +31,7 @@ _Key = tuple[Hashable, int]
 #: scan 800,000 objects (measured: pauses grew to 370 ms under load, longer
 #: than the piggyback window).
 _Entry = tuple[float, bytes | None]
+_Item = tuple[_Key, _Entry]
 
 
 def _plain(remote: Hashable) -> Hashable:
@@ -44,7 +47,8 @@ class DedupStore:
     def __init__(self, max_total: int = 200_000, max_per_remote: int = 20_000) -> None:
         self._entries: dict[_Key, _Entry] = {}
         self._order: deque[tuple[_Key, _Entry]] = deque()
-        self._per_remote: dict[Hashable, deque[tuple[_Key, _Entry]]] = {}
+        #: Per remote: its one item, or a deque of its items once it has several.
+        self._per_remote: dict[Hashable, _Item | deque[_Item]] = {}
         #: Entries per remote (its queue may also hold stale items of replaced entries).
         self._live: dict[Hashable, int] = {}
         self._max_total = max_total
@@ -71,13 +75,27 @@ class DedupStore:
         self._order.append(item)
         queue = self._per_remote.get(remote)
         if queue is None:
-            queue = self._per_remote[remote] = deque()
-        queue.append(item)
+            self._per_remote[remote] = item
+        elif isinstance(queue, deque):
+            queue.append(item)
+        else:
+            self._per_remote[remote] = deque((queue, item))
         live = self._live[remote] = self._live.get(remote, 0) + (0 if replaced else 1)
         if live > self._max_per_remote:
-            self._evict_from(queue)
+            self._evict_oldest_of(remote)
         if len(self._entries) > self._max_total:
             self._evict_from(self._order)
+
+    def _evict_oldest_of(self, remote: Hashable) -> None:
+        queue = self._per_remote.get(remote)
+        if isinstance(queue, deque):
+            self._evict_from(queue)
+        elif queue is not None:  # its one item
+            key, entry = queue
+            if self._entries.get(key) is entry:
+                del self._entries[key]
+                self.evicted += 1
+                self._trim(remote)
 
     def _evict_from(self, queue: deque[tuple[_Key, _Entry]]) -> None:
         entries = self._entries
@@ -100,6 +118,10 @@ class DedupStore:
         if queue is None:
             return
         entries = self._entries
+        if not isinstance(queue, deque):  # its one item
+            if entries.get(queue[0]) is not queue[1]:
+                del self._per_remote[remote]
+            return
         while queue and entries.get(queue[0][0]) is not queue[0][1]:
             queue.popleft()
         if not queue:

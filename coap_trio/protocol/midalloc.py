@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Hashable
 
 __all__ = ["MessageIdAllocator"]
@@ -36,8 +36,10 @@ class _PeerMids:
     def __init__(self, start: int) -> None:
         self.next_mid = start
         self.in_use = 0
-        #: (expiry rounded up to a whole second, how many MIDs expire then)
-        self.log: deque[list[float]] = deque()
+        #: (expiry rounded up to a whole second, how many MIDs expire then), oldest
+        #: first. A list, not a deque: one per remote (an empty deque costs ~600
+        #: bytes), and at most one entry per second of EXCHANGE_LIFETIME.
+        self.log: list[list[float]] = []
 
 
 class MessageIdAllocator:
@@ -68,8 +70,14 @@ class MessageIdAllocator:
     @staticmethod
     def _expire(peer: _PeerMids, now: float) -> None:
         log = peer.log
-        while log and log[0][0] <= now:
-            peer.in_use -= int(log.popleft()[1])
+        expired = 0
+        for expiry, count in log:
+            if expiry > now:
+                break
+            peer.in_use -= int(count)
+            expired += 1
+        if expired:
+            del log[:expired]
 
     def available(self, remote: Hashable, now: float) -> bool:
         """Whether a MID can be allocated towards ``remote`` now."""
