@@ -12,10 +12,16 @@ from .context import Context, ContextStatistics, open_context
 from .errors import (
     BadResponseError,
     CoapError,
+    ConnectionAbortedByPeerError,
+    ConnectionLostError,
+    ConnectionReleasedError,
     FormatErrorKind,
+    FrameErrorKind,
+    FrameTooLarge,
     LocalProtocolError,
     MessageEncodeError,
     MessageFormatError,
+    MessageTooLargeError,
     NetworkError,
     RemoteProtocolError,
     RepresentationChangedError,
@@ -56,6 +62,7 @@ from .observation import Observation, ObservationError
 from .options import Options
 from .protocol.config import BlockwiseConfig, MessagingConfig
 from .resource import Resource, Site
+from .transports.stream import StreamLimits, StreamStatistics
 from .uri import InvalidURIError, Origin
 
 __version__ = "0.1.0.dev0"
@@ -81,15 +88,21 @@ __all__ = [
     "BlockwiseConfig",
     "CoapError",
     "Code",
+    "ConnectionAbortedByPeerError",
+    "ConnectionLostError",
+    "ConnectionReleasedError",
     "ContentFormat",
     "Context",
     "ContextStatistics",
     "FormatErrorKind",
+    "FrameErrorKind",
+    "FrameTooLarge",
     "InvalidURIError",
     "LocalProtocolError",
     "Message",
     "MessageEncodeError",
     "MessageFormatError",
+    "MessageTooLargeError",
     "MessagingConfig",
     "NetworkError",
     "ObservableResource",
@@ -109,6 +122,8 @@ __all__ = [
     "ResponseStream",
     "ResponseTooLargeError",
     "Site",
+    "StreamLimits",
+    "StreamStatistics",
     "TransmissionParameters",
     "Type",
     "UnresolvableHostError",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .block import BlockValue
+from .block import BERT_SZX, BlockValue
 from .client import Request
 from .errors import (
     CoapError,
@@ -222,7 +222,8 @@ class _Blocks:
         keep_payload: bool,
     ) -> Message:
         """Fetch the remaining blocks of ``first`` and return the assembled response."""
-        download = Block2Download(max_body_size=max_body_size)
+        bert = self.context._bert_agreed(self.runner, self.remote)
+        download = Block2Download(max_body_size=max_body_size, bert=bert)
         step = download.start(first, requested)
         while isinstance(step, FetchBlock):
             if not step.restart:
@@ -278,7 +279,10 @@ class _InlineDownload:
         self.report = report
         self.keep_payload = keep_payload
         self.original = request.request
-        self.download = Block2Download(max_body_size=context._blockwise_config.max_body_size)
+        self.download = Block2Download(
+            max_body_size=context._blockwise_config.max_body_size,
+            bert=context._bert_agreed(runner, remote),
+        )
         self.exchange: object = None
         self.wire: Message = self.original
 
@@ -351,10 +355,11 @@ class _Transfer:
 
     # -- uploads
 
-    def start_upload(self, szx: int) -> Message:
-        """Cut the body into blocks of ``szx``; the message for block 0."""
+    def start_upload(self, szx: int, bert_size: int | None = None) -> Message:
+        """Cut the body into blocks of ``szx`` (BERT blocks of ``bert_size`` bytes
+        when given); the message for block 0."""
         original = self.request.request
-        self.upload = Block1Upload(original.payload, szx)
+        self.upload = Block1Upload(original.payload, szx, bert_size=bert_size)
         if not self.tagged:
             self.tag_key = _upload_key(original)
             self.tag = _tags(self.context).acquire(self.tag_key)
@@ -447,21 +452,34 @@ class _Transfer:
                 response = await blocks.exchange(self._block1(step))
                 continue
             response = step.response
-            block1 = response.opt.block1
-            if (
-                response.code is Code.REQUEST_ENTITY_TOO_LARGE
-                and not self.retried
-                and block1 is not None
-                and block1.szx < upload.szx
-            ):
+            smaller = self._smaller_upload(upload, response)
+            if smaller is not None:
                 # The server asks for smaller blocks (§2.9.3): start over once.
                 self.retried = True
-                upload = self.upload = Block1Upload(self.request.request.payload, block1.szx)
+                upload = self.upload = smaller
                 response = await blocks.exchange(self._block1(upload.first()))
                 continue
             if upload.acknowledged == upload.total:
                 self._report(upload.total, upload.total)
             return response
+
+    def _smaller_upload(self, upload: Block1Upload, response: Message) -> Block1Upload | None:
+        """The upload to start over with after a 4.13 asking for smaller blocks (once):
+        its Block1 gives the size (RFC 7959 §2.9.3), or, for BERT blocks, its Size1
+        when below the block size (a server whose request payload limit is below its
+        Max-Message-Size)."""
+        if response.code is not Code.REQUEST_ENTITY_TOO_LARGE or self.retried:
+            return None
+        body = self.request.request.payload
+        block1 = response.opt.block1
+        if block1 is not None and not block1.is_bert and block1.szx < upload.szx:
+            return Block1Upload(body, block1.szx)
+        size1 = response.opt.size1
+        if upload.szx == BERT_SZX and size1 is not None and size1 < upload.block_size:
+            if size1 >= 2048:
+                return Block1Upload(body, 6, bert_size=size1 // 1024 * 1024)
+            return Block1Upload(body, szx_for(size1))
+        return None
 
     def _report(self, done: int, total: int | None) -> None:
         progress = self.progress
@@ -487,12 +505,19 @@ class _Transfer:
 
 
 def prepare_request(
-    context: Context, request: Request, progress: Progress | None, assemble: bool = True
+    context: Context,
+    request: Request,
+    progress: Progress | None,
+    assemble: bool = True,
+    bert_size: int | None = None,
 ) -> None:
     """Decide how ``request`` goes out: as is, or block-wise (before it is sent).
 
     With ``assemble`` False (a stream) a block-wise response is not fetched:
-    the request ends with its first block.
+    the request ends with its first block. ``bert_size`` (a connection on which
+    BERT is agreed, RFC 8323 §6) makes a large body go up in BERT blocks of that
+    size, and a GET or FETCH ask for SZX 7 so that the server answers with BERT
+    blocks (early negotiation).
     """
     message = request.request
     opt = message.opt
@@ -506,16 +531,17 @@ def prepare_request(
     if len(message.payload) > config.block_size:
         transfer = _Transfer(context, request, progress, assemble)
         request.transfer = transfer
-        request.wire = transfer.start_upload(config.szx)
+        request.wire = transfer.start_upload(config.szx, bert_size if config.szx == 6 else None)
         return
     if progress is not None or not assemble:
         request.transfer = _Transfer(context, request, progress, assemble)
     if (
-        config.block_size < _MAX_BLOCK_SIZE
+        (config.block_size < _MAX_BLOCK_SIZE or bert_size is not None)
         and not has_block  # a Block2 0 of the caller's wins
         and message.code in (Code.GET, Code.FETCH)
     ):
-        request.wire = message.copy(block2=BlockValue(0, False, config.szx))
+        szx = BERT_SZX if bert_size is not None and config.szx == 6 else config.szx
+        request.wire = message.copy(block2=BlockValue(0, False, szx))
 
 
 def take_response(runner: EndpointRunner, request: Request, response: Message) -> Message | None:

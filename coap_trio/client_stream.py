@@ -73,7 +73,8 @@ class ResponseStream:
         self._download: Block2Download | None = None
         self._step: FetchBlock | DownloadComplete
         if blocks is not None and _wants_blocks(response):
-            self._download = Block2Download(keep_body=False)
+            bert = blocks.context._bert_agreed(blocks.runner, blocks.remote)
+            self._download = Block2Download(keep_body=False, bert=bert)
             self._step = self._download.start(response, requested)
         else:
             self._step = DownloadComplete(None, response.payload)

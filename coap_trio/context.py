@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import random
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -69,6 +69,7 @@ from .protocol.exchanges import (
     ServerExchange,
 )
 from .protocol.messaging import Messaging
+from .protocol.stream_messaging import StreamMessaging
 from .remote import DatagramRemote
 from .server import DEFAULT_MAX_PAYLOAD, Responder, suppressed_by_no_response
 from .server_blockwise import BlockwiseServer
@@ -194,7 +195,6 @@ class Context:
         client_ssl_context: ssl.SSLContext | None,
     ) -> None:
         """Bind the stream listeners and start the one runner of every connection."""
-        from .protocol.stream_messaging import StreamMessaging
         from .transports.tcp import framer_for
 
         endpoint = StreamEndpoint(framer_for, limits=limits, client_ssl_context=client_ssl_context)
@@ -202,7 +202,12 @@ class Context:
             require_wsproto()
         for host, port, scheme, context in listeners:
             endpoint.listen(host, port, scheme, context)
-        machine = StreamMessaging(self._config, self._rng, max_message_size=limits.max_message_size)
+        machine = StreamMessaging(
+            self._config,
+            self._rng,
+            max_message_size=limits.max_message_size,
+            block_wise_transfer=limits.block_wise_transfer,
+        )
         runner = EndpointRunner(self, endpoint, machine)
         endpoint.on_connection_made = runner.connection_made
         endpoint.on_connection_lost = runner.connection_lost
@@ -300,7 +305,8 @@ class Context:
             request._fail(RequestCancelledError("the context was closed"))
             return
         if request.transfer is None:
-            prepare_request(self, request, progress, assemble)
+            bert_size = None if route is None else self._bert_size(*route)
+            prepare_request(self, request, progress, assemble, bert_size)
         self._inflight.add(request)
         if route is None:
             self._nursery.start_soon(self._resolve_then_send, request)
@@ -359,8 +365,10 @@ class Context:
         )
 
     async def ping(self, uri: str) -> float:
-        """Send a CoAP ping (empty CON) to the host of ``uri``; returns the round-trip
-        time in seconds once its RST arrives. Raises RequestTimeoutError if it never does."""
+        """Send a CoAP ping to the host of ``uri``; returns the round-trip time in seconds
+        once it is answered. Over UDP an empty CON answered by RST; over a stream
+        (``coap+tcp://`` ...) a 7.02 Ping answered by a 7.03 Pong (RFC 8323 §5.4).
+        Raises RequestTimeoutError if it never is."""
         message = Message(code=Code.GET, uri=uri)
         route = self._route_now(message)
         if route is None:
@@ -555,7 +563,8 @@ class Context:
         request = exchange.request
         opt = request.opt
         if _BLOCK2 in opt or _BLOCK1 in opt:  # a later block of a transfer needs no handler
-            at_once = self._blockwise_server.respond_now(request)
+            bert_size = self._bert_size(runner, exchange.remote)
+            at_once = self._blockwise_server.respond_now(request, bert_size=bert_size)
             if at_once is not None:
                 suppressed = suppressed_by_no_response(request, at_once.code)
                 self._answer(runner, exchange, None if suppressed else at_once)
@@ -567,6 +576,20 @@ class Context:
             else:
                 self._dropped += 1
                 runner.machine.forget(exchange)
+
+    @staticmethod
+    def _bert_size(runner: EndpointRunner, remote: Hashable) -> int | None:
+        """The largest BERT block for ``remote`` (RFC 8323 §6): None unless it is
+        reached over a connection on which both sides announced Block-Wise-Transfer."""
+        machine = runner.machine
+        return machine.bert_size(remote) if isinstance(machine, StreamMessaging) else None
+
+    @staticmethod
+    def _bert_agreed(runner: EndpointRunner, remote: Hashable) -> bool:
+        """Whether BERT blocks may be exchanged with ``remote`` (both sides announced
+        Block-Wise-Transfer on its connection)."""
+        machine = runner.machine
+        return isinstance(machine, StreamMessaging) and machine.bert_agreed(remote)
 
     @staticmethod
     def _answer(runner: EndpointRunner, exchange: ServerExchange, response: Message | None) -> None:
@@ -605,7 +628,13 @@ class Context:
                     observation = await observations.prepare(self._site, request, key, send)
                 elif observe == 1:
                     observations.end(key, "deregistered (Observe=1)")
-            rendered = await blockwise.respond(request, responder.render, needs, assemble=assemble)
+            rendered = await blockwise.respond(
+                request,
+                responder.render,
+                needs,
+                assemble=assemble,
+                bert_size=self._bert_size(runner, exchange.remote),
+            )
             suppressed = suppressed_by_no_response(request, rendered.code)
             response = None if suppressed else rendered
             if observation is not None:

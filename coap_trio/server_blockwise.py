@@ -44,8 +44,14 @@ Decisions where the RFCs leave room:
   carried Size2. A response that fits in one block carries Block2 (0, M=0)
   only when the request carried Block2. Error responses are sliced only
   when they do not fit in one block.
-* Block2 past the end is 4.02 Bad Option, SZX 7 (BERT) in either option
-  4.00 Bad Request; a Size1 above ``max_body_size`` is answered 4.13 with
+* **BERT** (RFC 8323 §6): the Context passes ``bert_size`` (the largest BERT
+  block for the request's peer) when the request came over a connection on
+  which both sides announced Block-Wise-Transfer. Then a Block2 with SZX 7
+  is answered with BERT blocks of that size and Block1 BERT blocks are
+  assembled; otherwise (UDP, no agreement) SZX 7 in either option is
+  answered 4.00 Bad Request. Responses are only sliced into BERT blocks when
+  the request asked for SZX 7 (early negotiation).
+* Block2 past the end is 4.02 Bad Option; a Size1 above ``max_body_size`` is answered 4.13 with
   Size1 at once, before any block is kept.
 """
 
@@ -62,6 +68,7 @@ from .numbers.contentformat import ContentFormat
 from .numbers.optionnumbers import OptionNumber
 from .protocol.block2cache import Block2Cache
 from .protocol.blockwise import (
+    BERT_REFUSED,
     BertNotAllowed,
     Block1Assembler,
     BlockOutOfRange,
@@ -203,12 +210,15 @@ class BlockwiseServer:
         needs: NeedsAssembly,
         *,
         assemble: bool | None = None,
+        bert_size: int | None = None,
     ) -> Message:
         """The response to send for ``request`` (which must have its ``remote`` set).
 
         ``render`` produces the resource's response and must not raise;
         ``needs`` is asked (at most once, and only when a block option or a
         large response makes it matter) unless ``assemble`` already says.
+        ``bert_size`` (None: BERT not agreed) is the largest BERT block payload
+        for the request's peer.
         """
         opt = request.opt
         block1 = block2 = size1 = None
@@ -229,13 +239,19 @@ class BlockwiseServer:
             return await render(request)
         now = self._clock()
         self._sweep(now)
-        if block2 is not None and block2.is_bert:
-            return _error(Code.BAD_REQUEST, "SZX 7 (BERT) is not allowed over UDP")
+        if block2 is not None and block2.is_bert and bert_size is None:
+            return _error(Code.BAD_REQUEST, BERT_REFUSED)
         final_block1: BlockValue | None = None
         remote = request.remote
         if block1 is not None:
             result = self.assembler.feed(
-                remote, upload_key(request), block1, request.payload, size1, now
+                remote,
+                upload_key(request),
+                block1,
+                request.payload,
+                size1,
+                now,
+                bert_size=bert_size,
             )
             if isinstance(result, Continue):
                 return Message(code=Code.CONTINUE, block1=result.block)
@@ -257,7 +273,7 @@ class BlockwiseServer:
         elif block2 is not None and block2.num > 0:
             kept = self.cache.get(remote, representation_key(request), now)
             if kept is not None:
-                return self._block(request, kept, block2)
+                return self._block(request, kept, block2, bert_size)
             self.cache_misses += 1
             if request.code not in _SAFE:
                 return _error(
@@ -266,12 +282,12 @@ class BlockwiseServer:
                 )
         response = await render(request)
         if response.opt.block2 is None:
-            response = self._sliced(request, response, block2)
+            response = self._sliced(request, response, block2, bert_size)
         if final_block1 is not None:
             response.opt.block1 = final_block1
         return response
 
-    def respond_now(self, request: Message) -> Message | None:
+    def respond_now(self, request: Message, *, bert_size: int | None = None) -> Message | None:
         """The response to ``request`` when no resource needs to run, else None.
 
         Called in the receive path, before a request is queued for a handler:
@@ -281,12 +297,13 @@ class BlockwiseServer:
         exist only because an earlier request of the same transfer was
         handled here (its resource asked for assembly), so the resource is
         not asked again. Everything else (block 0, the last Block1 block,
-        a miss) returns None and goes the normal way.
+        a miss) returns None and goes the normal way. ``bert_size`` is as
+        for :meth:`respond`.
         """
         opt = request.opt
         block1 = opt.block1
         if block1 is not None:
-            if not block1.more or block1.is_bert or opt.block2 is not None:
+            if not block1.more or (block1.is_bert and bert_size is None) or opt.block2 is not None:
                 return None
             remote = request.remote
             key = upload_key(request)
@@ -294,7 +311,9 @@ class BlockwiseServer:
                 return None
             now = self._clock()
             self._sweep(now)
-            result = self.assembler.feed(remote, key, block1, request.payload, opt.size1, now)
+            result = self.assembler.feed(
+                remote, key, block1, request.payload, opt.size1, now, bert_size=bert_size
+            )
             if isinstance(result, Continue):
                 return Message(code=Code.CONTINUE, block1=result.block)
             if isinstance(result, Failure):
@@ -303,13 +322,15 @@ class BlockwiseServer:
                 return _error(result.code, result.reason, result.size1)
             raise AssertionError("a block with M=1 cannot complete an upload")
         block2 = opt.block2
-        if block2 is None or block2.num == 0 or block2.is_bert or _N.OBSERVE in opt:
+        if block2 is None or block2.num == 0 or _N.OBSERVE in opt:
+            return None
+        if block2.is_bert and bert_size is None:
             return None
         now = self._clock()
         kept = self.cache.get(request.remote, representation_key(request), now)
         if kept is None:
             return None
-        return self._block(request, kept, block2)
+        return self._block(request, kept, block2, bert_size)
 
     def notification(self, registration: Message, notification: Message) -> Message:
         """``notification`` as sent to the observer registered by ``registration``.
@@ -353,21 +374,39 @@ class BlockwiseServer:
         )
         return representation
 
-    def _sliced(self, request: Message, response: Message, requested: BlockValue | None) -> Message:
+    def _sliced(
+        self,
+        request: Message,
+        response: Message,
+        requested: BlockValue | None,
+        bert_size: int | None = None,
+    ) -> Message:
         """``response`` (freshly rendered) as the answer to a request for block ``requested``."""
-        size = self._block_size if requested is None else min(self._block_size, requested.size)
+        if requested is None:
+            size = self._block_size
+        elif requested.is_bert and bert_size is not None and self._szx == 6:
+            size = bert_size
+        else:
+            size = min(self._block_size, requested.size)
         if len(response.payload) > size:
-            return self._block(request, self._keep(request, response, self._clock()), requested)
+            kept = self._keep(request, response, self._clock())
+            return self._block(request, kept, requested, bert_size)
         if requested is None or not response.code.is_successful():
             return response
-        return self._block(request, response, requested)
+        return self._block(request, response, requested, bert_size)
 
     def _block(
-        self, request: Message, representation: Message, requested: BlockValue | None
+        self,
+        request: Message,
+        representation: Message,
+        requested: BlockValue | None,
+        bert_size: int | None = None,
     ) -> Message:
         """The block ``requested`` of ``representation``: payload, Block2, Size2."""
         try:
-            payload, block = slice_block2(representation.payload, requested, self._szx)
+            payload, block = slice_block2(
+                representation.payload, requested, self._szx, bert_size=bert_size
+            )
         except (BlockOutOfRange, BertNotAllowed) as error:
             return _error(error.code, str(error))
         response = Message._make(  # a copy with the block's payload, without re-validation

@@ -206,6 +206,22 @@ def test_later_csm_updates_only_what_it_carries() -> None:
     assert settings.block_wise_transfer
 
 
+def test_bert_agreement_and_size() -> None:
+    machine = StreamMessaging(max_message_size=9000)
+    assert not machine.bert_agreed(PEER)  # no connection
+    assert machine.bert_size(PEER) is None
+    machine.receive(encode_stream(build_csm(20_000)), PEER, 0.0)
+    assert not machine.bert_agreed(PEER)  # the peer did not announce Block-Wise-Transfer
+    assert machine.bert_size(PEER) is None
+    machine.receive(encode_stream(build_csm(20_000, block_wise_transfer=True)), PEER, 0.0)
+    assert machine.bert_agreed(PEER)
+    assert machine.bert_size(PEER) == 8192  # our 9000 is the smaller, minus headroom
+    quiet = StreamMessaging(max_message_size=9000, block_wise_transfer=False)
+    quiet.receive(encode_stream(build_csm(20_000, block_wise_transfer=True)), PEER, 0.0)
+    assert not quiet.bert_agreed(PEER)  # we did not announce it
+    assert quiet.bert_size(PEER) is None
+
+
 def test_first_message_not_a_csm_aborts() -> None:
     machine = StreamMessaging()
     exchange, _ = machine.send_request(get(), PEER, 0.0)
@@ -404,7 +420,11 @@ def test_messaging_config_and_max_message_size_keyword() -> None:
     assert machine.config.max_message_size == 8192
     exchange, events = machine.send_request(get(), PEER, 0.0)
     assert len(exchange.token) == 4
-    assert parse_signal(frames_of(events)[0]) == Csm(8192, False)
+    assert parse_signal(frames_of(events)[0]) == Csm(8192, True)  # Block-Wise-Transfer: default
+    quiet = StreamMessaging(config, random.Random(3), block_wise_transfer=False)
+    assert not quiet.config.block_wise_transfer
+    _, events = quiet.send_request(get(), PEER, 0.0)
+    assert parse_signal(frames_of(events)[0]) == Csm(1152, False)
 
 
 # -- server side -----------------------------------------------------------------------------
@@ -672,6 +692,32 @@ def test_pings_with_empty_tokens_replace_each_other() -> None:
     assert answered.exchange is second
 
 
+def test_empty_token_pong_answers_the_only_ping() -> None:
+    # libcoap 4.3.1 answers a Ping with an empty-token Pong instead of echoing the token.
+    machine = StreamMessaging(StreamMessagingConfig(ping_timeout=5.0))
+    machine.receive(encode_stream(build_csm()), PEER, 0.0)
+    ping, _ = machine.send_ping(PEER, 0.0)
+    assert len(ping.token) == 8
+    pong = Message._make(Code.PONG, None, None, b"", Options(), b"", None)
+    (answered,) = machine.receive(encode_stream(pong), PEER, 1.0)
+    assert isinstance(answered, ResponseReceived)
+    assert answered.exchange is ping
+    assert ping.state is ClientState.DONE
+    assert machine.next_deadline() is None
+
+
+def test_empty_token_pong_is_unmatched_with_two_pings_outstanding() -> None:
+    machine = StreamMessaging(StreamMessagingConfig(ping_timeout=5.0))
+    machine.receive(encode_stream(build_csm()), PEER, 0.0)
+    first, _ = machine.send_ping(PEER, 0.0)
+    second, _ = machine.send_ping(PEER, 0.0)
+    pong = Message._make(Code.PONG, None, None, b"", Options(), b"", None)
+    assert machine.receive(encode_stream(pong), PEER, 1.0) == []
+    assert machine.statistics.unmatched == 1
+    assert first.state is ClientState.SENT
+    assert second.state is ClientState.SENT
+
+
 # -- Max-Message-Size ---------------------------------------------------------------------------
 
 
@@ -770,7 +816,7 @@ def test_websocket_framing() -> None:
     (transmit,) = events
     assert isinstance(transmit, Transmit)
     assert transmit.data[0] >> 4 == 0  # Len 0 (§4.4)
-    assert parse_signal(decode_websocket(transmit.data)) == Csm(1152, False)
+    assert parse_signal(decode_websocket(transmit.data)) == Csm(1152, True)
     machine.receive(encode_websocket(build_csm(4096)), PEER, 0.0)
     exchange, events = machine.send_request(get(), PEER, 0.0)
     request = decode_websocket(events[0].data)  # type: ignore[attr-defined]

@@ -23,9 +23,16 @@ Decisions where RFC 7959 leaves room:
   defined for incomplete request bodies, not for responses). Block 0 is
   always valid, including for an empty representation.
 * SZX 7 is reserved outside BERT (§2.2: "MUST lead to a 4.00 Bad Request
-  response code upon reception in a request"); BERT needs a reliable
-  transport (RFC 8323) and is not supported here. :func:`slice_block2` raises
-  :class:`BertNotAllowed` (answer 4.00); the assembler answers 4.00 itself.
+  response code upon reception in a request"). BERT (RFC 8323 §6) needs a
+  reliable transport on which both sides announced Block-Wise-Transfer; the
+  caller says so per request by giving ``bert_size`` (the largest BERT block
+  payload, a multiple of 1024, see :func:`bert_block_size`). Without it
+  :func:`slice_block2` raises :class:`BertNotAllowed` (answer 4.00) and the
+  assembler answers 4.00 itself. With it, a BERT Block2 request is answered
+  with a block of ``bert_size`` bytes (numbers count 1024-byte units), and a
+  BERT Block1 block must carry a non-zero multiple of 1024 bytes unless it is
+  the last. A BERT request is only answered with BERT blocks (early
+  negotiation by the client); without SZX 7 in the request nothing changes.
 * The Block1 size may shrink between blocks (§2.3: the server may ask for a
   smaller size in 2.31 Continue, block numbers then scale): a block is
   accepted when its byte offset ``num * size`` is exactly the assembled
@@ -60,6 +67,7 @@ __all__ = [
     "Complete",
     "Continue",
     "Failure",
+    "bert_block_size",
     "slice_block2",
 ]
 
@@ -67,6 +75,20 @@ __all__ = [
 EXCHANGE_LIFETIME: float = TransmissionParameters().EXCHANGE_LIFETIME
 
 _MAX_SZX = 6
+#: The BERT unit (RFC 8323 §6): block numbers count it, blocks are multiples of it.
+BERT_UNIT = 1024
+#: Bytes of a BERT message's Max-Message-Size left for its header, token and options.
+BERT_HEADROOM = 256
+#: Why SZX 7 is refused (over UDP, or over a stream without BERT agreed).
+BERT_REFUSED = "SZX 7 (BERT) needs a reliable transport on which both sides announced BERT"
+
+
+def bert_block_size(max_message_size: int, headroom: int = BERT_HEADROOM) -> int | None:
+    """The largest BERT block payload for a peer accepting ``max_message_size``-byte
+    messages: the most 1024-byte units that fit besides ``headroom`` bytes of header
+    and options (None when not even one does)."""
+    units = (max_message_size - headroom) // BERT_UNIT
+    return units * BERT_UNIT if units >= 1 else None
 
 
 class BlockOutOfRange(ValueError):  # noqa: N818 -- the name the API promises
@@ -77,14 +99,19 @@ class BlockOutOfRange(ValueError):  # noqa: N818 -- the name the API promises
 
 
 class BertNotAllowed(ValueError):  # noqa: N818 -- the name the API promises
-    """SZX 7 (BERT) in a request over UDP; RFC 7959 §2.2 requires 4.00 Bad Request."""
+    """SZX 7 (BERT) in a request where BERT is not agreed (UDP, or a stream whose
+    peers did not both announce it); RFC 7959 §2.2 requires 4.00 Bad Request."""
 
     #: The response code a server should send.
     code = Code.BAD_REQUEST
 
 
 def slice_block2(
-    representation: bytes, requested: BlockValue | None, preferred_szx: int = _MAX_SZX
+    representation: bytes,
+    requested: BlockValue | None,
+    preferred_szx: int = _MAX_SZX,
+    *,
+    bert_size: int | None = None,
 ) -> tuple[bytes, BlockValue]:
     """The payload and Block2 value answering a request for ``requested``.
 
@@ -95,16 +122,34 @@ def slice_block2(
     block's offset (its number scaled, RFC 7959 §2.4). Any block may be asked
     for (random access).
 
-    Raises :class:`BertNotAllowed` for a requested SZX 7 and
-    :class:`BlockOutOfRange` for a block at or past the end of the
-    representation (block 0 is always valid). ``preferred_szx`` must be 0..6.
+    A requested SZX 7 is answered with a BERT block of ``bert_size`` bytes
+    starting at ``num * 1024`` when ``bert_size`` is given (BERT agreed; a
+    ``preferred_szx`` below 6 answers a normal block there instead), else
+    raises :class:`BertNotAllowed`. Raises :class:`BlockOutOfRange` for a
+    block at or past the end of the representation (block 0 is always
+    valid). ``preferred_szx`` must be 0..6.
     """
     if not 0 <= preferred_szx <= _MAX_SZX:
         raise ValueError(f"preferred SZX {preferred_szx} is not in 0..6")
+    if bert_size is not None and (bert_size < BERT_UNIT or bert_size % BERT_UNIT):
+        raise ValueError(f"BERT size {bert_size} is not a positive multiple of 1024")
     if requested is None:
         block = BlockValue(0, False, preferred_szx)
     elif requested.is_bert:
-        raise BertNotAllowed("SZX 7 (BERT) is not allowed over UDP")
+        if bert_size is None:
+            raise BertNotAllowed(BERT_REFUSED)
+        block = BlockValue(requested.num, requested.more, _MAX_SZX)
+        if preferred_szx == _MAX_SZX:
+            start = block.start
+            if block.num and start >= len(representation):
+                raise BlockOutOfRange(
+                    f"BERT block {block.num} starts at {start},"
+                    f" past the {len(representation)}-byte representation"
+                )
+            end = start + bert_size
+            more = end < len(representation)
+            return representation[start:end], BlockValue(block.num, more, requested.szx)
+        block = block.reduced_to(preferred_szx)
     elif requested.szx > preferred_szx:
         block = requested.reduced_to(preferred_szx)
     else:
@@ -226,11 +271,18 @@ class Block1Assembler:
         payload: bytes,
         size1: int | None,
         now: float,
+        *,
+        bert_size: int | None = None,
     ) -> Block1Result:
-        """Take one block of the body ``key`` from ``remote``; say how to answer."""
+        """Take one block of the body ``key`` from ``remote``; say how to answer.
+
+        ``bert_size`` (the largest BERT block, see :func:`bert_block_size`) says
+        that BERT is agreed for this request; without it SZX 7 is answered 4.00.
+        A BERT block (SZX 7) is answered 2.31 Continue with SZX 7 again.
+        """
         slot = (remote, key)
-        if block.is_bert:
-            return Failure(Code.BAD_REQUEST, None, "SZX 7 (BERT) is not allowed over UDP")
+        if block.is_bert and bert_size is None:
+            return Failure(Code.BAD_REQUEST, None, BERT_REFUSED)
         if size1 is not None and size1 > self._max_size:
             self._drop(slot)
             return self._too_large()
@@ -259,7 +311,11 @@ class Block1Assembler:
                 None,
                 f"block {block} starts at {start}, expected offset {length}",
             )
-        if len(payload) > block.size or (block.more and len(payload) != block.size):
+        if block.is_bert:
+            bad = block.more and (not payload or len(payload) % BERT_UNIT)
+        else:
+            bad = len(payload) > block.size or (block.more and len(payload) != block.size)
+        if bad:
             return Failure(
                 Code.BAD_REQUEST,
                 None,
@@ -287,7 +343,7 @@ class Block1Assembler:
                 break
             self._drop(oldest)
             self.evicted += 1
-        szx = min(block.szx, self._preferred_szx)
+        szx = block.szx if block.is_bert else min(block.szx, self._preferred_szx)
         return Continue(BlockValue(block.num, True, szx))
 
     def sweep(self, now: float) -> float | None:

@@ -29,13 +29,19 @@ Decisions where RFC 7959 leaves room:
 * In 2.31 Continue the acknowledged block number may be given in the old or
   in the new (smaller) size; both are accepted. A larger size than the one
   sent is not followed (the client keeps its size).
+* BERT (RFC 8323 §6): a download accepts BERT blocks (SZX 7: a multiple of
+  1024 bytes, numbers counting 1024-byte units) when it asked for SZX 7, or
+  for SZX 6 on a connection where BERT is agreed (``bert``);
+  the next block asked for is the unit after the last one received. An
+  upload sends BERT blocks when given a ``bert_size``; a 2.31 Continue with
+  a smaller SZX turns it into normal blocks of that size.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from ..block import BlockValue
+from ..block import BERT_SZX, BlockValue
 from ..errors import BadResponseError, RepresentationChangedError, ResponseTooLargeError
 from ..message import Message
 from ..numbers.codes import Code
@@ -108,7 +114,10 @@ class Block2Download:
     block asked for, until a :class:`DownloadComplete`. ``max_body_size``
     bounds the assembled body (None: unbounded); with ``keep_body`` False
     (a stream) nothing is kept beyond the current chunk, and a changed ETag
-    raises at once instead of restarting.
+    raises at once instead of restarting. BERT blocks (SZX 7) are accepted
+    in answer to a request for SZX 7, and with ``bert`` (BERT agreed on the
+    connection, RFC 8323 §6) also in answer to one for SZX 6 (the same
+    1024-byte numbering).
     """
 
     def __init__(
@@ -117,10 +126,12 @@ class Block2Download:
         max_body_size: int | None = None,
         keep_body: bool = True,
         max_restarts: int = 2,
+        bert: bool = False,
     ) -> None:
         self._limit = max_body_size
         self._keep = keep_body
         self._max_restarts = max_restarts
+        self._bert = bert
         self._body = bytearray()
         self._first: Message | None = None
         self._etag: tuple[bytes, ...] = ()
@@ -184,8 +195,9 @@ class Block2Download:
         if block is None:
             raise BadResponseError(f"the response to block {expected.num} carries no Block2")
         if block.is_bert:
-            raise BadResponseError("SZX 7 (BERT) in a response over UDP")
-        if block.szx > expected.szx:
+            if not (expected.is_bert or (self._bert and expected.szx == _MAX_SZX)):
+                raise BadResponseError("SZX 7 (BERT) in a response to a request without it")
+        elif block.szx > expected.szx:
             raise BadResponseError(
                 f"asked for blocks of {expected.size} bytes, got block {block} (size grew)"
             )
@@ -195,7 +207,11 @@ class Block2Download:
                 f" (offset {block.start})"
             )
         length = len(response.payload)
-        if length > block.size or (block.more and length != block.size):
+        if block.is_bert:
+            bad = block.more and (length == 0 or length % block.size != 0)
+        else:
+            bad = length > block.size or (block.more and length != block.size)
+        if bad:
             raise BadResponseError(f"block {block} carries {length} bytes")
         return block
 
@@ -220,9 +236,10 @@ class Block2Download:
             assembled.payload = bytes(self._body)
             self._body = bytearray()
             return DownloadComplete(assembled, chunk)
-        if block.num >= MAX_BLOCK_NUM:
+        following = block.num + (len(chunk) // block.size if block.is_bert else 1)
+        if following > MAX_BLOCK_NUM:
             raise BadResponseError(f"block {block} leaves no block number for the next one")
-        self._expected = BlockValue(block.num + 1, False, block.szx)
+        self._expected = BlockValue(following, False, block.szx)
         return FetchBlock(self._expected, chunk)
 
     def _changed(self) -> DownloadStep:
@@ -265,13 +282,20 @@ class Block1Upload:
     says what to send next. A 2.31 Continue with a smaller SZX makes the
     following blocks that size (numbers rescaled); any other response ends
     the upload (the server may answer early, e.g. with an error).
+
+    With ``bert_size`` (a positive multiple of 1024; BERT agreed on the
+    connection, RFC 8323 §6) the blocks are BERT blocks of that many bytes
+    (SZX 7, numbers in 1024-byte units) until a 2.31 Continue asks for less.
     """
 
-    def __init__(self, body: bytes, szx: int) -> None:
+    def __init__(self, body: bytes, szx: int, *, bert_size: int | None = None) -> None:
         if not 0 <= szx <= _MAX_SZX:
             raise ValueError(f"SZX {szx} is not in 0..6")
+        if bert_size is not None and (bert_size < 1024 or bert_size % 1024):
+            raise ValueError(f"BERT size {bert_size} is not a positive multiple of 1024")
         self._body = body
-        self._szx = szx
+        self._bert_size = bert_size
+        self._szx = BERT_SZX if bert_size is not None else szx
         self._sent: SendBlock | None = None
         #: Bytes acknowledged by the server so far (2.31 Continue, or all at the end).
         self.acknowledged = 0
@@ -283,8 +307,16 @@ class Block1Upload:
 
     @property
     def szx(self) -> int:
-        """The size exponent of the blocks sent now (it may shrink, never grow)."""
+        """The size exponent of the blocks sent now (it may shrink, never grow; 7: BERT)."""
         return self._szx
+
+    @property
+    def block_size(self) -> int:
+        """The payload size of the (non-last) blocks sent now."""
+        if self._szx == BERT_SZX:
+            assert self._bert_size is not None
+            return self._bert_size
+        return 1 << (self._szx + 4)
 
     def first(self) -> SendBlock:
         """Block 0 (sent again from the start, e.g. after a restart)."""
@@ -309,18 +341,25 @@ class Block1Upload:
         rescaled = answer.szx < sent.block.szx and (
             answer.num == sent.block.num << (sent.block.szx - answer.szx)
         )
+        if sent.block.is_bert and not answer.is_bert:  # BERT numbers count 1024-byte units
+            rescaled = answer.num == sent.block.num << (_MAX_SZX - answer.szx)
         if answer.num != sent.block.num and not rescaled:
             raise BadResponseError(f"sent block {sent.block}, 2.31 Continue acknowledges {answer}")
-        if answer.is_bert:
-            raise BadResponseError("SZX 7 (BERT) in a response over UDP")
+        if answer.is_bert and not sent.block.is_bert:
+            raise BadResponseError("SZX 7 (BERT) in 2.31 Continue to a block without it")
         self._szx = min(self._szx, answer.szx)
         offset = sent.block.start + len(sent.payload)
         self.acknowledged = offset
         return self._block_at(offset)
 
     def _block_at(self, offset: int) -> SendBlock:
-        size = 1 << (self._szx + 4)
-        num = offset // size
+        if self._szx == BERT_SZX:
+            assert self._bert_size is not None
+            size = self._bert_size
+            num = offset // 1024
+        else:
+            size = 1 << (self._szx + 4)
+            num = offset // size
         if num > MAX_BLOCK_NUM:
             raise BadResponseError(f"the body needs more than {MAX_BLOCK_NUM + 1} blocks")
         payload = self._body[offset : offset + size]

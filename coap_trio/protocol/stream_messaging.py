@@ -69,6 +69,7 @@ from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.constants import TransmissionParameters
 from ..options import Options
+from .blockwise import bert_block_size
 from .config import MessagingConfig, MessagingStatistics
 from .exchanges import (
     ClientExchange,
@@ -127,8 +128,9 @@ class StreamMessagingConfig:
     #: The Max-Message-Size we announce in our CSM: the largest frame we
     #: accept (give the same to the connection's ``StreamDecoder``).
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    #: Announce Block-Wise-Transfer (BERT, RFC 8323 §6) in our CSM.
-    block_wise_transfer: bool = False
+    #: Announce Block-Wise-Transfer (BERT, RFC 8323 §6) in our CSM; BERT is
+    #: used with a peer only when both sides announced it.
+    block_wise_transfer: bool = True
     #: How long a request waits for its response (EXCHANGE_LIFETIME by default).
     response_timeout: float = attrs.field(
         factory=lambda: TransmissionParameters().EXCHANGE_LIFETIME
@@ -214,6 +216,7 @@ class StreamMessaging:
         *,
         websocket: bool = False,
         max_message_size: int | None = None,
+        block_wise_transfer: bool | None = None,
     ) -> None:
         if config is None:
             config = StreamMessagingConfig()
@@ -221,6 +224,8 @@ class StreamMessaging:
             config = StreamMessagingConfig.from_messaging_config(config)
         if max_message_size is not None:
             config = attrs.evolve(config, max_message_size=max_message_size)
+        if block_wise_transfer is not None:
+            config = attrs.evolve(config, block_wise_transfer=block_wise_transfer)
         #: The tunables in use (a ``MessagingConfig`` given is translated).
         self.config: StreamMessagingConfig = config
         #: Whether frames are WebSocket messages (RFC 8323 §4.4) rather than stream frames.
@@ -279,6 +284,22 @@ class StreamMessaging:
         if conn is None:
             return None
         return PeerSettings(conn.max_message_size, conn.bert, conn.csm_received)
+
+    def bert_agreed(self, remote: Hashable) -> bool:
+        """Whether both we and ``remote`` announced Block-Wise-Transfer (RFC 8323 §6):
+        BERT blocks may then be exchanged with it (of 1024 bytes at least)."""
+        conn = self._connections.get(remote)
+        return conn is not None and conn.bert and self.config.block_wise_transfer
+
+    def bert_size(self, remote: Hashable) -> int | None:
+        """The largest BERT block payload to use with ``remote`` (RFC 8323 §6), or None
+        when BERT is not agreed: both we and the peer must have announced
+        Block-Wise-Transfer, and the smaller Max-Message-Size must leave room for one
+        1024-byte unit besides the headers."""
+        conn = self._connections.get(remote)
+        if conn is None or not conn.bert or not self.config.block_wise_transfer:
+            return None
+        return bert_block_size(min(conn.max_message_size, self.config.max_message_size))
 
     def connected(self, remote: Hashable) -> bool:
         """Whether the machine has a connection to ``remote``."""
@@ -603,6 +624,10 @@ class StreamMessaging:
             events.append(Transmit(conn.remote, self._encode(pong)))
         elif isinstance(signal, Pong):
             exchange = conn.pings.pop(signal.token, None)
+            if exchange is None and not signal.token and len(conn.pings) == 1:
+                # Some peers (libcoap 4.3.1) answer with an empty token instead of
+                # echoing ours (§5.4); with one Ping outstanding it can only be its Pong.
+                exchange = conn.pings.pop(next(iter(conn.pings)))
             if exchange is None:
                 self._counts["unmatched"] += 1
                 return

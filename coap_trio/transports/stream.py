@@ -91,6 +91,10 @@ class StreamLimits:
     idle_timeout: float = 300.0
     #: Time allowed to connect, and to finish a TLS or WebSocket handshake.
     connect_timeout: float = 10.0
+    #: Announce Block-Wise-Transfer in our CSM (RFC 8323 §5.3.2): with a peer that
+    #: announced it too, block-wise transfers use BERT blocks (§6). A BERT block
+    #: larger than 1024 bytes needs a ``max_message_size`` above 1152 on both sides.
+    block_wise_transfer: bool = True
 
 
 @attrs.frozen

@@ -1,0 +1,378 @@
+"""BERT (RFC 8323 §6): block-wise transfers with 1024-byte multiples over reliable transports.
+
+Sans I/O: BERT slicing (:func:`slice_block2` with ``bert_size``), BERT
+assembly (:class:`Block1Assembler`), the client machines against them
+(hypothesis round trips), refusals without agreement. End to end: a
+coap_trio client and server over coap+tcp with both CSMs announcing
+Block-Wise-Transfer move 200 KB both ways in BERT blocks, and UDP still
+answers SZX 7 with 4.00.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coap_trio import CHANGED, CONTENT, Code, Message, open_context
+from coap_trio.block import BlockValue
+from coap_trio.errors import BadResponseError
+from coap_trio.protocol.blockwise import (
+    BERT_REFUSED,
+    BertNotAllowed,
+    Block1Assembler,
+    BlockOutOfRange,
+    Complete,
+    Continue,
+    Failure,
+    bert_block_size,
+    slice_block2,
+)
+from coap_trio.protocol.blockwise_client import (
+    Block1Upload,
+    Block2Download,
+    DownloadComplete,
+    FetchBlock,
+    SendBlock,
+    UploadComplete,
+)
+from coap_trio.resource import Resource, Site
+from coap_trio.transports.stream import StreamLimits
+
+TIMEOUT = 20
+BERT = 7
+
+
+def body_of(size: int) -> bytes:
+    return bytes(i * 7 % 251 for i in range(size))
+
+
+# -- sizes ---------------------------------------------------------------------------------------
+
+
+def test_bert_block_size() -> None:
+    assert bert_block_size(1152) is None  # 1152 - 256 leaves less than one unit
+    assert bert_block_size(1024 + 256) == 1024
+    assert bert_block_size(8192 + 256) == 8192
+    assert bert_block_size(8192 + 255) == 7168
+    assert bert_block_size(5000, headroom=0) == 4096
+
+
+# -- slicing -------------------------------------------------------------------------------------
+
+
+def test_slice_bert_blocks() -> None:
+    body = body_of(10_000)
+    payload, block = slice_block2(body, BlockValue(0, False, BERT), bert_size=4096)
+    assert (payload, block) == (body[:4096], BlockValue(0, True, BERT))
+    payload, block = slice_block2(body, BlockValue(4, False, BERT), bert_size=4096)
+    assert (payload, block) == (body[4096:8192], BlockValue(4, True, BERT))
+    payload, block = slice_block2(body, BlockValue(8, False, BERT), bert_size=4096)
+    assert (payload, block) == (body[8192:], BlockValue(8, False, BERT))
+    with pytest.raises(BlockOutOfRange):
+        slice_block2(body, BlockValue(10, False, BERT), bert_size=4096)
+
+
+def test_slice_bert_for_a_server_with_smaller_blocks() -> None:
+    body = body_of(3000)
+    payload, block = slice_block2(body, BlockValue(1, False, BERT), 4, bert_size=4096)
+    assert block == BlockValue(4, True, 4)  # unit 1 is byte 1024, i.e. 4 blocks of 256
+    assert payload == body[1024:1280]
+
+
+def test_slice_bert_refused_without_agreement() -> None:
+    with pytest.raises(BertNotAllowed) as raised:
+        slice_block2(b"x" * 3000, BlockValue(0, False, BERT))
+    assert raised.value.code == Code.BAD_REQUEST
+    assert "UDP" not in str(raised.value)
+
+
+def test_slice_rejects_a_bad_bert_size() -> None:
+    for size in (0, 1000, 1536):
+        with pytest.raises(ValueError, match="BERT size"):
+            slice_block2(b"", BlockValue(0, False, BERT), bert_size=size)
+
+
+# -- assembly ------------------------------------------------------------------------------------
+
+
+def test_assemble_bert_blocks() -> None:
+    assembler = Block1Assembler()
+    body = body_of(5000)
+    first = assembler.feed(
+        "r", "k", BlockValue(0, True, BERT), body[:2048], None, 0.0, bert_size=2048
+    )
+    assert first == Continue(BlockValue(0, True, BERT))
+    again = assembler.feed(
+        "r", "k", BlockValue(0, True, BERT), body[:2048], None, 0.0, bert_size=2048
+    )
+    assert again == Continue(BlockValue(0, True, BERT))  # a repeat replaces the block
+    middle = assembler.feed(
+        "r", "k", BlockValue(2, True, BERT), body[2048:4096], None, 0.0, bert_size=2048
+    )
+    assert middle == Continue(BlockValue(2, True, BERT))
+    last = assembler.feed(
+        "r", "k", BlockValue(4, False, BERT), body[4096:], None, 0.0, bert_size=2048
+    )
+    assert last == Complete(body, BlockValue(4, False, BERT))
+    assert len(assembler) == 0
+
+
+def test_assembler_refuses_bert_without_agreement_and_bad_bert_blocks() -> None:
+    assembler = Block1Assembler()
+    refused = assembler.feed("r", "k", BlockValue(0, True, BERT), bytes(1024), None, 0.0)
+    assert refused == Failure(Code.BAD_REQUEST, None, BERT_REFUSED)
+    assert "UDP" not in BERT_REFUSED
+    ragged = assembler.feed(
+        "r", "k", BlockValue(0, True, BERT), bytes(1500), None, 0.0, bert_size=2048
+    )
+    assert isinstance(ragged, Failure)
+    assert ragged.code == Code.BAD_REQUEST
+    empty = assembler.feed("r", "k", BlockValue(0, True, BERT), b"", None, 0.0, bert_size=2048)
+    assert isinstance(empty, Failure)
+    assert empty.code == Code.BAD_REQUEST
+    gap = assembler.feed(
+        "r", "k", BlockValue(0, True, BERT), bytes(2048), None, 0.0, bert_size=2048
+    )
+    assert isinstance(gap, Continue)
+    skipped = assembler.feed(
+        "r", "k", BlockValue(3, True, BERT), bytes(1024), None, 0.0, bert_size=2048
+    )
+    assert isinstance(skipped, Failure)
+    assert skipped.code == Code.REQUEST_ENTITY_INCOMPLETE
+
+
+# -- the client machines against the server's ---------------------------------------------
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    size=st.integers(min_value=0, max_value=40_000),
+    units=st.integers(min_value=1, max_value=9),
+)
+def test_bert_download_round_trip(size: int, units: int) -> None:
+    body = body_of(size)
+    bert_size = units * 1024
+    download = Block2Download()
+    requested = BlockValue(0, False, BERT)
+    exchanges = 0
+
+    def answer(block: BlockValue) -> Message:
+        nonlocal exchanges
+        exchanges += 1
+        payload, value = slice_block2(body, block, bert_size=bert_size)
+        return Message(code=CONTENT, payload=payload, block2=value)
+
+    step = download.start(answer(requested), requested)
+    while isinstance(step, FetchBlock):
+        assert step.block.is_bert
+        step = download.feed(answer(step.block))
+    assert isinstance(step, DownloadComplete)
+    assert step.response is not None
+    assert step.response.payload == body
+    assert exchanges == max(1, -(-size // bert_size))
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    size=st.integers(min_value=1, max_value=40_000),
+    units=st.integers(min_value=1, max_value=9),
+)
+def test_bert_upload_round_trip(size: int, units: int) -> None:
+    body = body_of(size)
+    bert_size = units * 1024
+    upload = Block1Upload(body, 6, bert_size=bert_size)
+    assembler = Block1Assembler(max_size=1 << 20)
+    step: SendBlock | UploadComplete = upload.first()
+    exchanges = 0
+    while isinstance(step, SendBlock):
+        exchanges += 1
+        assert step.block.is_bert
+        assert len(step.payload) <= bert_size
+        result = assembler.feed("r", "k", step.block, step.payload, None, 0.0, bert_size=bert_size)
+        if isinstance(result, Continue):
+            step = upload.feed(Message(code=Code.CONTINUE, block1=result.block))
+        else:
+            assert isinstance(result, Complete)
+            assert result.body == body
+            step = upload.feed(Message(code=CHANGED, block1=result.block))
+    assert upload.acknowledged == size
+    assert exchanges == -(-size // bert_size)
+
+
+def test_bert_upload_shrinks_to_what_the_server_asks() -> None:
+    body = body_of(6000)
+    upload = Block1Upload(body, 6, bert_size=4096)
+    first = upload.first()
+    assert first.block == BlockValue(0, True, BERT)
+    assert len(first.payload) == 4096
+    # The server takes the block but asks for 512-byte blocks from now on.
+    step = upload.feed(Message(code=Code.CONTINUE, block1=BlockValue(0, True, 5)))
+    assert isinstance(step, SendBlock)
+    assert step.block == BlockValue(8, True, 5)  # byte 4096 in 512-byte blocks
+    assert step.payload == body[4096:4608]
+
+
+def test_download_refuses_unasked_bert() -> None:
+    download = Block2Download()
+    bert = Message(code=CONTENT, payload=bytes(1024), block2=BlockValue(0, True, BERT))
+    with pytest.raises(BadResponseError, match="BERT"):
+        download.start(bert, BlockValue(0, False, 6))
+    agreed = Block2Download(bert=True)  # BERT agreed: SZX 6 asked, BERT answered is fine
+    step = agreed.start(bert, BlockValue(0, False, 6))
+    assert step == FetchBlock(BlockValue(1, False, BERT), bytes(1024))
+
+
+# -- end to end ----------------------------------------------------------------------------------
+
+
+class Store(Resource):
+    """GET: the stored payload; PUT: store it (counting the renders)."""
+
+    def __init__(self, payload: bytes) -> None:
+        super().__init__()
+        self.payload = payload
+        self.gets = 0
+
+    async def render_get(self, request: Message) -> Message:
+        self.gets += 1
+        return Message(code=CONTENT, payload=self.payload)
+
+    async def render_put(self, request: Message) -> Message:
+        self.payload = request.payload
+        return Message(code=CHANGED)
+
+
+LIMITS = StreamLimits(max_message_size=8192 + 256)
+BIG = body_of(200_000)
+
+
+async def test_bert_get_and_put_over_tcp() -> None:
+    site = Site()
+    store = Store(BIG)
+    site.add(("big",), store)
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("::1", 0), stream_limits=LIMITS) as server:
+            (address,) = server.stream_addresses
+            base = f"coap+tcp://[::1]:{address.port}"
+            async with open_context(stream_limits=LIMITS) as client:
+                await client.ping(base)  # the connection and both CSMs first
+                steps: list[tuple[int, int | None]] = []
+                got = await client.request(
+                    Message(code=Code.GET, uri=base + "/big"),
+                    progress=lambda done, total: steps.append((done, total)),
+                ).response
+                assert got.code == CONTENT
+                assert got.payload == BIG
+                # 8 KiB BERT blocks: 25 of them instead of 196 of 1024 bytes.
+                assert len(steps) == 25  # after each block but the last, then at the end
+                assert steps[0] == (8192, len(BIG))
+                upload = body_of(200_001)[::-1]
+                put_steps: list[tuple[int, int | None]] = []
+                changed = await client.request(
+                    Message(code=Code.PUT, uri=base + "/big", payload=upload),
+                    progress=lambda done, total: put_steps.append((done, total)),
+                ).response
+                assert changed.code == CHANGED
+                assert store.payload == upload
+                # 25 BERT blocks: a report after each 2.31 Continue, then at the end.
+                assert len(put_steps) == 25
+                assert put_steps[0] == (8192, len(upload))
+                assert server.statistics.blockwise_uploads_completed == 1
+
+
+async def test_no_bert_without_agreement_over_tcp() -> None:
+    site = Site()
+    site.add(("big",), Store(BIG[:20_000]))
+    quiet = StreamLimits(max_message_size=8192 + 256, block_wise_transfer=False)
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("::1", 0), stream_limits=quiet) as server:
+            (address,) = server.stream_addresses
+            base = f"coap+tcp://[::1]:{address.port}"
+            async with open_context(stream_limits=LIMITS) as client:
+                await client.ping(base)
+                steps: list[tuple[int, int | None]] = []
+                got = await client.request(
+                    Message(code=Code.GET, uri=base + "/big"),
+                    progress=lambda done, total: steps.append((done, total)),
+                ).response
+                assert got.payload == BIG[:20_000]
+                assert steps[0] == (1024, 20_000)  # normal blocks
+                refused = await client.request(
+                    Message(code=Code.GET, uri=base + "/big", block2=BlockValue(0, False, BERT))
+                ).response
+                upload = Message(
+                    code=Code.PUT,
+                    uri=base + "/big",
+                    payload=bytes(2048),
+                    block1=BlockValue(0, True, BERT),
+                )
+                refused_upload = await client.request(upload).response
+    assert refused.code == Code.BAD_REQUEST
+    assert b"UDP" not in refused.payload
+    assert refused_upload.code == Code.BAD_REQUEST
+    assert b"UDP" not in refused_upload.payload
+
+
+async def test_udp_still_refuses_bert() -> None:
+    site = Site()
+    site.add(("big",), Store(BIG[:5000]))
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, bind=("::1", 0)) as server:
+            port = server.addresses[0].port
+            async with open_context() as client:
+                for option in ("block2", "block1"):
+                    refused = await client.request(
+                        Message(
+                            code=Code.PUT if option == "block1" else Code.GET,
+                            uri=f"coap://[::1]:{port}/big",
+                            payload=bytes(1024) if option == "block1" else b"",
+                            **{option: BlockValue(0, True, BERT)},
+                        )
+                    ).response
+                    assert refused.code == Code.BAD_REQUEST, option
+
+
+async def test_bert_upload_shrinks_to_the_servers_payload_limit() -> None:
+    site = Site()
+    store = Store(b"")
+    site.add(("big",), store)
+    large = StreamLimits(max_message_size=16384 + 256)
+    with trio.fail_after(TIMEOUT):
+        async with open_context(
+            site=site, tcp_bind=("::1", 0), stream_limits=large, max_request_payload=4096
+        ) as server:
+            (address,) = server.stream_addresses
+            base = f"coap+tcp://[::1]:{address.port}"
+            async with open_context(stream_limits=large) as client:
+                await client.ping(base)
+                upload = body_of(50_000)
+                steps: list[tuple[int, int | None]] = []
+                changed = await client.request(
+                    Message(code=Code.PUT, uri=base + "/big", payload=upload),
+                    progress=lambda done, total: steps.append((done, total)),
+                ).response
+            assert server.statistics.oversized_requests == 1  # the first 16 KiB block
+    assert changed.code == CHANGED
+    assert store.payload == upload
+    assert steps[0] == (4096, len(upload))  # then 4 KiB BERT blocks
+
+
+async def test_bert_streamed_download_over_tcp() -> None:
+    site = Site()
+    site.add(("big",), Store(BIG))
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("::1", 0), stream_limits=LIMITS) as server:
+            (address,) = server.stream_addresses
+            base = f"coap+tcp://[::1]:{address.port}"
+            async with open_context(stream_limits=LIMITS) as client:
+                await client.ping(base)
+                chunks: list[bytes] = []
+                async with client.stream(base + "/big") as body:
+                    first = body.response.opt.block2
+                    async for chunk in body:
+                        chunks.append(chunk)
+    assert first == BlockValue(0, True, BERT)
+    assert b"".join(chunks) == BIG
+    assert [len(chunk) for chunk in chunks[:-1]] == [8192] * 24
