@@ -595,7 +595,13 @@ def take_notification(
     fetching = observation._fetch
     if fetching is not None:
         scope, value = fetching
-        if final or observe is None or value is None or is_newer(value, 0.0, observe, 0.0):
+        if (
+            final
+            or observe is None
+            or value is None
+            or observation.in_order  # RFC 8323 §7: a later one is newer
+            or is_newer(value, 0.0, observe, 0.0)
+        ):
             scope.cancel()  # latest wins
             observation._fetch = None
         elif _wants_blocks(response):

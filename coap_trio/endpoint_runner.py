@@ -52,6 +52,8 @@ class EndpointRunner:
         self.machine = machine
         self.timer_scope: trio.CancelScope | None = None
         self.remotes: dict[tuple[str, int], DatagramRemote] = {}
+        #: A reliable, ordered transport (RFC 8323): notifications are never stale.
+        self.in_order = isinstance(machine, StreamMessaging)
 
     def on_datagrams(self, batch: list[tuple[bytes, DatagramRemote]]) -> None:
         """The endpoint's receive callback: feed each datagram to the machine, act on the events."""
@@ -114,6 +116,7 @@ class EndpointRunner:
                     assert response is not None
                     request._succeed(response)
                     self.context._inflight.discard(request)
+                    observation.in_order = self.in_order
                     final = exchange.state is not ClientState.OBSERVING
                     if not take_notification(self, request, response, final):
                         observation._push(response, final)

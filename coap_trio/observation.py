@@ -61,6 +61,7 @@ class Observation:
         "_wakeup",
         "dropped_slow",
         "dropped_stale",
+        "in_order",
         "last_received",
         "max_age",
         "received",
@@ -84,6 +85,9 @@ class Observation:
         self.dropped_stale = 0
         #: Notifications dropped because the consumer had not taken them yet.
         self.dropped_slow = 0
+        #: True over a reliable transport (RFC 8323 §7): notifications arrive in
+        #: order and the Observe value carries no ordering, so none is stale.
+        self.in_order = False
         #: trio time of the latest fresh response (for re-registration, §3.3.1).
         self.last_received = trio.current_time()
         #: Max-Age of the latest response (DEFAULT_MAX_AGE when it had none).
@@ -100,7 +104,12 @@ class Observation:
         if self._ended:
             return
         observe = message.opt.observe
-        fresh = final or observe is None or self._order.accept(observe, trio.current_time())
+        fresh = (
+            final
+            or observe is None
+            or self.in_order
+            or self._order.accept(observe, trio.current_time())
+        )
         if not fresh:
             self.dropped_stale += 1
             return

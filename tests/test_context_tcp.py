@@ -25,7 +25,7 @@ from coap_trio import (
     open_context,
 )
 from coap_trio.errors import CoapError, ConnectionLostError
-from coap_trio.protocol.framing import decode_frame, encode_stream
+from coap_trio.protocol.framing import StreamDecoder, decode_frame, encode_stream
 from coap_trio.resource import Resource, Site
 from coap_trio.transports.stream import StreamLimits
 
@@ -330,3 +330,52 @@ async def test_websockets_without_wsproto_are_unsupported(monkeypatch: pytest.Mo
     with pytest.raises(ImportError, match=r"coap-trio\[ws\]"):
         async with open_context(ws_bind=("::1", 0)):
             pass
+
+
+async def test_notifications_over_tcp_are_never_stale_whatever_their_observe_values() -> None:
+    """RFC 8323 §7: a stream delivers in order and the Observe value carries no
+    ordering, so a notification with a lower (or equal) Observe is still fresh; over
+    UDP the same values would be dropped as stale (RFC 7641 §3.4)."""
+    observe_values = [0, 5, 3, 3, 1]  # as a server over a reliable transport may send them
+    with trio.fail_after(TIMEOUT):
+        listeners = await trio.open_tcp_listeners(0, host="::1")
+        port = listeners[0].socket.getsockname()[1]
+
+        async def server() -> None:
+            stream = await listeners[0].accept()
+            async with stream:
+                decoder = StreamDecoder(1 << 16)
+                frames: list[bytes] = []
+                registration = None
+                for _ in range(100):
+                    frames += decoder.feed(await stream.receive_some(4096))
+                    for frame in frames:
+                        message = decode_frame(frame)
+                        if message.code == Code.GET:
+                            registration = message
+                    frames.clear()
+                    if registration is not None:
+                        break
+                assert registration is not None
+                assert registration.opt.observe == 0
+                await stream.send_all(encode_stream(Message(code=Code.CSM)))
+                for index, value in enumerate(observe_values):
+                    note = Message(code=CONTENT, token=registration.token, payload=b"%d" % index)
+                    note.opt.observe = value
+                    await stream.send_all(encode_stream(note))
+                    await trio.sleep(0.01)
+                await trio.sleep_forever()
+
+        seen: list[bytes] = []
+        async with trio.open_nursery() as nursery, open_context() as client:
+            nursery.start_soon(server)
+            async with client.observe(f"coap+tcp://[::1]:{port}/obs", keep=8) as notifications:
+                async for response in notifications:
+                    seen.append(response.payload)
+                    if len(seen) == len(observe_values):
+                        break
+                dropped = notifications.dropped_stale
+            nursery.cancel_scope.cancel()
+        await listeners[0].aclose()
+    assert seen == [b"0", b"1", b"2", b"3", b"4"]
+    assert dropped == 0
