@@ -126,6 +126,39 @@ async def test_libcoap_client_against_our_server_over_tcp() -> None:
             assert stats.connections_accepted == 4
 
 
+async def test_libcoap_openssl_client_against_our_tls_server(tmp_path: Any) -> None:
+    """libcoap's coap-client-openssl over coaps+tcp with a trustme certificate: it
+    verifies ours against the CA it is given (-R), and gets nothing with another CA."""
+    ca = trustme.CA()
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("::1", "localhost").configure_cert(server_ssl)
+    trusted = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(trusted))
+    untrusted = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(untrusted))
+    site, _ = make_site()
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tls_bind=("::1", 0), ssl_context=server_ssl) as server:
+            uri = f"coaps+tcp://[::1]:{server.stream_addresses[0].port}/text"
+            results = []
+            for ca_file in (trusted, untrusted):
+                result = await trio.run_process(
+                    ["coap-client-openssl", "-B", "5", "-R", str(ca_file), uri],
+                    stdin=subprocess.DEVNULL,
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
+                results.append(result.stdout.strip())
+            stats = server.stream_statistics
+    assert results[0] == HELLO
+    # The handshake failed: libcoap logs an error (it still exits 0) and no payload.
+    assert HELLO not in results[1]
+    assert b"ERR" in results[1]
+    assert stats is not None
+    assert stats.connections_accepted == 2
+
+
 # -- aiocoap's client against coap_trio's server ---------------------------------------------
 
 
