@@ -61,6 +61,7 @@ class Request:
         "_abandon",
         "_done",
         "_error",
+        "_parked",
         "_request",
         "_response",
         "_waiters",
@@ -73,7 +74,11 @@ class Request:
     def __init__(self, message: Message, abandon: Callable[[Request], None]) -> None:
         self._request = message
         self._abandon = abandon
-        self._done = trio.Event()
+        # Not a trio.Event: one is created per request, and its ParkingLot and
+        # set()/wait() were ~15% of the client's CPU per request in profiles.
+        self._done = False
+        #: Tasks parked in ``_wait`` (rescheduled when the request ends).
+        self._parked: list[trio.lowlevel.Task] = []
         self._response: Message | None = None
         self._error: CoapError | None = None
         self._waiters = 0
@@ -104,22 +109,22 @@ class Request:
     @property
     def done(self) -> bool:
         """Whether the exchange has ended (answered, failed or cancelled)."""
-        return self._done.is_set()
+        return self._done
 
     def cancel(self) -> None:
         """Abandon the exchange now; awaiting the response raises RequestCancelledError."""
-        if not self._done.is_set():
+        if not self._done:
             self._abandon(self)
             self._fail(RequestCancelledError("the request was cancelled"))
 
     async def _wait(self) -> Message:
-        if not self._done.is_set():
+        if not self._done:
             self._waiters += 1
             try:
-                await self._done.wait()
+                await self._park()
             finally:
                 self._waiters -= 1
-                if not self._done.is_set() and not self._waiters:
+                if not self._done and not self._waiters:
                     self._abandon(self)
                     self._fail(RequestCancelledError("the awaiting task was cancelled"))
         else:
@@ -129,22 +134,41 @@ class Request:
         assert self._response is not None
         return self._response
 
+    async def _park(self) -> None:
+        """Wait until the request ends (a cancellation point, like ``Event.wait``)."""
+        task = trio.lowlevel.current_task()
+        parked = self._parked
+        parked.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            parked.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake(self) -> None:
+        parked, self._parked = self._parked, []
+        for task in parked:
+            trio.lowlevel.reschedule(task)
+
     # -- called by the Context ---------------------------------------------------------
 
     def _succeed(self, response: Message) -> None:
-        if not self._done.is_set():
+        if not self._done:
             self._response = response
-            self._done.set()
+            self._done = True
+            self._wake()
             if self.transfer:
                 self.transfer.on_done()
 
     def _fail(self, error: CoapError) -> None:
-        if not self._done.is_set():
+        if not self._done:
             self._error = error
-            self._done.set()
+            self._done = True
+            self._wake()
             if self.transfer:
                 self.transfer.on_done()
 
     def __repr__(self) -> str:
-        state = "done" if self._done.is_set() else "pending"
+        state = "done" if self._done else "pending"
         return f"<Request {state} {self._request!r}>"
