@@ -222,7 +222,7 @@ class _Blocks:
         keep_payload: bool,
     ) -> Message:
         """Fetch the remaining blocks of ``first`` and return the assembled response."""
-        bert = self.context._bert_agreed(self.runner, self.remote)
+        bert = self.runner.bert_agreed(self.remote)
         download = Block2Download(max_body_size=max_body_size, bert=bert)
         step = download.start(first, requested)
         while isinstance(step, FetchBlock):
@@ -281,7 +281,7 @@ class _InlineDownload:
         self.original = request.request
         self.download = Block2Download(
             max_body_size=context._blockwise_config.max_body_size,
-            bert=context._bert_agreed(runner, remote),
+            bert=runner.bert_agreed(remote),
         )
         self.exchange: object = None
         self.wire: Message = self.original

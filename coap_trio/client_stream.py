@@ -73,7 +73,7 @@ class ResponseStream:
         self._download: Block2Download | None = None
         self._step: FetchBlock | DownloadComplete
         if blocks is not None and _wants_blocks(response):
-            bert = blocks.context._bert_agreed(blocks.runner, blocks.remote)
+            bert = blocks.runner.bert_agreed(blocks.remote)
             self._download = Block2Download(keep_body=False, bert=bert)
             self._step = self._download.start(response, requested)
         else:

@@ -35,10 +35,9 @@ towards its destination.
 
 from __future__ import annotations
 
-import functools
 import random
 import ssl
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -57,22 +56,20 @@ from .errors import (
     UnresolvableHostError,
     UnsupportedTransportError,
 )
-from .handler_queue import HandlerQueue
 from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
-from .numbers.optionnumbers import OptionNumber
 from .observation import Observation
 from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
 from .protocol.exchanges import (
     ClientExchange,
-    ServerExchange,
 )
 from .protocol.messaging import Messaging
 from .protocol.stream_messaging import StreamMessaging
 from .remote import DatagramRemote
-from .server import DEFAULT_MAX_PAYLOAD, Responder, suppressed_by_no_response
+from .server import DEFAULT_MAX_PAYLOAD, Responder
 from .server_blockwise import BlockwiseServer
+from .server_dispatch import RequestDispatcher
 from .server_observations import ServerObservations
 from .transports.base import DatagramNetwork, EndpointStatistics
 from .transports.stream import STREAM_SCHEMES, StreamEndpoint, StreamLimits, StreamStatistics
@@ -83,10 +80,6 @@ __all__ = ["Context", "ContextStatistics", "open_context"]
 
 
 _SUPPORTED_SCHEMES = frozenset({"coap", *STREAM_SCHEMES})
-_BLOCK1 = int(OptionNumber.BLOCK1)
-_BLOCK2 = int(OptionNumber.BLOCK2)
-#: Requests a handler task takes from the queue in a row before it yields to others.
-_HANDLER_STREAK = 32
 
 
 @attrs.frozen
@@ -149,16 +142,18 @@ class Context:
         self._nursery = nursery
         #: Block-wise transfer tunables (client and server side).
         self._blockwise_config = blockwise or BlockwiseConfig()
-        #: The server side of block-wise transfers (bounded assemblies, kept representations).
-        self._blockwise_server = BlockwiseServer(self._blockwise_config, trio.current_time)
         self._network = network
         self._config = config
-        self._site = site
         self._observations = ServerObservations(
             nursery, max_observations, max_observations_per_remote
         )
-        self._responder = (
-            Responder(site, max_payload=max_request_payload) if site is not None else None
+        #: Received requests: prechecks, the handler pool, block-wise, observations.
+        self._server = RequestDispatcher(
+            nursery,
+            site,
+            Responder(site, max_payload=max_request_payload) if site is not None else None,
+            self._observations,
+            BlockwiseServer(self._blockwise_config, trio.current_time),
         )
         self._rng = rng
         self._dns_ttl = dns_ttl
@@ -168,10 +163,6 @@ class Context:
         self._runners: list[EndpointRunner] = []
         self._inflight: set[Request] = set()
         self._closed = False
-        #: Received requests on their way to the handler tasks (see handler_queue.py).
-        self._handler_queue: HandlerQueue[tuple[EndpointRunner, ServerExchange]] = HandlerQueue(0)
-        self._overloaded = 0
-        self._dropped = 0
         self._websockets_checked = False
         #: Every TCP/TLS/WebSocket connection and listener (RFC 8323), and its runner.
         self._stream: StreamEndpoint | None = None
@@ -215,11 +206,6 @@ class Context:
         await self._nursery.start(_run_endpoint, runner)
         self._nursery.start_soon(runner.run_timers)
 
-    def _start_handlers(self, concurrency: int, queue: int) -> None:
-        self._handler_queue = HandlerQueue(queue)
-        for _ in range(concurrency):
-            self._nursery.start_soon(self._handle_requests, self._handler_queue)
-
     # -- introspection -------------------------------------------------------------
 
     @property
@@ -240,15 +226,17 @@ class Context:
     @property
     def statistics(self) -> ContextStatistics:
         """A snapshot of the counters."""
-        blockwise = self._blockwise_server
+        server = self._server
+        blockwise = server.blockwise
+        responder = server.responder
         return ContextStatistics(
             endpoints=tuple(r.endpoint.statistics for r in self._runners),
             messaging=tuple(r.machine.statistics for r in self._runners),
-            handler_queue_depth=len(self._handler_queue),
-            overloaded_responses=self._overloaded,
-            dropped_requests=self._dropped,
-            handler_errors=self._responder.handler_errors if self._responder else 0,
-            oversized_requests=self._responder.oversized if self._responder else 0,
+            handler_queue_depth=len(server.queue),
+            overloaded_responses=server.overloaded,
+            dropped_requests=server.dropped,
+            handler_errors=responder.handler_errors if responder else 0,
+            oversized_requests=responder.oversized if responder else 0,
             blockwise_assemblies=len(blockwise.assembler),
             blockwise_assembly_bytes=blockwise.assembler.buffered,
             blockwise_uploads_completed=blockwise.uploads_completed,
@@ -305,7 +293,7 @@ class Context:
             request._fail(RequestCancelledError("the context was closed"))
             return
         if request.transfer is None:
-            bert_size = None if route is None else self._bert_size(*route)
+            bert_size = None if route is None else route[0].bert_size(route[1])
             prepare_request(self, request, progress, assemble, bert_size)
         self._inflight.add(request)
         if route is None:
@@ -544,121 +532,6 @@ class Context:
         assert isinstance(exchange, ClientExchange)
         runner.perform(runner.machine.abandon(exchange, trio.current_time()))
 
-    # -- server --------------------------------------------------------------------
-
-    def _dispatch(self, runner: EndpointRunner, exchange: ServerExchange) -> None:
-        responder = self._responder
-        if responder is None:
-            self._answer(runner, exchange, Message(code=Code.NOT_FOUND))
-            return
-        early = responder.precheck(exchange.request, exchange.con)
-        if early is not None:
-            if early is False:  # a NON we must ignore (§5.4.1): seen, not answered
-                self._answer(runner, exchange, None)
-            else:
-                assert isinstance(early, Message)
-                suppressed = suppressed_by_no_response(exchange.request, early.code)
-                self._answer(runner, exchange, None if suppressed else early)
-            return
-        request = exchange.request
-        opt = request.opt
-        if _BLOCK2 in opt or _BLOCK1 in opt:  # a later block of a transfer needs no handler
-            bert_size = self._bert_size(runner, exchange.remote)
-            at_once = self._blockwise_server.respond_now(request, bert_size=bert_size)
-            if at_once is not None:
-                suppressed = suppressed_by_no_response(request, at_once.code)
-                self._answer(runner, exchange, None if suppressed else at_once)
-                return
-        if not self._handler_queue.put_nowait((runner, exchange)):
-            if exchange.con:
-                self._overloaded += 1
-                self._answer(runner, exchange, Message(code=Code.SERVICE_UNAVAILABLE, max_age=2))
-            else:
-                self._dropped += 1
-                runner.machine.forget(exchange)
-
-    @staticmethod
-    def _bert_size(runner: EndpointRunner, remote: Hashable) -> int | None:
-        """The largest BERT block for ``remote`` (RFC 8323 §6): None unless it is
-        reached over a connection on which both sides announced Block-Wise-Transfer."""
-        machine = runner.machine
-        return machine.bert_size(remote) if isinstance(machine, StreamMessaging) else None
-
-    @staticmethod
-    def _bert_agreed(runner: EndpointRunner, remote: Hashable) -> bool:
-        """Whether BERT blocks may be exchanged with ``remote`` (both sides announced
-        Block-Wise-Transfer on its connection)."""
-        machine = runner.machine
-        return isinstance(machine, StreamMessaging) and machine.bert_agreed(remote)
-
-    @staticmethod
-    def _answer(runner: EndpointRunner, exchange: ServerExchange, response: Message | None) -> None:
-        runner.perform(runner.machine.respond(exchange, response, trio.current_time()))
-
-    async def _handle_requests(
-        self, queue: HandlerQueue[tuple[EndpointRunner, ServerExchange]]
-    ) -> None:
-        responder = self._responder
-        observations = self._observations
-        assert responder is not None
-        assert self._site is not None
-        blockwise = self._blockwise_server
-        needs = self._site.needs_blockwise_assembly
-        take = queue.take
-        streak = 0
-        while True:
-            # Queued requests are taken without a task switch, with a checkpoint
-            # at least every _HANDLER_STREAK requests (fairness, cancellation).
-            item = take() if streak < _HANDLER_STREAK else None
-            if item is None:
-                item = await queue.get()
-                streak = 0
-            streak += 1
-            runner, exchange = item
-            request = exchange.request
-            observe = request.opt.observe
-            observation = None
-            assemble: bool | None = None
-            if observe is not None:
-                key = (exchange.remote, exchange.token)
-                if observe == 0 and request.code in (Code.GET, Code.FETCH):
-                    # Asked once: its notifications are sliced like its response.
-                    assemble = await blockwise.assembles(request, needs)
-                    send = functools.partial(self._notify, runner, exchange, assemble)
-                    observation = await observations.prepare(self._site, request, key, send)
-                elif observe == 1:
-                    observations.end(key, "deregistered (Observe=1)")
-            rendered = await blockwise.respond(
-                request,
-                responder.render,
-                needs,
-                assemble=assemble,
-                bert_size=self._bert_size(runner, exchange.remote),
-            )
-            suppressed = suppressed_by_no_response(request, rendered.code)
-            response = None if suppressed else rendered
-            if observation is not None:
-                if response is not None and response.code.is_successful():
-                    exchange.owner = observation
-                    response = observations.start(observation, key, response)
-                else:
-                    observation.end("the registration was not answered with success")
-            self._answer(runner, exchange, response)
-
-    def _notify(
-        self,
-        runner: EndpointRunner,
-        exchange: ServerExchange,
-        blockwise: bool,
-        notification: Message,
-        confirmable: bool,
-    ) -> None:
-        if blockwise:  # larger than a block: the first one, the rest kept for follow-up GETs
-            notification = self._blockwise_server.notification(exchange.request, notification)
-        machine = runner.machine
-        now = trio.current_time()
-        runner.perform(machine.notify(exchange, notification, now, confirmable=confirmable))
-
     def _close(self) -> None:
         self._closed = True
         for request in list(self._inflight):
@@ -755,7 +628,7 @@ async def open_context(
         )
         try:
             if site is not None:
-                context._start_handlers(server_concurrency, request_queue)
+                context._server.start_handlers(server_concurrency, request_queue)
             for host, port in binds:
                 await context._open_endpoint(host, port)
             for _ in range(extra):

@@ -10,6 +10,7 @@ Must not know about resources or routing (the Context's), or the wire format.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 import trio
@@ -148,7 +149,7 @@ class EndpointRunner:
                 if request.observation is not None:
                     request.observation._fail(event.error)  # type: ignore[attr-defined]
             elif kind is RequestReceived:
-                self.context._dispatch(self, event.exchange)  # type: ignore[attr-defined]
+                self.context._server.dispatch(self, event.exchange)  # type: ignore[attr-defined]
             elif kind is ResponseFailed:
                 owner = event.exchange.owner  # type: ignore[attr-defined]
                 if isinstance(owner, ServerObservation):  # RST, or a CON notification lost
@@ -159,6 +160,18 @@ class EndpointRunner:
                 self.context._observations.end_remote(remote, event.reason)  # type: ignore[attr-defined]
         for exchange in later:
             self._carry_out(self.machine.abandon(exchange, trio.current_time()))
+
+    def bert_size(self, remote: Hashable) -> int | None:
+        """The largest BERT block for ``remote`` (RFC 8323 §6): None unless it is
+        reached over a connection on which both sides announced Block-Wise-Transfer."""
+        machine = self.machine
+        return machine.bert_size(remote) if isinstance(machine, StreamMessaging) else None
+
+    def bert_agreed(self, remote: Hashable) -> bool:
+        """Whether BERT blocks may be exchanged with ``remote`` (both sides announced
+        Block-Wise-Transfer on its connection)."""
+        machine = self.machine
+        return isinstance(machine, StreamMessaging) and machine.bert_agreed(remote)
 
     def kick(self) -> None:
         """Bring the timer task's deadline forward if the machine now needs it sooner."""

@@ -43,6 +43,7 @@ MODULES = [
     "coap_trio.fileserver",
     "coap_trio.hosting",
     "coap_trio.server_blockwise",
+    "coap_trio.server_dispatch",
     "coap_trio.interfaces",
     "coap_trio.remote",
     "coap_trio.transports.base",

@@ -1,0 +1,173 @@
+"""Received requests on their way from an endpoint's receive path to the resources.
+
+Owns what happens to a request the messaging layer handed over: the
+Responder's prechecks in the receive path (4.02, 5.05, 4.13 before any
+handler), later blocks of a block-wise transfer answered at once
+(:meth:`~coap_trio.server_blockwise.BlockwiseServer.respond_now`), the
+bounded hand-off to the pool of handler tasks (full: 5.03 for a CON, a NON
+dropped, both counted), and in a handler task the observation registration
+(RFC 7641), block-wise assembly and slicing (RFC 7959), No-Response, and the
+answer. Notifications of the observations it starts go out through it.
+Must not know about sockets or the wire format; the Context owns the tasks'
+nursery and gives it the pieces.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+import trio
+
+from .handler_queue import HandlerQueue
+from .interfaces import Resource
+from .message import Message
+from .numbers.codes import Code
+from .numbers.optionnumbers import OptionNumber
+from .protocol.exchanges import ServerExchange
+from .server import Responder, suppressed_by_no_response
+from .server_blockwise import BlockwiseServer
+from .server_observations import ServerObservations
+
+if TYPE_CHECKING:
+    from .endpoint_runner import EndpointRunner
+
+__all__ = ["RequestDispatcher"]
+
+_BLOCK1 = int(OptionNumber.BLOCK1)
+_BLOCK2 = int(OptionNumber.BLOCK2)
+#: Requests a handler task takes from the queue in a row before it yields to others.
+_HANDLER_STREAK = 32
+
+
+class RequestDispatcher:
+    """The server side of a Context (see the module docstring)."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        site: Resource | None,
+        responder: Responder | None,
+        observations: ServerObservations,
+        blockwise: BlockwiseServer,
+    ) -> None:
+        self._nursery = nursery
+        self.site = site
+        #: The prechecks and the error mapping around ``site`` (None: not serving).
+        self.responder = responder
+        self.observations = observations
+        #: Block1 assembly, Block2 slicing and kept representations.
+        self.blockwise = blockwise
+        #: Received requests waiting for a handler task (see handler_queue.py).
+        self.queue: HandlerQueue[tuple[EndpointRunner, ServerExchange]] = HandlerQueue(0)
+        #: CON requests answered 5.03 because the queue was full.
+        self.overloaded = 0
+        #: NON requests dropped because the queue was full.
+        self.dropped = 0
+
+    def dispatch(self, runner: EndpointRunner, exchange: ServerExchange) -> None:
+        """A request arrived (in ``runner``'s receive path): answer it now or queue it."""
+        responder = self.responder
+        if responder is None:
+            self.answer(runner, exchange, Message(code=Code.NOT_FOUND))
+            return
+        early = responder.precheck(exchange.request, exchange.con)
+        if early is not None:
+            if early is False:  # a NON we must ignore (§5.4.1): seen, not answered
+                self.answer(runner, exchange, None)
+            else:
+                assert isinstance(early, Message)
+                suppressed = suppressed_by_no_response(exchange.request, early.code)
+                self.answer(runner, exchange, None if suppressed else early)
+            return
+        request = exchange.request
+        opt = request.opt
+        if _BLOCK2 in opt or _BLOCK1 in opt:  # a later block of a transfer needs no handler
+            bert_size = runner.bert_size(exchange.remote)
+            at_once = self.blockwise.respond_now(request, bert_size=bert_size)
+            if at_once is not None:
+                suppressed = suppressed_by_no_response(request, at_once.code)
+                self.answer(runner, exchange, None if suppressed else at_once)
+                return
+        if not self.queue.put_nowait((runner, exchange)):
+            if exchange.con:
+                self.overloaded += 1
+                self.answer(runner, exchange, Message(code=Code.SERVICE_UNAVAILABLE, max_age=2))
+            else:
+                self.dropped += 1
+                runner.machine.forget(exchange)
+
+    @staticmethod
+    def answer(runner: EndpointRunner, exchange: ServerExchange, response: Message | None) -> None:
+        """Send ``response`` (None: nothing, the request is done) for ``exchange``."""
+        runner.perform(runner.machine.respond(exchange, response, trio.current_time()))
+
+    def start_handlers(self, concurrency: int, queue: int) -> None:
+        """Start ``concurrency`` handler tasks fed by a queue of ``queue`` entries."""
+        self.queue = HandlerQueue(queue)
+        for _ in range(concurrency):
+            self._nursery.start_soon(self._handle_requests, self.queue)
+
+    async def _handle_requests(
+        self, queue: HandlerQueue[tuple[EndpointRunner, ServerExchange]]
+    ) -> None:
+        responder = self.responder
+        observations = self.observations
+        assert responder is not None
+        assert self.site is not None
+        blockwise = self.blockwise
+        needs = self.site.needs_blockwise_assembly
+        take = queue.take
+        streak = 0
+        while True:
+            # Queued requests are taken without a task switch, with a checkpoint
+            # at least every _HANDLER_STREAK requests (fairness, cancellation).
+            item = take() if streak < _HANDLER_STREAK else None
+            if item is None:
+                item = await queue.get()
+                streak = 0
+            streak += 1
+            runner, exchange = item
+            request = exchange.request
+            observe = request.opt.observe
+            observation = None
+            assemble: bool | None = None
+            if observe is not None:
+                key = (exchange.remote, exchange.token)
+                if observe == 0 and request.code in (Code.GET, Code.FETCH):
+                    # Asked once: its notifications are sliced like its response.
+                    assemble = await blockwise.assembles(request, needs)
+                    send = functools.partial(self._notify, runner, exchange, assemble)
+                    observation = await observations.prepare(self.site, request, key, send)
+                elif observe == 1:
+                    observations.end(key, "deregistered (Observe=1)")
+            rendered = await blockwise.respond(
+                request,
+                responder.render,
+                needs,
+                assemble=assemble,
+                bert_size=runner.bert_size(exchange.remote),
+            )
+            suppressed = suppressed_by_no_response(request, rendered.code)
+            response = None if suppressed else rendered
+            if observation is not None:
+                if response is not None and response.code.is_successful():
+                    exchange.owner = observation
+                    response = observations.start(observation, key, response)
+                else:
+                    observation.end("the registration was not answered with success")
+            self.answer(runner, exchange, response)
+
+    def _notify(
+        self,
+        runner: EndpointRunner,
+        exchange: ServerExchange,
+        blockwise: bool,
+        notification: Message,
+        confirmable: bool,
+    ) -> None:
+        if blockwise:  # larger than a block: the first one, the rest kept for follow-up GETs
+            notification = self.blockwise.notification(exchange.request, notification)
+        machine = runner.machine
+        now = trio.current_time()
+        runner.perform(machine.notify(exchange, notification, now, confirmable=confirmable))
