@@ -54,6 +54,8 @@ MODULES = [
     "coap_trio.testing",
     "coap_trio.protocol.messaging",
     "coap_trio.protocol.stream_messaging",
+    "coap_trio.protocol.stream_serving",
+    "coap_trio.protocol.stream_state",
     "coap_trio.protocol.framing",
     "coap_trio.protocol.signaling",
     "coap_trio.protocol.config",

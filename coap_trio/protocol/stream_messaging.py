@@ -43,6 +43,9 @@ Decisions where RFC 8323 leaves room:
 - Observe (§7): every notification is delivered (no reordering on a
   stream); the Context's freshness filter is the shell's business.
 
+The server half (answering requests, sending notifications) is
+:class:`~coap_trio.protocol.stream_serving.StreamServerSide`, mixed in.
+
 It imports no trio and reads no clock. Must not know about sockets, tasks,
 resources or URIs.
 """
@@ -67,7 +70,6 @@ from ..errors import (
 )
 from ..message import Message
 from ..numbers.codes import Code
-from ..numbers.constants import TransmissionParameters
 from ..options import Options
 from .blockwise import bert_block_size
 from .config import MessagingConfig, MessagingStatistics
@@ -78,21 +80,17 @@ from .exchanges import (
     Event,
     NotificationReceived,
     RequestFailed,
-    RequestReceived,
     ResponseFailed,
     ResponseReceived,
-    ServerExchange,
-    ServerState,
     Transmit,
 )
 from .framing import (
-    DEFAULT_MAX_MESSAGE_SIZE,
     decode_frame,
     decode_websocket,
     encode_stream,
     encode_websocket,
 )
-from .matcher import RECOGNIZED_RESPONSE_OPTIONS, Matcher, has_unrecognized_critical
+from .matcher import Matcher, has_unrecognized_critical
 from .signaling import (
     Abort,
     Csm,
@@ -105,13 +103,14 @@ from .signaling import (
     build_pong,
     parse_signal,
 )
+from .stream_serving import StreamServerSide
+from .stream_state import ConnectionState, PeerSettings, StreamMessagingConfig
 from .timers import TimerHeap
 
 __all__ = ["PeerSettings", "StreamMessaging", "StreamMessagingConfig"]
 
 _EMPTY = Code.EMPTY
 _CSM = Code.CSM
-_OBSERVABLE_METHODS = (Code.GET, Code.FETCH)
 
 # Timer kinds.
 _DEADLINE, _PING = range(2)
@@ -119,94 +118,7 @@ _DEADLINE, _PING = range(2)
 _MAX_CLOSING = 4096
 
 
-@attrs.frozen
-class StreamMessagingConfig:
-    """Tunables of a :class:`StreamMessaging` (times in seconds)."""
-
-    #: Token length for new requests, 0..8.
-    token_length: int = 8
-    #: The Max-Message-Size we announce in our CSM: the largest frame we
-    #: accept (give the same to the connection's ``StreamDecoder``).
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    #: Announce Block-Wise-Transfer (BERT, RFC 8323 §6) in our CSM; BERT is
-    #: used with a peer only when both sides announced it.
-    block_wise_transfer: bool = True
-    #: How long a request waits for its response (EXCHANGE_LIFETIME by default).
-    response_timeout: float = attrs.field(
-        factory=lambda: TransmissionParameters().EXCHANGE_LIFETIME
-    )
-    #: How long a Ping waits for its Pong before the connection counts as dead.
-    ping_timeout: float = 30.0
-    #: Received requests being handled at once, over all connections, before
-    #: new ones are answered 5.03 and counted (``overloaded``).
-    max_pending_requests: int = 10_000
-    #: Options a response may carry (critical ones outside this set reject it).
-    recognized_response_options: frozenset[int] = RECOGNIZED_RESPONSE_OPTIONS
-
-    @classmethod
-    def from_messaging_config(cls, config: MessagingConfig) -> StreamMessagingConfig:
-        """The settings of a UDP :class:`~coap_trio.protocol.config.MessagingConfig` that
-        apply here: token length, pending-request bound, recognized response options;
-        the response timeout is its ``separate_response_timeout`` or EXCHANGE_LIFETIME."""
-        return cls(
-            token_length=config.token_length,
-            response_timeout=config.separate_response_timeout or config.params.EXCHANGE_LIFETIME,
-            max_pending_requests=config.max_pending_requests,
-            recognized_response_options=config.recognized_response_options,
-        )
-
-
-@attrs.frozen
-class PeerSettings:
-    """What a peer announced in its CSM(s) (RFC 8323 §5.3), or the defaults before."""
-
-    #: The largest message the peer accepts (1152 until its CSM says otherwise).
-    max_message_size: int
-    #: The peer announced Block-Wise-Transfer (it supports RFC 7959).
-    block_wise_transfer: bool
-    #: Whether the peer's CSM has arrived.
-    csm_received: bool
-
-    @property
-    def bert(self) -> bool:
-        """Whether the peer accepts BERT blocks (RFC 8323 §5.3.2, §6): Block-Wise-Transfer
-        with a Max-Message-Size above 1152."""
-        return self.block_wise_transfer and self.max_message_size > DEFAULT_MAX_MESSAGE_SIZE
-
-
-class _Connection:
-    """Everything the machine keeps about one connection."""
-
-    __slots__ = (
-        "bert",
-        "csm_received",
-        "max_message_size",
-        "observations",
-        "pings",
-        "released",
-        "remote",
-        "serving",
-        "waiting",
-    )
-
-    def __init__(self, remote: Hashable) -> None:
-        self.remote = remote
-        self.csm_received = False
-        self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE
-        self.bert = False
-        #: The error new requests fail with after a Release, else None.
-        self.released: ConnectionReleasedError | None = None
-        #: Requests larger than the default limit, waiting for the peer's CSM.
-        self.waiting: list[tuple[ClientExchange, bytes]] = []
-        #: Pings awaiting their Pong, by token.
-        self.pings: dict[bytes, ClientExchange] = {}
-        #: Received requests not answered yet.
-        self.serving: set[ServerExchange] = set()
-        #: Answered registrations whose notifications we send.
-        self.observations: set[ServerExchange] = set()
-
-
-class StreamMessaging:
+class StreamMessaging(StreamServerSide):
     """RFC 8323 messaging for one local endpoint and its connections (see the module)."""
 
     def __init__(
@@ -235,7 +147,7 @@ class StreamMessaging:
         self._rng = rng if rng is not None else random.SystemRandom()
         self._matcher = Matcher(self._rng, config.token_length)
         self._timers: TimerHeap[tuple[int, Any]] = TimerHeap()
-        self._connections: dict[Hashable, _Connection] = {}
+        self._connections: dict[Hashable, ConnectionState] = {}
         #: Remotes whose connection we closed, until the driver reports it gone.
         self._closing: dict[Hashable, None] = {}
         self._serving = 0
@@ -321,12 +233,12 @@ class StreamMessaging:
 
     # -- connections ---------------------------------------------------------------
 
-    def _connection(self, remote: Hashable, events: list[Event]) -> _Connection:
+    def _connection(self, remote: Hashable, events: list[Event]) -> ConnectionState:
         """The connection to ``remote``, made (our CSM transmitted first) if new."""
         conn = self._connections.get(remote)
         if conn is None:
             self._closing.pop(remote, None)
-            conn = self._connections[remote] = _Connection(remote)
+            conn = self._connections[remote] = ConnectionState(remote)
             config = self.config
             csm = build_csm(config.max_message_size, block_wise_transfer=config.block_wise_transfer)
             events.append(Transmit(remote, self._encode(csm)))
@@ -384,7 +296,7 @@ class StreamMessaging:
 
     def _abort(
         self,
-        conn: _Connection,
+        conn: ConnectionState,
         now: float,
         events: list[Event],
         diagnostic: str,
@@ -396,7 +308,7 @@ class StreamMessaging:
 
     def _close(
         self,
-        conn: _Connection,
+        conn: ConnectionState,
         error: ConnectionLostError,
         now: float,
         events: list[Event],
@@ -540,7 +452,7 @@ class StreamMessaging:
         self._timers.cancel(exchange.deadline_ticket)
         exchange.deadline_ticket = 0
 
-    def _close_if_released(self, conn: _Connection, now: float, events: list[Event]) -> None:
+    def _close_if_released(self, conn: ConnectionState, now: float, events: list[Event]) -> None:
         """After a Release: close once no request (observations aside) is outstanding."""
         if conn.released is None or conn.remote not in self._connections:
             return
@@ -605,7 +517,7 @@ class StreamMessaging:
         return events
 
     def _on_signal(
-        self, conn: _Connection, message: Message, now: float, events: list[Event]
+        self, conn: ConnectionState, message: Message, now: float, events: list[Event]
     ) -> None:
         try:
             signal = parse_signal(message)
@@ -639,7 +551,7 @@ class StreamMessaging:
         else:
             self._on_abort(conn, signal, now, events)
 
-    def _on_csm(self, conn: _Connection, csm: Csm, now: float, events: list[Event]) -> None:
+    def _on_csm(self, conn: ConnectionState, csm: Csm, now: float, events: list[Event]) -> None:
         conn.csm_received = True
         if csm.max_message_size is not None:
             conn.max_message_size = csm.max_message_size
@@ -657,7 +569,7 @@ class StreamMessaging:
                 self._transmit(exchange, data, now, events)
 
     def _on_release(
-        self, conn: _Connection, release: Release, now: float, events: list[Event]
+        self, conn: ConnectionState, release: Release, now: float, events: list[Event]
     ) -> None:
         text = "the peer released the connection"
         if release.diagnostic:
@@ -666,7 +578,9 @@ class StreamMessaging:
         conn.released = error  # (nothing waits: the peer's CSM came first and flushed it)
         self._close_if_released(conn, now, events)
 
-    def _on_abort(self, conn: _Connection, abort: Abort, now: float, events: list[Event]) -> None:
+    def _on_abort(
+        self, conn: ConnectionState, abort: Abort, now: float, events: list[Event]
+    ) -> None:
         text = "the peer aborted the connection"
         if abort.diagnostic:
             text += f": {abort.diagnostic}"
@@ -674,7 +588,7 @@ class StreamMessaging:
         self._close(conn, error, now, events, "aborted by the peer")
 
     def _on_response(
-        self, conn: _Connection, message: Message, now: float, events: list[Event]
+        self, conn: ConnectionState, message: Message, now: float, events: list[Event]
     ) -> None:
         exchange = self._matcher.find(conn.remote, message.token)
         if exchange is None or exchange.state is ClientState.QUEUED:
@@ -692,119 +606,6 @@ class StreamMessaging:
             self._deliver(exchange, message, events)
         if exchange.state is ClientState.DONE:
             self._close_if_released(conn, now, events)
-
-    # -- server side ---------------------------------------------------------------
-
-    def _on_request(self, conn: _Connection, message: Message, events: list[Event]) -> None:
-        if self._serving >= self.config.max_pending_requests:
-            self._counts["overloaded"] += 1
-            busy = Message._make(
-                Code.SERVICE_UNAVAILABLE, None, None, message.token, Options(), b"", None
-            )
-            busy.opt.max_age = 2
-            events.append(Transmit(conn.remote, self._encode(busy)))
-            return
-        exchange = ServerExchange(message, conn.remote)
-        exchange.con = True  # every request over a reliable transport expects its response
-        conn.serving.add(exchange)
-        self._serving += 1
-        events.append(RequestReceived(exchange))
-
-    def _take(self, exchange: ServerExchange) -> _Connection | None:
-        """Stop tracking a request being handled; its connection if still open."""
-        conn = self._connections.get(exchange.remote)
-        if conn is None or exchange not in conn.serving:
-            return None
-        conn.serving.discard(exchange)
-        self._serving -= 1
-        return conn
-
-    def respond(
-        self, exchange: ServerExchange, response: Message | None, now: float
-    ) -> list[Event]:
-        """Answer a received request (``None``: no response, e.g. RFC 7967 No-Response).
-
-        The response gets the request's token; its code, options and payload are
-        used as given. A 2.xx with Observe to a GET/FETCH with Observe=0 makes
-        ``exchange`` a served observation: :meth:`notify` sends its notifications
-        until a final one, or until the connection ends (``ResponseFailed``).
-        Answering after the connection ended sends nothing.
-        """
-        if exchange.state is not ServerState.PENDING:
-            raise LocalProtocolError(f"{exchange!r} was already answered")
-        exchange.state = ServerState.DONE
-        conn = self._take(exchange)
-        if conn is None or response is None:
-            return []
-        data = self._encode_response(exchange, response)
-        if len(data) > conn.max_message_size:
-            self._counts["overloaded"] += 1
-            failure = Message._make(
-                Code.INTERNAL_SERVER_ERROR,
-                None,
-                None,
-                exchange.token,
-                Options(),
-                b"response larger than Max-Message-Size",
-                None,
-            )
-            data = self._encode(failure)
-        elif (
-            exchange.request.opt.observe == 0
-            and exchange.request.code in _OBSERVABLE_METHODS
-            and response.code.is_successful()
-            and response.opt.observe is not None
-        ):
-            conn.observations.add(exchange)
-        return [Transmit(conn.remote, data)]
-
-    def _encode_response(self, exchange: ServerExchange, response: Message) -> bytes:
-        return self._encode(
-            Message._make(
-                response.code, None, None, exchange.token, response.opt, response.payload, None
-            )
-        )
-
-    def notify(
-        self,
-        exchange: ServerExchange,
-        notification: Message,
-        now: float,
-        *,
-        confirmable: bool = False,
-    ) -> list[Event]:
-        """Send a notification (RFC 7641 over RFC 8323 §7) for a served observation.
-
-        ``confirmable`` is ignored (the transport is reliable). A notification
-        that is not 2.xx or has no Observe is the last one. When the connection
-        is gone, or the notification is larger than the peer accepts, nothing
-        is sent and ``ResponseFailed`` ends the observation.
-        """
-        if exchange.state is ServerState.PENDING:
-            raise LocalProtocolError("answer the registration with respond() first")
-        conn = self._connections.get(exchange.remote)
-        if conn is None or exchange not in conn.observations:
-            return [ResponseFailed(exchange, ConnectionLostError("the connection is closed"))]
-        data = self._encode_response(exchange, notification)
-        if len(data) > conn.max_message_size:
-            conn.observations.discard(exchange)
-            return [
-                ResponseFailed(exchange, MessageTooLargeError(len(data), conn.max_message_size))
-            ]
-        if not notification.code.is_successful() or notification.opt.observe is None:
-            conn.observations.discard(exchange)
-        return [Transmit(conn.remote, data)]
-
-    def forget(self, exchange: ServerExchange) -> None:
-        """Drop a received request that will not be handled (nothing is sent)."""
-        self._take(exchange)
-        exchange.state = ServerState.DONE
-
-    def end_observation(self, exchange: ServerExchange) -> None:
-        """Stop treating ``exchange`` as a served observation (it ended in the shell)."""
-        conn = self._connections.get(exchange.remote)
-        if conn is not None:
-            conn.observations.discard(exchange)
 
     # -- time ----------------------------------------------------------------------
 
