@@ -61,9 +61,7 @@ from .message import Message
 from .numbers.codes import Code
 from .observation import Observation
 from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
-from .protocol.exchanges import (
-    ClientExchange,
-)
+from .protocol.exchanges import ClientExchange, ClientState
 from .protocol.messaging import Messaging
 from .protocol.stream_messaging import StreamMessaging
 from .remote import DatagramRemote
@@ -531,6 +529,8 @@ class Context:
         runner, exchange = route
         assert isinstance(exchange, ClientExchange)
         runner.perform(runner.machine.abandon(exchange, trio.current_time()))
+        if exchange.state is ClientState.DONE:
+            exchange.owner = None  # no reference cycle left to the cyclic GC
 
     def _close(self) -> None:
         self._closed = True

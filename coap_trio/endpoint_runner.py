@@ -110,7 +110,9 @@ class EndpointRunner:
                 send(event.data, event.remote)  # type: ignore[attr-defined]
             elif kind is ResponseReceived:
                 exchange = event.exchange  # type: ignore[attr-defined]
-                request: Request = exchange.owner
+                request: Request | None = exchange.owner
+                if request is None:
+                    continue
                 response: Message | None = event.response  # type: ignore[attr-defined]
                 observation = request.observation
                 if observation is not None:
@@ -127,7 +129,13 @@ class EndpointRunner:
                 if response is not None:
                     request._succeed(response)
                     self.context._inflight.discard(request)
-                if exchange.state is ClientState.OBSERVING:
+                state = exchange.state
+                if state is ClientState.DONE:
+                    # Request -> exchange -> owner -> Request is a reference cycle:
+                    # broken here, finished exchanges are freed at once (not by the
+                    # cyclic GC, whose runs were ~20% of a busy client's CPU).
+                    exchange.owner = None
+                elif state is ClientState.OBSERVING:
                     # A plain request that happened to register an observation
                     # (Observe=0): nobody will read notifications, so end it;
                     # later notifications then get RST (RFC 7641 §3.6).
@@ -135,7 +143,7 @@ class EndpointRunner:
             elif kind is NotificationReceived:
                 exchange = event.exchange  # type: ignore[attr-defined]
                 request = exchange.owner
-                observation = request.observation
+                observation = None if request is None else request.observation
                 if observation is not None:
                     final = exchange.state is not ClientState.OBSERVING
                     response = event.response  # type: ignore[attr-defined]
@@ -143,7 +151,12 @@ class EndpointRunner:
                     if not take_notification(self, request, response, final):
                         observation._push(response, final)
             elif kind is RequestFailed:
-                request = event.exchange.owner  # type: ignore[attr-defined]
+                exchange = event.exchange  # type: ignore[attr-defined]
+                request = exchange.owner
+                if request is None:
+                    continue
+                if exchange.state is ClientState.DONE:
+                    exchange.owner = None
                 request._fail(event.error)  # type: ignore[attr-defined]
                 self.context._inflight.discard(request)
                 if request.observation is not None:

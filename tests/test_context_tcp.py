@@ -8,6 +8,7 @@ certificate; leaving a Context closes its connections.
 
 from __future__ import annotations
 
+import gc
 import ssl
 from collections.abc import AsyncIterator
 
@@ -24,7 +25,9 @@ from coap_trio import (
     UnsupportedTransportError,
     open_context,
 )
+from coap_trio.client import Request
 from coap_trio.errors import CoapError, ConnectionLostError
+from coap_trio.protocol.exchanges import ClientExchange
 from coap_trio.protocol.framing import StreamDecoder, decode_frame, encode_stream
 from coap_trio.resource import Resource, Site
 from coap_trio.transports.stream import StreamLimits
@@ -167,6 +170,34 @@ async def test_many_concurrent_requests_share_one_connection() -> None:
                 responses = [await request.response for request in requests]
                 assert client.stream_statistics.connections_opened == 1  # type: ignore[union-attr]
     assert {r.payload for r in responses} == {b"hello over tcp"}
+
+
+def live(kind: type) -> int:
+    """How many objects of ``kind`` exist (those freed by refcount are gone at once)."""
+    return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+
+async def test_finished_requests_over_tcp_are_freed_without_the_cyclic_gc() -> None:
+    # A cycle per request (Request <-> exchange) left every finished request to
+    # the cyclic GC; it must be freed by reference counting as soon as it is dropped.
+    site, _, _, _ = make_site()
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("::1", 0)) as server:
+            port = server.stream_addresses[0].port
+            async with open_context() as client:
+                uri = f"coap+tcp://[::1]:{port}/text"
+                await client.request(Message(code=Code.GET, uri=uri)).response  # connected
+                gc.collect()
+                gc.disable()
+                try:
+                    requests = [client.request(Message(code=Code.GET, uri=uri)) for _ in range(20)]
+                    for request in requests:
+                        assert (await request.response).payload == b"hello over tcp"
+                    assert live(Request) == live(ClientExchange) == 20
+                    del requests, request
+                    assert live(Request) == live(ClientExchange) == 0
+                finally:
+                    gc.enable()
 
 
 async def test_observe_over_tcp_and_end_when_the_server_goes() -> None:

@@ -14,6 +14,8 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coap_trio.message import Message
 from coap_trio.numbers.codes import Code
@@ -88,6 +90,55 @@ def test_timer_heap_many_random_deadlines() -> None:
         assert nxt is None or nxt > now
     popped.extend(payload for _, payload in heap.pop_due(1000.0))
     assert [deadlines[p] for p in popped] == sorted(deadlines)
+
+
+def test_timer_heap_drops_cancelled_entries_before_they_surface() -> None:
+    # One long response deadline per request, nearly always cancelled: the heap
+    # must not keep every finished request's entry (and payload) until it is due.
+    heap: TimerHeap[object] = TimerHeap()
+    live = [heap.schedule(2000.0 + i, i) for i in range(10)]
+    for i in range(100_000):
+        heap.cancel(heap.schedule(1000.0 + i * 1e-3, object()))
+        assert len(heap) <= 2 * (len(live) + 64) + 2
+    assert heap.next_deadline() == 2000.0
+    assert heap.pop_due(1e9) == [(ticket, i) for i, ticket in enumerate(live)]
+    assert len(heap) == 0
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("schedule"), st.floats(0, 100)),
+            st.tuples(st.just("cancel"), st.integers(0, 400)),
+            st.tuples(st.just("pop"), st.floats(0, 100)),
+        ),
+        max_size=400,
+    )
+)
+def test_timer_heap_matches_a_model(operations: list[tuple[str, Any]]) -> None:
+    heap: TimerHeap[int] = TimerHeap()
+    model: dict[int, float] = {}  # live ticket -> deadline
+    tickets: list[int] = []
+    for operation, value in operations:
+        if operation == "schedule":
+            ticket = heap.schedule(value, len(tickets))
+            tickets.append(ticket)
+            model[ticket] = value
+        elif operation == "cancel" and tickets:
+            ticket = tickets[value % len(tickets)]  # possibly popped or cancelled already
+            heap.cancel(ticket)
+            model.pop(ticket, None)
+        elif operation == "pop":
+            due = sorted(
+                (deadline, ticket) for ticket, deadline in model.items() if deadline <= value
+            )
+            assert [ticket for ticket, _ in heap.pop_due(value)] == [t for _, t in due]
+            for _, ticket in due:
+                del model[ticket]
+        expected = min(model.values()) if model else None
+        assert heap.next_deadline() == expected
+        assert len(heap) >= len(model)
 
 
 # --- MessageIdAllocator ---------------------------------------------------------------------

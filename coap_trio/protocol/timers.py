@@ -14,6 +14,9 @@ __all__ = ["TimerHeap"]
 
 T = TypeVar("T")
 
+#: Below this many cancelled entries the heap is never rebuilt (lazy removal suffices).
+_COMPACT_MIN = 64
+
 
 class TimerHeap(Generic[T]):
     """Deadlines carrying a payload; cancelled entries are skipped when they surface.
@@ -40,10 +43,25 @@ class TimerHeap(Generic[T]):
         """Mark an entry cancelled: it will neither fire nor count as the next deadline.
 
         Cheap (a set insertion); the entry leaves the heap when it surfaces, so
-        a driver sleeping until :meth:`next_deadline` is not woken for it.
+        a driver sleeping until :meth:`next_deadline` is not woken for it. When
+        cancelled entries make up more than half of a heap of over
+        ``_COMPACT_MIN`` entries, the heap is rebuilt without them (amortised
+        O(1) per cancel): long deadlines that are nearly always cancelled, such
+        as a response deadline per request, would otherwise keep every
+        finished exchange alive until its deadline passed.
         """
         if ticket:
-            self._cancelled.add(ticket)
+            cancelled = self._cancelled
+            cancelled.add(ticket)
+            if len(cancelled) > _COMPACT_MIN and 2 * len(cancelled) > len(self._heap):
+                self._compact()
+
+    def _compact(self) -> None:
+        """Drop every cancelled entry and restore the heap order."""
+        cancelled = self._cancelled
+        self._heap = [entry for entry in self._heap if entry[1] not in cancelled]
+        heapq.heapify(self._heap)
+        cancelled.clear()
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of an entry not cancelled, or None."""
