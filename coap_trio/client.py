@@ -120,8 +120,18 @@ class Request:
     async def _wait(self) -> Message:
         if not self._done:
             self._waiters += 1
+            # Parked here until _wake (a cancellation point, like Event.wait);
+            # inline rather than a helper coroutine: this runs once per request.
+            task = trio.lowlevel.current_task()
+            parked = self._parked
+            parked.append(task)
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                parked.remove(task)
+                return trio.lowlevel.Abort.SUCCEEDED
+
             try:
-                await self._park()
+                await trio.lowlevel.wait_task_rescheduled(abort)
             finally:
                 self._waiters -= 1
                 if not self._done and not self._waiters:
@@ -133,18 +143,6 @@ class Request:
             raise self._error
         assert self._response is not None
         return self._response
-
-    async def _park(self) -> None:
-        """Wait until the request ends (a cancellation point, like ``Event.wait``)."""
-        task = trio.lowlevel.current_task()
-        parked = self._parked
-        parked.append(task)
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            parked.remove(task)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def _wake(self) -> None:
         parked, self._parked = self._parked, []

@@ -22,7 +22,7 @@ from coap_trio.numbers.codes import Code
 from coap_trio.numbers.constants import TransmissionParameters
 from coap_trio.options import Options
 from coap_trio.protocol.dedup import DedupStore
-from coap_trio.protocol.exchanges import ClientExchange
+from coap_trio.protocol.exchanges import ClientExchange, _is_registration
 from coap_trio.protocol.matcher import (
     RECOGNIZED_RESPONSE_OPTIONS,
     Matcher,
@@ -552,6 +552,55 @@ def test_matcher_default_token_length_is_eight() -> None:
     tokens = {matcher.new_token("a") for _ in range(100)}
     assert len(tokens) == 100
     assert all(t is not None and len(t) == 8 for t in tokens)
+
+
+class CountingSystemRandom(random.SystemRandom):
+    """The operating system's randomness, counting the calls that draw bytes."""
+
+    calls = 0
+
+    def randbytes(self, n: int) -> bytes:
+        self.calls += 1
+        return super().randbytes(n)
+
+
+@pytest.mark.parametrize("length", [1, 3, 8])
+def test_matcher_draws_system_randomness_in_pools(length: int) -> None:
+    rng = CountingSystemRandom()
+    matcher = Matcher(rng, length)
+    tokens = [matcher.new_token(f"r{i}") for i in range(3000)]  # distinct remotes: no retries
+    assert all(t is not None and len(t) == length for t in tokens)
+    assert rng.calls == -(-3000 * length // 4096)  # one call per 4096 bytes, not per token
+    if length == 8:
+        assert len(set(tokens)) == 3000
+    else:  # short tokens repeat across remotes, but are spread over the whole space
+        assert len(set(tokens)) > min(2 ** (8 * length), 3000) // 2
+
+
+def test_matcher_pooled_tokens_still_avoid_tokens_in_use() -> None:
+    matcher = Matcher(random.SystemRandom(), 1)
+    while (token := matcher.new_token("a")) is not None:
+        assert not matcher.in_use("a", token)
+        matcher.register(exchange("a", token))
+    # It gives up after 16 drawn tokens in use: before 100 of 256 are taken,
+    # that happens with a probability below 1e-6 (a seeded Random pins it above).
+    assert 100 <= len(matcher) <= 256
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([1, 4, 5, 6, 7, 11, 12, 60]), st.binary(max_size=5)),
+        max_size=6,
+    )
+)
+def test_registration_check_matches_the_typed_observe(raw: list[tuple[int, bytes]]) -> None:
+    opt = Options()
+    for number, value in sorted(raw, key=lambda item: item[0]):
+        opt.add(number, value)
+    assert _is_registration(opt._items) == (opt.observe == 0)
+    message = Message(code=Code.GET, opt=opt)
+    assert ClientExchange(message, "a", b"", True).observe == (opt.observe == 0)
 
 
 def test_matcher_register_find_unregister() -> None:

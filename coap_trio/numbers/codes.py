@@ -126,27 +126,27 @@ class Code(enum.IntEnum):
 
     def is_empty(self) -> bool:
         """0.00, the code of an Empty message (§4.1)."""
-        return int(self) == 0
+        return self == 0
 
     def is_request(self) -> bool:
         """0.01..0.31: a method."""
-        return 1 <= int(self) <= 31
+        return 1 <= self <= 31
 
     def is_response(self) -> bool:
         """2.00..5.31: a response code."""
-        return 64 <= int(self) < 192
+        return 64 <= self < 192
 
     def is_successful(self) -> bool:
         """2.xx."""
-        return 64 <= int(self) < 96
+        return 64 <= self < 96
 
     def is_error(self) -> bool:
         """4.xx or 5.xx."""
-        return 128 <= int(self) < 192
+        return 128 <= self < 192
 
     def is_signaling(self) -> bool:
         """7.xx (RFC 8323 §5)."""
-        return int(self) >= 224
+        return self >= 224
 
     def __str__(self) -> str:
         return f"{self.dotted} {self.name_printable}"

@@ -61,6 +61,21 @@ class ServerState(enum.Enum):
     DONE = "done"
 
 
+_OBSERVE = 6  # RFC 7641
+
+
+def _is_registration(items: list[tuple[int, bytes]]) -> bool:
+    """Whether the first Observe option (items in wire order) has the value 0.
+
+    The same answer as ``opt.observe == 0`` without decoding any option: a
+    request's options are scanned only up to the first number past Observe.
+    """
+    for number, value in items:
+        if number >= _OBSERVE:
+            return number == _OBSERVE and len(value) <= 3 and not any(value)
+    return False
+
+
 class ClientExchange:
     """A request this endpoint sent, from first transmission to its end."""
 
@@ -89,7 +104,7 @@ class ClientExchange:
         #: An empty CON sent to provoke an RST (§4.3), not a request.
         self.ping = False
         #: A registration (GET/FETCH with Observe=0): more than one response may come.
-        self.observe = request.opt.observe == 0
+        self.observe = _is_registration(request.opt._items)
         #: Whether it occupies one of its remote's NSTART slots.
         self.counted = False
         self.mid: int | None = None

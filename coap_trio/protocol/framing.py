@@ -86,7 +86,10 @@ def encode_stream(message: Message) -> bytes:
     message with content).
     """
     body, tkl = _body(message)
-    nibble, extended = _length_field(len(body))
+    length = len(body)
+    if length < 13:  # most requests: no extended length
+        return bytes(((length << 4) | tkl, message.code)) + message.token + body
+    nibble, extended = _length_field(length)
     return b"".join(
         (bytes(((nibble << 4) | tkl,)), extended, bytes((message.code,)), message.token, body)
     )

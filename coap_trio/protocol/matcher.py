@@ -21,6 +21,9 @@ __all__ = ["RECOGNIZED_RESPONSE_OPTIONS", "Matcher", "has_unrecognized_critical"
 
 _N = OptionNumber
 
+#: Bytes of operating-system randomness drawn at once for tokens.
+_POOL = 4096
+
 #: Critical options a *response* may carry that this stack handles today.
 #: Request options (Uri-*, Proxy-*, If-*, Accept) are recognized and ignored in
 #: a response. Block1/Block2 (RFC 7959) are handled by the block-wise layers;
@@ -65,13 +68,30 @@ class Matcher:
         self._rng = rng
         self._token_length = token_length
         self._pending: dict[tuple[Hashable, bytes], ClientExchange] = {}
+        # The operating system's randomness is drawn _POOL bytes at a time (one
+        # getrandom() call per 512 tokens instead of one per request); a seeded
+        # Random is asked per token, so its sequence stays what tests expect.
+        self._pooled = isinstance(rng, random.SystemRandom) and token_length > 0
+        self._pool = b""
+        self._at = 0
+
+    def _draw(self) -> bytes:
+        length = self._token_length
+        if not self._pooled:
+            return self._rng.randbytes(length) if length else b""
+        at = self._at
+        if at + length > len(self._pool):
+            self._pool = self._rng.randbytes(_POOL)
+            at = 0
+        self._at = at + length
+        return self._pool[at : at + length]
 
     def new_token(self, remote: Hashable) -> bytes | None:
         """A token not in use towards ``remote``; None if the (tiny) token space is full."""
-        length = self._token_length
+        pending = self._pending
         for _ in range(16):
-            token = self._rng.randbytes(length) if length else b""
-            if (remote, token) not in self._pending:
+            token = self._draw()
+            if (remote, token) not in pending:
                 return token
         return None
 
