@@ -27,7 +27,9 @@ also runs alone and says more about its method):
   coap_trio vs aiocoap vs libcoap;
 * ``blockwise`` (blockwise.py): a 1 MiB GET in 1024-byte blocks, every
   client (coap_trio, aiocoap, ``coap-client-notls -b 1024``) against every
-  server.
+  server;
+* ``tcp`` (tcp.py): client requests/s over ONE ``coap+tcp`` connection to
+  ``coap-server-notls`` with 64 in flight, coap_trio vs aiocoap (RFC 8323).
 
 Each figure is the median of ``--runs`` runs (observe and block-wise:
 ``--slow-runs``); runs that do not count are listed under the table with the
@@ -45,6 +47,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -56,8 +59,9 @@ import client
 import codec
 import observe
 import server
+import tcp
 
-SCENARIOS = ("codec", "server", "workers", "client", "observe", "blockwise")
+SCENARIOS = ("codec", "server", "workers", "client", "observe", "blockwise", "tcp")
 
 
 @dataclass
@@ -274,6 +278,28 @@ def run_client(args: argparse.Namespace, table: Table) -> None:
         )
 
 
+def run_tcp(args: argparse.Namespace, table: Table) -> None:
+    targs = argparse.Namespace(duration=args.duration, runs=args.runs, in_flight=64)
+    results = tcp.measure_tcp(targs, log=_log)
+    medians = {}
+    for library, runs in results.items():
+        for i, r in enumerate(runs):
+            if r["other"] > 0.01 * r["ok"] or r["connections"] != 1:
+                table.notes.append(
+                    f"tcp, {library}: run {i + 1} had {r['other']} other answers and "
+                    f"{r['connections']} connection(s)"
+                )
+        medians[library] = statistics.median(r["rate"] for r in runs)
+    ratio = _ratio(medians["coap_trio"], medians["aiocoap"])
+    table.add(
+        "tcp",
+        "requests/s over one coap+tcp connection to coap-server-notls, 64 in flight",
+        f"{ratio:.1f}x aiocoap",
+        f">= {tcp.TARGET_RATIO:g}x: {_verdict(ratio >= tcp.TARGET_RATIO)}",
+        **{name: f"{value:,.0f}" for name, value in medians.items()},
+    )
+
+
 def run_observe(args: argparse.Namespace, table: Table) -> None:
     oargs = argparse.Namespace(
         observers=args.observers,
@@ -357,6 +383,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "client": run_client,
     "observe": run_observe,
     "blockwise": run_blockwise,
+    "tcp": run_tcp,
 }
 
 
@@ -407,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         before = time.monotonic()
         try:
             RUNNERS[name](args, table)
-        except (RuntimeError, OSError, SystemExit) as error:
+        except (RuntimeError, OSError, SystemExit, subprocess.SubprocessError) as error:
             table.notes.append(f"{name}: FAILED: {error}")
             _log(f"  {name} failed: {error}")
         table.notes.append(

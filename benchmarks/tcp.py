@@ -7,7 +7,8 @@ Run by hand (not collected by pytest; needs libcoap3-bin and aiocoap)::
     python benchmarks/tcp.py --in-flight 64 --duration 10
 
 One ``coap-server-notls`` (libcoap, listening on TCP on ``::1``, a free port;
-stopped at the end) serves both clients. Each measurement is a fresh worker
+stopped at the end; pinned to one CPU and the workers to another when there
+are two) serves both clients. Each measurement is a fresh worker
 process (this script with ``--worker LIBRARY``) that opens its client, sends
 ``GET coap+tcp://[::1]:PORT/`` from ``--in-flight`` tasks (each sending its
 next request when its previous one is answered), warms up for 1 s, then
@@ -23,51 +24,33 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
+
+import _peers
 
 TARGET_RATIO = 5.0
 LIBRARIES = ("coap_trio", "aiocoap")
 WARMUP = 1.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
-        udp.bind(("::1", 0))
-        port: int = udp.getsockname()[1]
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as tcp:
-        tcp.bind(("::1", port))
-    return port
-
-
-def _start_server() -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("coap-server-notls")
-    if binary is None:
-        sys.exit("coap-server-notls is missing (Debian package libcoap3-bin)")
-    for _ in range(10):
-        port = _free_port()
-        process = subprocess.Popen(
-            [binary, "-A", "::1", "-p", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(200):
+def _start_server(server_cpu: int | None) -> _peers.Peer:
+    """libcoap's server (pinned to ``server_cpu``), once it accepts TCP on its port too."""
+    for _ in range(5):
+        peer = _peers.start_libcoap_server(None if server_cpu is None else [server_cpu])
+        for _ in range(100):
             try:
-                socket.create_connection(("::1", port), timeout=0.1).close()
-                return process, port
+                socket.create_connection((_peers.HOST, peer.port), timeout=0.1).close()
+                return peer
             except OSError:
-                if process.poll() is not None:
-                    break
                 time.sleep(0.02)
-        process.kill()
-        process.wait()
-    sys.exit("coap-server-notls did not start")
+        peer.stop()  # its TCP port was taken: another port
+    raise RuntimeError("coap-server-notls did not listen on TCP")
 
 
 async def _trio_worker(uri: str, in_flight: int, duration: float) -> dict[str, Any]:
@@ -140,6 +123,7 @@ async def _aiocoap_worker(uri: str, in_flight: int, duration: float) -> dict[str
 
 
 def run_worker(args: argparse.Namespace) -> None:
+    _peers.pin_self(args.cpu)
     if args.worker == "coap_trio":
         import trio
 
@@ -149,7 +133,8 @@ def run_worker(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def measure(library: str, uri: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(library: str, uri: str, args: argparse.Namespace, cpu: int | None) -> dict[str, Any]:
+    """One run of one library in a fresh worker process (pinned to ``cpu``)."""
     command = [
         sys.executable,
         __file__,
@@ -162,12 +147,39 @@ def measure(library: str, uri: str, args: argparse.Namespace) -> dict[str, Any]:
         "--duration",
         str(args.duration),
     ]
+    if cpu is not None:
+        command += ["--cpu", str(cpu)]
     output = subprocess.run(
         command, check=True, capture_output=True, timeout=args.duration + 60
     ).stdout
     result: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
     result["rate"] = result["ok"] / result["elapsed"]
     return result
+
+
+def measure_tcp(
+    args: argparse.Namespace, log: Callable[[str], None] = print
+) -> dict[str, list[dict[str, Any]]]:
+    """Start the server (pinned), run both libraries ``args.runs`` times interleaved, stop it.
+
+    ``args``: ``duration``, ``runs``, ``in_flight``. Returns each library's runs.
+    """
+    server_cpu, client_cpu = _peers.cpu_plan()
+    server = _start_server(server_cpu)
+    uri = f"coap+tcp://[{_peers.HOST}]:{server.port}/"
+    results: dict[str, list[dict[str, Any]]] = {library: [] for library in LIBRARIES}
+    try:
+        for run in range(args.runs):
+            for library in LIBRARIES:
+                result = measure(library, uri, args, client_cpu)
+                results[library].append(result)
+                log(
+                    f"  run {run + 1} {library:<10} {result['rate']:>10,.0f} req/s "
+                    f"({result['other']} other, {result['connections']} connection(s))"
+                )
+    finally:
+        server.stop()
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,29 +190,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 s per run, 1 run")
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--uri", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         run_worker(args)
         return
     if args.quick:
         args.duration, args.runs = 1.0, 1
-    server, port = _start_server()
-    uri = f"coap+tcp://[::1]:{port}/"
-    results: dict[str, list[dict[str, Any]]] = {library: [] for library in LIBRARIES}
-    try:
-        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        for run in range(args.runs):
-            for library in LIBRARIES:
-                result = measure(library, uri, args)
-                results[library].append(result)
-                print(
-                    f"run {run + 1} {library:<10} {result['rate']:>10,.0f} req/s "
-                    f"({result['other']} other, {result['connections']} connection(s))"
-                )
-        print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        server.terminate()
-        server.wait()
+    print(_peers.describe_machine())
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    results = measure_tcp(args)
+    print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ours = statistics.median(r["rate"] for r in results["coap_trio"])
     theirs = statistics.median(r["rate"] for r in results["aiocoap"])
     ratio = ours / theirs if theirs else float("inf")

@@ -222,7 +222,7 @@ class _Blocks:
         keep_payload: bool,
     ) -> Message:
         """Fetch the remaining blocks of ``first`` and return the assembled response."""
-        bert = self.runner.bert_agreed(self.remote)
+        bert = self.runner.bert_size(self.remote) is not None
         download = Block2Download(max_body_size=max_body_size, bert=bert)
         step = download.start(first, requested)
         while isinstance(step, FetchBlock):
@@ -281,7 +281,7 @@ class _InlineDownload:
         self.original = request.request
         self.download = Block2Download(
             max_body_size=context._blockwise_config.max_body_size,
-            bert=runner.bert_agreed(remote),
+            bert=runner.bert_size(remote) is not None,
         )
         self.exchange: object = None
         self.wire: Message = self.original
@@ -446,7 +446,7 @@ class _Transfer:
         upload = self.upload
         assert upload is not None
         while True:
-            step = upload.feed(response)
+            step = upload.feed(response, bert_size=blocks.runner.bert_size(blocks.remote))
             if isinstance(step, SendBlock):
                 self._report(upload.acknowledged, upload.total)
                 response = await blocks.exchange(self._block1(step))
@@ -516,8 +516,9 @@ def prepare_request(
     With ``assemble`` False (a stream) a block-wise response is not fetched:
     the request ends with its first block. ``bert_size`` (a connection on which
     BERT is agreed, RFC 8323 §6) makes a large body go up in BERT blocks of that
-    size, and a GET or FETCH ask for SZX 7 so that the server answers with BERT
-    blocks (early negotiation).
+    size. A GET or FETCH does not ask for SZX 7 up front (every small response
+    would then carry a Block2 option): a response that comes in blocks is
+    fetched in BERT blocks from its second block on (late negotiation).
     """
     message = request.request
     opt = message.opt
@@ -536,12 +537,11 @@ def prepare_request(
     if progress is not None or not assemble:
         request.transfer = _Transfer(context, request, progress, assemble)
     if (
-        (config.block_size < _MAX_BLOCK_SIZE or bert_size is not None)
+        config.block_size < _MAX_BLOCK_SIZE
         and not has_block  # a Block2 0 of the caller's wins
         and message.code in (Code.GET, Code.FETCH)
     ):
-        szx = BERT_SZX if bert_size is not None and config.szx == 6 else config.szx
-        request.wire = message.copy(block2=BlockValue(0, False, szx))
+        request.wire = message.copy(block2=BlockValue(0, False, config.szx))
 
 
 def take_response(runner: EndpointRunner, request: Request, response: Message) -> Message | None:

@@ -586,7 +586,9 @@ async def open_context(
     defaults to real UDP; pass a :class:`coap_trio.testing.MemoryNetwork`
     to test without sockets. ``rng`` seeds MIDs and tokens (default: the
     system's secure source). Requests with payloads over
-    ``max_request_payload`` bytes are answered 4.13 before any handler runs.
+    ``max_request_payload`` bytes are answered 4.13 before any handler runs
+    (a BERT block over a stream is bounded by the connection's
+    Max-Message-Size instead, and its assembled body by ``blockwise``).
     Observations (RFC 7641) of resources with ``add_observation`` are kept up
     to ``max_observations`` in total and ``max_observations_per_remote`` per
     client; beyond that a registration is served without Observe.

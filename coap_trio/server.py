@@ -82,12 +82,15 @@ class Responder:
         #: Requests refused with 4.13 because their payload was too large.
         self.oversized = 0
 
-    def precheck(self, request: Message, confirmable: bool) -> Message | bool | None:
+    def precheck(
+        self, request: Message, confirmable: bool, max_payload: int | None = None
+    ) -> Message | bool | None:
         """Rules that apply before any handler runs.
 
         Returns an error response to send at once, ``False`` to ignore the
         request silently (a NON with an unrecognized critical option), or
-        ``None`` to go on and handle it.
+        ``None`` to go on and handle it. ``max_payload`` replaces
+        :attr:`max_payload` for this request (a BERT block may be larger).
         """
         if has_unrecognized_critical(request, self.recognized_options):
             if not confirmable:
@@ -98,11 +101,10 @@ class Responder:
         for number, _ in request.opt._items:
             if number in (_PROXY_URI, _PROXY_SCHEME):
                 return ProxyingNotSupported().to_message()
-        if len(request.payload) > self.max_payload:
+        limit = self.max_payload if max_payload is None else max_payload
+        if len(request.payload) > limit:
             self.oversized += 1
-            return RequestEntityTooLarge(
-                f"payloads up to {self.max_payload} bytes", size1=self.max_payload
-            ).to_message()
+            return RequestEntityTooLarge(f"payloads up to {limit} bytes", size1=limit).to_message()
         return None
 
     async def handle(self, request: Message) -> Message | None:

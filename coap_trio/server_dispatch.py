@@ -71,7 +71,15 @@ class RequestDispatcher:
         if responder is None:
             self.answer(runner, exchange, Message(code=Code.NOT_FOUND))
             return
-        early = responder.precheck(exchange.request, exchange.con)
+        request = exchange.request
+        limit = None
+        if len(request.payload) > responder.max_payload and _BLOCK1 in request.opt:
+            # A BERT block (RFC 8323 §6) may be as large as the connection allows:
+            # the block-wise assembly bounds the body (max_body_size).
+            block1 = request.opt.block1
+            if block1 is not None and block1.is_bert:
+                limit = runner.bert_size(exchange.remote)
+        early = responder.precheck(request, exchange.con, limit)
         if early is not None:
             if early is False:  # a NON we must ignore (§5.4.1): seen, not answered
                 self.answer(runner, exchange, None)
@@ -80,7 +88,6 @@ class RequestDispatcher:
                 suppressed = suppressed_by_no_response(exchange.request, early.code)
                 self.answer(runner, exchange, None if suppressed else early)
             return
-        request = exchange.request
         opt = request.opt
         if _BLOCK2 in opt or _BLOCK1 in opt:  # a later block of a transfer needs no handler
             bert_size = runner.bert_size(exchange.remote)

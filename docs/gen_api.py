@@ -49,6 +49,8 @@ MODULES = [
     "coap_trio.transports.base",
     "coap_trio.transports.udp",
     "coap_trio.transports.stream",
+    "coap_trio.transports.stream_connection",
+    "coap_trio.transports.tls",
     "coap_trio.transports.tcp",
     "coap_trio.transports.websocket",
     "coap_trio.testing",

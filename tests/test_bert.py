@@ -52,7 +52,10 @@ def body_of(size: int) -> bytes:
 
 
 def test_bert_block_size() -> None:
-    assert bert_block_size(1152) is None  # 1152 - 256 leaves less than one unit
+    # RFC 8323's default Max-Message-Size is sized for one 1024-byte block.
+    assert bert_block_size(1152) == 1024
+    assert bert_block_size(1151) is None
+    assert bert_block_size(600) is None
     assert bert_block_size(1024 + 256) == 1024
     assert bert_block_size(8192 + 256) == 8192
     assert bert_block_size(8192 + 255) == 7168
@@ -214,6 +217,28 @@ def test_bert_upload_shrinks_to_what_the_server_asks() -> None:
     assert step.payload == body[4096:4608]
 
 
+def test_upload_turns_to_bert_once_it_is_agreed() -> None:
+    body = body_of(20_000)
+    upload = Block1Upload(body, 6)  # started before the peer's CSM: 1024-byte blocks
+    first = upload.first()
+    assert first.block == BlockValue(0, True, 6)
+    step = upload.feed(Message(code=Code.CONTINUE, block1=BlockValue(0, True, 6)), bert_size=8192)
+    assert isinstance(step, SendBlock)
+    assert step.block == BlockValue(1, True, BERT)  # unit 1 = byte 1024
+    assert step.payload == body[1024 : 1024 + 8192]
+    step = upload.feed(Message(code=Code.CONTINUE, block1=BlockValue(1, True, BERT)))
+    assert isinstance(step, SendBlock)
+    assert step.block == BlockValue(9, True, BERT)
+    assert step.payload == body[9216 : 9216 + 8192]
+    # A server that asked for smaller blocks keeps them, BERT or not.
+    small = Block1Upload(body, 6)
+    small.first()
+    step = small.feed(Message(code=Code.CONTINUE, block1=BlockValue(0, True, 4)), bert_size=8192)
+    assert isinstance(step, SendBlock)
+    assert step.block == BlockValue(4, True, 4)
+    assert step.payload == body[1024:1280]
+
+
 def test_download_refuses_unasked_bert() -> None:
     download = Block2Download()
     bert = Message(code=CONTENT, payload=bytes(1024), block2=BlockValue(0, True, BERT))
@@ -222,6 +247,40 @@ def test_download_refuses_unasked_bert() -> None:
     agreed = Block2Download(bert=True)  # BERT agreed: SZX 6 asked, BERT answered is fine
     step = agreed.start(bert, BlockValue(0, False, 6))
     assert step == FetchBlock(BlockValue(1, False, BERT), bytes(1024))
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    size=st.integers(min_value=1025, max_value=40_000),
+    units=st.integers(min_value=1, max_value=9),
+)
+def test_bert_download_negotiated_late(size: int, units: int) -> None:
+    # The first request carries no Block2 (no option on every small GET): the
+    # server answers a first 1024-byte block, and with BERT agreed the rest is
+    # asked for with SZX 7, block numbers still counting 1024-byte units.
+    body = body_of(size)
+    bert_size = units * 1024
+    download = Block2Download(bert=True)
+    payload, value = slice_block2(body, None)
+    assert value is not None
+    assert value.szx == 6
+    assert value.more
+    step = download.start(Message(code=CONTENT, payload=payload, block2=value), None)
+    exchanges = 1
+    while isinstance(step, FetchBlock):
+        assert step.block.is_bert
+        payload, value = slice_block2(body, step.block, bert_size=bert_size)
+        step = download.feed(Message(code=CONTENT, payload=payload, block2=value))
+        exchanges += 1
+    assert isinstance(step, DownloadComplete)
+    assert step.response is not None
+    assert step.response.payload == body
+    assert exchanges == 1 + max(1, -(-(size - 1024) // bert_size))
+    # Without agreement the blocks stay SZX 6.
+    plain = Block2Download()
+    payload, value = slice_block2(body, None)
+    following = plain.start(Message(code=CONTENT, payload=payload, block2=value), None)
+    assert following == FetchBlock(BlockValue(1, False, 6), body[:1024])
 
 
 # -- end to end ----------------------------------------------------------------------------------
@@ -265,9 +324,12 @@ async def test_bert_get_and_put_over_tcp() -> None:
                 ).response
                 assert got.code == CONTENT
                 assert got.payload == BIG
-                # 8 KiB BERT blocks: 25 of them instead of 196 of 1024 bytes.
-                assert len(steps) == 25  # after each block but the last, then at the end
-                assert steps[0] == (8192, len(BIG))
+                # A first block of 1024 bytes (the GET asked for no block size: no
+                # Block2 on every small GET), then 8 KiB BERT blocks: 26 exchanges
+                # instead of 196 of 1024 bytes.
+                assert len(steps) == 26  # after each block but the last, then at the end
+                assert steps[0] == (1024, len(BIG))
+                assert steps[1] == (1024 + 8192, len(BIG))
                 upload = body_of(200_001)[::-1]
                 put_steps: list[tuple[int, int | None]] = []
                 changed = await client.request(
@@ -334,7 +396,35 @@ async def test_udp_still_refuses_bert() -> None:
                     assert refused.code == Code.BAD_REQUEST, option
 
 
-async def test_bert_upload_shrinks_to_the_servers_payload_limit() -> None:
+async def test_uploads_on_a_fresh_connection_turn_to_bert_after_the_first_block() -> None:
+    # No ping first: the PUT opens the connection, so its first block leaves
+    # before the server's CSM arrives; the rest go as BERT blocks.
+    site = Site()
+    store = Store(b"")
+    site.add(("big",), store)
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("::1", 0)) as server:
+            (address,) = server.stream_addresses
+            base = f"coap+tcp://[::1]:{address.port}"
+            async with open_context() as client:
+                steps: list[int] = []
+                changed = await client.request(
+                    Message(code=Code.PUT, uri=base + "/big", payload=BIG),
+                    progress=lambda done, total: steps.append(done),
+                ).response
+                got = await client.get(base + "/big")
+    assert changed.code == CHANGED
+    assert store.payload == BIG
+    # Default limits (64 KiB + 256 both sides): 1024, then 64 KiB BERT blocks.
+    assert steps == [1024, 1024 + 65536, 1024 + 2 * 65536, 1024 + 3 * 65536, len(BIG)]
+    assert got.payload == BIG
+
+
+async def test_bert_blocks_are_bounded_by_the_connection_not_max_request_payload() -> None:
+    # max_request_payload bounds a request taken in one piece; a BERT block is
+    # bounded by what our CSM allowed (its Max-Message-Size), and the assembled
+    # body by max_body_size. A server that announced 16 KiB messages and refused
+    # 16 KiB blocks would break peers that trust its CSM (libcoap does).
     site = Site()
     store = Store(b"")
     site.add(("big",), store)
@@ -353,10 +443,34 @@ async def test_bert_upload_shrinks_to_the_servers_payload_limit() -> None:
                     Message(code=Code.PUT, uri=base + "/big", payload=upload),
                     progress=lambda done, total: steps.append((done, total)),
                 ).response
-            assert server.statistics.oversized_requests == 1  # the first 16 KiB block
+            assert server.statistics.oversized_requests == 0
     assert changed.code == CHANGED
     assert store.payload == upload
-    assert steps[0] == (4096, len(upload))  # then 4 KiB BERT blocks
+    assert [done for done, _ in steps] == [16384, 32768, 49152, 50_000]
+
+
+def test_assembler_takes_bert_blocks_after_1024_byte_blocks_only() -> None:
+    # Late BERT negotiation: SZX 6 blocks, then SZX 7 (same 1024-byte numbering).
+    assembler = Block1Assembler()
+    body = body_of(5000)
+    first = assembler.feed("r", "k", BlockValue(0, True, 6), body[:1024], None, 0.0, bert_size=2048)
+    assert first == Continue(BlockValue(0, True, 6))
+    bert = assembler.feed(
+        "r", "k", BlockValue(1, True, BERT), body[1024:3072], None, 0.0, bert_size=2048
+    )
+    assert bert == Continue(BlockValue(1, True, BERT))
+    last = assembler.feed(
+        "r", "k", BlockValue(3, False, BERT), body[3072:], None, 0.0, bert_size=2048
+    )
+    assert last == Complete(body, BlockValue(3, False, BERT))
+    # From smaller blocks the size may not grow, BERT or not.
+    small = Block1Assembler()
+    small.feed("r", "k", BlockValue(0, True, 5), body[:512], None, 0.0, bert_size=2048)
+    grown = small.feed(
+        "r", "k", BlockValue(1, True, BERT), body[1024:3072], None, 0.0, bert_size=2048
+    )
+    assert isinstance(grown, Failure)
+    assert grown.code == Code.REQUEST_ENTITY_INCOMPLETE
 
 
 async def test_bert_streamed_download_over_tcp() -> None:
@@ -373,6 +487,7 @@ async def test_bert_streamed_download_over_tcp() -> None:
                     first = body.response.opt.block2
                     async for chunk in body:
                         chunks.append(chunk)
-    assert first == BlockValue(0, True, BERT)
+    # The first block as the server cut it (no Block2 asked for), then BERT blocks.
+    assert first == BlockValue(0, True, 6)
     assert b"".join(chunks) == BIG
-    assert [len(chunk) for chunk in chunks[:-1]] == [8192] * 24
+    assert [len(chunk) for chunk in chunks[:-1]] == [1024] + [8192] * 24

@@ -92,6 +92,34 @@ async def test_client_against_libcoap_server_over_tcp() -> None:
     assert ticks[1].opt.observe is not None
 
 
+LARGE = bytes(range(256)) * 800  # 204,800 bytes
+
+
+async def test_bert_put_and_get_against_libcoap_server_over_tcp() -> None:
+    # Both CSMs announce Block-Wise-Transfer; libcoap allows 8 MiB messages, we
+    # 64 KiB + 256 by default: BERT blocks of 64 KiB both ways (RFC 8323 §6).
+    with trio.fail_after(TIMEOUT):
+        async with libcoap_server("::1") as server, open_context() as client:
+            base = f"coap+tcp://[::1]:{server.port}"
+            await client.ping(base)  # both CSMs first
+            up: list[int] = []
+            put = await client.request(
+                Message(code=Code.PUT, uri=base + "/example_data", payload=LARGE),
+                progress=lambda done, total: up.append(done),
+            ).response
+            down: list[int] = []
+            back = await client.request(
+                Message(code=Code.GET, uri=base + "/example_data"),
+                progress=lambda done, total: down.append(done),
+            ).response
+    assert put.code in (CHANGED, Code.CREATED)
+    assert up == [65536, 131072, 196608, len(LARGE)]  # 4 BERT blocks, not 200 of 1 KiB
+    assert back.code == CONTENT
+    assert back.payload == LARGE
+    assert len(down) <= 5  # 64 KiB BERT blocks (the first may be the server's own size)
+    assert down[-1] == len(LARGE)
+
+
 # -- libcoap's client against coap_trio's server -------------------------------------------
 
 
@@ -300,6 +328,34 @@ async def aiocoap_stream_server(ssl_context: ssl.SSLContext) -> AsyncIterator[Ai
             while thread.is_alive():
                 await trio.sleep(0.01)
     assert not thread.is_alive()
+
+
+async def test_large_transfers_against_aiocoap_server_over_tcp() -> None:
+    # aiocoap announces Block-Wise-Transfer and 1 MiB messages: our uploads go
+    # in BERT blocks and our downloads ask for BERT from their second block.
+    server_ssl, _ = tls_contexts()
+    with trio.fail_after(TIMEOUT):
+        async with aiocoap_stream_server(server_ssl) as server, open_context() as client:
+            base = f"coap+tcp://[::1]:{server.tcp_port}"
+            up: list[int] = []
+            changed = await client.request(
+                Message(code=Code.PUT, uri=base + "/text", payload=LARGE),
+                progress=lambda done, total: up.append(done),
+            ).response
+            down: list[int] = []
+            back = await client.request(
+                Message(code=Code.GET, uri=base + "/text"),
+                progress=lambda done, total: down.append(done),
+            ).response
+    assert changed.code == CHANGED
+    assert back.code == CONTENT
+    assert back.payload == LARGE
+    assert up[-1] == down[-1] == len(LARGE)
+    # The PUT opened the connection: its first block went out before aiocoap's
+    # CSM arrived (1024 bytes), the rest in BERT blocks (late negotiation).
+    assert up[:2] == [1024, 1024 + 65536]
+    assert len(up) == 5
+    assert len(down) <= 5
 
 
 def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:

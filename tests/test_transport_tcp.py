@@ -36,11 +36,14 @@ class Peer:
         self.frames: list[tuple[bytes, DatagramRemote]] = []
         self.made: list[DatagramRemote] = []
         self.lost: list[tuple[DatagramRemote, OSError | None]] = []
+        #: The task that handed over each batch of frames.
+        self.delivering: list[trio.lowlevel.Task] = []
         endpoint.on_connection_made = self.made.append
         endpoint.on_connection_lost = lambda remote, error: self.lost.append((remote, error))
 
     def on_frames(self, batch: list[tuple[bytes, DatagramRemote]]) -> None:
         self.frames.extend(batch)
+        self.delivering.append(trio.lowlevel.current_task())
 
     def on_error(self, remote: DatagramRemote, error: OSError) -> None:
         raise AssertionError("a stream endpoint reports through on_connection_lost")
@@ -304,3 +307,111 @@ def test_websocket_and_stream_formats_convert_both_ways() -> None:
         stream, ws = encode_stream(message), encode_websocket(message)
         assert stream_to_websocket(stream) == ws
         assert websocket_to_stream(ws) == stream
+
+
+@pytest.mark.parametrize(
+    ("target", "protocol", "status"),
+    [("/other", "coap", b"404"), ("/.well-known/coap", "mqtt", b"400")],
+)
+async def test_websocket_upgrade_refused_with_its_status(
+    target: str, protocol: str, status: bytes
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running([("::1", "coap+ws", None)]) as server:
+            stream = await raw_connection(server.endpoint.addresses[0].port)
+            await stream.send_all(
+                f"GET {target} HTTP/1.1\r\nHost: [::1]\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n".encode()
+            )
+            answer = await read_until_closed(stream)
+            assert answer.startswith(b"HTTP/1.1 " + status)
+            await wait_until(lambda: server.endpoint.connection_statistics.failed == 1)
+            assert server.made == server.lost == server.frames == []
+            await stream.aclose()
+
+
+async def test_leaving_closes_tls_with_close_notify_and_websockets_with_a_close() -> None:
+    """A raw TLS server (trio's SSLStream: a missing close_notify is an error there)
+    and a raw WebSocket server (wsproto) see our goodbyes when the client leaves."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, CloseConnection, Request
+
+    server_ssl, client_ssl = tls_contexts()
+    with trio.fail_after(TIMEOUT):
+        listeners = await trio.open_tcp_listeners(0, host="::1")
+        port = listeners[0].socket.getsockname()[1]
+        seen: list[object] = []
+
+        async def tls_server() -> None:
+            tls = trio.SSLStream(await listeners[0].accept(), server_ssl, server_side=True)
+            received = b""
+            for _ in range(100):
+                data = await tls.receive_some(4096)  # BrokenResourceError without close_notify
+                if not data:
+                    break
+                received += data
+            seen.append(received)
+            await tls.aclose()
+
+        async def ws_server() -> None:
+            tcp = await listeners[0].accept()
+            ws = WSConnection(ConnectionType.SERVER)
+            for _ in range(100):
+                data = await tcp.receive_some(4096)
+                if not data:
+                    break
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, Request):
+                        await tcp.send_all(ws.send(AcceptConnection(subprotocol="coap")))
+                    elif isinstance(event, CloseConnection):
+                        seen.append(event.code)
+            await tcp.aclose()
+
+        for scheme, serve in (("coaps+tcp", tls_server), ("coap+ws", ws_server)):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve)
+                async with running(client_ssl=client_ssl) as client:
+                    remote = client.endpoint.remote_for("::1", port, scheme)
+                    client.endpoint.send(frame(b"bye"), remote)
+                    await wait_until(lambda: len(client.made) == 1)
+                    assert client.made == [remote]
+        assert seen == [frame(b"bye"), 1000]
+        await listeners[0].aclose()
+
+
+async def test_handshakes_are_bounded_by_the_connect_timeout() -> None:
+    """A TLS or WebSocket peer that never completes its handshake is dropped after
+    ``connect_timeout``, on either side."""
+    limits = StreamLimits(connect_timeout=0.3)
+    server_ssl, client_ssl = tls_contexts()
+    with trio.fail_after(TIMEOUT):
+        async with running(
+            [("::1", "coaps+tcp", server_ssl), ("::1", "coap+ws", None)], limits=limits
+        ) as server:
+            for address in server.endpoint.addresses:  # silent peers: the server gives up
+                stream = await raw_connection(address.port)
+                started = trio.current_time()
+                assert await read_until_closed(stream) == b""
+                assert 0.25 <= trio.current_time() - started < 3
+                await stream.aclose()
+            assert server.made == server.lost == []
+            assert server.endpoint.connection_statistics.failed == 0
+
+        listeners = await trio.open_tcp_listeners(0, host="::1")
+        port = listeners[0].socket.getsockname()[1]
+        async with running(limits=limits, client_ssl=client_ssl) as client:
+
+            async def give_up(scheme: str) -> None:  # a silent server: the client gives up
+                remote = client.endpoint.remote_for("::1", port, scheme)
+                client.endpoint.send(frame(), remote)
+                stream = await listeners[0].accept()
+                await wait_until(lambda: any(lost == remote for lost, _ in client.lost))
+                await stream.aclose()
+
+            await give_up("coaps+tcp")
+            await give_up("coap+ws")
+            assert [type(error) for _, error in client.lost] == [TimeoutError, TimeoutError]
+            assert client.made == []
+        await listeners[0].aclose()

@@ -57,6 +57,7 @@ import attrs
 from coap_trio.block import BlockValue
 from coap_trio.numbers.codes import Code
 from coap_trio.numbers.constants import TransmissionParameters
+from coap_trio.protocol.framing import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = [
     "EXCHANGE_LIFETIME",
@@ -86,9 +87,13 @@ BERT_REFUSED = "SZX 7 (BERT) needs a reliable transport on which both sides anno
 def bert_block_size(max_message_size: int, headroom: int = BERT_HEADROOM) -> int | None:
     """The largest BERT block payload for a peer accepting ``max_message_size``-byte
     messages: the most 1024-byte units that fit besides ``headroom`` bytes of header
-    and options (None when not even one does)."""
+    and options, and one unit for a peer accepting at least RFC 8323's default of
+    1152 bytes (sized for a 1024-byte block and its header: the size of every
+    SZX 6 block anyway). None below that."""
     units = (max_message_size - headroom) // BERT_UNIT
-    return units * BERT_UNIT if units >= 1 else None
+    if units >= 1:
+        return units * BERT_UNIT
+    return BERT_UNIT if max_message_size >= DEFAULT_MAX_MESSAGE_SIZE else None
 
 
 class BlockOutOfRange(ValueError):  # noqa: N818 -- the name the API promises
@@ -297,7 +302,9 @@ class Block1Assembler:
             return Failure(
                 Code.REQUEST_ENTITY_INCOMPLETE, None, f"block {block.num} without block 0"
             )
-        elif block.szx > assembly.last_szx:
+        elif block.szx > assembly.last_szx and not (
+            block.is_bert and assembly.last_szx == _MAX_SZX
+        ):  # 1024-byte blocks, then BERT blocks: late BERT negotiation (RFC 8323 §6)
             return Failure(
                 Code.REQUEST_ENTITY_INCOMPLETE, None, "block size grew during the transfer"
             )

@@ -32,7 +32,9 @@ Decisions where RFC 7959 leaves room:
 * BERT (RFC 8323 §6): a download accepts BERT blocks (SZX 7: a multiple of
   1024 bytes, numbers counting 1024-byte units) when it asked for SZX 7, or
   for SZX 6 on a connection where BERT is agreed (``bert``);
-  the next block asked for is the unit after the last one received. An
+  the next block asked for is the unit after the last one received, with
+  SZX 7 once BERT is agreed (a first block of 1024 bytes is followed by a
+  request for BERT blocks: late negotiation). An
   upload sends BERT blocks when given a ``bert_size``; a 2.31 Continue with
   a smaller SZX turns it into normal blocks of that size.
 """
@@ -239,7 +241,12 @@ class Block2Download:
         following = block.num + (len(chunk) // block.size if block.is_bert else 1)
         if following > MAX_BLOCK_NUM:
             raise BadResponseError(f"block {block} leaves no block number for the next one")
-        self._expected = BlockValue(following, False, block.szx)
+        szx = block.szx
+        if self._bert and szx == _MAX_SZX:
+            # Late BERT negotiation (RFC 8323 §6): SZX 7 in a request means SZX 6
+            # plus "BERT blocks welcome"; block numbers still count 1024 bytes.
+            szx = BERT_SZX
+        self._expected = BlockValue(following, False, szx)
         return FetchBlock(self._expected, chunk)
 
     def _changed(self) -> DownloadStep:
@@ -285,7 +292,9 @@ class Block1Upload:
 
     With ``bert_size`` (a positive multiple of 1024; BERT agreed on the
     connection, RFC 8323 §6) the blocks are BERT blocks of that many bytes
-    (SZX 7, numbers in 1024-byte units) until a 2.31 Continue asks for less.
+    (SZX 7, numbers in 1024-byte units) until a 2.31 Continue asks for less;
+    an upload started with 1024-byte blocks (BERT not known yet) takes BERT
+    blocks from :meth:`feed` on once it is.
     """
 
     def __init__(self, body: bytes, szx: int, *, bert_size: int | None = None) -> None:
@@ -323,8 +332,14 @@ class Block1Upload:
         self.acknowledged = 0
         return self._block_at(0)
 
-    def feed(self, response: Message) -> UploadStep:
-        """Take the response to the block sent last."""
+    def feed(self, response: Message, *, bert_size: int | None = None) -> UploadStep:
+        """Take the response to the block sent last.
+
+        ``bert_size`` (BERT agreed by now, e.g. the peer's CSM arrived after the
+        first block went out) turns the remaining 1024-byte blocks into BERT blocks
+        of that size (late negotiation; numbers keep counting 1024-byte units),
+        unless the server asked for smaller blocks.
+        """
         sent = self._sent
         if sent is None:
             raise RuntimeError("feed() before first() or after completion")
@@ -348,6 +363,15 @@ class Block1Upload:
         if answer.is_bert and not sent.block.is_bert:
             raise BadResponseError("SZX 7 (BERT) in 2.31 Continue to a block without it")
         self._szx = min(self._szx, answer.szx)
+        if (
+            bert_size is not None
+            and bert_size >= 1024
+            and bert_size % 1024 == 0
+            and self._szx == _MAX_SZX
+            and self._bert_size is None
+        ):
+            self._bert_size = bert_size
+            self._szx = BERT_SZX
         offset = sent.block.start + len(sent.payload)
         self.acknowledged = offset
         return self._block_at(offset)

@@ -506,12 +506,13 @@ class StreamMessaging(StreamServerSide):
             self._counts["malformed"] += 1
             self._abort(conn, now, events, "the first message was not a CSM")
             return events
-        if code.is_signaling():
-            self._on_signal(conn, message, now, events)
-        elif code.is_request():
-            self._on_request(conn, message, events)
-        elif code.is_response():
+        # Code is an IntEnum: plain comparisons classify it (7.xx, 0.01-0.31, 2.00-5.31).
+        if 64 <= code < 192:
             self._on_response(conn, message, now, events)
+        elif code >= 224:
+            self._on_signal(conn, message, now, events)
+        elif 1 <= code <= 31:
+            self._on_request(conn, message, events)
         elif code is not _EMPTY:  # 0.00 is a keepalive, ignored (§3.3); 1.xx, 6.xx unknown
             self._counts["unmatched"] += 1
         return events

@@ -16,12 +16,17 @@ length, code, token, options, payload), whatever the wire: a
 :mod:`~coap_trio.transports.websocket` for WebSockets). This module must not
 parse CoAP beyond that.
 
-Resource handling: each connection is one task (plus its writer, in a
-nursery of its own) in the nursery of :meth:`StreamEndpoint.run`, which runs
-in the Context's nursery; cancelling ``run`` closes every connection and
-listener. Memory per connection is bounded: received bytes by the largest
-frame (``max_message_size``), queued outgoing bytes by ``max_send_buffer``
-(a peer that stops reading is disconnected rather than buffered for).
+Resource handling: each connection is exactly one task in the nursery of
+:meth:`StreamEndpoint.run` (which runs in the Context's nursery), with no
+nursery of its own: it connects or accepts, runs the TLS and WebSocket
+handshakes, reads, writes and closes through a
+:class:`~coap_trio.transports.stream_connection.StreamConnection` on the
+non-blocking socket (TLS being a sans-I/O
+:class:`~coap_trio.transports.tls.TLSSession`). Cancelling ``run`` closes
+every connection and listener. Memory per connection is bounded: received
+bytes by the largest frame (``max_message_size``), queued outgoing bytes by
+``max_send_buffer`` (a peer that stops reading is disconnected rather than
+buffered for). Frames sent during one scheduler tick leave in one system call.
 
 Error handling: network errors never escape ``send`` or ``run``; a
 connection that fails (refused, reset, TLS or WebSocket handshake failure,
@@ -36,8 +41,7 @@ import errno
 import ipaddress
 import socket
 import ssl
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -45,6 +49,8 @@ import trio
 
 from ..remote import DatagramRemote
 from .base import DatagramHandler, EndpointStatistics, ErrorHandler
+from .stream_connection import IdleTimeoutError, StreamConnection
+from .tls import client_context
 
 __all__ = [
     "STREAM_SCHEMES",
@@ -71,10 +77,6 @@ ConnectionHandler = Callable[[DatagramRemote], None]
 #: Called with the remote of a connection that ended and why (None: closed cleanly).
 LostHandler = Callable[[DatagramRemote, OSError | None], None]
 
-_RECEIVE_SIZE = 65536
-#: Seconds a closing connection may spend flushing its last frames, and closing.
-_CLOSE_GRACE = 0.25
-
 
 @attrs.frozen
 class StreamLimits:
@@ -82,8 +84,11 @@ class StreamLimits:
 
     #: Accepted connections open at once; beyond it a new one is closed at once.
     max_connections: int = 1024
-    #: The largest frame received (a larger announced length aborts the connection).
-    max_message_size: int = 1152 + 64
+    #: The largest frame received (a larger announced length aborts the connection),
+    #: announced as Max-Message-Size in our CSM. The default leaves room for BERT
+    #: blocks of 64 KiB plus their header (RFC 8323 §6); a connection buffers at
+    #: most one frame of received bytes.
+    max_message_size: int = 65536 + 256
     #: Outgoing bytes queued per connection; a peer that lets more pile up is disconnected.
     max_send_buffer: int = 1024 * 1024
     #: A connection with no traffic either way for this long is closed
@@ -92,8 +97,8 @@ class StreamLimits:
     #: Time allowed to connect, and to finish a TLS or WebSocket handshake.
     connect_timeout: float = 10.0
     #: Announce Block-Wise-Transfer in our CSM (RFC 8323 §5.3.2): with a peer that
-    #: announced it too, block-wise transfers use BERT blocks (§6). A BERT block
-    #: larger than 1024 bytes needs a ``max_message_size`` above 1152 on both sides.
+    #: announced it too, block-wise transfers use BERT blocks (§6), as large as both
+    #: sides' ``max_message_size`` allow (in 1024-byte units, 256 bytes kept for headers).
     block_wise_transfer: bool = True
 
 
@@ -123,22 +128,44 @@ class FrameTooLargeError(OSError):
 
 
 class Framer(Protocol):
-    """Turns one connection's wire bytes into stream frames and back."""
+    """Turns one connection's wire bytes into stream frames and back, without I/O.
 
-    async def handshake(self, stream: trio.abc.Stream) -> None:
-        """Run the connection's opening handshake (WebSocket upgrade), if any."""
+    The connection's task sends what :meth:`start` returns once TLS (if
+    any) is up, then feeds every byte received to :meth:`feed` and sends
+    its replies: until :attr:`established`, those are the opening
+    handshake's (a WebSocket upgrade); the connection counts as made once
+    it is.
+    """
+
+    @property
+    def established(self) -> bool:
+        """True once the opening handshake is complete (frames flow)."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the peer ended the session (a WebSocket close): the connection ends."""
+        ...
+
+    def start(self) -> bytes:
+        """The bytes that open the session (a WebSocket client's upgrade request), if any."""
         ...
 
     def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
         """Received bytes in; complete stream frames and bytes to send back out.
 
         Raises :class:`FrameTooLargeError` for a frame over the limit and
-        ``OSError`` for anything else that must end the connection.
+        ``OSError`` for anything else that must end the connection (a
+        refused or malformed handshake included).
         """
         ...
 
     def wrap(self, frame: bytes) -> bytes:
-        """A stream frame to send, as wire bytes."""
+        """A stream frame to send, as wire bytes (``OSError`` if the session is over)."""
+        ...
+
+    def close(self) -> bytes:
+        """The last bytes to send before the connection closes (a WebSocket Close), if any."""
         ...
 
     def set_max_message_size(self, size: int) -> None:
@@ -148,46 +175,6 @@ class Framer(Protocol):
 
 #: Makes the framer of a new connection: ``(scheme, client side, host header, limit)``.
 FramerFactory = Callable[[str, bool, str, int], Framer]
-
-
-class _Connection:
-    """One connection: its stream, framer, outbox and the cancel scope that ends it."""
-
-    __slots__ = (
-        "client",
-        "early",
-        "error",
-        "framer",
-        "last_activity",
-        "open",
-        "outbox",
-        "queued",
-        "remote",
-        "scope",
-        "stream",
-        "wakeup",
-    )
-
-    def __init__(self, remote: DatagramRemote, client: bool, framer: Framer) -> None:
-        self.remote = remote
-        self.client = client
-        self.framer = framer
-        self.open = False
-        #: Frames sent before the connection was established (after our CSM once it is).
-        self.early: list[bytes] = []
-        self.outbox: deque[bytes] = deque()
-        self.queued = 0
-        self.scope = trio.CancelScope()
-        self.wakeup = trio.Event()
-        self.error: OSError | None = None
-        self.stream: trio.abc.Stream | None = None
-        self.last_activity = trio.current_time()
-
-    def fail(self, error: OSError) -> None:
-        """End the connection from any task (the connection task reports it)."""
-        if self.error is None:
-            self.error = error
-        self.scope.cancel()
 
 
 def canonical_host(host: str) -> str:
@@ -221,11 +208,11 @@ class StreamEndpoint:
         self._framers = framers
         self._limits = limits or StreamLimits()
         self._client_ssl = client_ssl_context
-        self._connections: dict[DatagramRemote, _Connection] = {}
+        self._connections: dict[DatagramRemote, StreamConnection] = {}
         #: Remotes asked for by the Context (cached), which sending to may open.
         self._dialable: dict[tuple[str, int, str], DatagramRemote] = {}
         self._may_dial: set[DatagramRemote] = set()
-        self._listeners: list[tuple[trio.SocketListener, str, ssl.SSLContext | None]] = []
+        self._listeners: list[tuple[socket.socket, str, ssl.SSLContext | None]] = []
         self._addresses: list[DatagramRemote] = []
         self._nursery: trio.Nursery | None = None
         self._on_frames: DatagramHandler | None = None
@@ -255,7 +242,7 @@ class StreamEndpoint:
         """Frames in and out, bytes queued, frames dropped, connections lost with an error."""
         return EndpointStatistics(
             datagrams_received=self._received,
-            datagrams_sent=self._sent,
+            datagrams_sent=self._sent + sum(c.frames_sent for c in self._connections.values()),
             outbox_depth=sum(c.queued for c in self._connections.values()),
             send_dropped=self._dropped,
             peer_errors=self._failed,
@@ -317,8 +304,8 @@ class StreamEndpoint:
             connection = self._dial(remote)
         if not connection.open:
             connection.early.append(data)
-            return
-        self._queue(connection, data)
+        elif not connection.queue(data):
+            self._dropped += 1
 
     def set_peer_max_message_size(self, remote: DatagramRemote, size: int) -> None:
         """Nothing to do for the sender side: frames are never split (kept for symmetry)."""
@@ -360,9 +347,9 @@ class StreamEndpoint:
         except BaseException:
             plain.close()
             raise
-        sock = trio.socket.from_stdlib_socket(plain)
-        address = sock.getsockname()
-        self._listeners.append((trio.SocketListener(sock), scheme, ssl_context))
+        plain.setblocking(False)
+        address = plain.getsockname()
+        self._listeners.append((plain, scheme, ssl_context))
         self._addresses.append(DatagramRemote((canonical_host(address[0]), address[1]), scheme))
 
     async def run(
@@ -372,7 +359,10 @@ class StreamEndpoint:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept, and serve every connection, until cancelled; then close them all."""
+        """Accept, and serve every connection, until cancelled; then close them all.
+
+        Its nursery holds one task per listener and one per connection.
+        """
         self._on_frames = on_datagrams
         try:
             async with trio.open_nursery() as nursery:
@@ -380,7 +370,10 @@ class StreamEndpoint:
                 for listener, scheme, context in self._listeners:
                     nursery.start_soon(self._accept_loop, listener, scheme, context)
                 task_status.started()
-                await trio.sleep_forever()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self.close()  # before the nursery closes: no new connection after this
         finally:
             self.close()
 
@@ -390,122 +383,118 @@ class StreamEndpoint:
             return
         self._closed = True
         for listener, _, _ in self._listeners:
-            listener.socket.close()
+            with contextlib.suppress(RuntimeError):  # outside trio.run nobody can be waiting
+                trio.lowlevel.notify_closing(listener)
+            listener.close()
         for connection in list(self._connections.values()):
             connection.fail(ConnectionAbortedError(errno.ECONNABORTED, "the context was closed"))
 
     # -- connections ---------------------------------------------------------------
 
-    def _queue(self, connection: _Connection, data: bytes) -> None:
-        wire = connection.framer.wrap(data)
-        if connection.queued + len(wire) > self._limits.max_send_buffer:
-            self._dropped += 1
-            if connection.error is None:
-                self._slow += 1
-            connection.fail(BlockingIOError(errno.ENOBUFS, "the peer does not read: buffer full"))
-            return
-        connection.queued += len(wire)
-        connection.outbox.append(wire)
-        connection.wakeup.set()
-
-    def _dial(self, remote: DatagramRemote) -> _Connection:
+    def _dial(self, remote: DatagramRemote) -> StreamConnection:
         assert self._nursery is not None
-        framer = self._framers(remote.scheme, True, remote.hostinfo, self._limits.max_message_size)
-        connection = _Connection(remote, True, framer)
+        limits = self._limits
+        framer = self._framers(remote.scheme, True, remote.hostinfo, limits.max_message_size)
+        connection = StreamConnection(
+            remote,
+            framer,
+            max_send_buffer=limits.max_send_buffer,
+            idle_timeout=limits.idle_timeout,
+        )
         self._connections[remote] = connection
         self._opened += 1
-        self._nursery.start_soon(self._connection_task, connection, self._establish_client, None)
+        self._nursery.start_soon(self._connection_task, connection, None)
         return connection
 
-    async def _establish_client(self, connection: _Connection, _: ssl.SSLContext | None) -> None:
-        remote = connection.remote
-        tcp = await trio.open_tcp_stream(remote.host, remote.port)
-        connection.stream = tcp
-        _tune(tcp)
-        if STREAM_SCHEMES[remote.scheme]:
-            context = self._client_ssl or ssl.create_default_context()
-            if remote.scheme == "coaps+tcp":
-                context.set_alpn_protocols(["coap"])
-            tls = trio.SSLStream(tcp, context, server_hostname=remote.host)
-            connection.stream = tls
-            await tls.do_handshake()
-        await connection.framer.handshake(connection.stream)
-
-    async def _establish_server(
-        self, connection: _Connection, context: ssl.SSLContext | None
-    ) -> None:
-        if context is not None:
-            assert isinstance(connection.stream, trio.SocketStream)
-            tls = trio.SSLStream(connection.stream, context, server_side=True)
-            connection.stream = tls
-            await tls.do_handshake()
-        assert connection.stream is not None
-        await connection.framer.handshake(connection.stream)
-        old = self._connections.get(connection.remote)
-        if old is not None:  # a stale entry for a reused address: end it first
-            old.fail(ConnectionResetError(errno.ECONNRESET, "replaced by a new connection"))
-        self._connections[connection.remote] = connection
-
     async def _accept_loop(
-        self, listener: trio.SocketListener, scheme: str, context: ssl.SSLContext | None
+        self, listener: socket.socket, scheme: str, context: ssl.SSLContext | None
     ) -> None:
-        assert self._nursery is not None
-        nursery = self._nursery
         while True:
             try:
-                tcp = await listener.accept()
-            except (OSError, trio.ClosedResourceError):
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                try:
+                    await trio.lowlevel.wait_readable(listener)
+                except trio.ClosedResourceError:
+                    return
+                continue
+            except OSError:
                 if self._closed:
                     return
                 await trio.sleep(0.01)  # e.g. EMFILE: no busy loop
                 continue
-            if self._accepted_open >= self._limits.max_connections:
-                self._refused += 1
-                await trio.aclose_forcefully(tcp)
-                continue
-            try:
-                peer = tcp.socket.getpeername()
-            except OSError:
-                await trio.aclose_forcefully(tcp)
-                continue
-            _tune(tcp)
-            remote = DatagramRemote((canonical_host(peer[0]), peer[1]), scheme)
-            framer = self._framers(scheme, False, "", self._limits.max_message_size)
-            connection = _Connection(remote, False, framer)
-            connection.stream = tcp
-            self._accepted += 1
-            self._accepted_open += 1
-            nursery.start_soon(self._connection_task, connection, self._establish_server, context)
+            self._accepted_one(sock, peer, scheme, context)
+            await trio.lowlevel.checkpoint()  # a flood of connections cannot starve the rest
 
-    async def _connection_task(
+    def _accepted_one(
         self,
-        connection: _Connection,
-        establish: Callable[[_Connection, ssl.SSLContext | None], Awaitable[None]],
+        sock: socket.socket,
+        peer: tuple[str, int] | tuple[str, int, int, int],
+        scheme: str,
         context: ssl.SSLContext | None,
     ) -> None:
-        """One connection from opening (or accepting) to its end; reports made and lost."""
+        """Start the task of a connection just accepted, or refuse it (over ``max_connections``)."""
+        assert self._nursery is not None
+        if self._accepted_open >= self._limits.max_connections:
+            self._refused += 1
+            sock.close()
+            return
+        limits = self._limits
+        remote = DatagramRemote((canonical_host(peer[0]), peer[1]), scheme)
+        framer = self._framers(scheme, False, "", limits.max_message_size)
+        connection = StreamConnection(
+            remote,
+            framer,
+            sock=sock,
+            max_send_buffer=limits.max_send_buffer,
+            idle_timeout=limits.idle_timeout,
+        )
+        self._accepted += 1
+        self._accepted_open += 1
+        self._nursery.start_soon(self._connection_task, connection, context)
+
+    async def _connection_task(
+        self, connection: StreamConnection, context: ssl.SSLContext | None
+    ) -> None:
+        """One connection from opening (or accepting) to its end: its only task.
+
+        ``context`` secures an accepted connection (a client's comes from the
+        remote's scheme). No network error escapes: each ends the connection.
+        """
         made = False
         try:
             with connection.scope:
-                try:
-                    with trio.fail_after(self._limits.connect_timeout):
-                        await establish(connection, context)
-                except trio.TooSlowError:
-                    connection.error = TimeoutError(errno.ETIMEDOUT, "connect/handshake timed out")
-                if connection.error is None:
-                    made = True
-                    await self._serve(connection)
+                with trio.move_on_after(self._limits.connect_timeout) as opening:
+                    if connection.client:
+                        scheme = connection.remote.scheme
+                        secure = STREAM_SCHEMES[scheme]
+                        tls = client_context(scheme, self._client_ssl) if secure else None
+                        await connection.open_client(tls)
+                    else:
+                        await connection.open_server(context)
+                if opening.cancelled_caught:
+                    raise TimeoutError(errno.ETIMEDOUT, "connect/handshake timed out")
+                made = True
+                self._open(connection)
+                await connection.serve(self._deliver)
         except (OSError, trio.BrokenResourceError) as exc:
             if connection.error is None:
                 connection.error = _as_os_error(exc)
         finally:
-            stream = connection.stream
-            if stream is not None:
-                with trio.CancelScope(shield=True):
-                    await _close_gracefully(connection, stream)
             error = connection.error
+            if isinstance(error, FrameTooLargeError):  # after anything queued (our CSM)
+                connection.queue(_abort_frame(str(error)), force=True)
+            flush = error is None or isinstance(
+                error,
+                (FrameTooLargeError, ConnectionAbortedError, ConnectionRefusedError, TimeoutError),
+            )
+            await connection.close(flush)
             if isinstance(error, FrameTooLargeError):
                 self._oversized += 1
+            elif isinstance(error, BlockingIOError):  # its queue passed max_send_buffer
+                self._slow += 1
+            elif isinstance(error, IdleTimeoutError):
+                self._idle += 1
             elif error is not None and not isinstance(
                 error, (ConnectionAbortedError, BlockingIOError, TimeoutError)
             ):
@@ -517,96 +506,41 @@ class StreamEndpoint:
             elif self._connections.get(connection.remote) is connection:
                 del self._connections[connection.remote]
 
-    async def _serve(self, connection: _Connection) -> None:
-        """Run an established connection until it ends."""
-        stream = connection.stream
-        assert stream is not None
+    def _open(self, connection: StreamConnection) -> None:
+        """The connection is established: registered, reported, and its early frames queued."""
+        remote = connection.remote
+        if not connection.client:
+            old = self._connections.get(remote)
+            if old is not None:  # a stale entry for a reused address: end it first
+                old.fail(ConnectionResetError(errno.ECONNRESET, "replaced by a new connection"))
+            self._connections[remote] = connection
         connection.open = True
-        connection.last_activity = trio.current_time()
         if self.on_connection_made is not None:
-            self.on_connection_made(connection.remote)  # queues our CSM first
+            self.on_connection_made(remote)  # queues our CSM first
         early, connection.early = connection.early, []
         for data in early:
-            self._queue(connection, data)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_loop, connection, stream)
-            await self._read_loop(connection, stream)
-            nursery.cancel_scope.cancel()
+            if not connection.queue(data):
+                self._dropped += 1
 
-    def _finish(self, connection: _Connection) -> None:
+    def _deliver(self, batch: list[tuple[bytes, DatagramRemote]]) -> None:
+        """A connection's received frames, to the handler (counted)."""
+        self._received += len(batch)
+        on_frames = self._on_frames
+        assert on_frames is not None
+        on_frames(batch)
+
+    def _finish(self, connection: StreamConnection) -> None:
         remote = connection.remote
         if self._connections.get(remote) is connection:
             del self._connections[remote]
-        dropped = len(connection.early) + len(connection.outbox)
-        self._dropped += dropped
+        self._sent += connection.frames_sent
+        self._dropped += len(connection.early) + connection.unsent_frames
         connection.early.clear()
-        connection.outbox.clear()
         error = connection.error
         if error is None and connection.client:
             error = ConnectionResetError(errno.ECONNRESET, "the server closed the connection")
         if self.on_connection_lost is not None:
             self.on_connection_lost(remote, error)
-
-    async def _read_loop(self, connection: _Connection, stream: trio.abc.Stream) -> None:
-        framer = connection.framer
-        idle = self._limits.idle_timeout
-        remote = connection.remote
-        on_frames = self._on_frames
-        assert on_frames is not None
-        data = b""  # first round: what the handshake read past its end
-        first = True
-        while True:
-            if not first:
-                data = b""
-                with trio.move_on_at(connection.last_activity + idle) as waited:
-                    data = bytes(await stream.receive_some(_RECEIVE_SIZE))
-                if waited.cancelled_caught:
-                    if trio.current_time() >= connection.last_activity + idle:
-                        self._idle += 1
-                        connection.error = TimeoutError(errno.ETIMEDOUT, "idle connection closed")
-                        return
-                    continue
-                if not data:
-                    return  # the peer closed its side
-                connection.last_activity = trio.current_time()
-            first = False
-            try:
-                frames, reply = framer.feed(data)
-            except OSError as exc:
-                connection.error = exc
-                if isinstance(exc, FrameTooLargeError):  # flushed (after any CSM) on closing
-                    connection.outbox.append(framer.wrap(_abort_frame(str(exc))))
-                return
-            if reply:
-                connection.outbox.append(reply)
-                connection.queued += len(reply)
-                connection.wakeup.set()
-            if frames:
-                self._received += len(frames)
-                on_frames([(frame, remote) for frame in frames])
-            if framer_closed(framer):
-                return
-
-    async def _write_loop(self, connection: _Connection, stream: trio.abc.Stream) -> None:
-        outbox = connection.outbox
-        while True:
-            if not outbox:
-                connection.wakeup = trio.Event()
-                await connection.wakeup.wait()
-                continue
-            count = len(outbox)
-            data = b"".join(outbox)
-            await stream.send_all(data)
-            for _ in range(count):  # removed once sent: a cancelled send leaves them to flush
-                outbox.popleft()
-            connection.queued -= len(data)
-            self._sent += count
-            connection.last_activity = trio.current_time()
-
-
-def framer_closed(framer: Framer) -> bool:
-    """Whether the framer saw the peer end the session (a WebSocket close)."""
-    return bool(getattr(framer, "closed", False))
 
 
 def _abort_frame(diagnostic: str) -> bytes:
@@ -616,11 +550,6 @@ def _abort_frame(diagnostic: str) -> bytes:
     if length < 13:
         return bytes([length << 4]) + b"\xe5" + payload
     return bytes([13 << 4, length - 13]) + b"\xe5" + payload
-
-
-def _tune(tcp: trio.SocketStream) -> None:
-    with contextlib.suppress(OSError):
-        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
 
 
 def _as_os_error(exc: BaseException) -> OSError:
@@ -637,31 +566,3 @@ def _as_os_error(exc: BaseException) -> OSError:
     if isinstance(cause, OSError):
         return cause
     return ConnectionResetError(errno.ECONNRESET, str(exc) or type(exc).__name__)
-
-
-async def _close_gracefully(connection: _Connection, stream: trio.abc.Stream) -> None:
-    """Flush what is queued (an Abort, say) unless the stream broke, and close it.
-
-    After a flush, a TCP stream is half-closed and drained briefly, so the
-    peer reads our last frames before a reset (unread input makes the
-    kernel answer the close with RST, which can destroy them in flight).
-    """
-    error = connection.error
-    flush = error is None or isinstance(
-        error, (FrameTooLargeError, ConnectionAbortedError, TimeoutError)
-    )
-    with contextlib.suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-        with trio.move_on_after(_CLOSE_GRACE):
-            if flush and connection.outbox:
-                await stream.send_all(b"".join(connection.outbox))
-                connection.outbox.clear()
-                if isinstance(stream, trio.abc.HalfCloseableStream):
-                    await stream.send_eof()
-                    for _ in range(64):  # bounded: until EOF or the grace period ends
-                        if not await stream.receive_some(_RECEIVE_SIZE):
-                            break
-    with trio.move_on_after(_CLOSE_GRACE):
-        with contextlib.suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.aclose()
-        return
-    await trio.aclose_forcefully(stream)

@@ -7,13 +7,13 @@ are, RFC 8323 §3.2 being the format the messaging machine speaks) and
 the Context hands its :class:`~coap_trio.transports.stream.StreamEndpoint`:
 ``coap+tcp``/``coaps+tcp`` get a :class:`TCPFramer`, ``coap+ws``/``coaps+ws``
 a :class:`~coap_trio.transports.websocket.WebSocketFramer`. TLS itself is the
-standard library's ``ssl`` on ``trio.SSLStream`` (ALPN ``coap``), set up by
-the stream endpoint. Must not know about exchanges or signaling.
+standard library's ``ssl`` on memory buffers
+(:class:`~coap_trio.transports.tls.TLSSession`, ALPN ``coap``), under the
+framer, run by each connection's task. Must not know about exchanges or
+signaling.
 """
 
 from __future__ import annotations
-
-import trio
 
 from ..errors import FrameTooLarge
 from ..protocol.framing import StreamDecoder
@@ -23,15 +23,21 @@ __all__ = ["TCPFramer", "framer_for"]
 
 
 class TCPFramer:
-    """The framer of a ``coap+tcp`` or ``coaps+tcp`` connection (no handshake of its own)."""
+    """The framer of a ``coap+tcp`` or ``coaps+tcp`` connection (no handshake of its own:
+    CoAP's CSM is the messaging machine's, TLS the connection's)."""
 
     __slots__ = ("_decoder",)
+
+    #: Frames flow at once, and only the connection ends the session.
+    established = True
+    closed = False
 
     def __init__(self, max_message_size: int) -> None:
         self._decoder = StreamDecoder(max_message_size)
 
-    async def handshake(self, stream: trio.abc.Stream) -> None:
-        """Nothing to do: CoAP's CSM is the machine's, TLS the stream endpoint's."""
+    def start(self) -> bytes:
+        """Nothing opens a TCP session but the CSM."""
+        return b""
 
     def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
         """The complete frames in ``data`` (and what came before); FrameTooLargeError."""
@@ -43,6 +49,10 @@ class TCPFramer:
     def wrap(self, frame: bytes) -> bytes:
         """A stream frame goes on the wire as it is."""
         return frame
+
+    def close(self) -> bytes:
+        """Nothing ends a TCP session but the connection's close."""
+        return b""
 
     def set_max_message_size(self, size: int) -> None:
         """Change the largest frame accepted."""

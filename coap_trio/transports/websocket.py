@@ -6,15 +6,15 @@ exactly that, answers anything else 404 or 400), one CoAP message per
 binary WebSocket message, and the conversion between the WebSocket message
 format (§4.4: Len 0, no extended length) and the stream frames the
 messaging machine speaks (§3.2). Pings are answered, a close is answered
-and ends the connection. Needs the ``ws`` extra (``pip install
-coap-trio[ws]``). Must not know about exchanges or signaling.
+and ends the connection; closing it ourselves sends a Close (1000). No I/O:
+bytes in, bytes out, driven by the connection's one task (see
+:class:`~coap_trio.transports.stream.Framer`). Needs the ``ws`` extra
+(``pip install coap-trio[ws]``). Must not know about exchanges or signaling.
 """
 
 from __future__ import annotations
 
 import errno
-
-import trio
 
 from .stream import FrameTooLargeError
 
@@ -30,6 +30,8 @@ __all__ = [
 WELL_KNOWN_COAP = "/.well-known/coap"
 _SUBPROTOCOL = "coap"
 _EXTENDED_WIDTH = {13: 1, 14: 2, 15: 4}
+#: Reads the opening handshake may take before it is given up (it is a few).
+_MAX_HANDSHAKE_FEEDS = 64
 
 
 def require_wsproto() -> None:
@@ -72,7 +74,9 @@ class WebSocketFramer:
     """The framer of a ``coap+ws`` or ``coaps+ws`` connection (see the module).
 
     ``host`` is the Host header a client sends; ``max_message_size`` bounds
-    one CoAP message (a longer WebSocket message ends the connection).
+    one CoAP message (a longer WebSocket message ends the connection). No
+    I/O: the connection's task sends what :meth:`start` and :meth:`feed`
+    return, and feeds what it receives.
     """
 
     def __init__(self, client: bool, host: str, max_message_size: int) -> None:
@@ -84,7 +88,11 @@ class WebSocketFramer:
         self._max = max_message_size
         self._partial = bytearray()
         self._frames: list[bytes] = []
-        self._reply = b""
+        self._handshake_feeds = 0
+        #: A refused upgrade's answer, sent by :meth:`close`.
+        self._farewell = b""
+        #: True once the upgrade is complete (CoAP messages flow).
+        self.established = False
         #: True once the peer closed the WebSocket session.
         self.closed = False
 
@@ -92,53 +100,74 @@ class WebSocketFramer:
         """Change the largest CoAP message accepted."""
         self._max = size
 
-    async def handshake(self, stream: trio.abc.Stream) -> None:
-        """The HTTP upgrade; OSError when refused or malformed."""
+    def start(self) -> bytes:
+        """A client's upgrade request (GET ``/.well-known/coap``, subprotocol ``coap``)."""
+        from wsproto.events import Request
+
+        if not self._client:
+            return b""
+        return self._ws.send(
+            Request(host=self._host, target=WELL_KNOWN_COAP, subprotocols=[_SUBPROTOCOL])
+        )
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
+        """Received bytes in; the stream frames of complete messages and any reply out.
+
+        Until :attr:`established` the bytes are the upgrade's: a server's
+        reply is its 101 answer; a refused upgrade raises
+        ``ConnectionRefusedError`` (a server's 404 or 400 is then sent by
+        :meth:`close`), a malformed one ``ConnectionAbortedError``.
+        """
+        from wsproto.utilities import ProtocolError
+
+        try:
+            if data:
+                self._ws.receive_data(data)
+            reply = b""
+            if not self.established:
+                reply = self._handshake()
+                if not self.established:
+                    return [], reply
+            reply += self._collect(self._ws.events())
+        except ProtocolError as exc:
+            raise ConnectionAbortedError(errno.EPROTO, f"WebSocket: {exc}") from exc
+        frames, self._frames = self._frames, []
+        return frames, reply
+
+    def _handshake(self) -> bytes:
+        """The upgrade's events so far: the reply to send (server), OSError when refused."""
         from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
-        from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
         ws = self._ws
-        if self._client:
-            await stream.send_all(
-                ws.send(Request(host=self._host, target=WELL_KNOWN_COAP, subprotocols=["coap"]))
-            )
-        for _ in range(64):  # bounded: the handshake is a few reads
-            data = bytes(await stream.receive_some(16384))
-            if not data:
-                raise ConnectionResetError(
-                    errno.ECONNRESET, "closed during the WebSocket handshake"
+        self._handshake_feeds += 1
+        for event in ws.events():
+            if isinstance(event, Request):
+                if event.target != WELL_KNOWN_COAP:
+                    self._reject(404)
+                if _SUBPROTOCOL not in event.subprotocols:
+                    self._reject(400)
+                self.established = True
+                return ws.send(AcceptConnection(subprotocol=_SUBPROTOCOL))
+            if isinstance(event, AcceptConnection):
+                if event.subprotocol != _SUBPROTOCOL:
+                    raise ConnectionRefusedError(
+                        errno.EPROTO, "the server did not accept the coap subprotocol"
+                    )
+                self.established = True
+                return b""
+            if isinstance(event, (RejectConnection, RejectData)):
+                status = getattr(event, "status_code", "")
+                raise ConnectionRefusedError(
+                    errno.ECONNREFUSED, f"WebSocket upgrade refused {status}"
                 )
-            try:
-                ws.receive_data(data)
-                for event in ws.events():
-                    if isinstance(event, Request):
-                        if event.target != WELL_KNOWN_COAP:
-                            await self._reject(stream, 404)
-                        if _SUBPROTOCOL not in event.subprotocols:
-                            await self._reject(stream, 400)
-                        await stream.send_all(ws.send(AcceptConnection(subprotocol=_SUBPROTOCOL)))
-                        self._reply += self._collect(ws.events())
-                        return
-                    if isinstance(event, AcceptConnection):
-                        if event.subprotocol != _SUBPROTOCOL:
-                            raise ConnectionRefusedError(
-                                errno.EPROTO, "the server did not accept the coap subprotocol"
-                            )
-                        self._reply += self._collect(ws.events())
-                        return
-                    if isinstance(event, (RejectConnection, RejectData)):
-                        status = getattr(event, "status_code", "")
-                        raise ConnectionRefusedError(
-                            errno.ECONNREFUSED, f"WebSocket upgrade refused {status}"
-                        )
-            except (LocalProtocolError, RemoteProtocolError) as exc:
-                raise ConnectionAbortedError(errno.EPROTO, f"WebSocket handshake: {exc}") from exc
-        raise ConnectionAbortedError(errno.EPROTO, "WebSocket handshake too long")
+        if self._handshake_feeds >= _MAX_HANDSHAKE_FEEDS:
+            raise ConnectionAbortedError(errno.EPROTO, "WebSocket handshake too long")
+        return b""
 
-    async def _reject(self, stream: trio.abc.Stream, status: int) -> None:
+    def _reject(self, status: int) -> None:
         from wsproto.events import RejectConnection
 
-        await stream.send_all(self._ws.send(RejectConnection(status_code=status)))
+        self._farewell = self._ws.send(RejectConnection(status_code=status))
         raise ConnectionRefusedError(errno.ECONNREFUSED, f"WebSocket upgrade refused: {status}")
 
     def _collect(self, events: object) -> bytes:
@@ -171,23 +200,31 @@ class WebSocketFramer:
                 )
         return reply
 
-    def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
-        """Received bytes in; the stream frames of complete messages and any reply out."""
-        from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+    def wrap(self, frame: bytes) -> bytes:
+        """A stream frame as the bytes of one binary WebSocket message.
+
+        ``ConnectionAbortedError`` once the session is no longer open.
+        """
+        from wsproto.events import BytesMessage
+        from wsproto.utilities import ProtocolError
 
         try:
-            if data:
-                self._ws.receive_data(data)
-            reply = self._collect(self._ws.events())
-            if self._reply:
-                reply, self._reply = self._reply + reply, b""
-        except (LocalProtocolError, RemoteProtocolError) as exc:
+            return self._ws.send(BytesMessage(data=stream_to_websocket(frame)))
+        except ProtocolError as exc:
             raise ConnectionAbortedError(errno.EPROTO, f"WebSocket: {exc}") from exc
-        frames, self._frames = self._frames, []
-        return frames, reply
 
-    def wrap(self, frame: bytes) -> bytes:
-        """A stream frame as the bytes of one binary WebSocket message."""
-        from wsproto.events import BytesMessage
+    def close(self) -> bytes:
+        """The last bytes to send: a refused upgrade's answer, or a Close (1000) if open."""
+        from wsproto.connection import ConnectionState
+        from wsproto.events import CloseConnection
+        from wsproto.utilities import ProtocolError
 
-        return self._ws.send(BytesMessage(data=stream_to_websocket(frame)))
+        if self._farewell:
+            farewell, self._farewell = self._farewell, b""
+            return farewell
+        if not self.established or self._ws.state is not ConnectionState.OPEN:
+            return b""
+        try:
+            return self._ws.send(CloseConnection(code=1000))
+        except ProtocolError:
+            return b""
