@@ -290,7 +290,7 @@ def run_tcp(args: argparse.Namespace, table: Table) -> None:
                     f"{r['connections']} connection(s)"
                 )
         medians[library] = statistics.median(r["rate"] for r in runs)
-    ratio = _ratio(medians["coap_trio"], medians["aiocoap"])
+    ratio = tcp.pair_ratio(results)  # the median of back-to-back pairs (see tcp.py)
     table.add(
         "tcp",
         "requests/s over one coap+tcp connection to coap-server-notls, 64 in flight",

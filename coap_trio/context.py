@@ -162,6 +162,9 @@ class Context:
         self._inflight: set[Request] = set()
         self._closed = False
         self._websockets_checked = False
+        #: The Origin of the last stream request and its route (see _route_now).
+        self._stream_origin: Origin | None = None
+        self._stream_route: tuple[EndpointRunner, DatagramRemote] | None = None
         #: Every TCP/TLS/WebSocket connection and listener (RFC 8323), and its runner.
         self._stream: StreamEndpoint | None = None
         self._stream_runner: EndpointRunner | None = None
@@ -291,7 +294,10 @@ class Context:
             request._fail(RequestCancelledError("the context was closed"))
             return
         if request.transfer is None:
-            bert_size = None if route is None else route[0].bert_size(route[1])
+            bert_size = None  # only an upload needs it (not looked up for every request)
+            large = len(request.request.payload) > self._blockwise_config.block_size
+            if route is not None and large:
+                bert_size = route[0].bert_size(route[1])
             prepare_request(self, request, progress, assemble, bert_size)
         self._inflight.add(request)
         if route is None:
@@ -420,6 +426,8 @@ class Context:
                 f"{remote.scheme}:// is not supported yet (coap:// over UDP, "
                 "coap+tcp, coaps+tcp, coap+ws, coaps+ws)"
             )
+        if remote is self._stream_origin:  # the same (immutable) Origin as last time
+            return self._stream_route
         if remote.scheme in STREAM_SCHEMES:  # a connection, opened (and resolved) on first use
             stream, runner = self._stream, self._stream_runner
             if stream is None or runner is None:
@@ -431,9 +439,12 @@ class Context:
                     raise UnsupportedTransportError(str(error)) from None
                 self._websockets_checked = True
             try:
-                return runner, stream.remote_for(remote.host, remote.port, remote.scheme)
+                route = runner, stream.remote_for(remote.host, remote.port, remote.scheme)
             except ValueError as error:
                 raise LocalProtocolError(str(error)) from None
+            # Requests made from copies of one message share its Origin: remembered.
+            self._stream_origin, self._stream_route = remote, route
+            return route
         host = remote.host
         if not is_ip_literal(host):
             cached = self._dns.get(host)

@@ -389,6 +389,70 @@ def test_request_timeout() -> None:
     assert machine.receive(encode_stream(late), PEER, 111.0) == []
 
 
+@settings(deadline=None, max_examples=150)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["send", "answer", "abandon", "wait"]),
+            st.integers(0, 50),
+            st.floats(0.0, 6.0),
+        ),
+        max_size=120,
+    )
+)
+def test_response_deadlines_match_a_model(operations: list[tuple[str, int, float]]) -> None:
+    # Requests fail with RequestTimeoutError exactly when neither answered nor
+    # abandoned response_timeout after they were sent; next_deadline is the
+    # earliest live one. (Deadlines live in a FIFO, rebuilt as entries go stale.)
+    machine = StreamMessaging(StreamMessagingConfig(response_timeout=10.0))
+    machine.receive(encode_stream(build_csm()), PEER, 0.0)
+    now = 0.0
+    live: dict[ClientExchange, float] = {}  # exchange -> its deadline
+    sent: list[ClientExchange] = []
+    for operation, index, seconds in operations:
+        if operation == "send":
+            exchange, _ = machine.send_request(get(), PEER, now)
+            live[exchange] = now + 10.0
+            sent.append(exchange)
+        elif operation == "answer" and sent:
+            exchange = sent[index % len(sent)]
+            answer = Message(code=Code.CONTENT, token=exchange.token)
+            events = machine.receive(encode_stream(answer), PEER, now)
+            was_live = live.pop(exchange, None) is not None
+            assert [type(e) for e in events] == ([ResponseReceived] if was_live else [])
+        elif operation == "abandon" and sent:
+            exchange = sent[index % len(sent)]
+            machine.abandon(exchange, now)
+            live.pop(exchange, None)
+        elif operation == "wait":
+            now += seconds
+            failed = machine.timeout(now)
+            due = {e for e, deadline in live.items() if deadline <= now}
+            assert {e.exchange for e in failed} == due
+            assert all(isinstance(e, RequestFailed) for e in failed)
+            for exchange in due:
+                del live[exchange]
+        expected = min(live.values()) if live else None
+        assert machine.next_deadline() == expected
+        assert len(machine._deadlines) <= 2 * len(live) + 64 + 1
+
+
+def test_a_busy_client_keeps_few_response_deadlines() -> None:
+    # 100,000 answered requests: finished ones must not wait 247 s in the FIFO.
+    machine = StreamMessaging()
+    machine.receive(encode_stream(build_csm()), PEER, 0.0)
+    first, _ = machine.send_request(get(), PEER, 0.0)  # never answered: at the head
+    for i in range(100_000):
+        exchange, _ = machine.send_request(get(), PEER, i * 1e-3)
+        answer = Message(code=Code.CONTENT, token=exchange.token)
+        machine.receive(encode_stream(answer), PEER, i * 1e-3)
+        assert len(machine._deadlines) <= 2 + 64 + 1
+    assert machine.next_deadline() == pytest.approx(247.0)
+    (failed,) = machine.timeout(247.0)
+    assert isinstance(failed, RequestFailed)
+    assert failed.exchange is first
+
+
 def test_abandon_frees_the_token_and_ignores_the_late_response() -> None:
     machine = StreamMessaging()
     machine.receive(encode_stream(build_csm()), PEER, 0.0)

@@ -53,6 +53,7 @@ resources or URIs.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
@@ -88,6 +89,7 @@ from .framing import (
     decode_frame,
     decode_websocket,
     encode_stream,
+    encode_stream_parts,
     encode_websocket,
 )
 from .matcher import Matcher, has_unrecognized_critical
@@ -113,7 +115,11 @@ _EMPTY = Code.EMPTY
 _CSM = Code.CSM
 
 # Timer kinds.
-_DEADLINE, _PING = range(2)
+_PING = 0
+#: ``deadline_ticket`` of a request whose response deadline is in the FIFO.
+_IN_FIFO = -1
+#: Stale FIFO entries tolerated beyond twice the live ones before a rebuild.
+_FIFO_SLACK = 64
 #: Remotes remembered as closing (frames from them ignored) at most.
 _MAX_CLOSING = 4096
 
@@ -146,7 +152,14 @@ class StreamMessaging(StreamServerSide):
         self._decode = decode_websocket if websocket else decode_frame
         self._rng = rng if rng is not None else random.SystemRandom()
         self._matcher = Matcher(self._rng, config.token_length)
+        #: Pong deadlines.
         self._timers: TimerHeap[tuple[int, Any]] = TimerHeap()
+        #: Response deadlines of requests, in sending order: every request gets the
+        #: same response_timeout, so a FIFO is ordered (cheaper than the heap, which
+        #: one push and one cancel per request made a visible share of a busy
+        #: client's time). Entries of finished requests are skipped and dropped.
+        self._deadlines: deque[tuple[float, ClientExchange]] = deque()
+        self._live_deadlines = 0
         self._connections: dict[Hashable, ConnectionState] = {}
         #: Remotes whose connection we closed, until the driver reports it gone.
         self._closing: dict[Hashable, None] = {}
@@ -229,7 +242,14 @@ class StreamMessaging(StreamServerSide):
 
     def next_deadline(self) -> float | None:
         """When :meth:`timeout` should next be called (None: no timer pending)."""
-        return self._timers.next_deadline()
+        fifo = self._deadlines
+        while fifo and fifo[0][1].deadline_ticket != _IN_FIFO:
+            fifo.popleft()
+        pong = self._timers.next_deadline()
+        if not fifo:
+            return pong
+        head = fifo[0][0]
+        return head if pong is None or head < pong else pong
 
     # -- connections ---------------------------------------------------------------
 
@@ -323,7 +343,7 @@ class StreamMessaging(StreamServerSide):
             events.append(RequestFailed(exchange, error))
         conn.waiting.clear()
         for ping in conn.pings.values():
-            self._timers.cancel(ping.deadline_ticket)
+            self._cancel_deadline(ping)
             ping.state = ClientState.DONE
             events.append(RequestFailed(ping, error))
         conn.pings.clear()
@@ -352,7 +372,7 @@ class StreamMessaging(StreamServerSide):
         the peer's Max-Message-Size (a request over the default 1152 bytes waits
         for the peer's CSM first). ``request`` is not modified.
         """
-        if not request.code.is_request():
+        if not 1 <= request.code <= 31:
             raise LocalProtocolError(f"{request.code} is not a request code")
         token = request.token
         if token:
@@ -364,8 +384,11 @@ class StreamMessaging(StreamServerSide):
                 raise LocalProtocolError("no free token (token_length is too small)")
             token = new
         exchange = ClientExchange(request, remote, token, True)
-        wire = Message._make(request.code, None, None, token, request.opt, request.payload, remote)
-        data = self._encode(wire)
+        if self.websocket:
+            opt, payload = request.opt, request.payload
+            data = self._encode(Message._make(request.code, None, None, token, opt, payload, None))
+        else:
+            data = encode_stream_parts(request.code, token, request.opt._items, request.payload)
         events: list[Event] = []
         conn = self._connection(remote, events)
         if conn.released is not None:
@@ -382,9 +405,9 @@ class StreamMessaging(StreamServerSide):
                 return exchange, events
             conn.waiting.append((exchange, data))  # the peer's CSM may allow it
         self._matcher.register(exchange)
-        exchange.deadline_ticket = self._timers.schedule(
-            now + self.config.response_timeout, (_DEADLINE, exchange)
-        )
+        self._deadlines.append((now + self.config.response_timeout, exchange))
+        exchange.deadline_ticket = _IN_FIFO
+        self._live_deadlines += 1
         if not too_large:
             self._transmit(exchange, data, now, events)
         return exchange, events
@@ -415,7 +438,7 @@ class StreamMessaging(StreamServerSide):
         exchange.ping = True
         previous = conn.pings.get(token)
         if previous is not None:  # token_length 0: one Ping at a time, the new one replaces it
-            self._timers.cancel(previous.deadline_ticket)
+            self._cancel_deadline(previous)
             previous.state = ClientState.DONE
         conn.pings[token] = exchange
         exchange.deadline_ticket = self._timers.schedule(
@@ -434,7 +457,7 @@ class StreamMessaging(StreamServerSide):
             return []
         conn = self._connections.get(exchange.remote)
         if exchange.ping:
-            self._timers.cancel(exchange.deadline_ticket)
+            self._cancel_deadline(exchange)
             exchange.state = ClientState.DONE
             if conn is not None and conn.pings.get(exchange.token) is exchange:
                 del conn.pings[exchange.token]
@@ -449,7 +472,19 @@ class StreamMessaging(StreamServerSide):
     def _finish(self, exchange: ClientExchange) -> None:
         exchange.state = ClientState.DONE
         self._matcher.unregister(exchange)
-        self._timers.cancel(exchange.deadline_ticket)
+        self._cancel_deadline(exchange)
+
+    def _cancel_deadline(self, exchange: ClientExchange) -> None:
+        """Forget ``exchange``'s response or Pong deadline (idempotent)."""
+        ticket = exchange.deadline_ticket
+        if ticket == _IN_FIFO:
+            self._live_deadlines -= 1
+            fifo = self._deadlines
+            if len(fifo) > 2 * self._live_deadlines + _FIFO_SLACK:
+                self._deadlines = deque(e for e in fifo if e[1].deadline_ticket == _IN_FIFO)
+                # (the entry of ``exchange`` itself goes too: its ticket is reset below)
+        elif ticket:
+            self._timers.cancel(ticket)
         exchange.deadline_ticket = 0
 
     def _close_if_released(self, conn: ConnectionState, now: float, events: list[Event]) -> None:
@@ -473,8 +508,7 @@ class StreamMessaging(StreamServerSide):
             if exchange.state is ClientState.OBSERVING:
                 events.append(NotificationReceived(exchange, message))
                 return
-            self._timers.cancel(exchange.deadline_ticket)
-            exchange.deadline_ticket = 0
+            self._cancel_deadline(exchange)
             exchange.state = ClientState.OBSERVING
             events.append(ResponseReceived(exchange, message))
             return
@@ -544,7 +578,7 @@ class StreamMessaging(StreamServerSide):
             if exchange is None:
                 self._counts["unmatched"] += 1
                 return
-            self._timers.cancel(exchange.deadline_ticket)
+            self._cancel_deadline(exchange)
             exchange.state = ClientState.DONE
             events.append(ResponseReceived(exchange, message))
         elif isinstance(signal, Release):
@@ -618,20 +652,25 @@ class StreamMessaging(StreamServerSide):
         fail, ``CloseConnection``).
         """
         events: list[Event] = []
-        for ticket, (kind, subject) in self._timers.pop_due(now):
-            exchange: ClientExchange = subject
+        fifo = self._deadlines
+        while fifo and (fifo[0][0] <= now or fifo[0][1].deadline_ticket != _IN_FIFO):
+            _, exchange = fifo.popleft()
+            if exchange.deadline_ticket != _IN_FIFO or exchange.state is ClientState.DONE:
+                continue
+            conn = self._connections.get(exchange.remote)
+            self._counts["requests_timed_out"] += 1
+            self._finish(exchange)
+            timed_out = RequestTimeoutError(1, "no response arrived in time")
+            events.append(RequestFailed(exchange, timed_out))
+            if conn is not None:
+                conn.waiting = [item for item in conn.waiting if item[0] is not exchange]
+                self._close_if_released(conn, now, events)
+            fifo = self._deadlines  # (a rebuild in _finish replaces it)
+        for ticket, (_, subject) in self._timers.pop_due(now):
+            exchange = subject
             if exchange.deadline_ticket != ticket or exchange.state is ClientState.DONE:
                 continue
             conn = self._connections.get(exchange.remote)
-            if kind == _DEADLINE:
-                self._counts["requests_timed_out"] += 1
-                self._finish(exchange)
-                timed_out = RequestTimeoutError(1, "no response arrived in time")
-                events.append(RequestFailed(exchange, timed_out))
-                if conn is not None:
-                    conn.waiting = [item for item in conn.waiting if item[0] is not exchange]
-                    self._close_if_released(conn, now, events)
-                continue
             exchange.state = ClientState.DONE
             events.append(RequestFailed(exchange, RequestTimeoutError(1, "no Pong arrived")))
             if conn is not None:
