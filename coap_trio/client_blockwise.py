@@ -520,7 +520,7 @@ def prepare_request(
     would then carry a Block2 option): a response that comes in blocks is
     fetched in BERT blocks from its second block on (late negotiation).
     """
-    message = request.request
+    message = request._request
     opt = message.opt
     has_block = _has_block_option(message)
     if has_block:

@@ -191,12 +191,16 @@ def decode_options(data: bytes, position: int, end: int) -> tuple[list[tuple[int
         delta = byte >> 4
         length = byte & 0x0F
         if delta >= 13 or length >= 13:
-            try:
-                delta, length, position = _extended(data, delta, length, position, end)
-            except MessageFormatError as error:
-                if not error.offset:
-                    error.offset = start
-                raise
+            if delta == 13 and length < 13 and position < end:  # the usual extended case
+                delta = data[position] + 13
+                position += 1
+            else:
+                try:
+                    delta, length, position = _extended(data, delta, length, position, end)
+                except MessageFormatError as error:
+                    if not error.offset:
+                        error.offset = start
+                    raise
         number += delta
         stop = position + length
         if stop > end:

@@ -289,13 +289,14 @@ class Context:
     def _start_request(
         self, request: Request, progress: Progress | None, assemble: bool = True
     ) -> None:
-        route = self._route_now(request.request)
+        message = request._request  # (not the property: this runs per request)
+        route = self._route_now(message)
         if self._closed:  # nothing would ever answer it
             request._fail(RequestCancelledError("the context was closed"))
             return
         if request.transfer is None:
             bert_size = None  # only an upload needs it (not looked up for every request)
-            large = len(request.request.payload) > self._blockwise_config.block_size
+            large = len(message.payload) > self._blockwise_config.block_size
             if route is not None and large:
                 bert_size = route[0].bert_size(route[1])
             prepare_request(self, request, progress, assemble, bert_size)
@@ -414,7 +415,7 @@ class Context:
 
     def _route_now(self, message: Message) -> tuple[EndpointRunner, DatagramRemote] | None:
         """Where to send ``message``; None when a host name must be resolved first."""
-        if not message.code.is_request():
+        if not 1 <= message.code <= 31:
             raise LocalProtocolError(f"{message.code} is not a request code")
         remote = message.remote
         if isinstance(remote, DatagramRemote):

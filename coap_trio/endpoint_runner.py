@@ -52,6 +52,8 @@ class EndpointRunner:
         self.endpoint = endpoint
         self.machine = machine
         self.timer_scope: trio.CancelScope | None = None
+        #: The deadline ``timer_scope`` was given (read per request: not the property).
+        self._armed = math.inf
         self.remotes: dict[tuple[str, int], DatagramRemote] = {}
         #: A reliable, ordered transport (RFC 8323): notifications are never stale.
         self.in_order = isinstance(machine, StreamMessaging)
@@ -195,15 +197,16 @@ class EndpointRunner:
         scope = self.timer_scope
         if scope is not None:
             deadline = self.machine.next_deadline()
-            if deadline is not None and deadline < scope.deadline:
-                scope.deadline = deadline
+            if deadline is not None and deadline < self._armed:
+                scope.deadline = self._armed = deadline
 
     async def run_timers(self) -> None:
         """The timer task: sleep until the machine's next live deadline, then run its timers."""
         machine = self.machine
         while True:
             deadline = machine.next_deadline()
-            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+            self._armed = math.inf if deadline is None else deadline
+            with trio.CancelScope(deadline=self._armed) as scope:
                 self.timer_scope = scope
                 await trio.sleep_forever()
             self.timer_scope = None

@@ -130,7 +130,8 @@ class Message:
             proxied.proxy_uri = uri  # validates the registered length bounds
             items = tuple(proxied._items)
         # Validated before anything changes: a refused URI leaves the message as it was.
-        kept = [item for item in self.opt._items if item[0] not in URI_OPTION_NUMBERS]
+        current = self.opt._items
+        kept = [item for item in current if item[0] not in URI_OPTION_NUMBERS] if current else None
         self.opt._items = sorted([*kept, *items], key=_number_of) if kept else list(items)
         self.remote = origin
 

@@ -104,7 +104,13 @@ class ClientExchange:
         #: An empty CON sent to provoke an RST (§4.3), not a request.
         self.ping = False
         #: A registration (GET/FETCH with Observe=0): more than one response may come.
-        self.observe = _is_registration(request.opt._items)
+        #: (_is_registration, inline: this runs per request.)
+        observe = False
+        for number, value in request.opt._items:
+            if number >= _OBSERVE:
+                observe = number == _OBSERVE and len(value) <= 3 and not any(value)
+                break
+        self.observe = observe
         #: Whether it occupies one of its remote's NSTART slots.
         self.counted = False
         self.mid: int | None = None

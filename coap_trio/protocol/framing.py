@@ -177,6 +177,8 @@ def decode_frame(frame: bytes) -> Message:
     tkl = first & 0x0F
     if nibble < 13:
         length, position = nibble, 1
+    elif nibble == 13 and size > 1:
+        length, position = frame[1] + 13, 2
     else:
         width, offset = _EXTENDED[nibble]
         if size < 1 + width:

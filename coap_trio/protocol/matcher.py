@@ -89,8 +89,14 @@ class Matcher:
     def new_token(self, remote: Hashable) -> bytes | None:
         """A token not in use towards ``remote``; None if the (tiny) token space is full."""
         pending = self._pending
+        length = self._token_length
         for _ in range(16):
-            token = self._draw()
+            at = self._at
+            if self._pooled and at + length <= len(self._pool):  # _draw's usual case
+                self._at = at + length
+                token = self._pool[at : at + length]
+            else:
+                token = self._draw()
             if (remote, token) not in pending:
                 return token
         return None

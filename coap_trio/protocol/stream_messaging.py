@@ -116,6 +116,8 @@ _CSM = Code.CSM
 
 # Timer kinds.
 _PING = 0
+_SENT = ClientState.SENT
+_DONE = ClientState.DONE
 #: ``deadline_ticket`` of a request whose response deadline is in the FIFO.
 _IN_FIFO = -1
 #: Stale FIFO entries tolerated beyond twice the live ones before a rebuild.
@@ -152,6 +154,7 @@ class StreamMessaging(StreamServerSide):
         self._decode = decode_websocket if websocket else decode_frame
         self._rng = rng if rng is not None else random.SystemRandom()
         self._matcher = Matcher(self._rng, config.token_length)
+        self._recognized = config.recognized_response_options
         #: Pong deadlines.
         self._timers: TimerHeap[tuple[int, Any]] = TimerHeap()
         #: Response deadlines of requests, in sending order: every request gets the
@@ -390,7 +393,9 @@ class StreamMessaging(StreamServerSide):
         else:
             data = encode_stream_parts(request.code, token, request.opt._items, request.payload)
         events: list[Event] = []
-        conn = self._connection(remote, events)
+        conn = self._connections.get(remote)
+        if conn is None:
+            conn = self._connection(remote, events)
         if conn.released is not None:
             exchange.state = ClientState.DONE
             events.append(RequestFailed(exchange, conn.released))
@@ -527,7 +532,9 @@ class StreamMessaging(StreamServerSide):
         if remote in self._closing:  # a connection we closed: what is still in flight
             return []
         events: list[Event] = []
-        conn = self._connection(remote, events)
+        conn = self._connections.get(remote)
+        if conn is None:
+            conn = self._connection(remote, events)
         try:
             message = self._decode(data)
         except MessageFormatError as error:
@@ -629,7 +636,7 @@ class StreamMessaging(StreamServerSide):
         if exchange is None or exchange.state is ClientState.QUEUED:
             self._counts["unmatched"] += 1  # no Reset on reliable transports: ignored
             return
-        if has_unrecognized_critical(message, self.config.recognized_response_options):
+        if has_unrecognized_critical(message, self._recognized):
             self._counts["rejected_responses"] += 1
             self._finish(exchange)
             events.append(
@@ -637,9 +644,17 @@ class StreamMessaging(StreamServerSide):
                     exchange, BadResponseError("response has an unrecognized critical option")
                 )
             )
+        elif not exchange.observe and exchange.state is _SENT:
+            # The common case, inline: a plain request answered (what _deliver and
+            # _finish would do for it).
+            exchange.state = _DONE
+            self._matcher.unregister(exchange)
+            if exchange.deadline_ticket:
+                self._cancel_deadline(exchange)
+            events.append(ResponseReceived(exchange, message))
         else:
             self._deliver(exchange, message, events)
-        if exchange.state is ClientState.DONE:
+        if conn.released is not None and exchange.state is _DONE:
             self._close_if_released(conn, now, events)
 
     # -- time ----------------------------------------------------------------------
