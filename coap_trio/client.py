@@ -47,7 +47,7 @@ class _ResponseAwaitable:
         self._request = request
 
     def __await__(self) -> Generator[Any, None, Message]:
-        return self._request._wait().__await__()
+        return self._request._await()
 
 
 class Request:
@@ -117,7 +117,9 @@ class Request:
             self._abandon(self)
             self._fail(RequestCancelledError("the request was cancelled"))
 
-    async def _wait(self) -> Message:
+    def _await(self) -> Generator[Any, None, Message]:
+        """The body of ``await request.response``: a generator, so that awaiting
+        creates no coroutine of its own (this runs once per request)."""
         if not self._done:
             self._waiters += 1
             # Parked here until _wake (a cancellation point, like Event.wait);
@@ -131,23 +133,25 @@ class Request:
                 return trio.lowlevel.Abort.SUCCEEDED
 
             try:
-                await trio.lowlevel.wait_task_rescheduled(abort)
+                yield from trio.lowlevel.wait_task_rescheduled(abort).__await__()
             finally:
                 self._waiters -= 1
                 if not self._done and not self._waiters:
                     self._abandon(self)
                     self._fail(RequestCancelledError("the awaiting task was cancelled"))
         else:
-            await trio.lowlevel.checkpoint()
+            yield from trio.lowlevel.checkpoint().__await__()
         if self._error is not None:
             raise self._error
         assert self._response is not None
         return self._response
 
     def _wake(self) -> None:
-        parked, self._parked = self._parked, []
-        for task in parked:
-            trio.lowlevel.reschedule(task)
+        parked = self._parked
+        if parked:  # (after _done is set nobody parks again: the list can be reused)
+            for task in parked:
+                trio.lowlevel.reschedule(task)
+            parked.clear()
 
     # -- called by the Context ---------------------------------------------------------
 

@@ -162,6 +162,8 @@ class Context:
         self._inflight: set[Request] = set()
         self._closed = False
         self._websockets_checked = False
+        #: trio.current_time without its two wrapper calls (the run's clock does not change).
+        self._now = trio.lowlevel.current_clock().current_time
         #: The Origin of the last stream request and its route (see _route_now).
         self._stream_origin: Origin | None = None
         self._stream_route: tuple[EndpointRunner, DatagramRemote] | None = None
@@ -528,7 +530,7 @@ class Context:
             request._fail(error)
 
     def _send(self, request: Request, runner: EndpointRunner, remote: DatagramRemote) -> None:
-        exchange, events = runner.machine.send_request(request.wire, remote, trio.current_time())
+        exchange, events = runner.machine.send_request(request.wire, remote, self._now())
         exchange.owner = request
         request.exchange = (runner, exchange)
         runner.perform(events)
