@@ -533,7 +533,7 @@ class Context:
         exchange, events = runner.machine.send_request(request.wire, remote, self._now())
         exchange.owner = request
         request.exchange = (runner, exchange)
-        runner.perform(events)
+        runner.perform_send(events)
 
     def _abandon(self, request: Request) -> None:
         self._inflight.discard(request)

@@ -59,6 +59,7 @@ class EndpointRunner:
         self.remotes: dict[tuple[str, int], DatagramRemote] = {}
         #: A reliable, ordered transport (RFC 8323): notifications are never stale.
         self.in_order = isinstance(machine, StreamMessaging)
+        self._stream_machine = machine if isinstance(machine, StreamMessaging) else None
 
     def on_datagrams(self, batch: list[tuple[bytes, DatagramRemote]]) -> None:
         """The endpoint's receive callback: feed each datagram to the machine, act on the events."""
@@ -98,6 +99,21 @@ class EndpointRunner:
         reason = f"connection lost: {error}" if error is not None else "connection closed"
         self.context._observations.end_remote(remote, reason)
 
+    def perform_send(self, events: list[Event]) -> None:
+        """:meth:`perform` for the events of ``send_request`` (the request path).
+
+        Over a stream the timer is not looked at when the new request's
+        response deadline cannot be the earliest (another one is live).
+        """
+        if len(events) == 1 and type(events[0]) is Transmit:
+            event = events[0]
+            self.endpoint.send(event.data, event.remote)  # type: ignore[arg-type]
+            stream = self._stream_machine
+            if stream is None or not stream.send_kept_next_deadline():
+                self.kick()
+        else:
+            self.perform(events)
+
     def perform(self, events: list[Event]) -> None:
         """Carry out the machine's events (send, resolve requests, dispatch, end observations)."""
         if events:
@@ -114,9 +130,7 @@ class EndpointRunner:
         later: list[ClientExchange] = []
         for event in events:
             kind = type(event)
-            if kind is Transmit:
-                send(event.data, event.remote)  # type: ignore[attr-defined]
-            elif kind is ResponseReceived:
+            if kind is ResponseReceived:
                 exchange = event.exchange  # type: ignore[attr-defined]
                 request: Request | None = exchange.owner
                 if request is None:
@@ -148,6 +162,8 @@ class EndpointRunner:
                     # (Observe=0): nobody will read notifications, so end it;
                     # later notifications then get RST (RFC 7641 §3.6).
                     later.append(exchange)
+            elif kind is Transmit:
+                send(event.data, event.remote)  # type: ignore[attr-defined]
             elif kind is NotificationReceived:
                 exchange = event.exchange  # type: ignore[attr-defined]
                 request = exchange.owner

@@ -26,7 +26,8 @@ from coap_trio import (
     open_context,
 )
 from coap_trio.client import Request
-from coap_trio.errors import CoapError, ConnectionLostError
+from coap_trio.errors import CoapError, ConnectionLostError, RequestTimeoutError
+from coap_trio.protocol.config import MessagingConfig
 from coap_trio.protocol.exchanges import ClientExchange
 from coap_trio.protocol.framing import StreamDecoder, decode_frame, encode_stream
 from coap_trio.resource import Resource, Site
@@ -198,6 +199,32 @@ async def test_finished_requests_over_tcp_are_freed_without_the_cyclic_gc() -> N
                     assert live(Request) == live(ClientExchange) == 0
                 finally:
                     gc.enable()
+
+
+async def test_unanswered_requests_over_tcp_time_out_each() -> None:
+    # Requests after the first skip the timer update (their deadline is not the
+    # earliest); every one must still fail at its own response deadline.
+    site, _, _, slow = make_site()
+    config = MessagingConfig(separate_response_timeout=0.5)
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("::1", 0)) as server:
+            port = server.stream_addresses[0].port
+            async with open_context(config=config) as client:
+                uri = f"coap+tcp://[::1]:{port}/slow"
+                await client.ping(f"coap+tcp://[::1]:{port}")
+                started = trio.current_time()
+                requests = []
+                for _ in range(3):
+                    requests.append(client.request(Message(code=Code.GET, uri=uri)))
+                    await trio.sleep(0.1)
+                ended = []
+                for request in requests:
+                    with pytest.raises(RequestTimeoutError):
+                        await request.response
+                    ended.append(trio.current_time() - started)
+    assert slow.started.is_set()
+    # Each at its own deadline (0.5 s after it was sent, 0.1 s apart), not later.
+    assert [round(t, 1) for t in ended] == pytest.approx([0.5, 0.6, 0.7], abs=0.15)
 
 
 async def test_observe_over_tcp_and_end_when_the_server_goes() -> None:

@@ -229,6 +229,15 @@ class StreamMessaging(StreamServerSide):
             return None
         return bert_block_size(min(conn.max_message_size, self.config.max_message_size))
 
+    def send_kept_next_deadline(self) -> bool:
+        """Whether the last :meth:`send_request` left :meth:`next_deadline` where it was.
+
+        True when another request's response deadline was live before it: the
+        FIFO is ordered, so the new deadline is not the earliest, and a driver
+        that armed its timer for the earliest need not look again.
+        """
+        return self._live_deadlines > 1
+
     def connected(self, remote: Hashable) -> bool:
         """Whether the machine has a connection to ``remote``."""
         return remote in self._connections
