@@ -57,6 +57,8 @@ MODULES = [
     "coap_trio.protocol.messaging",
     "coap_trio.protocol.stream_messaging",
     "coap_trio.protocol.stream_serving",
+    "coap_trio.protocol.stream_signals",
+    "coap_trio.protocol.deadline_fifo",
     "coap_trio.protocol.stream_state",
     "coap_trio.protocol.framing",
     "coap_trio.protocol.signaling",

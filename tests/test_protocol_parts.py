@@ -21,6 +21,7 @@ from coap_trio.message import Message
 from coap_trio.numbers.codes import Code
 from coap_trio.numbers.constants import TransmissionParameters
 from coap_trio.options import Options
+from coap_trio.protocol.deadline_fifo import DeadlineFifo
 from coap_trio.protocol.dedup import DedupStore
 from coap_trio.protocol.exchanges import ClientExchange, _is_registration
 from coap_trio.protocol.matcher import (
@@ -834,3 +835,32 @@ def test_timer_heap_cancelled_entries_do_not_set_the_next_deadline() -> None:
     assert heap.pop_due(10.0) == [(2, "late")]
     assert heap.next_deadline() is None
     heap.cancel(0)  # "no timer" tickets are ignored
+
+
+# --- DeadlineFifo ---------------------------------------------------------------------------
+
+
+def test_deadline_fifo_order_cancel_and_bound() -> None:
+    fifo = DeadlineFifo()
+    assert fifo.next_deadline() is None
+    exchanges = [exchange("a", bytes([i])) for i in range(5)]
+    for i, e in enumerate(exchanges):
+        fifo.add(float(i), e)
+    assert fifo.live == 5
+    fifo.cancel(exchanges[0])
+    exchanges[0].deadline_ticket = 0
+    assert fifo.next_deadline() == 1.0
+    assert fifo.pop_due(2.5) == exchanges[1:3]
+    assert [e.deadline_ticket for e in exchanges[1:3]] == [0, 0]
+    assert fifo.live == 2
+    assert fifo.next_deadline() == 3.0
+    # Cancelled entries behind a live one are dropped once they dominate.
+    for i in range(10_000):
+        e = exchange("b", i.to_bytes(2, "big"))
+        fifo.add(10.0 + i, e)
+        fifo.cancel(e)
+        e.deadline_ticket = 0
+        assert len(fifo) <= 2 * fifo.live + 64 + 1
+    assert fifo.pop_due(1e9) == exchanges[3:]
+    assert len(fifo) == 0
+    assert fifo.live == 0

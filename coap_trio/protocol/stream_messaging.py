@@ -44,7 +44,10 @@ Decisions where RFC 8323 leaves room:
   stream); the Context's freshness filter is the shell's business.
 
 The server half (answering requests, sending notifications) is
-:class:`~coap_trio.protocol.stream_serving.StreamServerSide`, mixed in.
+:class:`~coap_trio.protocol.stream_serving.StreamServerSide` and the
+handling of received signals and of our Pings
+:class:`~coap_trio.protocol.stream_signals.StreamSignals`, both mixed in;
+request deadlines are a :class:`~coap_trio.protocol.deadline_fifo.DeadlineFifo`.
 
 It imports no trio and reads no clock. Must not know about sockets, tasks,
 resources or URIs.
@@ -53,7 +56,6 @@ resources or URIs.
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
@@ -61,9 +63,7 @@ import attrs
 
 from ..errors import (
     BadResponseError,
-    ConnectionAbortedByPeerError,
     ConnectionLostError,
-    ConnectionReleasedError,
     LocalProtocolError,
     MessageFormatError,
     MessageTooLargeError,
@@ -71,9 +71,9 @@ from ..errors import (
 )
 from ..message import Message
 from ..numbers.codes import Code
-from ..options import Options
 from .blockwise import bert_block_size
 from .config import MessagingConfig, MessagingStatistics
+from .deadline_fifo import IN_FIFO, DeadlineFifo
 from .exchanges import (
     ClientExchange,
     ClientState,
@@ -94,18 +94,11 @@ from .framing import (
 )
 from .matcher import Matcher, has_unrecognized_critical
 from .signaling import (
-    Abort,
-    Csm,
-    Ping,
-    Pong,
-    Release,
-    SignalingError,
     build_abort,
     build_csm,
-    build_pong,
-    parse_signal,
 )
 from .stream_serving import StreamServerSide
+from .stream_signals import StreamSignals
 from .stream_state import ConnectionState, PeerSettings, StreamMessagingConfig
 from .timers import TimerHeap
 
@@ -115,18 +108,14 @@ _EMPTY = Code.EMPTY
 _CSM = Code.CSM
 
 # Timer kinds.
-_PING = 0
 _SENT = ClientState.SENT
 _DONE = ClientState.DONE
-#: ``deadline_ticket`` of a request whose response deadline is in the FIFO.
-_IN_FIFO = -1
-#: Stale FIFO entries tolerated beyond twice the live ones before a rebuild.
-_FIFO_SLACK = 64
+
 #: Remotes remembered as closing (frames from them ignored) at most.
 _MAX_CLOSING = 4096
 
 
-class StreamMessaging(StreamServerSide):
+class StreamMessaging(StreamSignals, StreamServerSide):
     """RFC 8323 messaging for one local endpoint and its connections (see the module)."""
 
     def __init__(
@@ -158,11 +147,10 @@ class StreamMessaging(StreamServerSide):
         #: Pong deadlines.
         self._timers: TimerHeap[tuple[int, Any]] = TimerHeap()
         #: Response deadlines of requests, in sending order: every request gets the
-        #: same response_timeout, so a FIFO is ordered (cheaper than the heap, which
-        #: one push and one cancel per request made a visible share of a busy
-        #: client's time). Entries of finished requests are skipped and dropped.
-        self._deadlines: deque[tuple[float, ClientExchange]] = deque()
-        self._live_deadlines = 0
+        #: same response_timeout, so a FIFO is ordered (cheaper than the heap, where
+        #: one push and one cancel per request were a visible share of a busy
+        #: client's time).
+        self._deadlines = DeadlineFifo()
         self._connections: dict[Hashable, ConnectionState] = {}
         #: Remotes whose connection we closed, until the driver reports it gone.
         self._closing: dict[Hashable, None] = {}
@@ -236,7 +224,7 @@ class StreamMessaging(StreamServerSide):
         FIFO is ordered, so the new deadline is not the earliest, and a driver
         that armed its timer for the earliest need not look again.
         """
-        return self._live_deadlines > 1
+        return self._deadlines.live > 1
 
     def connected(self, remote: Hashable) -> bool:
         """Whether the machine has a connection to ``remote``."""
@@ -254,13 +242,10 @@ class StreamMessaging(StreamServerSide):
 
     def next_deadline(self) -> float | None:
         """When :meth:`timeout` should next be called (None: no timer pending)."""
-        fifo = self._deadlines
-        while fifo and fifo[0][1].deadline_ticket != _IN_FIFO:
-            fifo.popleft()
+        head = self._deadlines.next_deadline()
         pong = self._timers.next_deadline()
-        if not fifo:
+        if head is None:
             return pong
-        head = fifo[0][0]
         return head if pong is None or head < pong else pong
 
     # -- connections ---------------------------------------------------------------
@@ -419,9 +404,7 @@ class StreamMessaging(StreamServerSide):
                 return exchange, events
             conn.waiting.append((exchange, data))  # the peer's CSM may allow it
         self._matcher.register(exchange)
-        self._deadlines.append((now + self.config.response_timeout, exchange))
-        exchange.deadline_ticket = _IN_FIFO
-        self._live_deadlines += 1
+        self._deadlines.add(now + self.config.response_timeout, exchange)
         if not too_large:
             self._transmit(exchange, data, now, events)
         return exchange, events
@@ -433,33 +416,6 @@ class StreamMessaging(StreamServerSide):
         exchange.first_sent = now
         exchange.transmissions = 1
         events.append(Transmit(exchange.remote, data))
-
-    def send_ping(self, remote: Hashable, now: float) -> tuple[ClientExchange, list[Event]]:
-        """Send a Ping (7.02, §5.4) to ``remote``.
-
-        The exchange ends with ``ResponseReceived`` carrying the Pong, or, after
-        ``ping_timeout``, with ``RequestFailed`` (RequestTimeoutError) followed
-        by the connection's end: its requests fail and ``CloseConnection``.
-        """
-        events: list[Event] = []
-        conn = self._connection(remote, events)
-        length = self.config.token_length
-        token = self._rng.randbytes(length) if length else b""
-        while token in conn.pings and length:
-            token = self._rng.randbytes(length)
-        ping = Message._make(Code.PING, None, None, token, Options(), b"", remote)
-        exchange = ClientExchange(ping, remote, token, True)
-        exchange.ping = True
-        previous = conn.pings.get(token)
-        if previous is not None:  # token_length 0: one Ping at a time, the new one replaces it
-            self._cancel_deadline(previous)
-            previous.state = ClientState.DONE
-        conn.pings[token] = exchange
-        exchange.deadline_ticket = self._timers.schedule(
-            now + self.config.ping_timeout, (_PING, exchange)
-        )
-        self._transmit(exchange, self._encode(ping), now, events)
-        return exchange, events
 
     def abandon(self, exchange: ClientExchange, now: float) -> list[Event]:
         """Give up on ``exchange``: token freed, no event for it. Idempotent.
@@ -491,12 +447,8 @@ class StreamMessaging(StreamServerSide):
     def _cancel_deadline(self, exchange: ClientExchange) -> None:
         """Forget ``exchange``'s response or Pong deadline (idempotent)."""
         ticket = exchange.deadline_ticket
-        if ticket == _IN_FIFO:
-            self._live_deadlines -= 1
-            fifo = self._deadlines
-            if len(fifo) > 2 * self._live_deadlines + _FIFO_SLACK:
-                self._deadlines = deque(e for e in fifo if e[1].deadline_ticket == _IN_FIFO)
-                # (the entry of ``exchange`` itself goes too: its ticket is reset below)
+        if ticket == IN_FIFO:
+            self._deadlines.cancel(exchange)
         elif ticket:
             self._timers.cancel(ticket)
         exchange.deadline_ticket = 0
@@ -567,77 +519,6 @@ class StreamMessaging(StreamServerSide):
             self._counts["unmatched"] += 1
         return events
 
-    def _on_signal(
-        self, conn: ConnectionState, message: Message, now: float, events: list[Event]
-    ) -> None:
-        try:
-            signal = parse_signal(message)
-        except SignalingError as error:
-            self._counts["malformed"] += 1
-            bad = error.option if message.code is _CSM else None
-            self._abort(conn, now, events, str(error), bad)
-            return
-        if signal is None:
-            self._counts["unmatched"] += 1
-        elif isinstance(signal, Csm):
-            self._on_csm(conn, signal, now, events)
-        elif isinstance(signal, Ping):
-            self._counts["pings"] += 1
-            pong = build_pong(signal.token, custody=signal.custody)
-            events.append(Transmit(conn.remote, self._encode(pong)))
-        elif isinstance(signal, Pong):
-            exchange = conn.pings.pop(signal.token, None)
-            if exchange is None and not signal.token and len(conn.pings) == 1:
-                # Some peers (libcoap 4.3.1) answer with an empty token instead of
-                # echoing ours (§5.4); with one Ping outstanding it can only be its Pong.
-                exchange = conn.pings.pop(next(iter(conn.pings)))
-            if exchange is None:
-                self._counts["unmatched"] += 1
-                return
-            self._cancel_deadline(exchange)
-            exchange.state = ClientState.DONE
-            events.append(ResponseReceived(exchange, message))
-        elif isinstance(signal, Release):
-            self._on_release(conn, signal, now, events)
-        else:
-            self._on_abort(conn, signal, now, events)
-
-    def _on_csm(self, conn: ConnectionState, csm: Csm, now: float, events: list[Event]) -> None:
-        conn.csm_received = True
-        if csm.max_message_size is not None:
-            conn.max_message_size = csm.max_message_size
-        if csm.block_wise_transfer:
-            conn.bert = True
-        waiting, conn.waiting = conn.waiting, []
-        limit = conn.max_message_size
-        for exchange, data in waiting:
-            if exchange.state is not ClientState.QUEUED:
-                continue
-            if len(data) > limit:
-                self._finish(exchange)
-                events.append(RequestFailed(exchange, MessageTooLargeError(len(data), limit)))
-            else:
-                self._transmit(exchange, data, now, events)
-
-    def _on_release(
-        self, conn: ConnectionState, release: Release, now: float, events: list[Event]
-    ) -> None:
-        text = "the peer released the connection"
-        if release.diagnostic:
-            text += f": {release.diagnostic}"
-        error = ConnectionReleasedError(text, release.alternative_addresses, release.hold_off)
-        conn.released = error  # (nothing waits: the peer's CSM came first and flushed it)
-        self._close_if_released(conn, now, events)
-
-    def _on_abort(
-        self, conn: ConnectionState, abort: Abort, now: float, events: list[Event]
-    ) -> None:
-        text = "the peer aborted the connection"
-        if abort.diagnostic:
-            text += f": {abort.diagnostic}"
-        error = ConnectionAbortedByPeerError(text, abort.bad_csm_option)
-        self._close(conn, error, now, events, "aborted by the peer")
-
     def _on_response(
         self, conn: ConnectionState, message: Message, now: float, events: list[Event]
     ) -> None:
@@ -676,10 +557,8 @@ class StreamMessaging(StreamServerSide):
         fail, ``CloseConnection``).
         """
         events: list[Event] = []
-        fifo = self._deadlines
-        while fifo and (fifo[0][0] <= now or fifo[0][1].deadline_ticket != _IN_FIFO):
-            _, exchange = fifo.popleft()
-            if exchange.deadline_ticket != _IN_FIFO or exchange.state is ClientState.DONE:
+        for exchange in self._deadlines.pop_due(now):
+            if exchange.state is ClientState.DONE:
                 continue
             conn = self._connections.get(exchange.remote)
             self._counts["requests_timed_out"] += 1
@@ -689,7 +568,6 @@ class StreamMessaging(StreamServerSide):
             if conn is not None:
                 conn.waiting = [item for item in conn.waiting if item[0] is not exchange]
                 self._close_if_released(conn, now, events)
-            fifo = self._deadlines  # (a rebuild in _finish replaces it)
         for ticket, (_, subject) in self._timers.pop_due(now):
             exchange = subject
             if exchange.deadline_ticket != ticket or exchange.state is ClientState.DONE:
