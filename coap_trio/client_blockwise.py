@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Progress",
     "UploadTags",
+    "has_block_option",
     "prepare_request",
     "take_notification",
     "take_response",
@@ -156,7 +157,7 @@ def _block2_request(original: Message, block: BlockValue, keep_payload: bool) ->
     return message
 
 
-def _has_block_option(message: Message) -> bool:
+def has_block_option(message: Message) -> bool:
     """Whether ``message`` carries Block1 or Block2 (one pass over the sorted options)."""
     for number, _ in message.opt._items:
         if number in (_BLOCK2, _BLOCK1):
@@ -176,7 +177,7 @@ def _wants_blocks(response: Message) -> bool:
 
 def _plain(response: Message) -> Message:
     """A single-block response without its Block1/Block2 (nothing was assembled)."""
-    return without_block_options(response) if _has_block_option(response) else response
+    return without_block_options(response) if has_block_option(response) else response
 
 
 # -- one block exchange ------------------------------------------------------------------------
@@ -522,7 +523,7 @@ def prepare_request(
     """
     message = request._request
     opt = message.opt
-    has_block = _has_block_option(message)
+    has_block = has_block_option(message)
     if has_block:
         block2 = opt.block2
         if _N.BLOCK1 in opt or block2 is None or block2.num != 0:
@@ -552,7 +553,7 @@ def take_response(runner: EndpointRunner, request: Request, response: Message) -
         if code is Code.REQUEST_ENTITY_TOO_LARGE:
             if not request.request.payload:
                 return response
-        elif not _has_block_option(response):  # the common case: nothing to do
+        elif not has_block_option(response):  # the common case: nothing to do
             return response
         elif not _wants_blocks(response):
             return _plain(response) if code.is_successful() else response

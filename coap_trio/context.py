@@ -45,7 +45,7 @@ import attrs
 import trio
 
 from .client import Request
-from .client_blockwise import Progress, UploadTags, prepare_request
+from .client_blockwise import Progress, UploadTags, has_block_option, prepare_request
 from .client_observe import observe_resource
 from .client_stream import ResponseStream, open_stream
 from .endpoint_runner import EndpointRunner
@@ -162,6 +162,8 @@ class Context:
         self._inflight: set[Request] = set()
         self._closed = False
         self._websockets_checked = False
+        #: The bound method every Request gets (made once, not per request).
+        self._abandon_request = self._abandon
         #: trio.current_time without its two wrapper calls (the run's clock does not change).
         self._now = trio.lowlevel.current_clock().current_time
         #: The Origin of the last stream request and its route (see _route_now).
@@ -284,7 +286,7 @@ class Context:
         block of an upload (total: the body's length) and of a download
         (total: Size2, or None).
         """
-        request = Request(message, self._abandon)
+        request = Request(message, self._abandon_request)
         self._start_request(request, progress)
         return request
 
@@ -296,7 +298,15 @@ class Context:
         if self._closed:  # nothing would ever answer it
             request._fail(RequestCancelledError("the context was closed"))
             return
-        if request.transfer is None:
+        if request.transfer is None and (
+            # prepare_request has nothing to do for a plain request (the usual case):
+            # no payload, no progress hook, whole responses, 1024-byte blocks, no Block option.
+            message.payload
+            or progress is not None
+            or not assemble
+            or self._blockwise_config.block_size < 1024
+            or has_block_option(message)
+        ):
             bert_size = None  # only an upload needs it (not looked up for every request)
             large = len(message.payload) > self._blockwise_config.block_size
             if route is not None and large:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from .client import Request
-from .client_blockwise import take_notification, take_response
+from .client_blockwise import has_block_option, take_notification, take_response
 from .message import Message
+from .numbers.codes import Code
 from .observable import ServerObservation
 from .protocol.exchanges import (
     ClientExchange,
@@ -146,7 +147,12 @@ class EndpointRunner:
                     if not take_notification(self, request, response, final):
                         observation._push(response, final)
                     continue
-                if request.transfer is not False:  # block-wise may go on (RFC 7959)
+                transfer = request.transfer
+                if transfer is not False and (  # block-wise may go on (RFC 7959)
+                    transfer is not None  # (the usual case, a plain response, inline)
+                    or response.code is Code.REQUEST_ENTITY_TOO_LARGE  # type: ignore[union-attr]
+                    or has_block_option(response)  # type: ignore[arg-type]
+                ):
                     response = take_response(self, request, response)  # type: ignore[arg-type]
                 if response is not None:
                     request._succeed(response)

@@ -147,6 +147,10 @@ class Framer(Protocol):
         """True once the peer ended the session (a WebSocket close): the connection ends."""
         ...
 
+    #: False when :meth:`wrap` returns frames as they are (TCP, TLS): the
+    #: connection then skips the call (it is made for every frame sent).
+    wraps: bool
+
     def start(self) -> bytes:
         """The bytes that open the session (a WebSocket client's upgrade request), if any."""
         ...

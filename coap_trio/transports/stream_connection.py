@@ -156,7 +156,8 @@ class StreamConnection:
         if self._closing:
             return False
         try:
-            wire = self.framer.wrap(frame)
+            framer = self.framer
+            wire = framer.wrap(frame) if framer.wraps else frame
             tls = self.tls
             if tls is not None:
                 wire = tls.encrypt(wire)

@@ -31,6 +31,8 @@ class TCPFramer:
     #: Frames flow at once, and only the connection ends the session.
     established = True
     closed = False
+    #: Frames go out as they are (see :meth:`wrap`).
+    wraps = False
 
     def __init__(self, max_message_size: int) -> None:
         self._decoder = StreamDecoder(max_message_size)

@@ -95,6 +95,8 @@ class WebSocketFramer:
         self.established = False
         #: True once the peer closed the WebSocket session.
         self.closed = False
+        #: Frames become WebSocket messages (see :meth:`wrap`).
+        self.wraps = True
 
     def set_max_message_size(self, size: int) -> None:
         """Change the largest CoAP message accepted."""
