@@ -321,9 +321,9 @@ async def aiocoap_stream_server(ssl_context: ssl.SSLContext) -> AsyncIterator[Ai
         yield server
     finally:
         loop, stop = server.loop, server.stop
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
+        # The loop runs until stop is set (it closes earlier only after an error).
+        if loop is not None and stop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
         with trio.CancelScope(shield=True), trio.move_on_after(10):
             while thread.is_alive():
                 await trio.sleep(0.01)

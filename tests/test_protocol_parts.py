@@ -23,7 +23,7 @@ from coap_trio.numbers.constants import TransmissionParameters
 from coap_trio.options import Options
 from coap_trio.protocol.deadline_fifo import DeadlineFifo
 from coap_trio.protocol.dedup import DedupStore
-from coap_trio.protocol.exchanges import ClientExchange, _is_registration
+from coap_trio.protocol.exchanges import ClientExchange
 from coap_trio.protocol.matcher import (
     RECOGNIZED_RESPONSE_OPTIONS,
     Matcher,
@@ -599,7 +599,6 @@ def test_registration_check_matches_the_typed_observe(raw: list[tuple[int, bytes
     opt = Options()
     for number, value in sorted(raw, key=lambda item: item[0]):
         opt.add(number, value)
-    assert _is_registration(opt._items) == (opt.observe == 0)
     message = Message(code=Code.GET, opt=opt)
     assert ClientExchange(message, "a", b"", True).observe == (opt.observe == 0)
 

@@ -64,18 +64,6 @@ class ServerState(enum.Enum):
 _OBSERVE = 6  # RFC 7641
 
 
-def _is_registration(items: list[tuple[int, bytes]]) -> bool:
-    """Whether the first Observe option (items in wire order) has the value 0.
-
-    The same answer as ``opt.observe == 0`` without decoding any option: a
-    request's options are scanned only up to the first number past Observe.
-    """
-    for number, value in items:
-        if number >= _OBSERVE:
-            return number == _OBSERVE and len(value) <= 3 and not any(value)
-    return False
-
-
 class ClientExchange:
     """A request this endpoint sent, from first transmission to its end."""
 
@@ -104,7 +92,8 @@ class ClientExchange:
         #: An empty CON sent to provoke an RST (§4.3), not a request.
         self.ping = False
         #: A registration (GET/FETCH with Observe=0): more than one response may come.
-        #: (_is_registration, inline: this runs per request.)
+        #: (``opt.observe == 0`` without decoding options: the items are in wire
+        #: order, so the scan stops at the first number past Observe.)
         observe = False
         for number, value in request.opt._items:
             if number >= _OBSERVE:

@@ -82,10 +82,8 @@ def _body(message: Message) -> tuple[bytes, int]:
 def encode_stream_parts(
     code: int, token: bytes, items: list[tuple[int, bytes]], payload: bytes
 ) -> bytes:
-    """:func:`encode_stream` of a message given by its parts (no Message built).
-
-    The request path's shortcut: the same frame, the same checks.
-    """
+    """:func:`encode_stream` of a message given by its parts (no Message built:
+    the request path's shortcut)."""
     tkl = len(token)
     if tkl > 8:
         raise MessageEncodeError(f"token of {tkl} bytes is longer than 8")
@@ -106,14 +104,7 @@ def encode_stream(message: Message) -> bytes:
     framed (a token over 8 bytes, an option value over 65804 bytes, an Empty
     message with content).
     """
-    body, tkl = _body(message)
-    length = len(body)
-    if length < 13:  # most requests: no extended length
-        return bytes(((length << 4) | tkl, message.code)) + message.token + body
-    nibble, extended = _length_field(length)
-    return b"".join(
-        (bytes(((nibble << 4) | tkl,)), extended, bytes((message.code,)), message.token, body)
-    )
+    return encode_stream_parts(message.code, message.token, message.opt._items, message.payload)
 
 
 def encode_websocket(message: Message) -> bytes:

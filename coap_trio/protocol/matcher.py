@@ -75,28 +75,20 @@ class Matcher:
         self._pool = b""
         self._at = 0
 
-    def _draw(self) -> bytes:
-        length = self._token_length
-        if not self._pooled:
-            return self._rng.randbytes(length) if length else b""
-        at = self._at
-        if at + length > len(self._pool):
-            self._pool = self._rng.randbytes(_POOL)
-            at = 0
-        self._at = at + length
-        return self._pool[at : at + length]
-
     def new_token(self, remote: Hashable) -> bytes | None:
         """A token not in use towards ``remote``; None if the (tiny) token space is full."""
         pending = self._pending
         length = self._token_length
         for _ in range(16):
-            at = self._at
-            if self._pooled and at + length <= len(self._pool):  # _draw's usual case
+            if self._pooled:
+                at = self._at
+                if at + length > len(self._pool):
+                    self._pool = self._rng.randbytes(_POOL)
+                    at = 0
                 self._at = at + length
                 token = self._pool[at : at + length]
             else:
-                token = self._draw()
+                token = self._rng.randbytes(length) if length else b""
             if (remote, token) not in pending:
                 return token
         return None
