@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import random
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -47,14 +47,13 @@ import trio
 from .client import Request
 from .client_blockwise import Progress, UploadTags, has_block_option, prepare_request
 from .client_observe import observe_resource
+from .client_routing import RequestRouter
 from .client_stream import ResponseStream, open_stream
 from .endpoint_runner import EndpointRunner
 from .errors import (
     CoapError,
-    LocalProtocolError,
     RequestCancelledError,
     UnresolvableHostError,
-    UnsupportedTransportError,
 )
 from .interfaces import Resource
 from .message import Message
@@ -72,12 +71,8 @@ from .server_observations import ServerObservations
 from .transports.base import DatagramNetwork, EndpointStatistics
 from .transports.stream import STREAM_SCHEMES, StreamEndpoint, StreamLimits, StreamStatistics
 from .transports.websocket import require_wsproto
-from .uri import Origin, is_ip_literal
 
 __all__ = ["Context", "ContextStatistics", "open_context"]
-
-
-_SUPPORTED_SCHEMES = frozenset({"coap", *STREAM_SCHEMES})
 
 
 @attrs.frozen
@@ -154,21 +149,15 @@ class Context:
             BlockwiseServer(self._blockwise_config, trio.current_time),
         )
         self._rng = rng
-        self._dns_ttl = dns_ttl
-        self._dns: dict[str, tuple[float, list[str]]] = {}
-        #: Resolutions in progress: the event set when done, and its outcome.
-        self._resolving: dict[str, tuple[trio.Event, list[list[str] | OSError]]] = {}
         self._runners: list[EndpointRunner] = []
+        #: Where each request goes (endpoint and remote), with the DNS cache.
+        self._router = RequestRouter(network, self._runners, dns_ttl)
         self._inflight: set[Request] = set()
         self._closed = False
-        self._websockets_checked = False
         #: The bound method every Request gets (made once, not per request).
         self._abandon_request = self._abandon
         #: trio.current_time without its two wrapper calls (the run's clock does not change).
         self._now = trio.lowlevel.current_clock().current_time
-        #: The Origin of the last stream request and its route (see _route_now).
-        self._stream_origin: Origin | None = None
-        self._stream_route: tuple[EndpointRunner, DatagramRemote] | None = None
         #: Every TCP/TLS/WebSocket connection and listener (RFC 8323), and its runner.
         self._stream: StreamEndpoint | None = None
         self._stream_runner: EndpointRunner | None = None
@@ -208,6 +197,7 @@ class Context:
         endpoint.on_connection_made = runner.connection_made
         endpoint.on_connection_lost = runner.connection_lost
         self._stream, self._stream_runner = endpoint, runner
+        self._router.set_streams(endpoint, runner)
         await self._nursery.start(_run_endpoint, runner)
         self._nursery.start_soon(runner.run_timers)
 
@@ -294,7 +284,7 @@ class Context:
         self, request: Request, progress: Progress | None, assemble: bool = True
     ) -> None:
         message = request._request  # (not the property: this runs per request)
-        route = self._route_now(message)
+        route = self._router.route_now(message)
         if self._closed:  # nothing would ever answer it
             request._fail(RequestCancelledError("the context was closed"))
             return
@@ -375,9 +365,9 @@ class Context:
         (``coap+tcp://`` ...) a 7.02 Ping answered by a 7.03 Pong (RFC 8323 §5.4).
         Raises RequestTimeoutError if it never is."""
         message = Message(code=Code.GET, uri=uri)
-        route = self._route_now(message)
+        route = self._router.route_now(message)
         if route is None:
-            route = await self._route_resolved(message.remote)
+            route = await self._router.route_resolved(message.remote)
         runner, remote = route
         if self._closed:
             raise RequestCancelledError("the context was closed")
@@ -425,108 +415,9 @@ class Context:
         message = Message(code=code, uri=uri, payload=payload, **options)
         return await self.request(message).response
 
-    def _route_now(self, message: Message) -> tuple[EndpointRunner, DatagramRemote] | None:
-        """Where to send ``message``; None when a host name must be resolved first."""
-        if not 1 <= message.code <= 31:
-            raise LocalProtocolError(f"{message.code} is not a request code")
-        remote = message.remote
-        if isinstance(remote, DatagramRemote):
-            return self._pick(lambda runner: remote)
-        if not isinstance(remote, Origin):
-            raise LocalProtocolError("the request has no destination: pass uri= or remote=")
-        if remote.scheme not in _SUPPORTED_SCHEMES:
-            raise UnsupportedTransportError(
-                f"{remote.scheme}:// is not supported yet (coap:// over UDP, "
-                "coap+tcp, coaps+tcp, coap+ws, coaps+ws)"
-            )
-        if remote is self._stream_origin:  # the same (immutable) Origin as last time
-            return self._stream_route
-        if remote.scheme in STREAM_SCHEMES:  # a connection, opened (and resolved) on first use
-            stream, runner = self._stream, self._stream_runner
-            if stream is None or runner is None:
-                raise UnsupportedTransportError("this context has no stream transports")
-            if remote.scheme.endswith("+ws") and not self._websockets_checked:
-                try:
-                    require_wsproto()
-                except ImportError as error:
-                    raise UnsupportedTransportError(str(error)) from None
-                self._websockets_checked = True
-            try:
-                route = runner, stream.remote_for(remote.host, remote.port, remote.scheme)
-            except ValueError as error:
-                raise LocalProtocolError(str(error)) from None
-            # Requests made from copies of one message share its Origin: remembered.
-            self._stream_origin, self._stream_route = remote, route
-            return route
-        host = remote.host
-        if not is_ip_literal(host):
-            cached = self._dns.get(host)
-            if cached is None or cached[0] <= trio.current_time():
-                return None
-            host = cached[1][0]
-        port = remote.port
-        return self._pick(lambda runner: runner.remote_for(host, port))
-
-    def _pick(
-        self, make: Callable[[EndpointRunner], DatagramRemote]
-    ) -> tuple[EndpointRunner, DatagramRemote]:
-        """The first endpoint that can reach the destination and has a free MID for it."""
-        now = trio.current_time()
-        fallback: tuple[EndpointRunner, DatagramRemote] | None = None
-        error: OSError | None = None
-        for runner in self._runners:
-            try:
-                remote = make(runner)
-            except OSError as exc:
-                error = exc
-                continue
-            if runner.machine.mid_available(remote, now):
-                return runner, remote
-            if fallback is None:
-                fallback = (runner, remote)
-        if fallback is not None:
-            return fallback
-        raise LocalProtocolError(f"no endpoint of this context can reach it: {error}")
-
-    async def _resolve(self, host: str, port: int) -> list[str]:
-        """The addresses of ``host``: cached for ``dns_ttl``; concurrent lookups share one."""
-        while True:
-            cached = self._dns.get(host)
-            if cached is not None and cached[0] > trio.current_time():
-                return cached[1]
-            pending = self._resolving.get(host)
-            if pending is None:
-                break
-            event, outcome = pending
-            await event.wait()
-            if outcome and isinstance(outcome[0], OSError):
-                raise outcome[0]
-        event, outcome = self._resolving[host] = (trio.Event(), [])
-        try:
-            addresses = await self._network.resolve(host, port)
-        except OSError as error:
-            outcome.append(error)
-            raise
-        finally:
-            del self._resolving[host]
-            event.set()
-        self._dns[host] = (trio.current_time() + self._dns_ttl, addresses)
-        outcome.append(addresses)
-        return addresses
-
-    async def _route_resolved(self, origin: Origin) -> tuple[EndpointRunner, DatagramRemote]:
-        """Resolve ``origin``'s host name (cached) and pick an endpoint for it."""
-        try:
-            addresses = await self._resolve(origin.host, origin.port)
-            return self._pick(lambda r: r.remote_for(addresses[0], origin.port))
-        except OSError as error:
-            raise UnresolvableHostError(f"cannot resolve {origin.host!r}: {error}") from None
-        except CoapError as error:
-            raise UnresolvableHostError(str(error)) from None
-
     async def _resolve_then_send(self, request: Request) -> None:
         try:
-            route = await self._route_resolved(request.request.remote)
+            route = await self._router.route_resolved(request.request.remote)
         except UnresolvableHostError as error:
             self._inflight.discard(request)
             request._fail(error)

@@ -27,6 +27,7 @@ MODULES = [
     "coap_trio.numbers.constants",
     "coap_trio.linkformat",
     "coap_trio.context",
+    "coap_trio.client_routing",
     "coap_trio.endpoint_runner",
     "coap_trio.handler_queue",
     "coap_trio.resource",

@@ -1,0 +1,168 @@
+"""Client routing: where a request goes (an endpoint runner and a remote).
+
+Owns the choice of endpoint for each request (a UDP endpoint with a free
+message ID for the destination, or the Context's stream endpoint for
+``coap+tcp``/``coaps+tcp``/``coap+ws``/``coaps+ws``), the DNS cache of host
+names (``dns_ttl``; concurrent lookups of one name share one resolution) and
+the "scheme not supported yet" errors. The route of the last stream Origin
+is remembered (copies of one message share their Origin). Used by the
+Context's request path; must not send or wait for anything but a name
+resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from .errors import CoapError, LocalProtocolError, UnresolvableHostError, UnsupportedTransportError
+from .message import Message
+from .remote import DatagramRemote
+from .transports.stream import STREAM_SCHEMES, StreamEndpoint
+from .transports.websocket import require_wsproto
+from .uri import Origin, is_ip_literal
+
+if TYPE_CHECKING:
+    from .endpoint_runner import EndpointRunner
+    from .transports.base import DatagramNetwork
+
+__all__ = ["RequestRouter"]
+
+#: The URI schemes a Context can send to.
+_SUPPORTED_SCHEMES = frozenset({"coap", *STREAM_SCHEMES})
+
+
+class RequestRouter:
+    """The routes of one Context's requests (see the module).
+
+    ``runners`` is the Context's list of UDP endpoint runners (shared, grows
+    as endpoints open); :meth:`set_streams` adds the stream endpoint.
+    """
+
+    def __init__(
+        self, network: DatagramNetwork, runners: list[EndpointRunner], dns_ttl: float
+    ) -> None:
+        self._network = network
+        self._runners = runners
+        self._dns_ttl = dns_ttl
+        self._dns: dict[str, tuple[float, list[str]]] = {}
+        #: Resolutions in progress: the event set when done, and its outcome.
+        self._resolving: dict[str, tuple[trio.Event, list[list[str] | OSError]]] = {}
+        self._websockets_checked = False
+        self._stream: StreamEndpoint | None = None
+        self._stream_runner: EndpointRunner | None = None
+        #: The Origin of the last stream request and its route (see route_now).
+        self._stream_origin: Origin | None = None
+        self._stream_route: tuple[EndpointRunner, DatagramRemote] | None = None
+
+    def set_streams(self, endpoint: StreamEndpoint, runner: EndpointRunner) -> None:
+        """Route ``coap+tcp`` and the other RFC 8323 schemes to ``endpoint``."""
+        self._stream, self._stream_runner = endpoint, runner
+
+    def route_now(self, message: Message) -> tuple[EndpointRunner, DatagramRemote] | None:
+        """Where to send ``message``: an endpoint runner and the remote; None when a
+        host name must be resolved first (then :meth:`route_resolved`).
+
+        Raises :class:`~coap_trio.errors.LocalProtocolError` for a message that
+        is no request or has no destination, and
+        :class:`~coap_trio.errors.UnsupportedTransportError` for a scheme
+        without a transport here.
+        """
+        if not 1 <= message.code <= 31:
+            raise LocalProtocolError(f"{message.code} is not a request code")
+        remote = message.remote
+        if isinstance(remote, DatagramRemote):
+            return self.pick(lambda runner: remote)
+        if not isinstance(remote, Origin):
+            raise LocalProtocolError("the request has no destination: pass uri= or remote=")
+        if remote.scheme not in _SUPPORTED_SCHEMES:
+            raise UnsupportedTransportError(
+                f"{remote.scheme}:// is not supported yet (coap:// over UDP, "
+                "coap+tcp, coaps+tcp, coap+ws, coaps+ws)"
+            )
+        if remote is self._stream_origin:  # the same (immutable) Origin as last time
+            return self._stream_route
+        if remote.scheme in STREAM_SCHEMES:  # a connection, opened (and resolved) on first use
+            stream, runner = self._stream, self._stream_runner
+            if stream is None or runner is None:
+                raise UnsupportedTransportError("this context has no stream transports")
+            if remote.scheme.endswith("+ws") and not self._websockets_checked:
+                try:
+                    require_wsproto()
+                except ImportError as error:
+                    raise UnsupportedTransportError(str(error)) from None
+                self._websockets_checked = True
+            try:
+                route = runner, stream.remote_for(remote.host, remote.port, remote.scheme)
+            except ValueError as error:
+                raise LocalProtocolError(str(error)) from None
+            # Requests made from copies of one message share its Origin: remembered.
+            self._stream_origin, self._stream_route = remote, route
+            return route
+        host = remote.host
+        if not is_ip_literal(host):
+            cached = self._dns.get(host)
+            if cached is None or cached[0] <= trio.current_time():
+                return None
+            host = cached[1][0]
+        port = remote.port
+        return self.pick(lambda runner: runner.remote_for(host, port))
+
+    def pick(
+        self, make: Callable[[EndpointRunner], DatagramRemote]
+    ) -> tuple[EndpointRunner, DatagramRemote]:
+        """The first endpoint that can reach the destination and has a free MID for it."""
+        now = trio.current_time()
+        fallback: tuple[EndpointRunner, DatagramRemote] | None = None
+        error: OSError | None = None
+        for runner in self._runners:
+            try:
+                remote = make(runner)
+            except OSError as exc:
+                error = exc
+                continue
+            if runner.machine.mid_available(remote, now):
+                return runner, remote
+            if fallback is None:
+                fallback = (runner, remote)
+        if fallback is not None:
+            return fallback
+        raise LocalProtocolError(f"no endpoint of this context can reach it: {error}")
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The addresses of ``host``: cached for ``dns_ttl``; concurrent lookups share one."""
+        while True:
+            cached = self._dns.get(host)
+            if cached is not None and cached[0] > trio.current_time():
+                return cached[1]
+            pending = self._resolving.get(host)
+            if pending is None:
+                break
+            event, outcome = pending
+            await event.wait()
+            if outcome and isinstance(outcome[0], OSError):
+                raise outcome[0]
+        event, outcome = self._resolving[host] = (trio.Event(), [])
+        try:
+            addresses = await self._network.resolve(host, port)
+        except OSError as error:
+            outcome.append(error)
+            raise
+        finally:
+            del self._resolving[host]
+            event.set()
+        self._dns[host] = (trio.current_time() + self._dns_ttl, addresses)
+        outcome.append(addresses)
+        return addresses
+
+    async def route_resolved(self, origin: Origin) -> tuple[EndpointRunner, DatagramRemote]:
+        """Resolve ``origin``'s host name (cached) and pick an endpoint for it."""
+        try:
+            addresses = await self.resolve(origin.host, origin.port)
+            return self.pick(lambda r: r.remote_for(addresses[0], origin.port))
+        except OSError as error:
+            raise UnresolvableHostError(f"cannot resolve {origin.host!r}: {error}") from None
+        except CoapError as error:
+            raise UnresolvableHostError(str(error)) from None
