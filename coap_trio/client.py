@@ -27,7 +27,8 @@ Must not know about sockets or the wire format.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import types
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import trio
@@ -36,18 +37,6 @@ from .errors import CoapError, RequestCancelledError
 from .message import Message
 
 __all__ = ["Request"]
-
-
-class _ResponseAwaitable:
-    """``await request.response``: waits without creating a coroutine until awaited."""
-
-    __slots__ = ("_request",)
-
-    def __init__(self, request: Request) -> None:
-        self._request = request
-
-    def __await__(self) -> Generator[Any, None, Message]:
-        return self._request._await()
 
 
 class Request:
@@ -99,12 +88,14 @@ class Request:
         return self._request
 
     @property
-    def response(self) -> _ResponseAwaitable:
+    def response(self) -> Awaitable[Message]:
         """Awaitable: the response message, or a :class:`~coap_trio.errors.RequestError`.
 
         The error is raised as itself (never inside an ExceptionGroup).
         """
-        return _ResponseAwaitable(self)
+        # A generator-based coroutine: nothing runs until it is awaited, and
+        # awaiting it creates no coroutine object of its own (once per request).
+        return self._await()
 
     @property
     def done(self) -> bool:
@@ -117,9 +108,9 @@ class Request:
             self._abandon(self)
             self._fail(RequestCancelledError("the request was cancelled"))
 
+    @types.coroutine
     def _await(self) -> Generator[Any, None, Message]:
-        """The body of ``await request.response``: a generator, so that awaiting
-        creates no coroutine of its own (this runs once per request)."""
+        """The body of ``await request.response`` (see :attr:`response`)."""
         if not self._done:
             self._waiters += 1
             # Parked here until _wake (a cancellation point, like Event.wait);
@@ -159,7 +150,11 @@ class Request:
         if not self._done:
             self._response = response
             self._done = True
-            self._wake()
+            parked = self._parked  # (_wake, inline: this runs once per response)
+            if parked:
+                for task in parked:
+                    trio.lowlevel.reschedule(task)
+                parked.clear()
             if self.transfer:
                 self.transfer.on_done()
 

@@ -73,6 +73,8 @@ class RequestRouter:
         if not 1 <= message.code <= 31:
             raise LocalProtocolError(f"{message.code} is not a request code")
         remote = message.remote
+        if remote is self._stream_origin and remote is not None:
+            return self._stream_route  # the same (immutable) Origin as last time
         if isinstance(remote, DatagramRemote):
             return self.pick(lambda runner: remote)
         if not isinstance(remote, Origin):
@@ -82,8 +84,6 @@ class RequestRouter:
                 f"{remote.scheme}:// is not supported yet (coap:// over UDP, "
                 "coap+tcp, coaps+tcp, coap+ws, coaps+ws)"
             )
-        if remote is self._stream_origin:  # the same (immutable) Origin as last time
-            return self._stream_route
         if remote.scheme in STREAM_SCHEMES:  # a connection, opened (and resolved) on first use
             stream, runner = self._stream, self._stream_runner
             if stream is None or runner is None:

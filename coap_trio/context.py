@@ -295,7 +295,7 @@ class Context:
             or progress is not None
             or not assemble
             or self._blockwise_config.block_size < 1024
-            or has_block_option(message)
+            or (message.opt._items and has_block_option(message))
         ):
             bert_size = None  # only an upload needs it (not looked up for every request)
             large = len(message.payload) > self._blockwise_config.block_size

@@ -77,10 +77,17 @@ class Message:
             raise ValueError(f"token of {len(token)} bytes is longer than 8")
         self.token = token if type(token) is bytes else bytes(token)
         self.payload = payload if type(payload) is bytes else bytes(payload)
-        self.opt = Options._from_wire([]) if opt is None else opt
-        self.remote = remote
-        if uri is not None:
-            self.set_request_uri(uri)
+        if opt is not None:
+            self.opt = opt
+            self.remote = remote
+            if uri is not None:
+                self.set_request_uri(uri)
+        elif uri is not None:  # set_request_uri on empty options, inline (the usual request)
+            self.remote, items = uri_options(uri)
+            self.opt = Options._from_wire(list(items))
+        else:
+            self.opt = Options._from_wire([])
+            self.remote = remote
         for name, value in options.items() if options else ():
             if name not in _OPTION_KEYWORDS:
                 raise TypeError(f"Message() got an unexpected keyword argument {name!r}")

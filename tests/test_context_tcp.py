@@ -227,6 +227,47 @@ async def test_unanswered_requests_over_tcp_time_out_each() -> None:
     assert [round(t, 1) for t in ended] == pytest.approx([0.5, 0.6, 0.7], abs=0.15)
 
 
+async def test_request_waiting_for_the_peers_csm_times_out() -> None:
+    # A request over the default 1152 bytes waits for the peer's CSM (which may
+    # allow it) and sends nothing yet; the timer must still be armed for its
+    # response deadline, so it fails in time when no CSM ever comes.
+    config = MessagingConfig(separate_response_timeout=0.5)
+    with trio.fail_after(TIMEOUT):
+        listeners = await trio.open_tcp_listeners(0, host="::1")
+        port = listeners[0].socket.getsockname()[1]
+        received = bytearray()
+
+        async def silent_server() -> None:
+            stream = await listeners[0].accept()
+            async with stream:
+                for _ in range(1000):
+                    data = await stream.receive_some(4096)
+                    if not data:
+                        return
+                    received.extend(data)
+
+        async with trio.open_nursery() as nursery, open_context(config=config) as client:
+            nursery.start_soon(silent_server)
+            # A small request (sent at once) abandoned: the timer task wakes at its
+            # deadline, finds nothing live, and sleeps with no deadline at all.
+            client.request(Message(code=Code.GET, uri=f"coap+tcp://[::1]:{port}/small")).cancel()
+            await trio.sleep(0.8)
+            message = Message(code=Code.GET, uri=f"coap+tcp://[::1]:{port}/big")
+            message.opt.uri_query = [f"{i}=" + "x" * 200 for i in range(6)]
+            started = trio.current_time()
+            with pytest.raises(RequestTimeoutError):
+                await client.request(message).response
+            waited = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+        await listeners[0].aclose()
+    assert waited == pytest.approx(0.5, abs=0.25)
+    # Our CSM and the small request went out; the large one was never sent.
+    decoder = StreamDecoder(1 << 16)
+    sent = [decode_frame(frame) for frame in decoder.feed(bytes(received))]
+    assert [m.code for m in sent] == [Code.CSM, Code.GET]
+    assert sent[1].opt.uri_path == ("small",)
+
+
 async def test_observe_over_tcp_and_end_when_the_server_goes() -> None:
     site, _, counter, _ = make_site()
     stop = trio.CancelScope()

@@ -411,7 +411,13 @@ def test_response_deadlines_match_a_model(operations: list[tuple[str, int, float
     sent: list[ClientExchange] = []
     for operation, index, seconds in operations:
         if operation == "send":
+            before = machine.next_deadline()
             exchange, _ = machine.send_request(get(), PEER, now)
+            # kept_next_deadline says exactly when another deadline was live:
+            # then the earliest one, which a driver's timer waits for, is unchanged.
+            assert machine.kept_next_deadline == bool(live)
+            if machine.kept_next_deadline:
+                assert machine.next_deadline() == before
             live[exchange] = now + 10.0
             sent.append(exchange)
         elif operation == "answer" and sent:

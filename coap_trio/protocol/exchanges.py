@@ -48,6 +48,9 @@ class ClientState(enum.Enum):
     DONE = "done"
 
 
+_QUEUED = ClientState.QUEUED  # (a module constant: Enum class attributes are slow on 3.11)
+
+
 class ServerState(enum.Enum):
     """Where a request we received stands."""
 
@@ -103,7 +106,7 @@ class ClientExchange:
         #: Whether it occupies one of its remote's NSTART slots.
         self.counted = False
         self.mid: int | None = None
-        self.state = ClientState.QUEUED
+        self.state = _QUEUED
         self.first_sent: float | None = None
         #: The retransmission record while a CON awaits its ACK.
         self.transmission: Any = None

@@ -267,11 +267,14 @@ class StreamDecoder:
         else:
             view = data
         size = len(view)
+        copy = view is not data or type(data) is not bytes  # (slices of bytes are bytes)
         while start < size:
             first = view[start]
             nibble = first >> 4
             if nibble < 13:
                 total = 2 + (first & 0x0F) + nibble
+            elif nibble == 13 and size - start > 1:  # 13..268 bytes: the usual extended case
+                total = 16 + (first & 0x0F) + view[start + 1]
             else:
                 width, offset = _EXTENDED[nibble]
                 if size - start < 1 + width:
@@ -284,7 +287,8 @@ class StreamDecoder:
                 raise self._error
             if size - start < total:
                 break
-            frames.append(bytes(view[start : start + total]))
+            frame = view[start : start + total]
+            frames.append(bytes(frame) if copy else frame)  # type: ignore[arg-type]
             start += total
         if view is buffer:
             del buffer[:start]

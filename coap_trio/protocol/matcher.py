@@ -67,7 +67,9 @@ class Matcher:
             raise ValueError(f"token length {token_length} is not in 0..8")
         self._rng = rng
         self._token_length = token_length
-        self._pending: dict[tuple[Hashable, bytes], ClientExchange] = {}
+        #: The outstanding exchanges by (remote, token): read by the owning
+        #: state machine's response path; changed through the methods below.
+        self.pending: dict[tuple[Hashable, bytes], ClientExchange] = {}
         # The operating system's randomness is drawn _POOL bytes at a time (one
         # getrandom() call per 512 tokens instead of one per request); a seeded
         # Random is asked per token, so its sequence stays what tests expect.
@@ -77,43 +79,53 @@ class Matcher:
 
     def new_token(self, remote: Hashable) -> bytes | None:
         """A token not in use towards ``remote``; None if the (tiny) token space is full."""
-        pending = self._pending
-        length = self._token_length
+        pending = self.pending
+        at = self._at
+        end = at + self._token_length
+        if self._pooled and end <= len(self._pool):  # the usual case: the pool's next bytes
+            self._at = end
+            token = self._pool[at:end]
+            if (remote, token) not in pending:
+                return token
         for _ in range(16):
-            if self._pooled:
-                at = self._at
-                if at + length > len(self._pool):
-                    self._pool = self._rng.randbytes(_POOL)
-                    at = 0
-                self._at = at + length
-                token = self._pool[at : at + length]
-            else:
-                token = self._rng.randbytes(length) if length else b""
+            token = self._draw()
             if (remote, token) not in pending:
                 return token
         return None
 
+    def _draw(self) -> bytes:
+        """A random token: from the pool (refilled when used up), or from the seeded rng."""
+        length = self._token_length
+        if not self._pooled:
+            return self._rng.randbytes(length) if length else b""
+        at = self._at
+        if at + length > len(self._pool):
+            self._pool = self._rng.randbytes(_POOL)
+            at = 0
+        self._at = at + length
+        return self._pool[at : at + length]
+
     def in_use(self, remote: Hashable, token: bytes) -> bool:
         """Whether ``token`` is outstanding towards ``remote``."""
-        return (remote, token) in self._pending
+        return (remote, token) in self.pending
 
     def register(self, exchange: ClientExchange) -> None:
         """Start expecting responses for ``exchange``."""
-        self._pending[(exchange.remote, exchange.token)] = exchange
+        self.pending[(exchange.remote, exchange.token)] = exchange
 
     def unregister(self, exchange: ClientExchange) -> None:
         """Stop expecting responses for ``exchange`` (idempotent)."""
         key = (exchange.remote, exchange.token)
-        if self._pending.get(key) is exchange:
-            del self._pending[key]
+        if self.pending.get(key) is exchange:
+            del self.pending[key]
 
     def find(self, remote: Hashable, token: bytes) -> ClientExchange | None:
         """The exchange waiting for a response with this token from this remote."""
-        return self._pending.get((remote, token))
+        return self.pending.get((remote, token))
 
     def towards(self, remote: Hashable) -> Iterator[ClientExchange]:
         """Every outstanding exchange with ``remote`` (a scan; for rare events)."""
-        return iter([e for (r, _), e in self._pending.items() if r == remote])
+        return iter([e for (r, _), e in self.pending.items() if r == remote])
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self.pending)

@@ -110,6 +110,7 @@ _CSM = Code.CSM
 # Timer kinds.
 _SENT = ClientState.SENT
 _DONE = ClientState.DONE
+_QUEUED = ClientState.QUEUED  # (module constants: an Enum class attribute is slow on 3.11)
 
 #: Remotes remembered as closing (frames from them ignored) at most.
 _MAX_CLOSING = 4096
@@ -143,6 +144,11 @@ class StreamMessaging(StreamSignals, StreamServerSide):
         self._decode = decode_websocket if websocket else decode_frame
         self._rng = rng if rng is not None else random.SystemRandom()
         self._matcher = Matcher(self._rng, config.token_length)
+        self._pending = self._matcher.pending
+        #: Whether the last :meth:`send_request` left :meth:`next_deadline` where
+        #: it was (another request's response deadline, an earlier one, was live);
+        #: then a driver whose timer is armed for the earliest need not look again.
+        self.kept_next_deadline = False
         self._recognized = config.recognized_response_options
         #: Pong deadlines.
         self._timers: TimerHeap[tuple[int, Any]] = TimerHeap()
@@ -188,7 +194,7 @@ class StreamMessaging(StreamSignals, StreamServerSide):
             mid_remotes=0,
             mid_remotes_evicted=0,
             outstanding_requests=sum(
-                1 for e in self._matcher._pending.values() if e.state is ClientState.SENT
+                1 for e in self._matcher.pending.values() if e.state is ClientState.SENT
             ),
             queued_requests=sum(len(c.waiting) for c in self._connections.values()),
             pending_server_requests=self._serving,
@@ -216,15 +222,6 @@ class StreamMessaging(StreamSignals, StreamServerSide):
         if conn is None or not conn.bert or not self.config.block_wise_transfer:
             return None
         return bert_block_size(min(conn.max_message_size, self.config.max_message_size))
-
-    def send_kept_next_deadline(self) -> bool:
-        """Whether the last :meth:`send_request` left :meth:`next_deadline` where it was.
-
-        True when another request's response deadline was live before it: the
-        FIFO is ordered, so the new deadline is not the earliest, and a driver
-        that armed its timer for the earliest need not look again.
-        """
-        return self._deadlines.live > 1
 
     def connected(self, remote: Hashable) -> bool:
         """Whether the machine has a connection to ``remote``."""
@@ -403,10 +400,17 @@ class StreamMessaging(StreamSignals, StreamServerSide):
                 )
                 return exchange, events
             conn.waiting.append((exchange, data))  # the peer's CSM may allow it
-        self._matcher.register(exchange)
-        self._deadlines.add(now + self.config.response_timeout, exchange)
-        if not too_large:
-            self._transmit(exchange, data, now, events)
+        self._pending[(remote, token)] = exchange  # (Matcher.register, inline)
+        deadlines = self._deadlines
+        deadlines.add(now + self.config.response_timeout, exchange)
+        # Another response deadline was live: the FIFO is ordered, so this one is
+        # not the earliest, and a driver's timer armed for the earliest stays right.
+        self.kept_next_deadline = deadlines.live > 1
+        if not too_large:  # (_transmit, inline)
+            exchange.state = _SENT
+            exchange.first_sent = now
+            exchange.transmissions = 1
+            events.append(Transmit(remote, data))
         return exchange, events
 
     def _transmit(
@@ -522,8 +526,9 @@ class StreamMessaging(StreamSignals, StreamServerSide):
     def _on_response(
         self, conn: ConnectionState, message: Message, now: float, events: list[Event]
     ) -> None:
-        exchange = self._matcher.find(conn.remote, message.token)
-        if exchange is None or exchange.state is ClientState.QUEUED:
+        key = (conn.remote, message.token)
+        exchange = self._pending.get(key)  # (Matcher.find, inline)
+        if exchange is None or exchange.state is _QUEUED:
             self._counts["unmatched"] += 1  # no Reset on reliable transports: ignored
             return
         if has_unrecognized_critical(message, self._recognized):
@@ -538,8 +543,12 @@ class StreamMessaging(StreamSignals, StreamServerSide):
             # The common case, inline: a plain request answered (what _deliver and
             # _finish would do for it).
             exchange.state = _DONE
-            self._matcher.unregister(exchange)
-            if exchange.deadline_ticket:
+            del self._pending[key]  # (Matcher.unregister: it was found under key)
+            ticket = exchange.deadline_ticket
+            if ticket == IN_FIFO:  # (_cancel_deadline's usual case)
+                self._deadlines.cancel(exchange)
+                exchange.deadline_ticket = 0
+            elif ticket:
                 self._cancel_deadline(exchange)
             events.append(ResponseReceived(exchange, message))
         else:

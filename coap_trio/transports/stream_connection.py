@@ -223,6 +223,7 @@ class StreamConnection:
         if self.framer.closed:
             return
         wait_readable = trio.lowlevel.wait_readable
+        cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
         while True:
             if self._chunks:
                 self._flush()
@@ -248,6 +249,15 @@ class StreamConnection:
                 continue
             if not self._receive(on_frames):
                 return
+            if not self._chunks:
+                # The frames just handed over woke tasks that are likely to
+                # queue frames (the next requests, the answers): let them run
+                # first, so that what they queue goes out in one send, with no
+                # wake-up through cancelling the wait for input below. Two
+                # yields: the tasks woken run before this one's second turn.
+                await cancel_shielded_checkpoint()
+                if not self._chunks:
+                    await cancel_shielded_checkpoint()
 
     async def close(self, flush: bool) -> None:
         """Close the socket, first (with ``flush``) sending what is queued and our goodbyes.
