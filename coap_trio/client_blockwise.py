@@ -41,6 +41,7 @@ from .errors import (
 from .message import Message
 from .numbers.codes import Code
 from .numbers.optionnumbers import OptionNumber
+from .options import Options, encode_uint
 from .protocol.blockwise_client import (
     Block1Upload,
     Block2Download,
@@ -73,6 +74,10 @@ Progress = Callable[[int, "int | None"], None]
 
 _N = OptionNumber
 _BLOCK2 = int(_N.BLOCK2)
+#: Dropped from the request for a further Block2 block (Block2 is replaced).
+_NOT_IN_BLOCK2_REQUESTS = frozenset(
+    int(n) for n in (_N.BLOCK1, _N.SIZE1, _N.REQUEST_TAG, _N.OBSERVE, _N.BLOCK2)
+)
 _BLOCK1 = int(_N.BLOCK1)
 _MAX_BLOCK_SIZE = 1024
 
@@ -146,15 +151,29 @@ def _block1_request(
 
 
 def _block2_request(original: Message, block: BlockValue, keep_payload: bool) -> Message:
-    """The request for ``block`` of the response to ``original`` (a new token)."""
-    message = original.copy(token=b"", mid=None)
-    if not keep_payload:
-        message.payload = b""
-    opt = message.opt
-    for number in (_N.BLOCK1, _N.SIZE1, _N.REQUEST_TAG, _N.OBSERVE):
-        opt.remove(number)
-    opt.block2 = block
-    return message
+    """The request for ``block`` of the response to ``original`` (a new token).
+
+    Its options are the original's without Block1, Size1, Request-Tag and
+    Observe, with ``block`` as Block2 (one pass over the sorted items: this
+    runs once per block of a download).
+    """
+    value = (_BLOCK2, encode_uint(block.to_int()))
+    items: list[tuple[int, bytes]] = []
+    placed = False
+    for item in original.opt._items:
+        number = item[0]
+        if number in _NOT_IN_BLOCK2_REQUESTS:
+            continue
+        if not placed and number > _BLOCK2:
+            items.append(value)
+            placed = True
+        items.append(item)
+    if not placed:
+        items.append(value)
+    payload = original.payload if keep_payload else b""
+    options = Options._from_wire(items)
+    remote = original.remote
+    return Message._make(original.code, original.mtype, None, b"", options, payload, remote)
 
 
 def has_block_option(message: Message) -> bool:

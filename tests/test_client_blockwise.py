@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coap_trio import (
     ACK,
@@ -34,8 +36,10 @@ from coap_trio import (
     Site,
     open_context,
 )
+from coap_trio.client_blockwise import _block2_request
 from coap_trio.codec import decode, encode
 from coap_trio.context import Context
+from coap_trio.numbers.optionnumbers import OptionNumber
 from coap_trio.protocol.blockwise import (
     Block1Assembler,
     BlockOutOfRange,
@@ -848,3 +852,51 @@ async def test_against_coap_trio_server_through_a_lossy_network(autojump_clock: 
     assert put.code is Code.CHANGED
     assert store.puts == 1
     assert sha(again.payload) == sha(upload)
+
+
+# -- the request for a further block, built in one pass ------------------------------
+
+_OPTION_NUMBERS = [1, 3, 4, 5, 7, 11, 12, 14, 15, 17, 23, 27, 28, 35, 60, 292, 2049]
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    items=st.lists(st.tuples(st.sampled_from(_OPTION_NUMBERS), st.binary(max_size=3)), max_size=12),
+    num=st.integers(0, 2000),
+    szx=st.integers(0, 6),
+    keep_payload=st.booleans(),
+    payload=st.binary(max_size=8),
+)
+def test_block2_request_matches_the_options_api(
+    items: list[tuple[int, bytes]], num: int, szx: int, keep_payload: bool, payload: bytes
+) -> None:
+    # The one-pass builder gives what copy(), remove() and opt.block2 = ... give.
+    original = Message(code=Code.FETCH, token=b"\x01\x02", mid=7, payload=payload)
+    for number, value in items:
+        original.opt.add(number, value)
+    original.remote = ("192.0.2.1", 5683)
+    before = list(original.opt._items)
+    block = BlockValue(num, False, szx)
+
+    built = _block2_request(original, block, keep_payload)
+
+    expected = original.copy(token=b"", mid=None)
+    if not keep_payload:
+        expected.payload = b""
+    for number in (OptionNumber.BLOCK1, OptionNumber.SIZE1, OptionNumber.REQUEST_TAG):
+        expected.opt.remove(number)
+    expected.opt.remove(OptionNumber.OBSERVE)
+    expected.opt.block2 = block
+    assert built.opt._items == expected.opt._items
+    assert (built.code, built.mtype, built.mid, built.token, built.payload, built.remote) == (
+        expected.code,
+        expected.mtype,
+        None,
+        b"",
+        expected.payload,
+        expected.remote,
+    )
+    assert built.opt.block2 == block
+    assert original.opt._items == before  # the original is untouched
+    built.opt.add(OptionNumber.URI_PATH, b"x")
+    assert original.opt._items == before  # and shares no list with the new one

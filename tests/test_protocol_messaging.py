@@ -129,6 +129,27 @@ def test_initial_timeout_is_uniform_between_ack_timeout_and_its_random_factor() 
     assert len(set(timeouts)) == len(timeouts)
 
 
+def test_default_initial_timeouts_are_random_without_asking_the_os_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without a given rng, tokens and MID starts come from the OS, but the
+    # retransmission jitter (no secret) does not: SystemRandom's random() would
+    # be one getrandom() call per CON request.
+    def refuse(self: random.SystemRandom) -> float:
+        raise AssertionError("the jitter asked the OS")
+
+    monkeypatch.setattr(random.SystemRandom, "random", refuse)
+    messaging = Messaging(MessagingConfig(params=P))
+    timeouts = []
+    for index in range(200):
+        remote = ("192.0.2.1", 5000 + index)  # one CON per remote: each has its own timer
+        exchange, _ = messaging.send_request(get(), remote, 0.0)
+        assert exchange.transmission is not None
+        timeouts.append(exchange.transmission.interval)
+    assert all(P.ACK_TIMEOUT <= t <= P.ACK_TIMEOUT * P.ACK_RANDOM_FACTOR for t in timeouts)
+    assert len(set(timeouts)) == len(timeouts)
+
+
 def test_initial_timeout_is_reproducible_with_a_seed() -> None:
     assert first_timeout(42) == first_timeout(42)
     assert first_timeout(42) != first_timeout(43)

@@ -79,7 +79,12 @@ class Messaging(ServerSide):
 
     def __init__(self, config: MessagingConfig | None = None, rng: random.Random | None = None):
         self.config = config = config or MessagingConfig()
+        # Tokens and MID starts come from the OS (unpredictable, RFC 7252 §5.3.1);
+        # the retransmission jitter needs no secrecy, and SystemRandom would make
+        # one getrandom() call per CON: a seeded Random draws it. A given rng
+        # (tests: seeded, reproducible) does both.
         self._rng = rng if rng is not None else random.SystemRandom()
+        jitter = rng if rng is not None else random.Random()
         params = config.params
         self._params = params
         self._exchange_lifetime = params.EXCHANGE_LIFETIME
@@ -90,7 +95,7 @@ class Messaging(ServerSide):
         self._mids = MessageIdAllocator(params.EXCHANGE_LIFETIME, self._rng, config.max_remotes)
         self._dedup = DedupStore(config.dedup_max_total, config.dedup_max_per_remote)
         self._matcher = Matcher(self._rng, config.token_length)
-        self._reliability = Reliability(params, self._rng, self._timers)
+        self._reliability = Reliability(params, jitter, self._timers)
         #: Received requests being handled, by (remote, MID).
         self._pending: dict[tuple[Hashable, int], ServerExchange] = {}
         self._ack_fifo: deque[tuple[float, ServerExchange]] = deque()
