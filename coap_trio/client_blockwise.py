@@ -32,6 +32,15 @@ import trio
 
 from .block import BERT_SZX, BlockValue
 from .client import Request
+from .client_block_messages import (
+    UploadTags,
+    block1_request,
+    block2_request,
+    has_block_option,
+    plain_response,
+    upload_key,
+    wants_blocks,
+)
 from .errors import (
     CoapError,
     RepresentationChangedError,
@@ -41,7 +50,6 @@ from .errors import (
 from .message import Message
 from .numbers.codes import Code
 from .numbers.optionnumbers import OptionNumber
-from .options import Options, encode_uint
 from .protocol.blockwise_client import (
     Block1Upload,
     Block2Download,
@@ -49,7 +57,6 @@ from .protocol.blockwise_client import (
     FetchBlock,
     SendBlock,
     szx_for,
-    without_block_options,
 )
 from .protocol.observe import is_newer
 
@@ -60,8 +67,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Progress",
-    "UploadTags",
-    "has_block_option",
     "prepare_request",
     "take_notification",
     "take_response",
@@ -73,55 +78,10 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[int, "int | None"], None]
 
 _N = OptionNumber
-_BLOCK2 = int(_N.BLOCK2)
-#: Dropped from the request for a further Block2 block (Block2 is replaced).
-_NOT_IN_BLOCK2_REQUESTS = frozenset(
-    int(n) for n in (_N.BLOCK1, _N.SIZE1, _N.REQUEST_TAG, _N.OBSERVE, _N.BLOCK2)
-)
-_BLOCK1 = int(_N.BLOCK1)
 _MAX_BLOCK_SIZE = 1024
 
 
-# -- Request-Tags (RFC 9175) ---------------------------------------------------------------
-
-
-class UploadTags:
-    """Request-Tag values of the uploads in flight, per resource (RFC 9175 §3).
-
-    The first upload to a resource goes without Request-Tag (absent is a
-    value of its own, §3.2); each concurrent one gets a value no upload in
-    flight to that resource uses, so the server never mixes their blocks.
-    """
-
-    def __init__(self) -> None:
-        self._active: dict[Hashable, set[bytes | None]] = {}
-        self._counter = 0
-
-    def acquire(self, key: Hashable) -> bytes | None:
-        """A Request-Tag for a new upload to ``key`` (None: send none)."""
-        active = self._active.setdefault(key, set())
-        tag: bytes | None = None
-        while tag in active:
-            self._counter = (self._counter + 1) & 0xFFFFFFFF
-            tag = self._counter.to_bytes(4, "big")
-        active.add(tag)
-        return tag
-
-    def release(self, key: Hashable, tag: bytes | None) -> None:
-        """The upload to ``key`` with ``tag`` ended."""
-        active = self._active.get(key)
-        if active is not None:
-            active.discard(tag)
-            if not active:
-                del self._active[key]
-
-    def __len__(self) -> int:
-        return sum(len(active) for active in self._active.values())
-
-
-def _upload_key(message: Message) -> Hashable:
-    opt = message.opt
-    return (message.remote, opt.uri_host, opt.uri_port, opt.uri_path, opt.uri_query)
+# -- the Context's Request-Tags --------------------------------------------------------
 
 
 def _tags(context: Context) -> UploadTags:
@@ -129,74 +89,6 @@ def _tags(context: Context) -> UploadTags:
     if tags is None:
         tags = context._upload_tags = UploadTags()
     return tags
-
-
-# -- building block requests -------------------------------------------------------------
-
-
-def _block1_request(
-    original: Message, step: SendBlock, total: int, tag: bytes | None, keep_token: bool
-) -> Message:
-    message = original.copy(payload=step.payload, mid=None)
-    if not keep_token:
-        message.token = b""
-    opt = message.opt
-    opt.block1 = step.block
-    if step.block.more:  # early Block2 negotiation goes with the last block (§3.2)
-        opt.remove(_N.BLOCK2)
-    opt.size1 = total if step.block.num == 0 else None
-    if tag is not None:  # else: none, or the one the caller set
-        opt.request_tag = (tag,)
-    return message
-
-
-def _block2_request(original: Message, block: BlockValue, keep_payload: bool) -> Message:
-    """The request for ``block`` of the response to ``original`` (a new token).
-
-    Its options are the original's without Block1, Size1, Request-Tag and
-    Observe, with ``block`` as Block2 (one pass over the sorted items: this
-    runs once per block of a download).
-    """
-    value = (_BLOCK2, encode_uint(block.to_int()))
-    items: list[tuple[int, bytes]] = []
-    placed = False
-    for item in original.opt._items:
-        number = item[0]
-        if number in _NOT_IN_BLOCK2_REQUESTS:
-            continue
-        if not placed and number > _BLOCK2:
-            items.append(value)
-            placed = True
-        items.append(item)
-    if not placed:
-        items.append(value)
-    payload = original.payload if keep_payload else b""
-    options = Options._from_wire(items)
-    remote = original.remote
-    return Message._make(original.code, original.mtype, None, b"", options, payload, remote)
-
-
-def has_block_option(message: Message) -> bool:
-    """Whether ``message`` carries Block1 or Block2 (one pass over the sorted options)."""
-    for number, _ in message.opt._items:
-        if number in (_BLOCK2, _BLOCK1):
-            return True
-        if number > _BLOCK1:
-            return False
-    return False
-
-
-def _wants_blocks(response: Message) -> bool:
-    """A successful response that is the first of several Block2 blocks."""
-    if not response.code.is_successful() or _N.BLOCK2 not in response.opt:
-        return False
-    block = response.opt.block2
-    return block is not None and block.more
-
-
-def _plain(response: Message) -> Message:
-    """A single-block response without its Block1/Block2 (nothing was assembled)."""
-    return without_block_options(response) if has_block_option(response) else response
 
 
 # -- one block exchange ------------------------------------------------------------------------
@@ -248,7 +140,7 @@ class _Blocks:
         while isinstance(step, FetchBlock):
             if not step.restart:
                 report(download.received, download.size)
-            request = _block2_request(original, step.block, keep_payload)
+            request = block2_request(original, step.block, keep_payload)
             step = download.feed(await self.exchange(request))
         report(download.received, download.size)
         assert step.response is not None
@@ -318,7 +210,7 @@ class _InlineDownload:
         if isinstance(step, FetchBlock):
             if not step.restart:
                 self.report(download.received, download.size)
-            self.wire = _block2_request(self.original, step.block, self.keep_payload)
+            self.wire = block2_request(self.original, step.block, self.keep_payload)
             self.context._send(self, self.runner, self.remote)  # type: ignore[arg-type]
             return
         self.report(download.received, download.size)
@@ -381,14 +273,14 @@ class _Transfer:
         original = self.request.request
         self.upload = Block1Upload(original.payload, szx, bert_size=bert_size)
         if not self.tagged:
-            self.tag_key = _upload_key(original)
+            self.tag_key = upload_key(original)
             self.tag = _tags(self.context).acquire(self.tag_key)
             self.tagged = True
         return self._block1(self.upload.first(), keep_token=True)
 
     def _block1(self, step: SendBlock, keep_token: bool = False) -> Message:
         assert self.upload is not None
-        return _block1_request(self.request.request, step, self.upload.total, self.tag, keep_token)
+        return block1_request(self.request.request, step, self.upload.total, self.tag, keep_token)
 
     # -- the first response, synchronously in the endpoint's receive task
 
@@ -398,7 +290,7 @@ class _Transfer:
             return True
         if self._retry_size(response) is not None:
             return True
-        return self.assemble and _wants_blocks(response)
+        return self.assemble and wants_blocks(response)
 
     def _retry_size(self, response: Message) -> int | None:
         """The SZX to retry a plain request refused with 4.13 at (RFC 7959 §2.9.3)."""
@@ -450,7 +342,7 @@ class _Transfer:
             requested = original.opt.block2  # None, or block 0 (sent with the last block)
         if not self.assemble:
             return response
-        if _wants_blocks(response):
+        if wants_blocks(response):
             keep_payload = original.code is Code.FETCH and self.upload is None
             return await blocks.download(
                 original,
@@ -460,7 +352,7 @@ class _Transfer:
                 max_body_size=self.context._blockwise_config.max_body_size,
                 keep_payload=keep_payload,
             )
-        return _plain(response)
+        return plain_response(response)
 
     async def _upload(self, blocks: _Blocks, response: Message) -> Message:
         upload = self.upload
@@ -574,14 +466,14 @@ def take_response(runner: EndpointRunner, request: Request, response: Message) -
                 return response
         elif not has_block_option(response):  # the common case: nothing to do
             return response
-        elif not _wants_blocks(response):
-            return _plain(response) if code.is_successful() else response
+        elif not wants_blocks(response):
+            return plain_response(response) if code.is_successful() else response
         transfer = request.transfer = _Transfer(runner.context, request, None, assemble=True)
     elif transfer is False:
         return response
     assert isinstance(transfer, _Transfer)
     if not transfer.needs_task(response):
-        return _plain(response) if transfer.assemble else response
+        return plain_response(response) if transfer.assemble else response
     context = runner.context
     if context._closed:
         return response
@@ -624,10 +516,10 @@ def take_notification(
         ):
             scope.cancel()  # latest wins
             observation._fetch = None
-        elif _wants_blocks(response):
+        elif wants_blocks(response):
             observation.dropped_stale += 1
             return True
-    if not _wants_blocks(response):
+    if not wants_blocks(response):
         return False
     context = runner.context
     if context._closed:

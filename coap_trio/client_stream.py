@@ -18,7 +18,8 @@ import trio
 
 from .block import BlockValue
 from .client import Request
-from .client_blockwise import Progress, _block2_request, _Blocks, _wants_blocks
+from .client_block_messages import block2_request, wants_blocks
+from .client_blockwise import Progress, _Blocks
 from .errors import BadResponseError
 from .message import Message
 from .numbers.codes import Code
@@ -72,7 +73,7 @@ class ResponseStream:
         self._progress = progress
         self._download: Block2Download | None = None
         self._step: FetchBlock | DownloadComplete
-        if blocks is not None and _wants_blocks(response):
+        if blocks is not None and wants_blocks(response):
             bert = blocks.runner.bert_agreed(blocks.remote)
             self._download = Block2Download(keep_body=False, bert=bert)
             self._step = self._download.start(response, requested)
@@ -111,7 +112,7 @@ class ResponseStream:
         assert self._download is not None
         assert self._blocks is not None
         keep_payload = self._original.code is Code.FETCH and not self._original.opt.block1
-        request = _block2_request(self._original, step.block, keep_payload)
+        request = block2_request(self._original, step.block, keep_payload)
         response = await self._blocks.exchange(request)
         self._step = self._download.feed(response)
         self._report()

@@ -45,7 +45,8 @@ import attrs
 import trio
 
 from .client import Request
-from .client_blockwise import Progress, UploadTags, has_block_option, prepare_request
+from .client_block_messages import UploadTags, has_block_option
+from .client_blockwise import Progress, prepare_request
 from .client_observe import observe_resource
 from .client_routing import RequestRouter
 from .client_stream import ResponseStream, open_stream

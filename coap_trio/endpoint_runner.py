@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from .client import Request
-from .client_blockwise import has_block_option, take_notification, take_response
+from .client_block_messages import has_block_option
+from .client_blockwise import take_notification, take_response
 from .message import Message
 from .numbers.codes import Code
 from .observable import ServerObservation

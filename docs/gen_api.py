@@ -37,6 +37,7 @@ MODULES = [
     "coap_trio.observation",
     "coap_trio.client_observe",
     "coap_trio.client_blockwise",
+    "coap_trio.client_block_messages",
     "coap_trio.client_stream",
     "coap_trio.observable",
     "coap_trio.server_observations",

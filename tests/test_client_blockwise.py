@@ -36,7 +36,7 @@ from coap_trio import (
     Site,
     open_context,
 )
-from coap_trio.client_blockwise import _block2_request
+from coap_trio.client_block_messages import block2_request
 from coap_trio.codec import decode, encode
 from coap_trio.context import Context
 from coap_trio.numbers.optionnumbers import OptionNumber
@@ -878,7 +878,7 @@ def test_block2_request_matches_the_options_api(
     before = list(original.opt._items)
     block = BlockValue(num, False, szx)
 
-    built = _block2_request(original, block, keep_payload)
+    built = block2_request(original, block, keep_payload)
 
     expected = original.copy(token=b"", mid=None)
     if not keep_payload:

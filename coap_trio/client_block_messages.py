@@ -1,0 +1,154 @@
+"""The messages of a client's block-wise transfer (RFC 7959, RFC 9175).
+
+Request-Tag values for concurrent uploads, the request for each Block1 or
+Block2 block built from the original request, and what a response says
+about blocks. Used by :mod:`coap_trio.client_blockwise` (which sends and
+awaits), :mod:`coap_trio.client_stream`, the Context and the endpoint runner.
+No I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from .block import BlockValue
+from .message import Message
+from .numbers.optionnumbers import OptionNumber
+from .options import Options, encode_uint
+from .protocol.blockwise_client import SendBlock, without_block_options
+
+__all__ = [
+    "UploadTags",
+    "block1_request",
+    "block2_request",
+    "has_block_option",
+    "plain_response",
+    "upload_key",
+    "wants_blocks",
+]
+
+_N = OptionNumber
+_BLOCK2 = int(_N.BLOCK2)
+#: Dropped from the request for a further Block2 block (Block2 is replaced).
+_NOT_IN_BLOCK2_REQUESTS = frozenset(
+    int(n) for n in (_N.BLOCK1, _N.SIZE1, _N.REQUEST_TAG, _N.OBSERVE, _N.BLOCK2)
+)
+_BLOCK1 = int(_N.BLOCK1)
+
+
+# -- Request-Tags (RFC 9175) ---------------------------------------------------------------
+
+
+class UploadTags:
+    """Request-Tag values of the uploads in flight, per resource (RFC 9175 §3).
+
+    The first upload to a resource goes without Request-Tag (absent is a
+    value of its own, §3.2); each concurrent one gets a value no upload in
+    flight to that resource uses, so the server never mixes their blocks.
+    """
+
+    def __init__(self) -> None:
+        self._active: dict[Hashable, set[bytes | None]] = {}
+        self._counter = 0
+
+    def acquire(self, key: Hashable) -> bytes | None:
+        """A Request-Tag for a new upload to ``key`` (None: send none)."""
+        active = self._active.setdefault(key, set())
+        tag: bytes | None = None
+        while tag in active:
+            self._counter = (self._counter + 1) & 0xFFFFFFFF
+            tag = self._counter.to_bytes(4, "big")
+        active.add(tag)
+        return tag
+
+    def release(self, key: Hashable, tag: bytes | None) -> None:
+        """The upload to ``key`` with ``tag`` ended."""
+        active = self._active.get(key)
+        if active is not None:
+            active.discard(tag)
+            if not active:
+                del self._active[key]
+
+    def __len__(self) -> int:
+        return sum(len(active) for active in self._active.values())
+
+
+def upload_key(message: Message) -> Hashable:
+    """What makes two uploads go to the same resource (the destination and the URI options)."""
+    opt = message.opt
+    return (message.remote, opt.uri_host, opt.uri_port, opt.uri_path, opt.uri_query)
+
+
+# -- building block requests -------------------------------------------------------------
+
+
+def block1_request(
+    original: Message, step: SendBlock, total: int, tag: bytes | None, keep_token: bool
+) -> Message:
+    """The request carrying ``step``'s Block1 block of ``original``'s body.
+
+    Size1 (the body's ``total`` length) goes with block 0 only; Block2 goes
+    with the last block only (early negotiation of the response's size,
+    RFC 7959 §3.2); ``tag``, when given, becomes the Request-Tag. A new token
+    unless ``keep_token``.
+    """
+    message = original.copy(payload=step.payload, mid=None)
+    if not keep_token:
+        message.token = b""
+    opt = message.opt
+    opt.block1 = step.block
+    if step.block.more:  # early Block2 negotiation goes with the last block (§3.2)
+        opt.remove(_N.BLOCK2)
+    opt.size1 = total if step.block.num == 0 else None
+    if tag is not None:  # else: none, or the one the caller set
+        opt.request_tag = (tag,)
+    return message
+
+
+def block2_request(original: Message, block: BlockValue, keep_payload: bool) -> Message:
+    """The request for ``block`` of the response to ``original`` (a new token).
+
+    Its options are the original's without Block1, Size1, Request-Tag and
+    Observe, with ``block`` as Block2 (one pass over the sorted items: this
+    runs once per block of a download).
+    """
+    value = (_BLOCK2, encode_uint(block.to_int()))
+    items: list[tuple[int, bytes]] = []
+    placed = False
+    for item in original.opt._items:
+        number = item[0]
+        if number in _NOT_IN_BLOCK2_REQUESTS:
+            continue
+        if not placed and number > _BLOCK2:
+            items.append(value)
+            placed = True
+        items.append(item)
+    if not placed:
+        items.append(value)
+    payload = original.payload if keep_payload else b""
+    options = Options._from_wire(items)
+    remote = original.remote
+    return Message._make(original.code, original.mtype, None, b"", options, payload, remote)
+
+
+def has_block_option(message: Message) -> bool:
+    """Whether ``message`` carries Block1 or Block2 (one pass over the sorted options)."""
+    for number, _ in message.opt._items:
+        if number in (_BLOCK2, _BLOCK1):
+            return True
+        if number > _BLOCK1:
+            return False
+    return False
+
+
+def wants_blocks(response: Message) -> bool:
+    """A successful response that is the first of several Block2 blocks."""
+    if not response.code.is_successful() or _N.BLOCK2 not in response.opt:
+        return False
+    block = response.opt.block2
+    return block is not None and block.more
+
+
+def plain_response(response: Message) -> Message:
+    """A single-block response without its Block1/Block2 (nothing was assembled)."""
+    return without_block_options(response) if has_block_option(response) else response
