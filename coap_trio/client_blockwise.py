@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from .observation import Observation
 
 __all__ = [
+    "BlockSender",
     "Progress",
     "prepare_request",
     "take_notification",
@@ -94,7 +95,7 @@ def _tags(context: Context) -> UploadTags:
 # -- one block exchange ------------------------------------------------------------------------
 
 
-class _Blocks:
+class BlockSender:
     """Sends block requests one at a time on the first exchange's endpoint and remote."""
 
     __slots__ = ("context", "current", "remote", "runner")
@@ -155,7 +156,7 @@ class _InlineDownload:
     the request for the next at once, in the same receive step, so a block
     costs no task switch. Used for whole-response downloads of a Request;
     streams (driven by their consumer) and notification fetches keep
-    :class:`_Blocks`.
+    :class:`BlockSender`.
     """
 
     __slots__ = (
@@ -263,7 +264,7 @@ class _Transfer:
         self.tagged = False
         self.retried = False
         self.scope = trio.CancelScope()
-        self.blocks: _Blocks | _InlineDownload | None = None
+        self.blocks: BlockSender | _InlineDownload | None = None
 
     # -- uploads
 
@@ -329,7 +330,7 @@ class _Transfer:
     async def _complete(
         self, runner: EndpointRunner, remote: Hashable, response: Message
     ) -> Message:
-        blocks = self.blocks = _Blocks(self.context, runner, remote)
+        blocks = self.blocks = BlockSender(self.context, runner, remote)
         original = self.request.request
         requested = self.request.wire.opt.block2
         if self.upload is None:
@@ -354,7 +355,7 @@ class _Transfer:
             )
         return plain_response(response)
 
-    async def _upload(self, blocks: _Blocks, response: Message) -> Message:
+    async def _upload(self, blocks: BlockSender, response: Message) -> Message:
         upload = self.upload
         assert upload is not None
         while True:
@@ -529,7 +530,7 @@ def take_notification(
     observation._fetch = (scope, observe)
     context._nursery.start_soon(
         _fetch_notification,
-        _Blocks(context, runner, exchange.remote),
+        BlockSender(context, runner, exchange.remote),
         exchange.request,
         response,
         final,
@@ -540,7 +541,7 @@ def take_notification(
 
 
 async def _fetch_notification(
-    blocks: _Blocks,
+    blocks: BlockSender,
     registration: Message,
     first: Message,
     final: bool,

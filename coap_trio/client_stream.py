@@ -19,7 +19,7 @@ import trio
 from .block import BlockValue
 from .client import Request
 from .client_block_messages import block2_request, wants_blocks
-from .client_blockwise import Progress, _Blocks
+from .client_blockwise import BlockSender, Progress
 from .errors import BadResponseError
 from .message import Message
 from .numbers.codes import Code
@@ -63,7 +63,7 @@ class ResponseStream:
         response: Message,
         original: Message,
         requested: BlockValue | None,
-        blocks: _Blocks | None,
+        blocks: BlockSender | None,
         progress: Progress | None,
     ) -> None:
         #: The first response (for a block-wise one: block 0 with its options).
@@ -150,7 +150,7 @@ async def open_stream(
     blocks = None
     if blockwise and request.exchange is not None:
         runner, exchange = request.exchange
-        blocks = _Blocks(context, runner, exchange.remote)
+        blocks = BlockSender(context, runner, exchange.remote)
     if blockwise and response.code.is_successful() and _N.BLOCK2 in response.opt:
         block = response.opt.block2
         if block is not None and block.num != 0:
