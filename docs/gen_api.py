@@ -67,6 +67,7 @@ MODULES = [
     "coap_trio.protocol.config",
     "coap_trio.protocol.exchanges",
     "coap_trio.protocol.reliability",
+    "coap_trio.protocol.randomness",
     "coap_trio.protocol.serving",
     "coap_trio.protocol.blockwise",
     "coap_trio.protocol.blockwise_client",

@@ -30,6 +30,7 @@ from coap_trio.protocol.matcher import (
     has_unrecognized_critical,
 )
 from coap_trio.protocol.midalloc import MessageIdAllocator
+from coap_trio.protocol.randomness import RandomBytes
 from coap_trio.protocol.reliability import RETRANSMIT, Reliability, Transmission
 from coap_trio.protocol.timers import TimerHeap
 
@@ -576,6 +577,44 @@ def test_matcher_draws_system_randomness_in_pools(length: int) -> None:
         assert len(set(tokens)) == 3000
     else:  # short tokens repeat across remotes, but are spread over the whole space
         assert len(set(tokens)) > min(2 ** (8 * length), 3000) // 2
+
+
+def test_first_mids_of_new_remotes_come_from_pooled_system_randomness() -> None:
+    rng = CountingSystemRandom()
+    allocator = MessageIdAllocator(247.0, rng)
+    starts = []
+    for index in range(3000):
+        mid = allocator.allocate(f"r{index}", 0.0)
+        assert mid is not None
+        starts.append(mid)
+    assert rng.calls == 2  # 2 bytes per remote, 4096 bytes per draw: not one call per remote
+    assert all(0 <= mid <= 0xFFFF for mid in starts)
+    assert len(set(starts)) > 2850  # spread over the 65,536 values (~69 repeats expected)
+    assert min(starts) < 0x1000
+    assert max(starts) > 0xF000
+
+
+@pytest.mark.parametrize("limit", [1, 3, 1000, 0x10000])
+def test_random_bytes_below_covers_its_range(limit: int) -> None:
+    pooled = RandomBytes(random.SystemRandom())
+    seeded = RandomBytes(random.Random(3))
+    for source in (pooled, seeded):
+        values = [source.below(limit) for _ in range(3000)]
+        assert all(0 <= v < limit for v in values)
+        if limit <= 3:
+            assert set(values) == set(range(limit))
+        else:
+            assert len(set(values)) > min(limit, 3000) // 2
+
+
+def test_random_bytes_seeded_is_the_rngs_own_sequence() -> None:
+    # Tests that pin a seed keep their sequences: a seeded Random is asked per call.
+    source = RandomBytes(random.Random(9))
+    reference = random.Random(9)
+    assert [source.take(4) for _ in range(5)] == [reference.randbytes(4) for _ in range(5)]
+    assert source.below(0x10000) == reference.randrange(0x10000)
+    assert source.take(0) == b""
+    assert RandomBytes(random.SystemRandom()).take(0) == b""
 
 
 def test_matcher_pooled_tokens_still_avoid_tokens_in_use() -> None:

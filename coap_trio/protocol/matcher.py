@@ -16,13 +16,11 @@ from ..message import Message
 from ..numbers.optionnumbers import OptionNumber
 from ..options import is_malformed
 from .exchanges import ClientExchange
+from .randomness import RandomBytes
 
 __all__ = ["RECOGNIZED_RESPONSE_OPTIONS", "Matcher", "has_unrecognized_critical"]
 
 _N = OptionNumber
-
-#: Bytes of operating-system randomness drawn at once for tokens.
-_POOL = 4096
 
 #: Critical options a *response* may carry that this stack handles today.
 #: Request options (Uri-*, Proxy-*, If-*, Accept) are recognized and ignored in
@@ -65,45 +63,25 @@ class Matcher:
     def __init__(self, rng: random.Random, token_length: int = 8) -> None:
         if not 0 <= token_length <= 8:
             raise ValueError(f"token length {token_length} is not in 0..8")
-        self._rng = rng
         self._token_length = token_length
         #: The outstanding exchanges by (remote, token): read by the owning
         #: state machine's response path; changed through the methods below.
         self.pending: dict[tuple[Hashable, bytes], ClientExchange] = {}
-        # The operating system's randomness is drawn _POOL bytes at a time (one
+        # The operating system's randomness is drawn a block at a time (one
         # getrandom() call per 512 tokens instead of one per request); a seeded
         # Random is asked per token, so its sequence stays what tests expect.
-        self._pooled = isinstance(rng, random.SystemRandom) and token_length > 0
-        self._pool = b""
-        self._at = 0
+        self._random = RandomBytes(rng)
 
     def new_token(self, remote: Hashable) -> bytes | None:
         """A token not in use towards ``remote``; None if the (tiny) token space is full."""
         pending = self.pending
-        at = self._at
-        end = at + self._token_length
-        if self._pooled and end <= len(self._pool):  # the usual case: the pool's next bytes
-            self._at = end
-            token = self._pool[at:end]
-            if (remote, token) not in pending:
-                return token
+        take = self._random.take
+        length = self._token_length
         for _ in range(16):
-            token = self._draw()
+            token = take(length)
             if (remote, token) not in pending:
                 return token
         return None
-
-    def _draw(self) -> bytes:
-        """A random token: from the pool (refilled when used up), or from the seeded rng."""
-        length = self._token_length
-        if not self._pooled:
-            return self._rng.randbytes(length) if length else b""
-        at = self._at
-        if at + length > len(self._pool):
-            self._pool = self._rng.randbytes(_POOL)
-            at = 0
-        self._at = at + length
-        return self._pool[at : at + length]
 
     def in_use(self, remote: Hashable, token: bytes) -> bool:
         """Whether ``token`` is outstanding towards ``remote``."""

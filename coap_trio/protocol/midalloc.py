@@ -25,6 +25,8 @@ import random
 from collections import OrderedDict
 from collections.abc import Hashable
 
+from .randomness import RandomBytes
+
 __all__ = ["MessageIdAllocator"]
 
 _MID_SPACE = 0x10000
@@ -47,7 +49,9 @@ class MessageIdAllocator:
 
     def __init__(self, lifetime: float, rng: random.Random, max_remotes: int = 100_000) -> None:
         self._lifetime = lifetime
-        self._rng = rng
+        # A new remote's first MID: pooled OS randomness (no getrandom() per
+        # remote), or the seeded rng's own sequence.
+        self._random = RandomBytes(rng)
         self._max_remotes = max_remotes
         self._peers: OrderedDict[Hashable, _PeerMids] = OrderedDict()
         #: Remotes whose state was dropped because max_remotes was reached.
@@ -61,7 +65,7 @@ class MessageIdAllocator:
                 if len(self._peers) >= self._max_remotes:
                     self._peers.popitem(last=False)
                     self.evicted += 1
-            peer = _PeerMids(self._rng.randrange(_MID_SPACE))
+            peer = _PeerMids(self._random.below(_MID_SPACE))
             self._peers[remote] = peer
         else:
             self._peers.move_to_end(remote)
