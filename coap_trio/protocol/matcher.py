@@ -77,7 +77,10 @@ class Matcher:
         pending = self.pending
         take = self._random.take
         length = self._token_length
-        for _ in range(16):
+        token = take(length)
+        if (remote, token) not in pending:  # (the usual case, before the loop's setup)
+            return token
+        for _ in range(15):
             token = take(length)
             if (remote, token) not in pending:
                 return token
