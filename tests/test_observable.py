@@ -294,6 +294,91 @@ async def test_end_stops_run_promptly_during_slow_render(
     assert fake.sent == []
 
 
+async def test_end_during_a_renders_first_step_stops_it_at_its_first_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A render that ends its own observation before it first waits: the wait
+    # is cancelled at once, nothing is sent.
+    fake = Fake()
+    obs = fake.make()
+    reached: list[str] = []
+
+    async def render(request: Message) -> Message:
+        obs.end("ended by the resource")
+        reached.append("ended")
+        await trio.sleep(1000.0)
+        reached.append("after the wait")
+        return Message(code=Code.CONTENT)
+
+    obs._render = render
+    obs.accept(Callbacks())
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(obs.run)
+            await settle()
+            start = trio.current_time()
+            obs.trigger()
+        assert trio.current_time() - start < 1.0
+    assert reached == ["ended"]
+    assert fake.sent == []
+
+
+async def test_outside_cancellation_during_a_waiting_render_ends_the_observation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = Fake(delay=1000.0)
+    obs = fake.make()
+    cb = Callbacks()
+    obs.accept(cb)
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(obs.run)
+            await settle()
+            obs.trigger()
+            await trio.sleep(1.0)
+            start = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - start < 1.0
+    assert obs.ended
+    assert obs.reason == "task cancelled"
+    assert cb.calls == 1
+    assert fake.sent == []
+
+
+async def test_renders_that_wait_are_notified_like_those_that_do_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A render that waits several times, one that raises after waiting (a
+    # 5.00, final), and values sent back into the render by the event loop.
+    fake = Fake()
+    obs = fake.make()
+    steps: list[int] = []
+
+    async def render(request: Message) -> Message:
+        for step in range(3):
+            await trio.sleep(1.0)
+            steps.append(step)
+        with trio.move_on_after(0.5):  # a cancellation inside the render, caught there
+            await trio.sleep(10.0)
+        if len(steps) > 3:
+            raise ValueError("the sensor failed")
+        return Message(code=Code.CONTENT, payload=b"%d" % len(steps))
+
+    obs._render = render
+    obs.accept(Callbacks())
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(obs.run)
+            await settle()
+            obs.trigger()
+            await trio.sleep(5.0)
+            assert [(m.code, m.payload) for m, _ in fake.sent] == [(Code.CONTENT, b"3")]
+            obs.trigger()
+    assert steps == [0, 1, 2, 0, 1, 2]
+    assert [m.code for m, _ in fake.sent] == [Code.CONTENT, Code.INTERNAL_SERVER_ERROR]
+    assert obs.ended
+
+
 async def test_end_while_idle_and_before_run() -> None:
     fake = Fake()
     obs = fake.make()
