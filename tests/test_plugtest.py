@@ -778,6 +778,46 @@ async def test_libcoap_obs_cases() -> None:
     assert all(w.mtype == "NON" for w in non_notifications), str(non)
 
 
+async def test_libcoap_observes_the_large_resource_block_by_block() -> None:
+    # Every notification of /obs-large is its first block (Observe, Block2 0/M,
+    # Size2, an ETag); libcoap fetches the other blocks with plain GETs and
+    # each comes back with that notification's ETag, the last without M.
+    with trio.fail_after(60):
+        async with served(obs_period=0.5) as base:
+            run = await coap_client(f"{base}/obs-large", "-s", "3", wait=6)
+    received = run.received("2.05")
+    notifications = [w for w in received if "Observe:" in w.options]
+    assert len(notifications) >= 4, str(run)
+    assert notifications[0].mtype == "ACK", str(run)
+    assert all(w.mtype == "CON" for w in notifications[1:]), str(run)
+    assert all("Block2:0/M/1024" in w.options for w in notifications), str(run)
+    assert all("Size2:" in w.options for w in notifications), str(run)
+    etag = re.compile(r"ETag:(0x[0-9a-f]+)")
+
+    def etag_of(line: Line) -> str:
+        match = etag.search(line.options)
+        assert match is not None, str(run)
+        return match.group(1)
+
+    assert len({etag_of(w) for w in notifications}) == len(notifications), str(run)
+    # After each notification: blocks 1 and 2 of that same representation.
+    for index, notification in enumerate(notifications[:-1]):
+        start = received.index(notification)
+        following = received[start + 1 : received.index(notifications[index + 1])]
+        blocks = [w for w in following if "Observe:" not in w.options]
+        assert [w.options.split("Block2:")[1].split(",")[0].strip() for w in blocks] == [
+            "1/M/1024",
+            "2/_/1024",
+        ], str(run)
+        assert {etag_of(w) for w in blocks} == {etag_of(notification)}, str(run)
+    # The assembled representations, one after the other, ticking on.
+    assert run.payload is not None
+    ticks = [int(n) for n in re.findall(rb"obs-large tick (\d+)\n", run.payload)]
+    assert len(ticks) >= 4, str(run)
+    assert ticks == sorted(ticks), str(run)
+    assert len(set(ticks)) == len(ticks), str(run)
+
+
 async def test_a_tick_does_not_replace_the_final_notification(autojump_clock: object) -> None:
     with trio.fail_after(60):
         async with plugtest(run=False) as env:
