@@ -141,7 +141,11 @@ class RequestDispatcher:
             assemble: bool | None = None
             if observe is not None:
                 key = (exchange.remote, exchange.token)
-                if observe == 0 and request.code in (Code.GET, Code.FETCH):
+                if (
+                    observe == 0
+                    and request.code in (Code.GET, Code.FETCH)
+                    and _first_block(request)
+                ):
                     # Asked once: its notifications are sliced like its response.
                     assemble = await blockwise.assembles(request, needs)
                     send = functools.partial(self._notify, runner, exchange, assemble)
@@ -178,3 +182,14 @@ class RequestDispatcher:
         machine = runner.machine
         now = trio.current_time()
         runner.perform(machine.notify(exchange, notification, now, confirmable=confirmable))
+
+
+def _first_block(request: Message) -> bool:
+    """Whether a registration asks for the start of the representation.
+
+    Later blocks of an observed resource are fetched by plain GETs (RFC 7959
+    §2.6); one that still carries Observe=0 gets its block and registers
+    nothing (the response then has no Observe, RFC 7641 §3.1).
+    """
+    block = request.opt.block2
+    return block is None or block.num == 0

@@ -741,6 +741,34 @@ async def test_notifications_use_the_block_size_the_registration_negotiated(
     assert len(notification.payload) == 512
 
 
+async def test_a_registration_for_a_later_block_is_served_without_an_observation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # RFC 7959 §2.6: later blocks of an observed resource are fetched by plain
+    # GETs. A GET with Observe=0 that asks for block 1 is one of those: the
+    # block is served, without Observe, and nothing is registered.
+    served = Served()
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with server_and_peer(MemoryNetwork(seed=0), served.site) as (_, peer):
+            client = Client(peer)
+            first = await client.ask("feed", token=b"f0", block2=BlockValue(0, False, 6))
+            later = await client.ask(
+                "feed", token=b"obs", observe=0, block2=BlockValue(1, False, 6)
+            )
+            seen = len(peer.received)
+            served.feed.updated_state()
+            await trio.sleep(5.0)
+            notified = peer.messages[seen:]
+            count = served.feed.observation_count
+    assert later.code is Code.CONTENT
+    assert later.opt.observe is None
+    assert later.opt.block2 == BlockValue(1, True, 6)
+    assert later.opt.etag == first.opt.etag
+    assert later.payload == body_of(2200, b"feed 0")[1024:2048]
+    assert count == 0
+    assert notified == []
+
+
 # -- resources that handle blocks themselves ------------------------------------------------
 
 
