@@ -20,18 +20,18 @@ POOL_SIZE = 4096
 class RandomBytes:
     """Random bytes from ``rng``: pooled when it is a ``SystemRandom``."""
 
-    __slots__ = ("_at", "_pool", "_rng", "pooled")
+    __slots__ = ("_at", "_pool", "_pooled", "_rng")
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
-        #: Whether the bytes come from the pool (``rng`` is a SystemRandom).
-        self.pooled = isinstance(rng, random.SystemRandom)
+        # Pooled when the bytes come from the OS (``rng`` is a SystemRandom).
+        self._pooled = isinstance(rng, random.SystemRandom)
         self._pool = b""
         self._at = 0
 
     def take(self, count: int) -> bytes:
         """``count`` random bytes (0 to :data:`POOL_SIZE`)."""
-        if not self.pooled:
+        if not self._pooled:
             return self._rng.randbytes(count) if count else b""
         at = self._at
         end = at + count
@@ -43,7 +43,7 @@ class RandomBytes:
 
     def below(self, limit: int) -> int:
         """A random integer in ``0 .. limit - 1`` (``limit`` at most 2**16, unbiased)."""
-        if not self.pooled:
+        if not self._pooled:
             return self._rng.randrange(limit)
         while True:  # rejection sampling: a power of two accepts every draw
             value = int.from_bytes(self.take(2), "big")

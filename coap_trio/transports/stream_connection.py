@@ -234,7 +234,7 @@ class StreamConnection:
                         raise IdleTimeoutError(
                             errno.ETIMEDOUT, "the peer read nothing for too long"
                         )
-                    if not self._receive(on_frames):
+                    if self._receive(on_frames) is None:
                         return
                     continue
             with trio.CancelScope(deadline=self.last_activity + idle) as waiting:
@@ -247,9 +247,10 @@ class StreamConnection:
                 if not self._chunks and trio.current_time() >= self.last_activity + idle:
                     raise IdleTimeoutError(errno.ETIMEDOUT, "idle connection closed")
                 continue
-            if not self._receive(on_frames):
+            handed_over = self._receive(on_frames)
+            if handed_over is None:
                 return
-            if not self._chunks:
+            if handed_over and not self._chunks:
                 # The frames just handed over woke tasks that are likely to
                 # queue frames (the next requests, the answers): let them run
                 # first, so that what they queue goes out in one send, with no
@@ -341,18 +342,22 @@ class StreamConnection:
                 raise ConnectionResetError(errno.ECONNRESET, "closed during the handshake")
             return data
 
-    def _receive(self, on_frames: DatagramHandler) -> bool:
-        """Read what the socket has (without waiting), hand its frames over; False at the end."""
+    def _receive(self, on_frames: DatagramHandler) -> int | None:
+        """Read what the socket has (without waiting), hand its frames over.
+
+        Returns how many frames were handed over; None at the end.
+        """
         sock = self.sock
         assert sock is not None
         try:
             data = sock.recv(_RECEIVE_SIZE)
         except (BlockingIOError, InterruptedError):
-            return True
+            return 0
         if not data:
-            return False  # the peer closed its side
+            return None  # the peer closed its side
         self.last_activity = trio.current_time()
         ended = False
+        count = 0
         tls = self.tls
         if tls is not None:
             data = tls.receive(data)
@@ -363,11 +368,12 @@ class StreamConnection:
             frames, reply = framer.feed(data)
             if reply:
                 self._push(reply)
+            count = len(frames)
             if frames:
                 remote = self.remote
                 on_frames([(frame, remote) for frame in frames])
             ended = ended or framer.closed
-        return not ended
+        return None if ended else count
 
     def _push(self, wire: bytes) -> None:
         """Queue the framer's own bytes (handshake, pongs, close), through TLS."""
