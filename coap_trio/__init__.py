@@ -5,9 +5,10 @@ underscore are private. See ``docs/architecture.md`` for the layers.
 """
 
 from . import codec, linkformat, response_errors
+from ._client.observation import Observation, ObservationError
+from ._client.request import Request
+from ._client.stream import ResponseStream
 from .block import BlockValue
-from .client import Request
-from .client_stream import ResponseStream
 from .context import Context, ContextStatistics, open_context
 from .errors import (
     BadResponseError,
@@ -58,7 +59,6 @@ from .numbers import (
     iPATCH,
 )
 from .observable import ObservableResource
-from .observation import Observation, ObservationError
 from .options import Options
 from .protocol.config import BlockwiseConfig, MessagingConfig
 from .resource import Resource, Site

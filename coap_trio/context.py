@@ -7,9 +7,9 @@ Received datagrams are processed synchronously in the receive task (no task
 spawn or channel hop per datagram); responses reach waiting requests by
 setting their event; received requests travel to the handler pool through one
 bounded memory channel. A handler task answers through
-:class:`~coap_trio.server_blockwise.BlockwiseServer` (Block1 reassembly,
+:class:`~coap_trio._server.blockwise.BlockwiseServer` (Block1 reassembly,
 Block2 slicing of responses and notifications, RFC 7959), which renders
-through the :class:`~coap_trio.server.Responder`.
+through the :class:`~coap_trio._server.responder.Responder`.
 
 Resource handling: leaving ``async with open_context()`` cancels every task,
 closes every socket, and fails every unfinished request with
@@ -44,13 +44,18 @@ from typing import Any
 import attrs
 import trio
 
-from .client import Request
-from .client_block_messages import UploadTags, has_block_option
-from .client_blockwise import Progress, prepare_request
-from .client_observe import observe_resource
-from .client_routing import RequestRouter
-from .client_stream import ResponseStream, open_stream
-from .endpoint_runner import EndpointRunner
+from ._client.block_messages import UploadTags, has_block_option
+from ._client.blockwise import Progress, prepare_request
+from ._client.observation import Observation
+from ._client.observe import observe_resource
+from ._client.request import Request
+from ._client.routing import RequestRouter
+from ._client.stream import ResponseStream, open_stream
+from ._runner import EndpointRunner
+from ._server.blockwise import BlockwiseServer
+from ._server.dispatch import RequestDispatcher
+from ._server.observations import ServerObservations
+from ._server.responder import DEFAULT_MAX_PAYLOAD, Responder
 from .errors import (
     CoapError,
     RequestCancelledError,
@@ -59,16 +64,11 @@ from .errors import (
 from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
-from .observation import Observation
 from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
 from .protocol.exchanges import ClientExchange, ClientState
 from .protocol.messaging import Messaging
 from .protocol.stream_messaging import StreamMessaging
 from .remote import DatagramRemote
-from .server import DEFAULT_MAX_PAYLOAD, Responder
-from .server_blockwise import BlockwiseServer
-from .server_dispatch import RequestDispatcher
-from .server_observations import ServerObservations
 from .transports.base import DatagramNetwork, EndpointStatistics
 from .transports.stream import STREAM_SCHEMES, StreamEndpoint, StreamLimits, StreamStatistics
 from .transports.websocket import require_wsproto
@@ -326,7 +326,7 @@ class Context:
         yields its payload in chunks, asking for each further Block2 block
         only when the consumer wants it, so memory stays about one block and
         no ``max_body_size`` applies. Leaving the block stops the transfer.
-        See :class:`~coap_trio.client_stream.ResponseStream`.
+        See :class:`~coap_trio._client.stream.ResponseStream`.
         """
         return open_stream(self, target, progress)
 
@@ -342,7 +342,7 @@ class Context:
 
         ``target`` is a URI (a GET is built) or a request message (its
         Observe is set to 0). Iterating yields the first response, then each
-        fresh notification (see :class:`~coap_trio.observation.Observation`;
+        fresh notification (see :class:`~coap_trio._client.observation.Observation`;
         ``keep`` bounds the notifications buffered for a slow consumer).
         Leaving the block, or cancelling the task in it, ends the
         observation: the exchange is abandoned (later notifications get RST)

@@ -36,7 +36,7 @@ from coap_trio import (
     Site,
     open_context,
 )
-from coap_trio.client_block_messages import block2_request
+from coap_trio._client.block_messages import block2_request
 from coap_trio.codec import decode, encode
 from coap_trio.context import Context
 from coap_trio.numbers.optionnumbers import OptionNumber

@@ -1,4 +1,4 @@
-"""Tests for coap_trio.context and coap_trio.client: the trio shell around the messaging layer.
+"""Tests for coap_trio.context and its Request: the trio shell around the messaging layer.
 
 Every test runs a client and (mostly) a server :class:`Context` on a
 :class:`~coap_trio.testing.MemoryNetwork` under pytest-trio's
@@ -23,7 +23,7 @@ import pytest
 import trio
 import trio.testing
 
-from coap_trio.client import Request
+from coap_trio import Request
 from coap_trio.codec import decode, encode
 from coap_trio.context import Context, open_context
 from coap_trio.errors import (

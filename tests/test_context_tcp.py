@@ -22,10 +22,10 @@ from coap_trio import (
     Code,
     Message,
     ObservableResource,
+    Request,
     UnsupportedTransportError,
     open_context,
 )
-from coap_trio.client import Request
 from coap_trio.errors import CoapError, ConnectionLostError, RequestTimeoutError
 from coap_trio.protocol.config import MessagingConfig
 from coap_trio.protocol.exchanges import ClientExchange

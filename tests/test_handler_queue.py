@@ -1,4 +1,4 @@
-"""The queue between receive tasks and handler tasks (coap_trio.handler_queue).
+"""The queue between receive tasks and handler tasks (coap_trio._server.handler_queue).
 
 Checked: capacity counts parked and woken handlers like a memory channel's
 waiting receivers; a handler takes queued items without parking; a handler
@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from coap_trio.handler_queue import HandlerQueue
+from coap_trio._server.handler_queue import HandlerQueue
 
 
 def test_capacity_without_handlers() -> None:

@@ -11,10 +11,21 @@ import pytest
 import trio
 from interop_helpers import libcoap_server
 
-from coap_trio import ACK, CON, CONTENT, GET, NON, RST, Code, Message, Site, open_context
+from coap_trio import (
+    ACK,
+    CON,
+    CONTENT,
+    GET,
+    NON,
+    RST,
+    Code,
+    Message,
+    ObservationError,
+    Site,
+    open_context,
+)
 from coap_trio.codec import decode, encode
 from coap_trio.observable import ObservableResource
-from coap_trio.observation import ObservationError
 from coap_trio.remote import DatagramRemote
 from coap_trio.testing import MemoryNetwork
 

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_server import RawPeer, request, server_and_peer
 
+from coap_trio._server.blockwise import BlockwiseServer, representation_key, upload_key
 from coap_trio.block import BlockValue
 from coap_trio.codec import decode
 from coap_trio.message import Message
@@ -31,7 +32,6 @@ from coap_trio.numbers.types import Type
 from coap_trio.observable import ObservableResource
 from coap_trio.protocol.config import BlockwiseConfig
 from coap_trio.resource import Resource, Site
-from coap_trio.server_blockwise import BlockwiseServer, representation_key, upload_key
 from coap_trio.testing import MemoryNetwork
 
 #: Generous bound for one test in virtual time (autojump makes it free).
@@ -945,9 +945,10 @@ async def test_later_blocks_are_answered_while_every_handler_is_busy(
     blocker = Blocker()
     served.site.add(["blocker"], blocker)
     with trio.fail_after(VIRTUAL_LIMIT):
-        async with server_and_peer(
-            MemoryNetwork(seed=0), served.site, server_concurrency=1
-        ) as (_, peer):
+        async with server_and_peer(MemoryNetwork(seed=0), served.site, server_concurrency=1) as (
+            _,
+            peer,
+        ):
             client = Client(peer)
             first = await client.ask()  # block 0 renders in the handler
             upload_start = await client.ask(

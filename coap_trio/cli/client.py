@@ -21,13 +21,13 @@ from typing import BinaryIO, TextIO
 import attrs
 import trio
 
+from .._client.observation import ObservationError
 from ..context import Context, open_context
 from ..errors import CoapError
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.contentformat import ContentFormat
 from ..numbers.types import Type
-from ..observation import ObservationError
 from ..protocol.config import BlockwiseConfig
 from ..transports.base import DatagramNetwork
 from .exitcodes import ExitStatus, status_for_code, status_for_error

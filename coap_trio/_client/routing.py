@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .errors import CoapError, LocalProtocolError, UnresolvableHostError, UnsupportedTransportError
-from .message import Message
-from .remote import DatagramRemote
-from .transports.stream import STREAM_SCHEMES, StreamEndpoint
-from .transports.websocket import require_wsproto
-from .uri import Origin, is_ip_literal
+from ..errors import CoapError, LocalProtocolError, UnresolvableHostError, UnsupportedTransportError
+from ..message import Message
+from ..remote import DatagramRemote
+from ..transports.stream import STREAM_SCHEMES, StreamEndpoint
+from ..transports.websocket import require_wsproto
+from ..uri import Origin, is_ip_literal
 
 if TYPE_CHECKING:
-    from .endpoint_runner import EndpointRunner
-    from .transports.base import DatagramNetwork
+    from .._runner import EndpointRunner
+    from ..transports.base import DatagramNetwork
 
 __all__ = ["RequestRouter"]
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .client import Request
-from .client_block_messages import has_block_option
-from .client_blockwise import take_notification, take_response
+from ._client.block_messages import has_block_option
+from ._client.blockwise import take_notification, take_response
+from ._client.request import Request
 from .message import Message
 from .numbers.codes import Code
 from .observable import ServerObservation

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from .errors import CoapError, RequestError
-from .message import Message
-from .protocol.observe import NotificationOrder
+from ..errors import CoapError, RequestError
+from ..message import Message
+from ..protocol.observe import NotificationOrder
 
 __all__ = ["DEFAULT_MAX_AGE", "Observation", "ObservationError"]
 
@@ -77,7 +77,7 @@ class Observation:
         self._ended = False
         self._error: CoapError | None = None
         #: The block-wise fetch of a notification in progress (RFC 7959 §2.6):
-        #: its cancel scope and Observe value (see coap_trio.client_blockwise).
+        #: its cancel scope and Observe value (see coap_trio._client.blockwise).
         self._fetch: tuple[trio.CancelScope, int | None] | None = None
         #: Responses received (fresh ones, including the first).
         self.received = 0

@@ -2,8 +2,8 @@
 
 Request-Tag values for concurrent uploads, the request for each Block1 or
 Block2 block built from the original request, and what a response says
-about blocks. Used by :mod:`coap_trio.client_blockwise` (which sends and
-awaits), :mod:`coap_trio.client_stream`, the Context and the endpoint runner.
+about blocks. Used by :mod:`coap_trio._client.blockwise` (which sends and
+awaits), :mod:`coap_trio._client.stream`, the Context and the endpoint runner.
 No I/O.
 """
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from .block import BlockValue
-from .message import Message
-from .numbers.optionnumbers import OptionNumber
-from .options import Options, encode_uint
-from .protocol.blockwise_client import SendBlock, without_block_options
+from ..block import BlockValue
+from ..message import Message
+from ..numbers.optionnumbers import OptionNumber
+from ..options import Options, encode_uint
+from ..protocol.blockwise_client import SendBlock, without_block_options
 
 __all__ = [
     "UploadTags",

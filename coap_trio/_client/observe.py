@@ -1,7 +1,7 @@
 """How a Context observes a resource: registration, re-registration, deregistration.
 
 Owns the lifecycle of one client observation (RFC 7641 §3): sending the
-registration, feeding the :class:`~coap_trio.observation.Observation`
+registration, feeding the :class:`~coap_trio._client.observation.Observation`
 (through the endpoint runner), re-registering when Max-Age passes without a
 notification (§3.3.1, optional), and on leaving abandoning the exchange and
 sending GET Observe=1 from the Context's nursery (§3.6). Must not know about
@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .client import Request
-from .errors import CoapError, RequestCancelledError
-from .message import Message
-from .numbers.codes import Code
+from ..errors import CoapError, RequestCancelledError
+from ..message import Message
+from ..numbers.codes import Code
+from ..protocol.exchanges import ClientExchange, ClientState
+from ..protocol.observe import NotificationOrder
+from ..remote import DatagramRemote
 from .observation import Observation
-from .protocol.exchanges import ClientExchange, ClientState
-from .protocol.observe import NotificationOrder
-from .remote import DatagramRemote
+from .request import Request
 
 if TYPE_CHECKING:
-    from .context import Context
-    from .endpoint_runner import EndpointRunner
+    from .._runner import EndpointRunner
+    from ..context import Context
 
 __all__ = ["REREGISTER_MARGIN", "observe_resource"]
 

@@ -3,7 +3,7 @@
 Owns what happens to a request the messaging layer handed over: the
 Responder's prechecks in the receive path (4.02, 5.05, 4.13 before any
 handler), later blocks of a block-wise transfer answered at once
-(:meth:`~coap_trio.server_blockwise.BlockwiseServer.respond_now`), the
+(:meth:`~coap_trio._server.blockwise.BlockwiseServer.respond_now`), the
 bounded hand-off to the pool of handler tasks (full: 5.03 for a CON, a NON
 dropped, both counted), and in a handler task the observation registration
 (RFC 7641), block-wise assembly and slicing (RFC 7959), No-Response, and the
@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..interfaces import Resource
+from ..message import Message
+from ..numbers.codes import Code
+from ..numbers.optionnumbers import OptionNumber
+from ..protocol.exchanges import ServerExchange
+from .blockwise import BlockwiseServer
 from .handler_queue import HandlerQueue
-from .interfaces import Resource
-from .message import Message
-from .numbers.codes import Code
-from .numbers.optionnumbers import OptionNumber
-from .protocol.exchanges import ServerExchange
-from .server import Responder, suppressed_by_no_response
-from .server_blockwise import BlockwiseServer
-from .server_observations import ServerObservations
+from .observations import ServerObservations
+from .responder import Responder, suppressed_by_no_response
 
 if TYPE_CHECKING:
-    from .endpoint_runner import EndpointRunner
+    from .._runner import EndpointRunner
 
 __all__ = ["RequestDispatcher"]
 

@@ -61,13 +61,13 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 
-from .block import BlockValue
-from .message import Message
-from .numbers.codes import Code
-from .numbers.contentformat import ContentFormat
-from .numbers.optionnumbers import OptionNumber
-from .protocol.block2cache import Block2Cache
-from .protocol.blockwise import (
+from ..block import BlockValue
+from ..message import Message
+from ..numbers.codes import Code
+from ..numbers.contentformat import ContentFormat
+from ..numbers.optionnumbers import OptionNumber
+from ..protocol.block2cache import Block2Cache
+from ..protocol.blockwise import (
     BERT_REFUSED,
     BertNotAllowed,
     Block1Assembler,
@@ -76,7 +76,7 @@ from .protocol.blockwise import (
     Failure,
     slice_block2,
 )
-from .protocol.config import BlockwiseConfig
+from ..protocol.config import BlockwiseConfig
 
 __all__ = [
     "BlockwiseServer",

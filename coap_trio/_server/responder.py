@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 
-from .interfaces import Resource
-from .message import Message
-from .numbers.codes import Code
-from .numbers.optionnumbers import OptionNumber
-from .protocol.matcher import RECOGNIZED_RESPONSE_OPTIONS, has_unrecognized_critical
-from .response_errors import (
+from ..interfaces import Resource
+from ..message import Message
+from ..numbers.codes import Code
+from ..numbers.optionnumbers import OptionNumber
+from ..protocol.matcher import RECOGNIZED_RESPONSE_OPTIONS, has_unrecognized_critical
+from ..response_errors import (
     BadOption,
     ProxyingNotSupported,
     RenderableError,

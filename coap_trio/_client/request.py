@@ -33,8 +33,8 @@ from typing import Any
 
 import trio
 
-from .errors import CoapError, RequestCancelledError
-from .message import Message
+from ..errors import CoapError, RequestCancelledError
+from ..message import Message
 
 __all__ = ["Request"]
 
@@ -75,7 +75,7 @@ class Request:
         self.exchange: Any = None
         #: The Observation fed by this request's responses, when it is one.
         self.observation: Any = None
-        #: Block-wise state (:mod:`coap_trio.client_blockwise`): None while the
+        #: Block-wise state (:mod:`coap_trio._client.blockwise`): None while the
         #: request may still turn block-wise, False when it is sent and answered
         #: as is (no block-wise handling), else the transfer in progress.
         self.transfer: Any = None

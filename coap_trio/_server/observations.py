@@ -18,10 +18,10 @@ from collections.abc import Callable, Hashable
 
 import trio
 
-from .interfaces import Resource
-from .message import Message
-from .observable import ServerObservation
-from .response_errors import RenderableError
+from ..interfaces import Resource
+from ..message import Message
+from ..observable import ServerObservation
+from ..response_errors import RenderableError
 
 __all__ = ["ServerObservations"]
 

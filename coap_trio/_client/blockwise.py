@@ -1,12 +1,12 @@
 """The client side of block-wise transfers (RFC 7959) in the trio shell.
 
-Owns what turns one :class:`~coap_trio.client.Request` into several block
+Owns what turns one :class:`~coap_trio._client.request.Request` into several block
 exchanges and back into one response: cutting a large request body into
 Block1 blocks (with a Request-Tag, RFC 9175, when another upload to the same
 resource is in flight from this Context), fetching the remaining Block2
 blocks of a response, retrying a request refused with 4.13 block-wise, the
 and the blocks of multi-block notifications (RFC 7959 §2.6, latest wins).
-:mod:`coap_trio.client_stream` builds ``Context.stream`` on the same pieces.
+:mod:`coap_trio._client.stream` builds ``Context.stream`` on the same pieces.
 
 The protocol decisions (which block next, the consistency checks) live in
 :mod:`coap_trio.protocol.blockwise_client`; this module sends and awaits.
@@ -30,9 +30,26 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .block import BERT_SZX, BlockValue
-from .client import Request
-from .client_block_messages import (
+from ..block import BERT_SZX, BlockValue
+from ..errors import (
+    CoapError,
+    RepresentationChangedError,
+    RequestCancelledError,
+    RequestError,
+)
+from ..message import Message
+from ..numbers.codes import Code
+from ..numbers.optionnumbers import OptionNumber
+from ..protocol.blockwise_client import (
+    Block1Upload,
+    Block2Download,
+    DownloadComplete,
+    FetchBlock,
+    SendBlock,
+    szx_for,
+)
+from ..protocol.observe import is_newer
+from .block_messages import (
     UploadTags,
     block1_request,
     block2_request,
@@ -41,28 +58,11 @@ from .client_block_messages import (
     upload_key,
     wants_blocks,
 )
-from .errors import (
-    CoapError,
-    RepresentationChangedError,
-    RequestCancelledError,
-    RequestError,
-)
-from .message import Message
-from .numbers.codes import Code
-from .numbers.optionnumbers import OptionNumber
-from .protocol.blockwise_client import (
-    Block1Upload,
-    Block2Download,
-    DownloadComplete,
-    FetchBlock,
-    SendBlock,
-    szx_for,
-)
-from .protocol.observe import is_newer
+from .request import Request
 
 if TYPE_CHECKING:
-    from .context import Context
-    from .endpoint_runner import EndpointRunner
+    from .._runner import EndpointRunner
+    from ..context import Context
     from .observation import Observation
 
 __all__ = [

@@ -5,7 +5,7 @@ arrives as for any request, then each further Block2 block is requested
 only when the consumer asks for the next chunk, so memory stays about one
 block whatever the size. The consumer's task drives it (no task of its
 own); the consistency checks are :class:`~coap_trio.protocol.blockwise_client.Block2Download`'s
-and the block exchanges :mod:`coap_trio.client_blockwise`'s.
+and the block exchanges :mod:`coap_trio._client.blockwise`'s.
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .block import BlockValue
-from .client import Request
-from .client_block_messages import block2_request, wants_blocks
-from .client_blockwise import BlockSender, Progress
-from .errors import BadResponseError
-from .message import Message
-from .numbers.codes import Code
-from .numbers.optionnumbers import OptionNumber
-from .protocol.blockwise_client import Block2Download, DownloadComplete, FetchBlock
+from ..block import BlockValue
+from ..errors import BadResponseError
+from ..message import Message
+from ..numbers.codes import Code
+from ..numbers.optionnumbers import OptionNumber
+from ..protocol.blockwise_client import Block2Download, DownloadComplete, FetchBlock
+from .block_messages import block2_request, wants_blocks
+from .blockwise import BlockSender, Progress
+from .request import Request
 
 if TYPE_CHECKING:
-    from .context import Context
+    from ..context import Context
 
 __all__ = ["ResponseStream", "open_stream"]
 
