@@ -1,29 +1,30 @@
 """One transport endpoint of a Context, its messaging machine, and the glue between them.
 
-Owns turning the sans-I/O machine's events into actions (send a datagram,
-resolve a request, hand a received request to the Context, end a server
-observation whose notification was rejected) and the endpoint's timer task
-(one cancel scope whose deadline follows the machine's next live timer).
-Must not know about resources or routing (the Context's), or the wire format.
+Owns turning the sans-I/O machine's events into actions: a ``Transmit`` is
+sent on the endpoint, a ``CloseConnection`` closes a stream connection, and
+every other event goes to one of two sinks given at construction, one
+typed method per event: the client side (:class:`ClientSink`: responses,
+notifications and failures of requests we sent) and the server side
+(:class:`ServerSink`: requests we received, separate responses that failed,
+peers that went away). It also runs the endpoint's timer task (one cancel
+scope whose deadline follows the machine's next live timer).
+
+Must not know about the Context, requests, resources or routing (the sinks'),
+or the wire format (the machine's).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable
+from typing import Protocol, cast
 
 import trio
 
-from ._client.block_messages import has_block_option
-from ._client.blockwise import take_notification, take_response
-from ._client.request import Request
+from .errors import CoapError
 from .message import Message
-from .numbers.codes import Code
-from .observable import ServerObservation
 from .protocol.exchanges import (
     ClientExchange,
-    ClientState,
     CloseConnection,
     Event,
     NotificationReceived,
@@ -31,41 +32,86 @@ from .protocol.exchanges import (
     RequestReceived,
     ResponseFailed,
     ResponseReceived,
+    ServerExchange,
     Transmit,
 )
 from .protocol.messaging import Messaging
 from .protocol.stream_messaging import StreamMessaging
 from .remote import DatagramRemote
 from .transports.base import DatagramEndpoint
+from .transports.stream import StreamEndpoint
 
-if TYPE_CHECKING:
-    from .context import Context
+__all__ = ["ClientSink", "EndpointRunner", "Machine", "ServerSink"]
 
-__all__ = ["EndpointRunner"]
+#: The messaging machines an endpoint runs.
+Machine = Messaging | StreamMessaging
 
-# Module constants for the response path (an Enum class attribute is slow on 3.11).
-_DONE = ClientState.DONE
-_TOO_LARGE = Code.REQUEST_ENTITY_TOO_LARGE
+
+class ClientSink(Protocol):
+    """Where the events of the requests an endpoint sent go (the Context's client side)."""
+
+    def response_received(
+        self, runner: EndpointRunner, exchange: ClientExchange, response: Message
+    ) -> None:
+        """The response to ``exchange`` arrived (for an observation: its first response)."""
+
+    def notification_received(
+        self, runner: EndpointRunner, exchange: ClientExchange, response: Message
+    ) -> None:
+        """A further response (RFC 7641 notification) of an observing ``exchange``."""
+
+    def request_failed(
+        self, runner: EndpointRunner, exchange: ClientExchange, error: CoapError
+    ) -> None:
+        """``exchange`` ended without a response (timeout, reset, connection lost...)."""
+
+
+class ServerSink(Protocol):
+    """Where the events of the requests an endpoint received go (the Context's server side)."""
+
+    def request_received(self, runner: EndpointRunner, exchange: ServerExchange) -> None:
+        """A new request arrived; answer it through ``runner.respond``."""
+
+    def response_failed(self, exchange: ServerExchange, error: CoapError) -> None:
+        """A separate response or notification of ``exchange`` was reset or never acknowledged."""
+
+    def remote_lost(self, remote: DatagramRemote, reason: str) -> None:
+        """``remote`` went away (an ICMP error, a closed connection): end what it registered."""
 
 
 class EndpointRunner:
     """One endpoint, its messaging machine, and the glue between them (see the module)."""
 
     def __init__(
-        self, context: Context, endpoint: DatagramEndpoint, machine: Messaging | StreamMessaging
+        self,
+        endpoint: DatagramEndpoint,
+        machine: Machine,
+        client: ClientSink,
+        server: ServerSink,
     ) -> None:
-        self.context = context
         self.endpoint = endpoint
+        #: ``endpoint.send``: the machine's events carry the remotes this endpoint gave it.
+        self._send = cast(Callable[[bytes, Hashable], None], endpoint.send)
+        self._connections = endpoint if isinstance(endpoint, StreamEndpoint) else None
         self.machine = machine
-        self.timer_scope: trio.CancelScope | None = None
+        self._client = client
+        self._server = server
+        #: The sinks' handlers, bound once (looked up per event).
+        self._on_response = client.response_received
+        self._on_notification = client.notification_received
+        self._on_failure = client.request_failed
+        self._on_request = server.request_received
+        self._timer_scope: trio.CancelScope | None = None
         #: trio.current_time without its two wrapper calls (the run's clock does not change).
         self._now = trio.lowlevel.current_clock().current_time
-        #: The deadline ``timer_scope`` was given (read per request: not the property).
+        #: The deadline the timer scope was given (read per request: not the property).
         self._armed = math.inf
-        self.remotes: dict[tuple[str, int], DatagramRemote] = {}
+        self._remotes: dict[tuple[str, int], DatagramRemote] = {}
         #: A reliable, ordered transport (RFC 8323): notifications are never stale.
         self.in_order = isinstance(machine, StreamMessaging)
         self._stream_machine = machine if isinstance(machine, StreamMessaging) else None
+
+    # -- the endpoint's callbacks ----------------------------------------------------------
 
     def on_datagrams(self, batch: list[tuple[bytes, DatagramRemote]]) -> None:
         """The endpoint's receive callback: feed each datagram to the machine, act on the events."""
@@ -85,146 +131,103 @@ class EndpointRunner:
         end: a vanished observer must not be notified for up to a day (only a
         CON notification, sent at least daily, would otherwise detect it).
         """
-        self.perform(self.machine.peer_error(remote, error, trio.current_time()))
-        self.context._observations.end_remote(remote, f"network error: {error}")
+        self.perform(self.machine.peer_error(remote, error, self._now()))
+        self._server.remote_lost(remote, f"network error: {error}")
 
     def connection_made(self, remote: DatagramRemote) -> None:
         """A stream endpoint's hook: a connection to ``remote`` is up (our CSM goes first)."""
-        machine = self.machine
-        assert isinstance(machine, StreamMessaging)
-        self.perform(machine.connection_made(remote, trio.current_time()))
+        stream = self._stream_machine
+        if stream is not None:
+            self.perform(stream.connection_made(remote, self._now()))
 
     def connection_lost(self, remote: DatagramRemote, error: OSError | None) -> None:
         """A stream endpoint's hook: the connection to ``remote`` ended (``error``: why).
 
         Requests in flight on it fail, and observations it registered end.
         """
-        machine = self.machine
-        assert isinstance(machine, StreamMessaging)
-        self.perform(machine.connection_lost(remote, error, trio.current_time()))
+        stream = self._stream_machine
+        if stream is not None:
+            self.perform(stream.connection_lost(remote, error, self._now()))
         reason = f"connection lost: {error}" if error is not None else "connection closed"
-        self.context._observations.end_remote(remote, reason)
+        self._server.remote_lost(remote, reason)
 
-    def perform_send(self, events: list[Event]) -> None:
-        """:meth:`perform` for the events of ``send_request`` (the request path).
+    # -- carrying out the machine's events -------------------------------------------------
+
+    def send_request(self, message: Message, remote: Hashable) -> ClientExchange:
+        """Send a request with the machine; returns its exchange (the request path).
 
         Over a stream the timer is not looked at when the new request's
         response deadline cannot be the earliest (another one is live).
         """
+        exchange, events = self.machine.send_request(message, remote, self._now())
         if len(events) == 1 and type(events[0]) is Transmit:
             event = events[0]
-            self.endpoint.send(event.data, event.remote)  # type: ignore[arg-type]
+            self._send(event.data, event.remote)
             stream = self._stream_machine
             if stream is None or not stream.kept_next_deadline:
                 self.kick()
         else:  # (also with no event: a request waiting for the peer's CSM has a deadline)
             self._carry_out(events)
             self.kick()
+        return exchange
+
+    def send_ping(self, remote: DatagramRemote) -> ClientExchange:
+        """Send a CoAP ping to ``remote`` (RFC 7252 §4.3, RFC 8323 §5.4); its exchange."""
+        exchange, events = self.machine.send_ping(remote, self._now())
+        self.perform(events)
+        return exchange
+
+    def abandon(self, exchange: ClientExchange) -> None:
+        """Stop ``exchange``: no retransmission, its token freed, later responses get RST."""
+        self.perform(self.machine.abandon(exchange, self._now()))
+
+    def respond(self, exchange: ServerExchange, response: Message | None) -> None:
+        """Answer a received request (None: nothing to send, the request is done)."""
+        self.perform(self.machine.respond(exchange, response, self._now()))
+
+    def notify(self, exchange: ServerExchange, notification: Message, confirmable: bool) -> None:
+        """Send a notification (RFC 7641) of the observation registered by ``exchange``."""
+        self.perform(
+            self.machine.notify(exchange, notification, self._now(), confirmable=confirmable)
+        )
 
     def perform(self, events: list[Event]) -> None:
-        """Carry out the machine's events (send, resolve requests, dispatch, end observations)."""
+        """Carry out the machine's events (send, hand over to the sinks, close connections)."""
         if events:
             if len(events) == 1 and type(events[0]) is Transmit:  # a request going out
                 event = events[0]
-                self.endpoint.send(event.data, event.remote)  # type: ignore[arg-type]
+                self._send(event.data, event.remote)
             else:
                 self._carry_out(events)
             self.kick()
 
     def _carry_out(self, events: list[Event]) -> None:
         """:meth:`perform` without the timer task's update (the caller kicks)."""
-        send = self.endpoint.send
-        later: list[ClientExchange] = []
         for event in events:
-            kind = type(event)
-            if kind is ResponseReceived:
-                exchange = event.exchange  # type: ignore[attr-defined]
-                request: Request | None = exchange.owner
-                if request is None:
-                    continue
-                response: Message | None = event.response  # type: ignore[attr-defined]
-                observation = request.observation
-                if observation is not None:
-                    assert response is not None
-                    request._succeed(response)
-                    self.context._inflight.discard(request)
-                    observation.in_order = self.in_order
-                    final = exchange.state is not ClientState.OBSERVING
-                    if not take_notification(self, request, response, final):
-                        observation._push(response, final)
-                    continue
-                transfer = request.transfer
-                if transfer is not False and (  # block-wise may go on (RFC 7959)
-                    transfer is not None  # (the usual case, a plain response, inline)
-                    or response.code is _TOO_LARGE  # type: ignore[union-attr]
-                    or has_block_option(response)  # type: ignore[arg-type]
-                ):
-                    response = take_response(self, request, response)  # type: ignore[arg-type]
-                if response is not None:
-                    request._succeed(response)
-                    self.context._inflight.discard(request)
-                state = exchange.state
-                if state is _DONE:
-                    # Request -> exchange -> owner -> Request is a reference cycle:
-                    # broken here, finished exchanges are freed at once (not by the
-                    # cyclic GC, whose runs were ~20% of a busy client's CPU).
-                    exchange.owner = None
-                elif state is ClientState.OBSERVING:
-                    # A plain request that happened to register an observation
-                    # (Observe=0): nobody will read notifications, so end it;
-                    # later notifications then get RST (RFC 7641 §3.6).
-                    later.append(exchange)
-            elif kind is Transmit:
-                send(event.data, event.remote)  # type: ignore[attr-defined]
-            elif kind is NotificationReceived:
-                exchange = event.exchange  # type: ignore[attr-defined]
-                request = exchange.owner
-                observation = None if request is None else request.observation
-                if observation is not None:
-                    final = exchange.state is not ClientState.OBSERVING
-                    response = event.response  # type: ignore[attr-defined]
-                    assert response is not None
-                    if not take_notification(self, request, response, final):
-                        observation._push(response, final)
-            elif kind is RequestFailed:
-                exchange = event.exchange  # type: ignore[attr-defined]
-                request = exchange.owner
-                if request is None:
-                    continue
-                if exchange.state is ClientState.DONE:
-                    exchange.owner = None
-                request._fail(event.error)  # type: ignore[attr-defined]
-                self.context._inflight.discard(request)
-                if request.observation is not None:
-                    request.observation._fail(event.error)  # type: ignore[attr-defined]
-            elif kind is RequestReceived:
-                self.context._server.dispatch(self, event.exchange)  # type: ignore[attr-defined]
-            elif kind is ResponseFailed:
-                owner = event.exchange.owner  # type: ignore[attr-defined]
-                if isinstance(owner, ServerObservation):  # RST, or a CON notification lost
-                    owner.end(str(event.error))  # type: ignore[attr-defined]
-            elif kind is CloseConnection:  # RFC 8323: Abort, Release, a dead ping
-                remote = event.remote  # type: ignore[attr-defined]
-                self.endpoint.close_connection(remote, event.reason)  # type: ignore[attr-defined]
-                self.context._observations.end_remote(remote, event.reason)  # type: ignore[attr-defined]
-        for exchange in later:
-            self._carry_out(self.machine.abandon(exchange, trio.current_time()))
+            if type(event) is ResponseReceived:
+                self._on_response(self, event.exchange, event.response)
+            elif type(event) is Transmit:
+                self._send(event.data, event.remote)
+            elif type(event) is NotificationReceived:
+                self._on_notification(self, event.exchange, event.response)
+            elif type(event) is RequestFailed:
+                self._on_failure(self, event.exchange, event.error)
+            elif type(event) is RequestReceived:
+                self._on_request(self, event.exchange)
+            elif type(event) is ResponseFailed:
+                self._server.response_failed(event.exchange, event.error)
+            elif type(event) is CloseConnection:  # RFC 8323: Abort, Release, a dead ping
+                remote = cast(DatagramRemote, event.remote)
+                if self._connections is not None:
+                    self._connections.close_connection(remote, event.reason)
+                self._server.remote_lost(remote, event.reason)
+            # ResponseAcknowledged: nothing to do.
 
-    def bert_size(self, remote: Hashable) -> int | None:
-        """The largest BERT block for ``remote`` (RFC 8323 §6): None unless it is
-        reached over a connection on which both sides announced Block-Wise-Transfer."""
-        machine = self.machine
-        return machine.bert_size(remote) if isinstance(machine, StreamMessaging) else None
-
-    def bert_agreed(self, remote: Hashable) -> bool:
-        """Whether BERT blocks may be exchanged with ``remote`` (both sides announced
-        Block-Wise-Transfer on its connection)."""
-        machine = self.machine
-        return isinstance(machine, StreamMessaging) and machine.bert_agreed(remote)
+    # -- the timer task ----------------------------------------------------------------------
 
     def kick(self) -> None:
         """Bring the timer task's deadline forward if the machine now needs it sooner."""
-        scope = self.timer_scope
+        scope = self._timer_scope
         if scope is not None:
             deadline = self.machine.next_deadline()
             if deadline is not None and deadline < self._armed:
@@ -237,17 +240,19 @@ class EndpointRunner:
             deadline = machine.next_deadline()
             self._armed = math.inf if deadline is None else deadline
             with trio.CancelScope(deadline=self._armed) as scope:
-                self.timer_scope = scope
+                self._timer_scope = scope
                 await trio.sleep_forever()
-            self.timer_scope = None
-            self.perform(machine.timeout(trio.current_time()))
+            self._timer_scope = None
+            self.perform(machine.timeout(self._now()))
+
+    # -- addresses ---------------------------------------------------------------------------
 
     def remote_for(self, host: str, port: int) -> DatagramRemote:
         """The endpoint's canonical remote for an IP literal (cached)."""
         key = (host, port)
-        remote = self.remotes.get(key)
+        remote = self._remotes.get(key)
         if remote is None:
-            if len(self.remotes) > 4096:
-                self.remotes.clear()
-            remote = self.remotes[key] = self.endpoint.remote_for(host, port)
+            if len(self._remotes) > 4096:
+                self._remotes.clear()
+            remote = self._remotes[key] = self.endpoint.remote_for(host, port)
         return remote

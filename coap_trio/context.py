@@ -44,32 +44,26 @@ from typing import Any
 import attrs
 import trio
 
-from ._client.block_messages import UploadTags, has_block_option
-from ._client.blockwise import Progress, prepare_request
+from ._client.blockwise import Progress
+from ._client.core import ClientCore
 from ._client.observation import Observation
 from ._client.observe import observe_resource
 from ._client.request import Request
 from ._client.routing import RequestRouter
 from ._client.stream import ResponseStream, open_stream
-from ._runner import EndpointRunner
+from ._runner import EndpointRunner, Machine
 from ._server.blockwise import BlockwiseServer
 from ._server.dispatch import RequestDispatcher
 from ._server.observations import ServerObservations
 from ._server.responder import DEFAULT_MAX_PAYLOAD, Responder
-from .errors import (
-    CoapError,
-    RequestCancelledError,
-    UnresolvableHostError,
-)
 from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
 from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
-from .protocol.exchanges import ClientExchange, ClientState
 from .protocol.messaging import Messaging
 from .protocol.stream_messaging import StreamMessaging
 from .remote import DatagramRemote
-from .transports.base import DatagramNetwork, EndpointStatistics
+from .transports.base import DatagramEndpoint, DatagramNetwork, EndpointStatistics
 from .transports.stream import STREAM_SCHEMES, StreamEndpoint, StreamLimits, StreamStatistics
 from .transports.websocket import require_wsproto
 
@@ -111,6 +105,14 @@ class ContextStatistics:
     #: Server: later blocks asked for after their representation was dropped (rendered
     #: again for GET/FETCH, 4.08 otherwise).
     blockwise_cache_misses: int
+    #: Server: observations being served right now (RFC 7641).
+    observations: int
+    #: Server: registrations served without Observe because a limit was reached.
+    observations_refused: int
+    #: Client: requests started and not ended yet (block-wise transfers count once).
+    requests_in_flight: int
+    #: Client: block-wise uploads holding a Request-Tag right now (RFC 9175).
+    upload_tags_in_use: int
 
 
 class Context:
@@ -134,41 +136,35 @@ class Context:
         blockwise: BlockwiseConfig | None = None,
     ) -> None:
         self._nursery = nursery
-        #: Block-wise transfer tunables (client and server side).
-        self._blockwise_config = blockwise or BlockwiseConfig()
+        blockwise_config = blockwise or BlockwiseConfig()
         self._network = network
         self._config = config
-        self._observations = ServerObservations(
-            nursery, max_observations, max_observations_per_remote
-        )
+        self._rng = rng
+        self._runners: list[EndpointRunner] = []
         #: Received requests: prechecks, the handler pool, block-wise, observations.
         self._server = RequestDispatcher(
             nursery,
             site,
             Responder(site, max_payload=max_request_payload) if site is not None else None,
-            self._observations,
-            BlockwiseServer(self._blockwise_config, trio.current_time),
+            ServerObservations(nursery, max_observations, max_observations_per_remote),
+            BlockwiseServer(blockwise_config, trio.current_time),
         )
-        self._rng = rng
-        self._runners: list[EndpointRunner] = []
-        #: Where each request goes (endpoint and remote), with the DNS cache.
-        self._router = RequestRouter(network, self._runners, dns_ttl)
-        self._inflight: set[Request] = set()
-        self._closed = False
-        #: The bound method every Request gets (made once, not per request).
-        self._abandon_request = self._abandon
-        #: trio.current_time without its two wrapper calls (the run's clock does not change).
-        self._now = trio.lowlevel.current_clock().current_time
+        #: Requests in flight, routing, block-wise transfers, observations' plumbing.
+        self._client = ClientCore(
+            nursery, RequestRouter(network, self._runners, dns_ttl), blockwise_config
+        )
         #: Every TCP/TLS/WebSocket connection and listener (RFC 8323), and its runner.
         self._stream: StreamEndpoint | None = None
         self._stream_runner: EndpointRunner | None = None
 
     # -- setup ---------------------------------------------------------------------
 
+    def _runner(self, endpoint: DatagramEndpoint, machine: Machine) -> EndpointRunner:
+        return EndpointRunner(endpoint, machine, self._client, self._server)
+
     async def _open_endpoint(self, host: str, port: int) -> EndpointRunner:
         endpoint = self._network.open_endpoint(host, port)
-        machine = Messaging(self._config, self._rng)
-        runner = EndpointRunner(self, endpoint, machine)
+        runner = self._runner(endpoint, Messaging(self._config, self._rng))
         self._runners.append(runner)
         await self._nursery.start(_run_endpoint, runner)
         self._nursery.start_soon(runner.run_timers)
@@ -194,11 +190,11 @@ class Context:
             max_message_size=limits.max_message_size,
             block_wise_transfer=limits.block_wise_transfer,
         )
-        runner = EndpointRunner(self, endpoint, machine)
+        runner = self._runner(endpoint, machine)
         endpoint.on_connection_made = runner.connection_made
         endpoint.on_connection_lost = runner.connection_lost
         self._stream, self._stream_runner = endpoint, runner
-        self._router.set_streams(endpoint, runner)
+        self._client.router.set_streams(endpoint, runner)
         await self._nursery.start(_run_endpoint, runner)
         self._nursery.start_soon(runner.run_timers)
 
@@ -242,6 +238,10 @@ class Context:
             cached_representation_bytes=blockwise.cache.nbytes,
             cached_representations_evicted=blockwise.cache.evicted,
             blockwise_cache_misses=blockwise.cache_misses,
+            observations=len(server.observations),
+            observations_refused=server.observations.refused,
+            requests_in_flight=len(self._client.inflight),
+            upload_tags_in_use=len(self._client.upload_tags),
         )
 
     def set_nstart(self, nstart: int) -> None:
@@ -252,9 +252,6 @@ class Context:
             self._stream_runner.machine.set_nstart(nstart)
 
     # -- client --------------------------------------------------------------------
-
-    #: Request-Tags of the block-wise uploads in flight (created on first use).
-    _upload_tags: UploadTags | None = None
 
     def request(self, message: Message, *, progress: Progress | None = None) -> Request:
         """Start sending ``message`` (a request with ``uri=`` or ``remote=`` set).
@@ -277,43 +274,7 @@ class Context:
         block of an upload (total: the body's length) and of a download
         (total: Size2, or None).
         """
-        request = Request(message, self._abandon_request)
-        self._start_request(request, progress)
-        return request
-
-    def _start_request(
-        self, request: Request, progress: Progress | None, assemble: bool = True
-    ) -> None:
-        message = request._request  # (not the property: this runs per request)
-        route = self._router.route_now(message)
-        if self._closed:  # nothing would ever answer it
-            request._fail(RequestCancelledError("the context was closed"))
-            return
-        if request.transfer is None and (
-            # prepare_request has nothing to do for a plain request (the usual case):
-            # no payload, no progress hook, whole responses, 1024-byte blocks, no Block option.
-            message.payload
-            or progress is not None
-            or not assemble
-            or self._blockwise_config.block_size < 1024
-            or (message.opt._items and has_block_option(message))
-        ):
-            bert_size = None  # only an upload needs it (not looked up for every request)
-            large = len(message.payload) > self._blockwise_config.block_size
-            if route is not None and large:
-                bert_size = route[0].bert_size(route[1])
-            prepare_request(self, request, progress, assemble, bert_size)
-        self._inflight.add(request)
-        if route is None:
-            self._nursery.start_soon(self._resolve_then_send, request)
-        else:
-            try:
-                self._send(request, *route)
-            except BaseException:
-                self._inflight.discard(request)
-                if request.transfer:
-                    request.transfer.on_done()
-                raise
+        return self._client.request(message, progress)
 
     def stream(
         self, target: str | Message, *, progress: Progress | None = None
@@ -326,9 +287,9 @@ class Context:
         yields its payload in chunks, asking for each further Block2 block
         only when the consumer wants it, so memory stays about one block and
         no ``max_body_size`` applies. Leaving the block stops the transfer.
-        See :class:`~coap_trio._client.stream.ResponseStream`.
+        See :class:`~coap_trio.ResponseStream`.
         """
-        return open_stream(self, target, progress)
+        return open_stream(self._client, target, progress)
 
     def observe(
         self,
@@ -342,7 +303,7 @@ class Context:
 
         ``target`` is a URI (a GET is built) or a request message (its
         Observe is set to 0). Iterating yields the first response, then each
-        fresh notification (see :class:`~coap_trio._client.observation.Observation`;
+        fresh notification (see :class:`~coap_trio.Observation`;
         ``keep`` bounds the notifications buffered for a slow consumer).
         Leaving the block, or cancelling the task in it, ends the
         observation: the exchange is abandoned (later notifications get RST)
@@ -353,7 +314,7 @@ class Context:
         (RFC 7641 §3.3.1), e.g. after the server restarted.
         """
         return observe_resource(
-            self,
+            self._client,
             target,
             keep=keep,
             deregister_timeout=deregister_timeout,
@@ -365,22 +326,7 @@ class Context:
         once it is answered. Over UDP an empty CON answered by RST; over a stream
         (``coap+tcp://`` ...) a 7.02 Ping answered by a 7.03 Pong (RFC 8323 §5.4).
         Raises RequestTimeoutError if it never is."""
-        message = Message(code=Code.GET, uri=uri)
-        route = self._router.route_now(message)
-        if route is None:
-            route = await self._router.route_resolved(message.remote)
-        runner, remote = route
-        if self._closed:
-            raise RequestCancelledError("the context was closed")
-        request = Request(message, self._abandon)
-        started = trio.current_time()
-        exchange, events = runner.machine.send_ping(remote, started)
-        exchange.owner = request
-        request.exchange = (runner, exchange)
-        self._inflight.add(request)
-        runner.perform(events)
-        await request.response
-        return trio.current_time() - started
+        return await self._client.ping(Message(code=Code.GET, uri=uri))
 
     async def get(self, uri: str, **options: Any) -> Message:
         """GET ``uri`` and return the response (any keyword sets a typed option)."""
@@ -416,43 +362,8 @@ class Context:
         message = Message(code=code, uri=uri, payload=payload, **options)
         return await self.request(message).response
 
-    async def _resolve_then_send(self, request: Request) -> None:
-        try:
-            route = await self._router.route_resolved(request.request.remote)
-        except UnresolvableHostError as error:
-            self._inflight.discard(request)
-            request._fail(error)
-            return
-        if request.done:
-            return
-        try:
-            self._send(request, *route)
-        except CoapError as error:  # e.g. its token is in use: the request's error
-            self._inflight.discard(request)
-            request._fail(error)
-
-    def _send(self, request: Request, runner: EndpointRunner, remote: DatagramRemote) -> None:
-        exchange, events = runner.machine.send_request(request.wire, remote, self._now())
-        exchange.owner = request
-        request.exchange = (runner, exchange)
-        runner.perform_send(events)
-
-    def _abandon(self, request: Request) -> None:
-        self._inflight.discard(request)
-        route = request.exchange
-        if route is None:
-            return
-        runner, exchange = route
-        assert isinstance(exchange, ClientExchange)
-        runner.perform(runner.machine.abandon(exchange, trio.current_time()))
-        if exchange.state is ClientState.DONE:
-            exchange.owner = None  # no reference cycle left to the cyclic GC
-
     def _close(self) -> None:
-        self._closed = True
-        for request in list(self._inflight):
-            request._fail(RequestCancelledError("the context was closed"))
-        self._inflight.clear()
+        self._client.close()
 
 
 async def _run_endpoint(runner: EndpointRunner, *, task_status: trio.TaskStatus[None]) -> None:

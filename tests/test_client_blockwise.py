@@ -533,8 +533,7 @@ async def test_concurrent_uploads_get_distinct_request_tags(autojump_clock: obje
     assert len(set(tags[:3])) == 3
     assert sorted(sha(b) for b, _ in peer.uploads[:3]) == sorted(sha(b) for b in (one, two, three))
     assert tags[3] == ()
-    assert client._upload_tags is not None
-    assert len(client._upload_tags) == 0
+    assert client.statistics.upload_tags_in_use == 0
 
 
 async def test_plain_request_refused_413_with_block1_is_retried(autojump_clock: object) -> None:
@@ -589,14 +588,22 @@ async def test_message_with_block1_is_sent_as_is(autojump_clock: object) -> None
 # -- cancellation ------------------------------------------------------------------------------
 
 
+def tasks_below(task: trio.lowlevel.Task) -> int:
+    """How many tasks run in the nurseries of ``task``, at any depth."""
+    return sum(
+        1 + tasks_below(child) for nursery in task.child_nurseries for child in nursery.child_tasks
+    )
+
+
 async def test_a_download_runs_in_the_receive_path_without_a_task(autojump_clock: object) -> None:
     tasks_seen: list[int] = []
     with trio.fail_after(1000):
         async with peer_and_client(body_of(20_000)) as (_, _peer, client):
-            idle = len(client._nursery.child_tasks)
+            me = trio.lowlevel.current_task()
+            idle = tasks_below(me)
             response = await client.request(
                 Message(code=Code.GET, uri=BIG),
-                progress=lambda d, t: tasks_seen.append(len(client._nursery.child_tasks)),
+                progress=lambda d, t: tasks_seen.append(tasks_below(me)),
             ).response
     assert response.payload == body_of(20_000)
     assert len(tasks_seen) == 20

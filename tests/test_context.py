@@ -5,8 +5,8 @@ Every test runs a client and (mostly) a server :class:`Context` on a
 ``autojump_clock``, so timeouts of minutes cost no real time; every test is
 bounded by ``trio.fail_after``. What is checked is what the wire shows (the
 network's capture, decoded) and what the public API raises or returns, plus
-a few looks at the Context's bookkeeping (``_inflight``, ``_nursery``,
-``_runners``) where "nothing is left behind" cannot be seen otherwise.
+its statistics (``requests_in_flight``...) and trio's task tree where
+"nothing is left behind" must be seen.
 """
 
 from __future__ import annotations
@@ -149,10 +149,19 @@ def from_server(net: MemoryNetwork) -> list[tuple[CapturedDatagram, Message]]:
     return wire(net, source=SERVER, destination=CLIENT)
 
 
+def tasks_below(task: trio.lowlevel.Task) -> int:
+    """How many tasks run in the nurseries of ``task``, at any depth (trio's public task tree)."""
+    count = 0
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            count += 1 + tasks_below(child)
+    return count
+
+
 def stats_are_idle(ctx: Context) -> bool:
     """No exchange of ``ctx`` is outstanding, queued or being handled."""
     return (
-        not ctx._inflight
+        ctx.statistics.requests_in_flight == 0
         and all(
             m.outstanding_requests == 0
             and m.queued_requests == 0
@@ -196,10 +205,10 @@ async def test_retransmission_schedule_on_the_wire(
 ) -> None:
     net = MemoryNetwork(seed=3)
     with trio.fail_after(VIRTUAL_LIMIT):
-        async with open_context(network=net, bind=(SERVER, PORT), site=Echo()) as server:
-            if setup == "no server":
-                server._runners[0].endpoint.close()  # nobody listens at SERVER:PORT
-            else:
+        # With "no server" the server listens on another port: nobody at SERVER:PORT.
+        port = PORT + 1 if setup == "no server" else PORT
+        async with open_context(network=net, bind=(SERVER, port), site=Echo()):
+            if setup != "no server":
                 net.set_conditions(BLACK_HOLE, destination=SERVER)
             async with open_context(network=net, rng=random.Random(rng_seed)) as client:
                 request = client.request(get())
@@ -323,7 +332,7 @@ async def test_cancelled_waiter_abandons_the_exchange(
             assert scope.cancelled_caught
             cancelled_at = trio.current_time()
             assert request.done
-            assert not client._inflight
+            assert client.statistics.requests_in_flight == 0
             assert client.statistics.messaging[0].outstanding_requests == 0
             await trio.sleep(200)
             with pytest.raises(RequestCancelledError):
@@ -423,7 +432,7 @@ async def test_never_awaited_request_completes_and_leaves_no_state(
             await trio.sleep(1)
             assert answered.done
             assert not unanswered.done
-            assert client._inflight == {unanswered}
+            assert client.statistics.requests_in_flight == 1  # the unanswered one
             await trio.sleep(PARAMS.MAX_TRANSMIT_WAIT)
             assert unanswered.done
             assert stats_are_idle(client)
@@ -558,7 +567,7 @@ async def test_leaving_the_context_leaves_nothing(autojump_clock: trio.testing.M
         async with trio.open_nursery() as outer:
             async with open_context(
                 network=net, bind=(SERVER, PORT), site=Blocking(), rng=random.Random(1)
-            ) as server:
+            ):
                 async with open_context(
                     network=net, rng=random.Random(2), client_endpoints=2
                 ) as client:
@@ -574,16 +583,16 @@ async def test_leaving_the_context_leaves_nothing(autojump_clock: trio.testing.M
 
                     outer.start_soon(wait_outside)
                     await trio.sleep(1)
-                    client_nursery = client._nursery
-                    client_endpoints = [r.endpoint for r in client._runners]
-                    assert len(client_nursery.child_tasks) >= 4
-                assert client_nursery.child_tasks == frozenset()
-                assert all(endpoint.closed for endpoint in client_endpoints)
-                server_nursery = server._nursery
-                server_endpoint = server._runners[0].endpoint
-                assert not server_endpoint.closed
-            assert server_nursery.child_tasks == frozenset()
-            assert server_endpoint.closed
+                    client_addresses = client.addresses
+                    assert tasks_below(trio.lowlevel.current_task()) >= 4 + 2
+                    with_client = tasks_below(trio.lowlevel.current_task())
+                # The client's tasks are gone, its endpoints closed (addresses free).
+                assert tasks_below(trio.lowlevel.current_task()) <= with_client - 4
+                for address in client_addresses:
+                    net.open_endpoint(address.host, address.port).close()
+                with pytest.raises(OSError):
+                    net.open_endpoint(SERVER, PORT)  # the server's is still open
+            assert tasks_below(trio.lowlevel.current_task()) <= 1  # (wait_outside, ending)
         assert trio.lowlevel.current_task().child_nurseries == baseline
     assert [type(e) for e in outer_error] == [RequestCancelledError]
     for request in (lost, blocked):
@@ -607,7 +616,7 @@ async def test_request_after_the_context_closed_fails(
             await request.response
         with pytest.raises(RequestCancelledError):
             await client.ping(URI)
-        assert not client._inflight
+        assert client.statistics.requests_in_flight == 0
 
 
 @pytest.mark.parametrize("with_server", [False, True])
@@ -690,13 +699,13 @@ async def test_token_in_use_is_a_local_error_and_leaves_no_state(
             first = client.request(get(token=b"tok"))
             with pytest.raises(LocalProtocolError):
                 client.request(get(token=b"tok"))
-            assert client._inflight == {first}
+            assert client.statistics.requests_in_flight == 1  # the first one
             # Through a host name the same mistake surfaces from .response,
             # and the context keeps working.
             by_name = client.request(get("coap://sensor.example/x", token=b"tok"))
             with pytest.raises(LocalProtocolError):
                 await by_name.response
-            assert client._inflight == {first}
+            assert client.statistics.requests_in_flight == 1  # the first one
             assert (await first.response).code is Code.CONTENT
             assert (await client.get("coap://sensor.example/x")).code is Code.CONTENT
             assert stats_are_idle(client)
@@ -1001,7 +1010,7 @@ async def test_dropped_con_retransmission_is_served_once_there_is_room(
             await trio.sleep(1)
             # The same NON datagram again (same MID): handled as new now.
             (original,) = [r for r, m in to_server(net) if m.payload == b"3"]
-            client._runners[0].endpoint.send(original.data, SERVER_ADDRESS)
+            net.replay(original)
             response = await dropped.response
     assert response.payload == b"hello 3"
     assert [m.payload for m in site.rendered] == [b"1", b"2", b"3"]

@@ -124,7 +124,7 @@ async def run_requests(
             for _ in range(WORKERS):
                 nursery.start_soon(worker)
         ended_at = trio.current_time()
-        assert not client._inflight
+        assert client.statistics.requests_in_flight == 0
         (stats,) = client.statistics.messaging
         assert (stats.outstanding_requests, stats.queued_requests) == (0, 0)
         server_duplicates = server.statistics.messaging[0].duplicates

@@ -321,7 +321,7 @@ async def test_rst_to_a_non_notification_ends_the_observation(autojump_clock: ob
             env.counter.bump()
             await _settle()
             assert _notifications(env.network, RAW_HOST, since=mark) == []
-            assert len(env.server._observations) == 0
+            assert env.server.statistics.observations == 0
 
 
 async def test_unacknowledged_con_notification_ends_the_observation(
@@ -363,7 +363,7 @@ async def test_unacknowledged_con_notification_ends_the_observation(
             env.counter.bump()
             await _settle()
             assert _notifications(env.network, CLIENT_HOST, since=mark) == []
-            assert len(env.server._observations) == 0
+            assert env.server.statistics.observations == 0
 
 
 async def test_con_superseded_by_a_later_change_still_ends_for_a_gone_client(
@@ -428,7 +428,7 @@ async def test_final_404_notification_raises_and_ends_it(autojump_clock: object)
                 for _, _, m in _wire(env.network, source=CLIENT_HOST)
                 if m.code is GET and m.opt.observe == 1
             ]
-            assert len(env.server._observations) == 0
+            assert env.server.statistics.observations == 0
 
 
 async def test_removed_resource_ends_observations_with_4_04(
@@ -446,7 +446,7 @@ async def test_removed_resource_ends_observations_with_4_04(
                 await _settle()
                 assert env.counter.observation_count == 0
             assert raised.value.response.code == Code.NOT_FOUND
-            assert len(env.server._observations) == 0
+            assert env.server.statistics.observations == 0
 
 
 async def test_resource_can_end_its_observations_explicitly(autojump_clock: object) -> None:
@@ -459,7 +459,7 @@ async def test_resource_can_end_its_observations_explicitly(autojump_clock: obje
             for observation in list(env.counter._observations):
                 observation.end("resource removed")
             assert env.counter.observation_count == 0
-            assert len(env.server._observations) == 0
+            assert env.server.statistics.observations == 0
             env.counter.bump()
             await _settle()
             assert _notifications(env.network, CLIENT_HOST, since=mark) == []
@@ -477,7 +477,7 @@ async def test_same_token_registration_replaces_the_old_one(autojump_clock: obje
             raw.get(b"tok", observe=0)
             await _settle()
             assert env.counter.observation_count == 1
-            assert len(env.server._observations) == 1
+            assert env.server.statistics.observations == 1
             mark = trio.current_time()
             env.counter.bump()
             await _settle()
@@ -526,7 +526,7 @@ async def test_per_remote_limit_serves_a_second_registration_without_observe(
             assert responses[0].payload == b"0"
             assert responses[0].opt.observe is None
             assert env.counter.observation_count == 1
-            assert env.server._observations.refused == 1
+            assert env.server.statistics.observations_refused == 1
             env.counter.bump()  # the first one is unaffected
             assert (await first.__anext__()).payload == b"1"
 

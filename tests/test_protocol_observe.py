@@ -531,7 +531,7 @@ async def test_context_plain_request_with_observe_leaves_no_observation(
             assert client.statistics.messaging[0].outstanding_requests == 0
             runner = client._runners[0]
             assert len(runner.machine._matcher) == 0
-            assert not client._inflight
+            assert client.statistics.requests_in_flight == 0
             await trio.sleep(P.EXCHANGE_LIFETIME)
             assert server.statistics.messaging[0].pending_server_requests == 0
 

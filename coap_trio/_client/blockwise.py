@@ -50,7 +50,6 @@ from ..protocol.blockwise_client import (
 )
 from ..protocol.observe import is_newer
 from .block_messages import (
-    UploadTags,
     block1_request,
     block2_request,
     has_block_option,
@@ -58,12 +57,12 @@ from .block_messages import (
     upload_key,
     wants_blocks,
 )
-from .request import Request
+from .request import ExchangeOwner, Request
 
 if TYPE_CHECKING:
     from .._runner import EndpointRunner
-    from ..context import Context
     from .observation import Observation
+    from .services import ClientServices
 
 __all__ = [
     "BlockSender",
@@ -82,26 +81,16 @@ _N = OptionNumber
 _MAX_BLOCK_SIZE = 1024
 
 
-# -- the Context's Request-Tags --------------------------------------------------------
-
-
-def _tags(context: Context) -> UploadTags:
-    tags = context._upload_tags
-    if tags is None:
-        tags = context._upload_tags = UploadTags()
-    return tags
-
-
 # -- one block exchange ------------------------------------------------------------------------
 
 
 class BlockSender:
     """Sends block requests one at a time on the first exchange's endpoint and remote."""
 
-    __slots__ = ("context", "current", "remote", "runner")
+    __slots__ = ("core", "current", "remote", "runner")
 
-    def __init__(self, context: Context, runner: EndpointRunner, remote: Hashable) -> None:
-        self.context = context
+    def __init__(self, core: ClientServices, runner: EndpointRunner, remote: Hashable) -> None:
+        self.core = core
         self.runner = runner
         self.remote = remote
         #: The block request in flight (cancelled with the transfer).
@@ -109,11 +98,11 @@ class BlockSender:
 
     async def exchange(self, message: Message) -> Message:
         """Send ``message`` (never handled block-wise itself) and await its response."""
-        sub = Request(message, self.context._abandon)
-        sub.transfer = False
+        sub = self.core.new_request(message)
+        sub.as_is = True
         self.current = sub
         try:
-            self.context._send(sub, self.runner, self.remote)  # type: ignore[arg-type]
+            self.core.send(sub, self.runner, self.remote)
             return await sub.response
         finally:
             self.current = None
@@ -135,7 +124,7 @@ class BlockSender:
         keep_payload: bool,
     ) -> Message:
         """Fetch the remaining blocks of ``first`` and return the assembled response."""
-        bert = self.runner.bert_size(self.remote) is not None
+        bert = self.runner.machine.bert_size(self.remote) is not None
         download = Block2Download(max_body_size=max_body_size, bert=bert)
         step = download.start(first, requested)
         while isinstance(step, FetchBlock):
@@ -148,7 +137,7 @@ class BlockSender:
         return step.response
 
 
-class _InlineDownload:
+class _InlineDownload(ExchangeOwner):
     """A Block2 download driven from the endpoint's receive path (no task).
 
     It owns each block exchange itself (the endpoint runner calls its
@@ -160,32 +149,28 @@ class _InlineDownload:
     """
 
     __slots__ = (
-        "context",
+        "core",
         "download",
-        "exchange",
         "keep_payload",
         "original",
         "remote",
         "report",
         "request",
         "runner",
-        "wire",
     )
-
-    #: Read by the endpoint runner: never an observation, never block-wise itself.
-    observation = None
-    transfer = False
 
     def __init__(
         self,
-        context: Context,
+        core: ClientServices,
         runner: EndpointRunner,
         remote: Hashable,
         request: Request,
         report: Callable[[int, int | None], None],
         keep_payload: bool,
     ) -> None:
-        self.context = context
+        super().__init__(request.request)
+        self.as_is = True  # never block-wise itself
+        self.core = core
         self.runner = runner
         self.remote = remote
         self.request = request
@@ -193,11 +178,9 @@ class _InlineDownload:
         self.keep_payload = keep_payload
         self.original = request.request
         self.download = Block2Download(
-            max_body_size=context._blockwise_config.max_body_size,
-            bert=runner.bert_size(remote) is not None,
+            max_body_size=core.blockwise.max_body_size,
+            bert=runner.machine.bert_size(remote) is not None,
         )
-        self.exchange: object = None
-        self.wire: Message = self.original
 
     def start(self, first: Message, requested: BlockValue | None) -> None:
         """Take the first block; ask for the next."""
@@ -212,12 +195,12 @@ class _InlineDownload:
             if not step.restart:
                 self.report(download.received, download.size)
             self.wire = block2_request(self.original, step.block, self.keep_payload)
-            self.context._send(self, self.runner, self.remote)  # type: ignore[arg-type]
+            self.core.send(self, self.runner, self.remote)
             return
         self.report(download.received, download.size)
         assert step.response is not None
         request = self.request
-        self.context._inflight.discard(request)
+        self.core.untrack(request)
         request._succeed(step.response)
 
     # -- called by the endpoint runner, as for a Request
@@ -234,13 +217,13 @@ class _InlineDownload:
     def _fail(self, error: CoapError) -> None:
         self.exchange = None
         request = self.request
-        self.context._inflight.discard(request)
+        self.core.untrack(request)
         request._fail(error)
 
     def stop(self) -> None:
         """Abandon the block exchange in flight, at once (nothing more on the wire)."""
         if self.exchange is not None:
-            self.context._abandon(self)  # type: ignore[arg-type]
+            self.core.abandon(self)
             self.exchange = None
 
 
@@ -251,9 +234,9 @@ class _Transfer:
     """The block-wise state of one Request (upload, download, 4.13 retry)."""
 
     def __init__(
-        self, context: Context, request: Request, progress: Progress | None, assemble: bool
+        self, core: ClientServices, request: Request, progress: Progress | None, assemble: bool
     ) -> None:
-        self.context = context
+        self.core = core
         self.request = request
         self.progress = progress
         #: False for a stream: the first response of a download is returned as is.
@@ -275,7 +258,7 @@ class _Transfer:
         self.upload = Block1Upload(original.payload, szx, bert_size=bert_size)
         if not self.tagged:
             self.tag_key = upload_key(original)
-            self.tag = _tags(self.context).acquire(self.tag_key)
+            self.tag = self.core.upload_tags.acquire(self.tag_key)
             self.tagged = True
         return self._block1(self.upload.first(), keep_token=True)
 
@@ -303,7 +286,7 @@ class _Transfer:
             return None
         block1 = response.opt.block1
         size1 = response.opt.size1
-        limit = self.context._blockwise_config.block_size
+        limit = self.core.blockwise.block_size
         if block1 is not None and not block1.is_bert:
             return min(block1.szx, szx_for(limit))
         if size1 is not None:
@@ -325,12 +308,12 @@ class _Transfer:
                     request._succeed(result)
         finally:
             request._fail(RequestCancelledError("the transfer was stopped"))
-            self.context._inflight.discard(request)
+            self.core.untrack(request)
 
     async def _complete(
         self, runner: EndpointRunner, remote: Hashable, response: Message
     ) -> Message:
-        blocks = self.blocks = BlockSender(self.context, runner, remote)
+        blocks = self.blocks = BlockSender(self.core, runner, remote)
         original = self.request.request
         requested = self.request.wire.opt.block2
         if self.upload is None:
@@ -350,7 +333,7 @@ class _Transfer:
                 response,
                 requested,
                 self._report,
-                max_body_size=self.context._blockwise_config.max_body_size,
+                max_body_size=self.core.blockwise.max_body_size,
                 keep_payload=keep_payload,
             )
         return plain_response(response)
@@ -359,7 +342,7 @@ class _Transfer:
         upload = self.upload
         assert upload is not None
         while True:
-            step = upload.feed(response, bert_size=blocks.runner.bert_size(blocks.remote))
+            step = upload.feed(response, bert_size=blocks.runner.machine.bert_size(blocks.remote))
             if isinstance(step, SendBlock):
                 self._report(upload.acknowledged, upload.total)
                 response = await blocks.exchange(self._block1(step))
@@ -408,7 +391,7 @@ class _Transfer:
         """The Request ended (answered, failed, cancelled): stop and release everything."""
         if self.tagged:
             self.tagged = False
-            _tags(self.context).release(self.tag_key, self.tag)
+            self.core.upload_tags.release(self.tag_key, self.tag)
         self.scope.cancel()
         if self.blocks is not None:
             self.blocks.stop()
@@ -418,7 +401,7 @@ class _Transfer:
 
 
 def prepare_request(
-    context: Context,
+    core: ClientServices,
     request: Request,
     progress: Progress | None,
     assemble: bool = True,
@@ -439,16 +422,16 @@ def prepare_request(
     if has_block:
         block2 = opt.block2
         if _N.BLOCK1 in opt or block2 is None or block2.num != 0:
-            request.transfer = False  # the user drives the blocks: sent and returned as is
+            request.as_is = True  # the user drives the blocks: sent and returned as is
             return
-    config = context._blockwise_config
+    config = core.blockwise
     if len(message.payload) > config.block_size:
-        transfer = _Transfer(context, request, progress, assemble)
+        transfer = _Transfer(core, request, progress, assemble)
         request.transfer = transfer
         request.wire = transfer.start_upload(config.szx, bert_size if config.szx == 6 else None)
         return
     if progress is not None or not assemble:
-        request.transfer = _Transfer(context, request, progress, assemble)
+        request.transfer = _Transfer(core, request, progress, assemble)
     if (
         config.block_size < _MAX_BLOCK_SIZE
         and not has_block  # a Block2 0 of the caller's wins
@@ -457,8 +440,13 @@ def prepare_request(
         request.wire = message.copy(block2=BlockValue(0, False, config.szx))
 
 
-def take_response(runner: EndpointRunner, request: Request, response: Message) -> Message | None:
-    """The response the Request ends with, or None when the transfer goes on in a task."""
+def take_response(
+    core: ClientServices, runner: EndpointRunner, request: Request, response: Message
+) -> Message | None:
+    """The response the Request ends with, or None when the transfer goes on (from the
+    receive path, or in a task)."""
+    if request.as_is:
+        return response
     transfer = request.transfer
     if transfer is None:
         code = response.code
@@ -469,23 +457,22 @@ def take_response(runner: EndpointRunner, request: Request, response: Message) -
             return response
         elif not wants_blocks(response):
             return plain_response(response) if code.is_successful() else response
-        transfer = request.transfer = _Transfer(runner.context, request, None, assemble=True)
-    elif transfer is False:
-        return response
+        transfer = request.transfer = _Transfer(core, request, None, assemble=True)
     assert isinstance(transfer, _Transfer)
     if not transfer.needs_task(response):
         return plain_response(response) if transfer.assemble else response
-    context = runner.context
-    if context._closed:
+    route = request.exchange
+    if core.closed or route is None:
         return response
-    _, exchange = request.exchange
+    _, exchange = route
+    remote = exchange.remote
     if transfer.upload is None and transfer._retry_size(response) is None:
         # Only blocks to fetch: driven from the receive path, no task.
         original = request.request
         inline = _InlineDownload(
-            context,
+            core,
             runner,
-            exchange.remote,
+            remote,
             request,
             transfer._report,
             keep_payload=original.code is Code.FETCH,
@@ -493,17 +480,18 @@ def take_response(runner: EndpointRunner, request: Request, response: Message) -
         transfer.blocks = inline
         inline.start(response, request.wire.opt.block2)
         return None
-    context._nursery.start_soon(transfer.run, runner, exchange.remote, response)
+    core.spawn(transfer.run, runner, remote, response)
     return None
 
 
 def take_notification(
-    runner: EndpointRunner, request: Request, response: Message, final: bool
+    core: ClientServices, runner: EndpointRunner, request: Request, response: Message, final: bool
 ) -> bool:
     """Whether a response of an observation is taken here: the first block of a
     multi-block notification (its other blocks are fetched, RFC 7959 §2.6) or one
     older than the notification being fetched. A newer one cancels that fetch."""
-    observation: Observation = request.observation
+    observation = request.observation
+    assert observation is not None
     observe = response.opt.observe
     fetching = observation._fetch
     if fetching is not None:
@@ -522,15 +510,15 @@ def take_notification(
             return True
     if not wants_blocks(response):
         return False
-    context = runner.context
-    if context._closed:
+    route = request.exchange
+    if core.closed or route is None:
         return True
-    _, exchange = request.exchange
+    _, exchange = route
     scope = trio.CancelScope()
     observation._fetch = (scope, observe)
-    context._nursery.start_soon(
+    core.spawn(
         _fetch_notification,
-        BlockSender(context, runner, exchange.remote),
+        BlockSender(core, runner, exchange.remote),
         exchange.request,
         response,
         final,
@@ -549,7 +537,7 @@ async def _fetch_notification(
     scope: trio.CancelScope,
 ) -> None:
     """Fetch the remaining blocks of one notification, then hand it to the observation."""
-    config = blocks.context._blockwise_config
+    config = blocks.core.blockwise
     observe = first.opt.observe
     try:
         with scope:

@@ -27,7 +27,7 @@ from .request import Request
 
 if TYPE_CHECKING:
     from .._runner import EndpointRunner
-    from ..context import Context
+    from .core import ClientCore
 
 __all__ = ["REREGISTER_MARGIN", "observe_resource"]
 
@@ -47,7 +47,7 @@ class _Registration:
 
 @asynccontextmanager
 async def observe_resource(
-    context: Context,
+    core: ClientCore,
     target: str | Message,
     *,
     keep: int,
@@ -60,11 +60,11 @@ async def observe_resource(
     else:
         message = target.copy(observe=0)
     observation = Observation(keep)
-    registration = _Registration(context.request(message))
+    registration = _Registration(core.request(message))
     registration.request.observation = observation
     watcher = trio.CancelScope()
     if reregister:
-        context._nursery.start_soon(_keep_registered, context, registration, watcher)
+        core.spawn(_keep_registered, core, registration, watcher)
     try:
         yield observation
     finally:
@@ -78,18 +78,17 @@ async def observe_resource(
             registered = exchange.state is ClientState.OBSERVING
             # After a response the Request is done but the exchange may still
             # be matched for notifications: end it (later ones get RST).
-            runner.perform(runner.machine.abandon(exchange, trio.current_time()))
-            if registered and not context._closed:
-                context._nursery.start_soon(
-                    _deregister, context, runner, exchange, deregister_timeout
-                )
+            runner.abandon(exchange)
+            if registered:
+                core.spawn(_deregister, core, runner, exchange, deregister_timeout)
 
 
 async def _keep_registered(
-    context: Context, registration: _Registration, scope: trio.CancelScope
+    core: ClientCore, registration: _Registration, scope: trio.CancelScope
 ) -> None:
     """Re-register whenever Max-Age passes without a notification (RFC 7641 §3.3.1)."""
-    observation: Observation = registration.request.observation
+    observation = registration.request.observation
+    assert observation is not None
     with scope:
         while not observation.ended:
             deadline = observation.last_received + observation.max_age + REREGISTER_MARGIN
@@ -104,12 +103,12 @@ async def _keep_registered(
             if route is not None:
                 runner, exchange = route
                 message.token = exchange.token  # the server replaces its observation
-                runner.perform(runner.machine.abandon(exchange, trio.current_time()))
+                runner.abandon(exchange)
             observation._order = NotificationOrder()  # a new sequence may start lower
             observation.last_received = trio.current_time()
             observation.reregistrations += 1
             try:
-                registration.request = context.request(message)
+                registration.request = core.request(message)
             except CoapError as error:
                 observation._fail(error)
                 return
@@ -117,18 +116,18 @@ async def _keep_registered(
 
 
 async def _deregister(
-    context: Context, runner: EndpointRunner, exchange: ClientExchange, timeout: float
+    core: ClientCore, runner: EndpointRunner, exchange: ClientExchange, timeout: float
 ) -> None:
     """GET with Observe=1 and the registration's token (RFC 7641 §3.6)."""
     message = exchange.request.copy(observe=1, token=exchange.token, mtype=None)
     remote: DatagramRemote = exchange.remote  # type: ignore[assignment]
     message.remote = remote
     with trio.move_on_after(timeout):
-        request = Request(message, context._abandon)
-        request.transfer = False  # its response is not worth fetching block-wise
-        context._inflight.add(request)
+        request = core.new_request(message)
+        request.as_is = True  # its response is not worth fetching block-wise
+        core.track(request)
         try:
-            context._send(request, runner, remote)
+            core.send(request, runner, remote)
             await request.response
         except CoapError:  # best effort: the RST to the next notification also ends it
-            context._inflight.discard(request)
+            core.untrack(request)

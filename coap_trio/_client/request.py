@@ -29,17 +29,58 @@ from __future__ import annotations
 
 import types
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from ..errors import CoapError, RequestCancelledError
 from ..message import Message
 
-__all__ = ["Request"]
+if TYPE_CHECKING:
+    from .._runner import EndpointRunner
+    from ..protocol.exchanges import ClientExchange
+    from .observation import Observation
+
+__all__ = ["ExchangeOwner", "Request", "Transfer"]
 
 
-class Request:
+class Transfer(Protocol):
+    """The block-wise state of a request (RFC 7959; see :mod:`.blockwise`)."""
+
+    def on_done(self) -> None:
+        """The request ended (answered, failed, cancelled): stop and release everything."""
+
+
+class ExchangeOwner:
+    """What the client keeps as the owner of each exchange it sends: a :class:`Request`,
+    or one block exchange of a download driven from the receive path.
+
+    The client core reads these fields for every response, and calls
+    ``_succeed`` / ``_fail`` to end the owner.
+    """
+
+    __slots__ = ("as_is", "exchange", "observation", "transfer", "wire")
+
+    def __init__(self, wire: Message) -> None:
+        #: The endpoint runner and exchange currently carrying it (None before it is sent).
+        self.exchange: tuple[EndpointRunner, ClientExchange] | None = None
+        #: The Observation fed by its responses, when it is an observation's request.
+        self.observation: Observation | None = None
+        #: Block-wise state: None while the request may still turn block-wise.
+        self.transfer: Transfer | None = None
+        #: True when it is sent and answered as is (no block-wise handling).
+        self.as_is = False
+        #: The message the exchange sends (the first block of an upload, say).
+        self.wire = wire
+
+    def _succeed(self, response: Message) -> None:
+        raise NotImplementedError
+
+    def _fail(self, error: CoapError) -> None:
+        raise NotImplementedError
+
+
+class Request(ExchangeOwner):
     """A request in flight (the :class:`coap_trio.interfaces.Request` contract).
 
     Created by ``Context.request(message)``; see the module docstring for
@@ -54,13 +95,10 @@ class Request:
         "_request",
         "_response",
         "_waiters",
-        "exchange",
-        "observation",
-        "transfer",
-        "wire",
     )
 
     def __init__(self, message: Message, abandon: Callable[[Request], None]) -> None:
+        # (ExchangeOwner.__init__ inline: this runs per request)
         self._request = message
         self._abandon = abandon
         # Not a trio.Event: one is created per request, and its ParkingLot and
@@ -71,15 +109,12 @@ class Request:
         self._response: Message | None = None
         self._error: CoapError | None = None
         self._waiters = 0
-        #: The sans-I/O exchange (None while the host name resolves).
-        self.exchange: Any = None
-        #: The Observation fed by this request's responses, when it is one.
-        self.observation: Any = None
-        #: Block-wise state (:mod:`coap_trio._client.blockwise`): None while the
-        #: request may still turn block-wise, False when it is sent and answered
-        #: as is (no block-wise handling), else the transfer in progress.
-        self.transfer: Any = None
-        #: The message the first exchange sends (the first block of an upload).
+        #: (exchange, observation, transfer, as_is, wire: see ExchangeOwner; the
+        #: exchange is None while the host name resolves.)
+        self.exchange = None
+        self.observation = None
+        self.transfer = None
+        self.as_is = False
         self.wire = message
 
     @property
@@ -144,7 +179,7 @@ class Request:
                 trio.lowlevel.reschedule(task)
             parked.clear()
 
-    # -- called by the Context ---------------------------------------------------------
+    # -- called by the client core ------------------------------------------------------
 
     def _succeed(self, response: Message) -> None:
         if not self._done:

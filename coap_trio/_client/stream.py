@@ -24,10 +24,9 @@ from ..numbers.optionnumbers import OptionNumber
 from ..protocol.blockwise_client import Block2Download, DownloadComplete, FetchBlock
 from .block_messages import block2_request, wants_blocks
 from .blockwise import BlockSender, Progress
-from .request import Request
 
 if TYPE_CHECKING:
-    from ..context import Context
+    from .core import ClientCore
 
 __all__ = ["ResponseStream", "open_stream"]
 
@@ -74,7 +73,7 @@ class ResponseStream:
         self._download: Block2Download | None = None
         self._step: FetchBlock | DownloadComplete
         if blocks is not None and wants_blocks(response):
-            bert = blocks.runner.bert_agreed(blocks.remote)
+            bert = blocks.runner.machine.bert_size(blocks.remote) is not None
             self._download = Block2Download(keep_body=False, bert=bert)
             self._step = self._download.start(response, requested)
         else:
@@ -131,17 +130,17 @@ class ResponseStream:
 
 @asynccontextmanager
 async def open_stream(
-    context: Context, target: str | Message, progress: Progress | None
+    core: ClientCore, target: str | Message, progress: Progress | None
 ) -> AsyncIterator[ResponseStream]:
     """The implementation of :meth:`coap_trio.context.Context.stream`."""
     message = Message(code=Code.GET, uri=target) if isinstance(target, str) else target
-    request = Request(message, context._abandon)
+    request = core.new_request(message)
     if _N.BLOCK1 in message.opt or (message.opt.block2 is not None and message.opt.block2.num != 0):
-        request.transfer = False
+        request.as_is = True
         blockwise = False
     else:
         blockwise = True
-    context._start_request(request, progress, assemble=False)
+    core.start(request, progress, assemble=False)
     try:
         response = await request.response
     except BaseException:
@@ -150,7 +149,7 @@ async def open_stream(
     blocks = None
     if blockwise and request.exchange is not None:
         runner, exchange = request.exchange
-        blocks = BlockSender(context, runner, exchange.remote)
+        blocks = BlockSender(core, runner, exchange.remote)
     if blockwise and response.code.is_successful() and _N.BLOCK2 in response.opt:
         block = response.opt.block2
         if block is not None and block.num != 0:

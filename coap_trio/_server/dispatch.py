@@ -15,22 +15,22 @@ nursery and gives it the pieces.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 import trio
 
+from .._runner import EndpointRunner
+from ..errors import CoapError
 from ..interfaces import Resource
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
+from ..observable import ServerObservation
 from ..protocol.exchanges import ServerExchange
+from ..remote import DatagramRemote
 from .blockwise import BlockwiseServer
 from .handler_queue import HandlerQueue
 from .observations import ServerObservations
 from .responder import Responder, suppressed_by_no_response
-
-if TYPE_CHECKING:
-    from .._runner import EndpointRunner
 
 __all__ = ["RequestDispatcher"]
 
@@ -65,7 +65,9 @@ class RequestDispatcher:
         #: NON requests dropped because the queue was full.
         self.dropped = 0
 
-    def dispatch(self, runner: EndpointRunner, exchange: ServerExchange) -> None:
+    # -- the runner's ServerSink ------------------------------------------------------------
+
+    def request_received(self, runner: EndpointRunner, exchange: ServerExchange) -> None:
         """A request arrived (in ``runner``'s receive path): answer it now or queue it."""
         responder = self.responder
         if responder is None:
@@ -78,7 +80,7 @@ class RequestDispatcher:
             # the block-wise assembly bounds the body (max_body_size).
             block1 = request.opt.block1
             if block1 is not None and block1.is_bert:
-                limit = runner.bert_size(exchange.remote)
+                limit = runner.machine.bert_size(exchange.remote)
         early = responder.precheck(request, exchange.con, limit)
         if early is not None:
             if early is False:  # a NON we must ignore (§5.4.1): seen, not answered
@@ -90,7 +92,7 @@ class RequestDispatcher:
             return
         opt = request.opt
         if _BLOCK2 in opt or _BLOCK1 in opt:  # a later block of a transfer needs no handler
-            bert_size = runner.bert_size(exchange.remote)
+            bert_size = runner.machine.bert_size(exchange.remote)
             at_once = self.blockwise.respond_now(request, bert_size=bert_size)
             if at_once is not None:
                 suppressed = suppressed_by_no_response(request, at_once.code)
@@ -104,10 +106,21 @@ class RequestDispatcher:
                 self.dropped += 1
                 runner.machine.forget(exchange)
 
+    def response_failed(self, exchange: ServerExchange, error: CoapError) -> None:
+        """A notification was reset or never acknowledged: its observation ends (RFC 7641 §3.6,
+        §4.5)."""
+        owner = exchange.owner
+        if isinstance(owner, ServerObservation):
+            owner.end(str(error))
+
+    def remote_lost(self, remote: DatagramRemote, reason: str) -> None:
+        """``remote`` went away: the observations it registered end."""
+        self.observations.end_remote(remote, reason)
+
     @staticmethod
     def answer(runner: EndpointRunner, exchange: ServerExchange, response: Message | None) -> None:
         """Send ``response`` (None: nothing, the request is done) for ``exchange``."""
-        runner.perform(runner.machine.respond(exchange, response, trio.current_time()))
+        runner.respond(exchange, response)
 
     def start_handlers(self, concurrency: int, queue: int) -> None:
         """Start ``concurrency`` handler tasks fed by a queue of ``queue`` entries."""
@@ -157,7 +170,7 @@ class RequestDispatcher:
                 responder.render,
                 needs,
                 assemble=assemble,
-                bert_size=runner.bert_size(exchange.remote),
+                bert_size=runner.machine.bert_size(exchange.remote),
             )
             suppressed = suppressed_by_no_response(request, rendered.code)
             response = None if suppressed else rendered
@@ -179,9 +192,7 @@ class RequestDispatcher:
     ) -> None:
         if blockwise:  # larger than a block: the first one, the rest kept for follow-up GETs
             notification = self.blockwise.notification(exchange.request, notification)
-        machine = runner.machine
-        now = trio.current_time()
-        runner.perform(machine.notify(exchange, notification, now, confirmable=confirmable))
+        runner.notify(exchange, notification, confirmable)
 
 
 def _first_block(request: Message) -> bool:

@@ -143,6 +143,10 @@ class Messaging(ServerSide):
             raise ValueError("NSTART must be at least 1")
         self._nstart = nstart
 
+    def bert_size(self, remote: Hashable) -> int | None:
+        """None: BERT blocks (RFC 8323 §6) are never used over UDP."""
+        return None
+
     def mid_available(self, remote: Hashable, now: float) -> bool:
         """Whether a new message towards ``remote`` could get a message ID now."""
         return self._mids.available(remote, now)

@@ -214,6 +214,20 @@ class MemoryNetwork:
         self._ports_in_use[port] = self._ports_in_use.get(port, 0) + 1
         return endpoint
 
+    def replay(self, record: CapturedDatagram) -> None:
+        """Send a captured datagram again, from its source to its destination, now.
+
+        What a duplicating router or an attacker replaying the wire does: the
+        bytes go out again as if the endpoint bound at ``record.source`` had
+        sent them (the link conditions apply). ValueError when no open
+        endpoint sends from that address any more.
+        """
+        for endpoint in self._bindings.values():
+            if endpoint.source_address == record.source and not endpoint.closed:
+                self._transmit(endpoint, record.data, record.destination)
+                return
+        raise ValueError(f"no open endpoint sends from {record.source}")
+
     def add_host(self, name: str, *addresses: str) -> None:
         """Make ``name`` resolve to these IP literals, preferred first (replaces earlier ones).
 
