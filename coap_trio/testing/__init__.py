@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .capture import CapturedDatagram, Fate, NetworkStatistics
     from .conditions import LinkConditions
-    from .endpoint import MemoryEndpoint
-    from .network import MemoryNetwork
+    from .network import MemoryEndpoint, MemoryNetwork
 
 __all__ = [
     "CapturedDatagram",
@@ -35,7 +34,7 @@ _HOMES = {
     "CapturedDatagram": ".capture",
     "Fate": ".capture",
     "LinkConditions": ".conditions",
-    "MemoryEndpoint": ".endpoint",
+    "MemoryEndpoint": ".network",
     "MemoryNetwork": ".network",
     "NetworkStatistics": ".capture",
 }

@@ -42,14 +42,13 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Protocol
 
 import attrs
 import trio
 
 from ..remote import DatagramRemote
 from .base import DatagramHandler, EndpointStatistics, ErrorHandler
-from .stream_connection import IdleTimeoutError, StreamConnection
+from .stream_connection import Framer, IdleTimeoutError, StreamConnection
 from .tls import client_context
 
 __all__ = [
@@ -125,56 +124,6 @@ class StreamStatistics:
 
 class FrameTooLargeError(OSError):
     """A peer sent (or announced) a frame over the limit."""
-
-
-class Framer(Protocol):
-    """Turns one connection's wire bytes into stream frames and back, without I/O.
-
-    The connection's task sends what :meth:`start` returns once TLS (if
-    any) is up, then feeds every byte received to :meth:`feed` and sends
-    its replies: until :attr:`established`, those are the opening
-    handshake's (a WebSocket upgrade); the connection counts as made once
-    it is.
-    """
-
-    @property
-    def established(self) -> bool:
-        """True once the opening handshake is complete (frames flow)."""
-        ...
-
-    @property
-    def closed(self) -> bool:
-        """True once the peer ended the session (a WebSocket close): the connection ends."""
-        ...
-
-    #: False when :meth:`wrap` returns frames as they are (TCP, TLS): the
-    #: connection then skips the call (it is made for every frame sent).
-    wraps: bool
-
-    def start(self) -> bytes:
-        """The bytes that open the session (a WebSocket client's upgrade request), if any."""
-        ...
-
-    def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
-        """Received bytes in; complete stream frames and bytes to send back out.
-
-        Raises :class:`FrameTooLargeError` for a frame over the limit and
-        ``OSError`` for anything else that must end the connection (a
-        refused or malformed handshake included).
-        """
-        ...
-
-    def wrap(self, frame: bytes) -> bytes:
-        """A stream frame to send, as wire bytes (``OSError`` if the session is over)."""
-        ...
-
-    def close(self) -> bytes:
-        """The last bytes to send before the connection closes (a WebSocket Close), if any."""
-        ...
-
-    def set_max_message_size(self, size: int) -> None:
-        """Change the largest frame accepted."""
-        ...
 
 
 #: Makes the framer of a new connection: ``(scheme, client side, host header, limit)``.

@@ -32,7 +32,7 @@ import contextlib
 import errno
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -41,9 +41,8 @@ from .tls import TLSSession
 if TYPE_CHECKING:
     from ..remote import DatagramRemote
     from .base import DatagramHandler
-    from .stream import Framer
 
-__all__ = ["CLOSE_GRACE", "IdleTimeoutError", "StreamConnection"]
+__all__ = ["CLOSE_GRACE", "Framer", "IdleTimeoutError", "StreamConnection"]
 
 #: Seconds a closing connection may spend flushing its last frames, and closing.
 CLOSE_GRACE = 0.25
@@ -55,6 +54,56 @@ _SEND_SIZE = 256 * 1024
 _BACKED_UP_WAIT = 0.03
 #: Reads a closing connection drains (after its last frames) waiting for the peer's end.
 _DRAIN_READS = 64
+
+
+class Framer(Protocol):
+    """Turns one connection's wire bytes into stream frames and back, without I/O.
+
+    The connection's task sends what :meth:`start` returns once TLS (if
+    any) is up, then feeds every byte received to :meth:`feed` and sends
+    its replies: until :attr:`established`, those are the opening
+    handshake's (a WebSocket upgrade); the connection counts as made once
+    it is.
+    """
+
+    @property
+    def established(self) -> bool:
+        """True once the opening handshake is complete (frames flow)."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the peer ended the session (a WebSocket close): the connection ends."""
+        ...
+
+    #: False when :meth:`wrap` returns frames as they are (TCP, TLS): the
+    #: connection then skips the call (it is made for every frame sent).
+    wraps: bool
+
+    def start(self) -> bytes:
+        """The bytes that open the session (a WebSocket client's upgrade request), if any."""
+        ...
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
+        """Received bytes in; complete stream frames and bytes to send back out.
+
+        Raises :class:`FrameTooLargeError` for a frame over the limit and
+        ``OSError`` for anything else that must end the connection (a
+        refused or malformed handshake included).
+        """
+        ...
+
+    def wrap(self, frame: bytes) -> bytes:
+        """A stream frame to send, as wire bytes (``OSError`` if the session is over)."""
+        ...
+
+    def close(self) -> bytes:
+        """The last bytes to send before the connection closes (a WebSocket Close), if any."""
+        ...
+
+    def set_max_message_size(self, size: int) -> None:
+        """Change the largest frame accepted."""
+        ...
 
 
 class IdleTimeoutError(TimeoutError):
