@@ -39,7 +39,7 @@ import random
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -374,8 +374,8 @@ def _as_binds(bind: tuple[str, int] | Sequence[tuple[str, int]] | None) -> list[
     if bind is None:
         return []
     if len(bind) == 2 and isinstance(bind[0], str) and isinstance(bind[1], int):
-        return [bind]  # type: ignore[list-item]
-    return list(bind)  # type: ignore[arg-type]
+        return [cast(tuple[str, int], bind)]  # one pair
+    return list(cast(Sequence[tuple[str, int]], bind))
 
 
 @asynccontextmanager

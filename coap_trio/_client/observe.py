@@ -21,7 +21,6 @@ from ..message import Message
 from ..numbers.codes import Code
 from ..protocol.exchanges import ClientExchange, ClientState
 from ..protocol.observe import NotificationOrder
-from ..remote import DatagramRemote
 from .observation import Observation
 from .request import Request
 
@@ -120,7 +119,7 @@ async def _deregister(
 ) -> None:
     """GET with Observe=1 and the registration's token (RFC 7641 §3.6)."""
     message = exchange.request.copy(observe=1, token=exchange.token, mtype=None)
-    remote: DatagramRemote = exchange.remote  # type: ignore[assignment]
+    remote = exchange.remote
     message.remote = remote
     with trio.move_on_after(timeout):
         request = core.new_request(message)
