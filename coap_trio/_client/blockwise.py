@@ -52,6 +52,7 @@ from ..protocol.observe import is_newer
 from .block_messages import (
     UploadTags,
     block1_request,
+    block2_repeats_payload,
     block2_request,
     has_block_option,
     plain_response,
@@ -132,11 +133,13 @@ class BlockSender:
         report: Callable[[int, int | None], None],
         *,
         max_body_size: int | None,
-        keep_payload: bool,
+        uploaded: bool,
     ) -> Message:
-        """Fetch the remaining blocks of ``first`` and return the assembled response."""
+        """Fetch the remaining blocks of ``first`` and return the assembled response
+        (``uploaded``: ``original``'s body went up in Block1 blocks)."""
         bert = self.runner.bert_size(self.remote) is not None
         download = Block2Download(max_body_size=max_body_size, bert=bert)
+        keep_payload = block2_repeats_payload(original, uploaded)
         step = download.start(first, requested)
         while isinstance(step, FetchBlock):
             if not step.restart:
@@ -183,15 +186,15 @@ class _InlineDownload:
         remote: Hashable,
         request: Request,
         report: Callable[[int, int | None], None],
-        keep_payload: bool,
+        uploaded: bool,
     ) -> None:
         self.context = context
         self.runner = runner
         self.remote = remote
         self.request = request
         self.report = report
-        self.keep_payload = keep_payload
         self.original = request.request
+        self.keep_payload = block2_repeats_payload(self.original, uploaded)
         self.download = Block2Download(
             max_body_size=context._blockwise_config.max_body_size,
             bert=runner.bert_size(remote) is not None,
@@ -344,14 +347,13 @@ class _Transfer:
         if not self.assemble:
             return response
         if wants_blocks(response):
-            keep_payload = original.code is Code.FETCH and self.upload is None
             return await blocks.download(
                 original,
                 response,
                 requested,
                 self._report,
                 max_body_size=self.context._blockwise_config.max_body_size,
-                keep_payload=keep_payload,
+                uploaded=self.upload is not None,
             )
         return plain_response(response)
 
@@ -480,15 +482,14 @@ def take_response(runner: EndpointRunner, request: Request, response: Message) -
         return response
     _, exchange = request.exchange
     if transfer.upload is None and transfer._retry_size(response) is None:
-        # Only blocks to fetch: driven from the receive path, no task.
-        original = request.request
+        # Only blocks to fetch (nothing was uploaded): driven from the receive path, no task.
         inline = _InlineDownload(
             context,
             runner,
             exchange.remote,
             request,
             transfer._report,
-            keep_payload=original.code is Code.FETCH,
+            uploaded=False,
         )
         transfer.blocks = inline
         inline.start(response, request.wire.opt.block2)
@@ -560,7 +561,7 @@ async def _fetch_notification(
                     None,
                     lambda done, total: None,
                     max_body_size=config.max_body_size,
-                    keep_payload=registration.code is Code.FETCH,
+                    uploaded=_N.BLOCK1 in registration.opt,
                 )
             except RepresentationChangedError:
                 # Changing while we fetched it: a newer notification is on its way.
