@@ -491,3 +491,27 @@ async def test_bert_streamed_download_over_tcp() -> None:
     assert first == BlockValue(0, True, 6)
     assert b"".join(chunks) == BIG
     assert [len(chunk) for chunk in chunks[:-1]] == [1024] + [8192] * 24
+
+
+async def test_a_stream_asks_for_no_bert_when_the_peer_takes_too_small_messages() -> None:
+    # Both sides announce Block-Wise-Transfer, but the server takes 1100-byte
+    # messages: below RFC 8323's default of 1152 no BERT block fits (bert_size is
+    # None), and a request for SZX 7 would be answered 4.00. A stream, like a whole
+    # download, then asks for its later blocks with SZX 6.
+    site = Site()
+    site.add(("big",), Store(BIG[:5000]))
+    small = StreamLimits(max_message_size=1100)
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("::1", 0), stream_limits=small) as server:
+            (address,) = server.stream_addresses
+            base = f"coap+tcp://[::1]:{address.port}"
+            async with open_context() as client:
+                await client.ping(base)
+                chunks: list[bytes] = []
+                async with client.stream(base + "/big") as body:
+                    async for chunk in body:
+                        chunks.append(chunk)
+                whole = await client.get(base + "/big")
+    assert b"".join(chunks) == BIG[:5000]
+    assert [len(chunk) for chunk in chunks] == [1024] * 4 + [904]
+    assert whole.payload == BIG[:5000]

@@ -79,7 +79,7 @@ class ResponseStream:
         self._download: Block2Download | None = None
         self._step: FetchBlock | DownloadComplete
         if blocks is not None and wants_blocks(response):
-            bert = blocks.runner.bert_agreed(blocks.remote)
+            bert = blocks.runner.bert_size(blocks.remote) is not None
             self._download = Block2Download(keep_body=False, bert=bert)
             self._step = self._download.start(response, requested)
         else:
