@@ -491,3 +491,69 @@ async def test_bert_streamed_download_over_tcp() -> None:
     assert first == BlockValue(0, True, 6)
     assert b"".join(chunks) == BIG
     assert [len(chunk) for chunk in chunks[:-1]] == [1024] + [8192] * 24
+
+
+async def test_a_stream_asks_for_no_bert_when_the_peer_takes_too_small_messages() -> None:
+    # Both sides announce Block-Wise-Transfer, but the server takes 1100-byte
+    # messages: below RFC 8323's default of 1152 no BERT block fits (bert_size is
+    # None), and a request for SZX 7 would be answered 4.00. A stream, like a whole
+    # download, then asks for its later blocks with SZX 6.
+    site = Site()
+    site.add(("big",), Store(BIG[:5000]))
+    small = StreamLimits(max_message_size=1100)
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("::1", 0), stream_limits=small) as server:
+            (address,) = server.stream_addresses
+            base = f"coap+tcp://[::1]:{address.port}"
+            async with open_context() as client:
+                await client.ping(base)
+                chunks: list[bytes] = []
+                async with client.stream(base + "/big") as body:
+                    async for chunk in body:
+                        chunks.append(chunk)
+                whole = await client.get(base + "/big")
+    assert b"".join(chunks) == BIG[:5000]
+    assert [len(chunk) for chunk in chunks] == [1024] * 4 + [904]
+    assert whole.payload == BIG[:5000]
+
+
+class Echo(Resource):
+    """FETCH: the body twice (6 KiB for a 3072-byte body); counts its renders."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renders = 0
+
+    async def render_fetch(self, request: Message) -> Message:
+        self.renders += 1
+        return Message(code=CONTENT, payload=request.payload * 2)
+
+
+async def test_bert_fetch_with_an_uploaded_body_and_a_block_wise_response_over_tcp() -> None:
+    # The body goes up in one BERT Block1 block; the response comes in a 1024-byte
+    # block, then the rest is asked for with SZX 7 and without payload (RFC 7959
+    # §2.7), served from the representation the server kept.
+    site = Site()
+    echo = Echo()
+    site.add(("echo",), echo)
+    body = body_of(3072)
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("::1", 0), stream_limits=LIMITS) as server:
+            (address,) = server.stream_addresses
+            uri = f"coap+tcp://[::1]:{address.port}/echo"
+            async with open_context(stream_limits=LIMITS) as client:
+                await client.ping(uri)
+                whole = await client.request(
+                    Message(code=Code.FETCH, uri=uri, payload=body)
+                ).response
+                chunks: list[bytes] = []
+                async with client.stream(Message(code=Code.FETCH, uri=uri, payload=body)) as stream:
+                    async for chunk in stream:
+                        chunks.append(chunk)
+            uploads = server.statistics.blockwise_uploads_completed
+    assert whole.code == CONTENT
+    assert whole.payload == body * 2
+    assert b"".join(chunks) == body * 2
+    assert [len(chunk) for chunk in chunks] == [1024, 5120]
+    assert uploads == 2
+    assert echo.renders == 2  # once per FETCH: the later blocks came from what was kept

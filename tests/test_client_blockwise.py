@@ -36,7 +36,7 @@ from coap_trio import (
     Site,
     open_context,
 )
-from coap_trio._client.block_messages import block2_request
+from coap_trio._client.block_messages import block2_repeats_payload, block2_request
 from coap_trio.codec import decode, encode
 from coap_trio.context import Context
 from coap_trio.numbers.optionnumbers import OptionNumber
@@ -859,6 +859,98 @@ async def test_against_coap_trio_server_through_a_lossy_network(autojump_clock: 
     assert put.code is Code.CHANGED
     assert store.puts == 1
     assert sha(again.payload) == sha(upload)
+
+
+# -- FETCH: the payload of the requests for later blocks (one rule, every driver) ------------
+
+#: A FETCH body that goes up in three 1024-byte Block1 blocks, and one that fits in a request.
+UPLOADED_BODY = body_of(3072, 61)
+SINGLE_BODY = body_of(500, 62)
+ECHO_SIZE = 6144
+
+
+def echoed(body: bytes) -> bytes:
+    """What /echo answers a FETCH of ``body`` with: 6 KiB made of it (its two copies, for
+    3072 bytes); nothing for an empty body, so a lost body shows as missing blocks."""
+    return (body * (ECHO_SIZE // len(body) + 1))[:ECHO_SIZE] if body else b""
+
+
+class Echo(Resource):
+    """FETCH: :func:`echoed`; counts its renders."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renders = 0
+
+    async def render_fetch(self, request: Message) -> Message:
+        self.renders += 1
+        return Message(code=Code.CONTENT, payload=echoed(request.payload))
+
+
+async def fetch_from_coap_trio(body: bytes, *, stream: bool) -> tuple[bytes, list[Message], int]:
+    """FETCH ``body`` from a coap_trio server's /echo on a MemoryNetwork, through
+    ``ctx.stream()`` or ``ctx.request()``: the body received, the client's requests
+    on the wire, and how often the resource rendered."""
+    network = MemoryNetwork(seed=6)
+    echo = Echo()
+    site = Site()
+    site.add(("echo",), echo)
+    message = Message(code=Code.FETCH, uri=f"coap://{SERVER}/echo", payload=body)
+    with trio.fail_after(100):
+        async with (
+            open_context(network=network, bind=(SERVER, 5683), site=site),
+            open_context(network=network, rng=random.Random(6)) as client,
+        ):
+            if stream:
+                async with client.stream(message) as chunks:
+                    received = b"".join([chunk async for chunk in chunks])
+            else:
+                received = (await client.request(message).response).payload
+    requests = [decode(d.data) for d in network.capture if d.source.host != SERVER]
+    return received, [m for m in requests if m.code is Code.FETCH], echo.renders
+
+
+def later_block_requests(requests: list[Message]) -> list[Message]:
+    return [m for m in requests if m.opt.block2 is not None and m.opt.block2.num > 0]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["request", "stream"])
+async def test_fetch_later_blocks_repeat_the_body_only_when_it_went_in_one_request(
+    autojump_clock: object, stream: bool
+) -> None:
+    # Uploaded in Block1 blocks: the Block2 requests leave Block1 and so the body
+    # out (RFC 7959 §2.7) and the server answers them from what it kept.
+    received, requests, renders = await fetch_from_coap_trio(UPLOADED_BODY, stream=stream)
+    assert received == UPLOADED_BODY * 2
+    assert [m.opt.block1 for m in requests[:3]] == [
+        BlockValue(0, True, 6),
+        BlockValue(1, True, 6),
+        BlockValue(2, False, 6),
+    ]
+    later = later_block_requests(requests)
+    assert [m.opt.block2.num for m in later if m.opt.block2] == [1, 2, 3, 4, 5]
+    assert all(m.payload == b"" for m in later)
+    assert all(m.opt.block1 is None and m.opt.size1 is None for m in later)
+    assert len(requests) == 3 + 5
+    assert renders == 1
+    # In one request: the body selects the representation (RFC 8132 §2.3.2), each
+    # request for a later block carries it again.
+    received, requests, renders = await fetch_from_coap_trio(SINGLE_BODY, stream=stream)
+    assert received == echoed(SINGLE_BODY)
+    assert requests[0].payload == SINGLE_BODY
+    assert requests[0].opt.block1 is None
+    later = later_block_requests(requests)
+    assert [m.opt.block2.num for m in later if m.opt.block2] == [1, 2, 3, 4, 5]
+    assert all(m.payload == SINGLE_BODY for m in later)
+    assert len(requests) == 1 + 5
+    assert renders == 1
+
+
+def test_block2_repeats_payload_only_for_a_fetch_sent_in_one_request() -> None:
+    for code in (Code.GET, Code.POST, Code.PUT, Code.FETCH, Code.PATCH, Code.iPATCH):
+        message = Message(code=code, payload=b"body")
+        assert block2_repeats_payload(message, uploaded=False) is (code is Code.FETCH), code
+        assert block2_repeats_payload(message, uploaded=True) is False, code
 
 
 # -- the request for a further block, built in one pass ------------------------------

@@ -156,6 +156,67 @@ async def test_aiocoap_gets_and_puts_large_bodies() -> None:
     assert stats.handler_errors == 0
 
 
+class Echo(Resource):
+    """FETCH: the body twice, then its length (a representation selected by the body)."""
+
+    def __init__(self) -> None:
+        self.renders = 0
+
+    async def render_fetch(self, request: Message) -> Message:
+        self.renders += 1
+        return Message(code=Code.CONTENT, payload=Echo.answer(request.payload))
+
+    @staticmethod
+    def answer(body: bytes) -> bytes:
+        return body * 2 + b"|%d" % len(body)
+
+
+#: A FETCH body that fits in one request, and one that goes up in Block1 blocks
+#: (printable, without newlines: libcoap's log prints each datagram on one line).
+FETCH_BODIES = (BODY[:1000], BODY[:3000])
+
+
+@asynccontextmanager
+async def serve_echo() -> AsyncIterator[tuple[Echo, str]]:
+    site = Site()
+    echo = Echo()
+    site.add(["echo"], echo)
+    async with open_context(bind=("::1", 0), site=site) as ctx:
+        yield echo, f"coap://{uri_host('::1')}:{ctx.addresses[0].port}/echo"
+
+
+async def test_aiocoap_fetches_with_block2_requests_without_the_body() -> None:
+    # aiocoap asks for the later blocks without payload, whether the body went in
+    # one request or in Block1 blocks: served from the representation kept.
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serve_echo() as (echo, uri):
+            results = await aiocoap_client(
+                [AioRequest("FETCH", uri, payload=b) for b in FETCH_BODIES]
+            )
+    for body, result in zip(FETCH_BODIES, results, strict=True):
+        assert result.error is None, result.error
+        assert result.code == int(Code.CONTENT), result
+        assert sha(result.payload) == sha(Echo.answer(body))
+    assert echo.renders == 2
+
+
+async def test_libcoap_fetches_with_block2_requests_without_the_body() -> None:
+    with trio.fail_after(TEST_TIMEOUT), tempfile.TemporaryDirectory() as tmp:
+        async with serve_echo() as (echo, uri):
+            runs = []
+            for n, body in enumerate(FETCH_BODIES):
+                path = Path(tmp) / f"body{n}"
+                path.write_bytes(body)
+                runs.append(await coap_client(uri, "-b", "1024", "-m", "fetch", "-f", str(path)))
+    for body, run in zip(FETCH_BODIES, runs, strict=True):
+        assert sha(run.payload) == sha(Echo.answer(body))
+        sent = [w for w in run.sent if not w.empty]
+        later = [w for w in sent if option(w.options, "Block2") not in (None, "0/_/1024")]
+        assert later, str(run)
+        assert all(w.payload is None and option(w.options, "Block1") is None for w in later)
+    assert echo.renders == 2
+
+
 class Feed(ObservableResource):
     """An observable representation of 3300 bytes (4 blocks) that changes on :meth:`tick`."""
 

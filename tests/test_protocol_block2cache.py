@@ -131,6 +131,28 @@ def test_a_value_larger_than_the_byte_bound_is_not_kept_and_drops_the_older_one(
     assert (cache.too_large, cache.evicted, cache.nbytes) == (1, 0, 10)
 
 
+def test_newest_is_the_most_recently_used_match_of_that_remote() -> None:
+    cache: Block2Cache[str] = Block2Cache(lifetime=10.0)
+    cache.put(A, ("q", b"1"), "one", 1, now=0.0)
+    cache.put(A, ("q", b"2"), "two", 1, now=1.0)
+    cache.put(A, ("other", b"3"), "three", 1, now=2.0)
+    cache.put(B, ("q", b"4"), "four", 1, now=3.0)
+
+    def query(key: object) -> bool:
+        return isinstance(key, tuple) and key[0] == "q"
+
+    assert cache.newest(A, query, now=4.0) == "two"
+    assert cache.get(A, ("q", b"1"), now=5.0) == "one"  # a use: now the newest
+    assert cache.newest(A, query, now=6.0) == "one"
+    assert cache.newest(A, lambda key: False, now=6.0) is None
+    assert cache.newest(("192.0.2.9", 5683), query, now=6.0) is None
+    # A hit counts as a use (renews the entry); expired entries are swept first.
+    assert cache.newest(A, query, now=14.0) == "one"
+    assert cache.newest(A, query, now=23.0) == "one"
+    assert cache.get(A, ("q", b"2"), now=23.0) is None
+    assert cache.newest(A, query, now=40.0) is None
+
+
 def test_discard() -> None:
     cache: Block2Cache[str] = Block2Cache()
     cache.put(A, "k", "v", 5, now=0.0)

@@ -677,6 +677,59 @@ async def test_fetch_representations_are_keyed_by_their_payload(
     assert served.query.renders == 2
 
 
+async def test_a_fetch_uploaded_with_block1_continues_with_block2_requests_without_payload(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # RFC 7959 §2.7: after the Block1 phase the client asks for the later blocks
+    # with requests like those of the Block1 phase, without Block1: no payload.
+    served = Served()
+    body = body_of(2500, b"query body")
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with server_and_peer(MemoryNetwork(seed=0), served.site) as (_, peer):
+            client = Client(peer)
+            uploaded = await client.upload(body, path="query", code=Code.FETCH)
+            second = await client.ask("query", code=Code.FETCH, block2=BlockValue(1, False, 6))
+    assert [r.code for r in uploaded] == [Code.CONTINUE] * 2 + [Code.CONTENT]
+    assert uploaded[-1].opt.block2 == BlockValue(0, True, 6)
+    assert second.code is Code.CONTENT
+    assert second.opt.block2 == BlockValue(1, False, 6)
+    assert uploaded[-1].payload + second.payload == body_of(1500, body)
+    assert served.query.renders == 1  # the later block came from the kept representation
+
+
+async def test_a_fetch_follow_up_without_payload_continues_that_remotes_last_fetch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # aiocoap's and libcoap's clients leave the body out of the later-block requests
+    # even when it went in one request.
+    served = Served()
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with server_and_peer(MemoryNetwork(seed=0), served.site) as (_, peer):
+            client = Client(peer)
+            a0 = await client.ask("query", code=Code.FETCH, payload=b"a")
+            a1 = await client.ask("query", code=Code.FETCH, block2=BlockValue(1, False, 6))
+            b0 = await client.ask("query", code=Code.FETCH, payload=b"b")
+            b1 = await client.ask("query", code=Code.FETCH, block2=BlockValue(1, False, 6))
+            assert served.query.renders == 2
+            # Other options: another representation (rendered again, for the empty body).
+            other = await client.ask(
+                "query", code=Code.FETCH, uri_query=("x",), block2=BlockValue(1, False, 6)
+            )
+            assert served.query.renders == 3
+            # A representation kept for the empty body itself is the one asked for.
+            empty0 = await client.ask("query", code=Code.FETCH)
+            c0 = await client.ask("query", code=Code.FETCH, payload=b"c")
+            empty1 = await client.ask("query", code=Code.FETCH, block2=BlockValue(1, False, 6))
+    assert a0.payload + a1.payload == body_of(1500, b"a")
+    assert b0.payload + b1.payload == body_of(1500, b"b")
+    assert a1.opt.etag == a0.opt.etag
+    assert b1.opt.etag == b0.opt.etag != a0.opt.etag
+    assert other.payload == body_of(1500, b"")[1024:]
+    assert empty0.payload + empty1.payload == body_of(1500, b"")
+    assert c0.payload == body_of(1500, b"c")[:1024]
+    assert served.query.renders == 5
+
+
 # -- observe --------------------------------------------------------------------------------------
 
 

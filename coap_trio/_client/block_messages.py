@@ -13,6 +13,7 @@ from collections.abc import Hashable
 
 from ..block import BlockValue
 from ..message import Message
+from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..options import Options, encode_uint
 from ..protocol.blockwise_client import SendBlock, without_block_options
@@ -20,6 +21,7 @@ from ..protocol.blockwise_client import SendBlock, without_block_options
 __all__ = [
     "UploadTags",
     "block1_request",
+    "block2_repeats_payload",
     "block2_request",
     "has_block_option",
     "plain_response",
@@ -105,12 +107,39 @@ def block1_request(
     return message
 
 
+def block2_repeats_payload(original: Message, uploaded: bool) -> bool:
+    """Whether the requests for the later Block2 blocks of the response to
+    ``original`` carry ``original``'s payload again (the one rule every
+    download follows: whole responses, streams, notifications).
+
+    ``uploaded``: the body went up in Block1 blocks, not in one request.
+
+    * A FETCH whose body went in one request repeats it. Its payload is part of
+      what selects the representation (RFC 8132 §2; §2.3.2: the FETCH payload
+      is input to the selection and so part of the cache key), and a request
+      for a later block is the original request with Block2 (RFC 7959 §2.4:
+      "the same options as the initial request"); a server that keeps no state
+      can answer it, one that kept the representation finds it by the payload.
+    * After a Block1 upload (any method), the requests for the later blocks are
+      "similar to the requests in the Block1 phase, but [leave] out the Block1
+      Options" (RFC 7959 §2.7): no Block1, so no block of the body either (a
+      payload without Block1 would be a whole body of its own). The server
+      answers them from the representation it kept (§2.7, §2.4).
+    * Any other method sends its later-block requests without a payload: they
+      ask for more of a response already produced (repeating a POST body would
+      ask for the action again).
+    """
+    return not uploaded and original.code is Code.FETCH
+
+
 def block2_request(original: Message, block: BlockValue, keep_payload: bool) -> Message:
     """The request for ``block`` of the response to ``original`` (a new token).
 
     Its options are the original's without Block1, Size1, Request-Tag and
     Observe, with ``block`` as Block2 (one pass over the sorted items: this
-    runs once per block of a download).
+    runs once per block of a download). Its payload is ``original``'s when
+    ``keep_payload`` (decided once per download by
+    :func:`block2_repeats_payload`), else empty.
     """
     value = (_BLOCK2, encode_uint(block.to_int()))
     items: list[tuple[int, bytes]] = []

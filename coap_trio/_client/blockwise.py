@@ -51,6 +51,7 @@ from ..protocol.blockwise_client import (
 from ..protocol.observe import is_newer
 from .block_messages import (
     block1_request,
+    block2_repeats_payload,
     block2_request,
     has_block_option,
     plain_response,
@@ -121,11 +122,13 @@ class BlockSender:
         report: Callable[[int, int | None], None],
         *,
         max_body_size: int | None,
-        keep_payload: bool,
+        uploaded: bool,
     ) -> Message:
-        """Fetch the remaining blocks of ``first`` and return the assembled response."""
+        """Fetch the remaining blocks of ``first`` and return the assembled response
+        (``uploaded``: ``original``'s body went up in Block1 blocks)."""
         bert = self.runner.machine.bert_size(self.remote) is not None
         download = Block2Download(max_body_size=max_body_size, bert=bert)
+        keep_payload = block2_repeats_payload(original, uploaded)
         step = download.start(first, requested)
         while isinstance(step, FetchBlock):
             if not step.restart:
@@ -166,7 +169,7 @@ class _InlineDownload(ExchangeOwner):
         remote: Hashable,
         request: Request,
         report: Callable[[int, int | None], None],
-        keep_payload: bool,
+        uploaded: bool,
     ) -> None:
         super().__init__(request.request)
         self.as_is = True  # never block-wise itself
@@ -175,8 +178,8 @@ class _InlineDownload(ExchangeOwner):
         self.remote = remote
         self.request = request
         self.report = report
-        self.keep_payload = keep_payload
         self.original = request.request
+        self.keep_payload = block2_repeats_payload(self.original, uploaded)
         self.download = Block2Download(
             max_body_size=core.blockwise.max_body_size,
             bert=runner.machine.bert_size(remote) is not None,
@@ -327,14 +330,13 @@ class _Transfer:
         if not self.assemble:
             return response
         if wants_blocks(response):
-            keep_payload = original.code is Code.FETCH and self.upload is None
             return await blocks.download(
                 original,
                 response,
                 requested,
                 self._report,
                 max_body_size=self.core.blockwise.max_body_size,
-                keep_payload=keep_payload,
+                uploaded=self.upload is not None,
             )
         return plain_response(response)
 
@@ -386,6 +388,11 @@ class _Transfer:
                 raise RequestError(f"the progress callback raised {error!r}") from error
 
     # -- the end
+
+    @property
+    def uploaded(self) -> bool:
+        """Whether the body went up in Block1 blocks."""
+        return self.upload is not None
 
     def on_done(self) -> None:
         """The Request ended (answered, failed, cancelled): stop and release everything."""
@@ -467,15 +474,14 @@ def take_response(
     _, exchange = route
     remote = exchange.remote
     if transfer.upload is None and transfer._retry_size(response) is None:
-        # Only blocks to fetch: driven from the receive path, no task.
-        original = request.request
+        # Only blocks to fetch (nothing was uploaded): driven from the receive path, no task.
         inline = _InlineDownload(
             core,
             runner,
             remote,
             request,
             transfer._report,
-            keep_payload=original.code is Code.FETCH,
+            uploaded=False,
         )
         transfer.blocks = inline
         inline.start(response, request.wire.opt.block2)
@@ -548,7 +554,7 @@ async def _fetch_notification(
                     None,
                     lambda done, total: None,
                     max_body_size=config.max_body_size,
-                    keep_payload=registration.code is Code.FETCH,
+                    uploaded=_N.BLOCK1 in registration.opt,
                 )
             except RepresentationChangedError:
                 # Changing while we fetched it: a newer notification is on its way.

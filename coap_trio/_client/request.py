@@ -47,6 +47,10 @@ __all__ = ["ExchangeOwner", "Request", "Transfer"]
 class Transfer(Protocol):
     """The block-wise state of a request (RFC 7959; see :mod:`.blockwise`)."""
 
+    @property
+    def uploaded(self) -> bool:
+        """Whether the request's body went up in Block1 blocks."""
+
     def on_done(self) -> None:
         """The request ended (answered, failed, cancelled): stop and release everything."""
 

@@ -22,7 +22,7 @@ from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..protocol.blockwise_client import Block2Download, DownloadComplete, FetchBlock
-from .block_messages import block2_request, wants_blocks
+from .block_messages import block2_repeats_payload, block2_request, wants_blocks
 from .blockwise import BlockSender, Progress
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class ResponseStream:
     __slots__ = (
         "_blocks",
         "_download",
+        "_keep_payload",
         "_original",
         "_pending",
         "_progress",
@@ -64,10 +65,14 @@ class ResponseStream:
         requested: BlockValue | None,
         blocks: BlockSender | None,
         progress: Progress | None,
+        uploaded: bool,
     ) -> None:
         #: The first response (for a block-wise one: block 0 with its options).
         self.response = response
         self._original = original
+        #: Whether the requests for later blocks carry ``original``'s payload
+        #: (``uploaded``: its body went up in Block1 blocks).
+        self._keep_payload = block2_repeats_payload(original, uploaded)
         self._blocks = blocks
         self._progress = progress
         self._download: Block2Download | None = None
@@ -110,8 +115,7 @@ class ResponseStream:
             raise StopAsyncIteration
         assert self._download is not None
         assert self._blocks is not None
-        keep_payload = self._original.code is Code.FETCH and not self._original.opt.block1
-        request = block2_request(self._original, step.block, keep_payload)
+        request = block2_request(self._original, step.block, self._keep_payload)
         response = await self._blocks.exchange(request)
         self._step = self._download.feed(response)
         self._report()
@@ -154,7 +158,8 @@ async def open_stream(
         block = response.opt.block2
         if block is not None and block.num != 0:
             raise BadResponseError(f"the first response is block {block}, not block 0")
-    stream = ResponseStream(response, message, request.wire.opt.block2, blocks, progress)
+    uploaded = request.transfer is not None and request.transfer.uploaded
+    stream = ResponseStream(response, message, request.wire.opt.block2, blocks, progress, uploaded)
     try:
         yield stream
     finally:

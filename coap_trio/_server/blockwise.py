@@ -23,9 +23,20 @@ Decisions where the RFCs leave room:
   Block2, Size1, Size2, Observe and No-Response, and Request-Tag (a
   cache-key option, so distinct Request-Tags never mix: RFC 9175 §3.3). A
   representation being transferred is identified the same way, plus the
-  payload for FETCH (RFC 8132: the payload selects the representation); so
-  a follow-up GET (Block2 num > 0, without Observe) finds the representation
-  a registration or notification started.
+  payload for FETCH (RFC 8132 §2.3.2: the payload selects the
+  representation); so a follow-up GET (Block2 num > 0, without Observe) finds
+  the representation a registration or notification started.
+* **FETCH follow-ups without the body.** A later-block FETCH (Block2 num > 0)
+  that carries the body again is served from the representation kept under
+  that body. One without payload either asks for the representation of an
+  empty body or left the body out: after a Block1 upload it must leave it
+  out (RFC 7959 §2.7: the Block2 requests are "similar to the requests in the
+  Block1 phase" without Block1), and aiocoap's and libcoap's clients leave it
+  out after a body sent in one request too. It is served from the
+  representation kept under an empty body if there is one, else from the most
+  recently used FETCH representation of that remote with the same options
+  (whatever its body); its ETag lets the client check that it continues the
+  same representation.
 * **Consistency.** Block 0 (or a request without Block2) always renders
   afresh and replaces the kept representation; blocks after it come from
   the kept one, even if the resource changed in between, until it expires
@@ -272,6 +283,8 @@ class BlockwiseServer:
             )
         elif block2 is not None and block2.num > 0:
             kept = self.cache.get(remote, representation_key(request), now)
+            if kept is None:
+                kept = self._without_body(request, now)
             if kept is not None:
                 return self._block(request, kept, block2, bert_size)
             self.cache_misses += 1
@@ -329,7 +342,9 @@ class BlockwiseServer:
         now = self._clock()
         kept = self.cache.get(request.remote, representation_key(request), now)
         if kept is None:
-            return None
+            kept = self._without_body(request, now)
+            if kept is None:
+                return None
         return self._block(request, kept, block2, bert_size)
 
     def notification(self, registration: Message, notification: Message) -> Message:
@@ -356,6 +371,20 @@ class BlockwiseServer:
     def _sweep(self, now: float) -> None:
         self.assembler.sweep(now)
         self.cache.sweep(now)
+
+    def _without_body(self, request: Message, now: float) -> Message | None:
+        """For a later-block FETCH without payload that found no representation kept
+        under an empty body: the most recently used FETCH representation of its
+        remote with its options, or None (see "FETCH follow-ups without the body"
+        in the module docstring). Called only after a miss."""
+        if request.code != Code.FETCH or request.payload:
+            return None
+        options = upload_key(request)
+
+        def same_options(key: Hashable) -> bool:  # FETCH keys: (upload key, payload)
+            return isinstance(key, tuple) and key[0] == options
+
+        return self.cache.newest(request.remote, same_options, now)
 
     def _keep(self, request: Message, response: Message, now: float) -> Message:
         """The whole representation as kept (ETag added to a 2.05 without one, no Observe)."""

@@ -18,7 +18,7 @@ is given by the caller, time is passed in as ``now``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from .blockwise import EXCHANGE_LIFETIME
@@ -99,6 +99,21 @@ class Block2Cache(Generic[T]):
             return None
         self._touch(slot, entry, now)
         return entry.value
+
+    def newest(self, remote: Hashable, match: Callable[[Hashable], bool], now: float) -> T | None:
+        """The value of ``remote``'s most recently used entry whose key satisfies
+        ``match``, or None; a hit counts as a use. Looks at ``remote``'s entries
+        only (at most ``max_per_remote``), newest first."""
+        self.sweep(now)
+        mine = self._by_remote.get(remote)
+        if mine is None:
+            return None
+        for slot in reversed(mine):
+            if match(slot[1]):
+                entry = self._all[slot]
+                self._touch(slot, entry, now)
+                return entry.value
+        return None
 
     def put(self, remote: Hashable, key: Hashable, value: T, nbytes: int, now: float) -> bool:
         """Keep ``value`` (``nbytes`` large) for ``(remote, key)``, replacing any older one.
