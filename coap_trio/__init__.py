@@ -5,7 +5,7 @@ underscore are private. See ``docs/architecture.md`` for the layers.
 """
 
 from . import codec, linkformat, response_errors
-from ._client.observation import Observation, ObservationError
+from ._client.observation import Observation
 from ._client.request import Request
 from ._client.stream import ResponseStream
 from .block import BlockValue
@@ -19,6 +19,7 @@ from .errors import (
     FormatErrorKind,
     FrameErrorKind,
     FrameTooLarge,
+    InvalidURIError,
     LocalProtocolError,
     MessageEncodeError,
     MessageFormatError,
@@ -62,8 +63,9 @@ from .observable import ObservableResource
 from .options import Options
 from .protocol.config import BlockwiseConfig, MessagingConfig
 from .resource import Resource, Site
+from .response_errors import ObservationError
 from .transports.stream import StreamLimits, StreamStatistics
-from .uri import InvalidURIError, Origin
+from .uri import Origin
 
 __version__ = "0.1.0.dev0"
 

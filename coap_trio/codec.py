@@ -51,7 +51,7 @@ def encode(message: Message) -> bytes:
     if tkl > 8:
         raise MessageEncodeError(f"token of {tkl} bytes is longer than 8")
     code = message.code
-    items = message.opt._items
+    items = message.opt.raw_items
     payload = message.payload
     if code == 0 and (tkl or items or payload):
         raise MessageEncodeError("an Empty message (0.00) carries no token, options or payload")
@@ -150,7 +150,7 @@ def decode(data: bytes, remote: object = None) -> Message:
             raise MessageFormatError(
                 FormatErrorKind.NONEMPTY_EMPTY_MESSAGE, version=1, mtype=mtype, mid=mid, offset=4
             )
-        return Message._make(code, mtype, mid, b"", Options._from_wire([]), b"", remote)
+        return Message.from_fields(code, mtype, mid, b"", Options.from_wire([]), b"", remote)
     position = 4 + tkl
     if position > size:
         raise MessageFormatError(
@@ -162,7 +162,7 @@ def decode(data: bytes, remote: object = None) -> Message:
     except MessageFormatError as error:
         error.mtype, error.mid, error.version = mtype, mid, 1
         raise
-    return Message._make(code, mtype, mid, token, Options._from_wire(items), payload, remote)
+    return Message.from_fields(code, mtype, mid, token, Options.from_wire(items), payload, remote)
 
 
 def decode_options(data: bytes, position: int, end: int) -> tuple[list[tuple[int, bytes]], bytes]:
@@ -249,4 +249,4 @@ def reset_for(error: MessageFormatError, remote: object = None) -> Message | Non
     """
     if not error.should_reset or error.mid is None:
         return None
-    return Message._make(_EMPTY, Type.RST, error.mid, b"", Options._from_wire([]), b"", remote)
+    return Message.from_fields(_EMPTY, Type.RST, error.mid, b"", Options.from_wire([]), b"", remote)

@@ -1,19 +1,76 @@
-"""The exception hierarchy of coap_trio.
+"""The exception hierarchy of coap_trio: every exception class it defines.
 
 Every error this library raises on purpose derives from :class:`CoapError`.
 Following h11, errors caused by what a peer sent (:class:`RemoteProtocolError`)
 are kept apart from errors caused by how this process used the library
-(:class:`LocalProtocolError`).
+(:class:`LocalProtocolError`); a request that ends without a response raises a
+:class:`RequestError`. Handlers answer with an error response by raising a
+:class:`~coap_trio.response_errors.RenderableError` (``NotFound``...), the
+other branch of :class:`CoapError`, defined in :mod:`coap_trio.response_errors`.
+
+::
+
+    CoapError
+    ├── LocalProtocolError (also ValueError)
+    │   ├── MessageEncodeError
+    │   ├── InvalidURIError
+    │   ├── UnsupportedTransportError
+    │   └── MessageTooLargeError (also RequestError)
+    ├── RemoteProtocolError
+    │   ├── MessageFormatError
+    │   │   └── FrameTooLarge
+    │   ├── SignalingError
+    │   ├── BlockOutOfRange
+    │   ├── BertNotAllowed
+    │   └── BadResponseError (also RequestError)
+    ├── RequestError
+    │   ├── RequestTimeoutError
+    │   ├── ResetByPeerError
+    │   ├── NetworkError
+    │   │   └── ConnectionLostError
+    │   │       ├── ConnectionAbortedByPeerError
+    │   │       └── ConnectionReleasedError
+    │   ├── UnresolvableHostError
+    │   ├── RequestCancelledError
+    │   ├── RepresentationChangedError
+    │   ├── ResponseTooLargeError
+    │   └── response_errors.ObservationError (it carries a Message)
+    ├── IdleTimeoutError (also TimeoutError)
+    ├── LinkFormatError (also ValueError)
+    ├── UsageError (the coap-trio command)
+    ├── OutputError (the coap-trio command)
+    └── response_errors.RenderableError: NotFound, BadRequest, ... (raised by handlers)
+
+The second bases say what kind of standard error each one is, for code that
+catches those: a :class:`LocalProtocolError` is an invalid argument (a
+message that cannot be encoded, a URI that names no CoAP resource), a
+:class:`LinkFormatError` malformed text (as :class:`json.JSONDecodeError`
+is), and an :class:`IdleTimeoutError` one of the ``OSError`` values a stream
+transport reports the end of a connection with
+(:attr:`NetworkError.os_error`).
+
+Outside this hierarchy, only standard errors: ``ValueError`` and
+``TypeError`` for invalid arguments, ``OSError`` from sockets (a bind that
+fails, and in :attr:`NetworkError.os_error` why a peer is unreachable),
+``ImportError`` naming the extra to install, and trio's own
+(``trio.ClosedResourceError``...) from objects that behave like trio's.
+
+Must not import anything above the sans-I/O core (no trio, no sockets): the classes
+carry what their raisers give them.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
+from .numbers.codes import Code
 from .numbers.types import Type
 
 __all__ = [
     "BadResponseError",
+    "BertNotAllowed",
+    "BlockOutOfRange",
     "CoapError",
     "ConnectionAbortedByPeerError",
     "ConnectionLostError",
@@ -21,11 +78,15 @@ __all__ = [
     "FormatErrorKind",
     "FrameErrorKind",
     "FrameTooLarge",
+    "IdleTimeoutError",
+    "InvalidURIError",
+    "LinkFormatError",
     "LocalProtocolError",
     "MessageEncodeError",
     "MessageFormatError",
     "MessageTooLargeError",
     "NetworkError",
+    "OutputError",
     "RemoteProtocolError",
     "RepresentationChangedError",
     "RequestCancelledError",
@@ -33,8 +94,10 @@ __all__ = [
     "RequestTimeoutError",
     "ResetByPeerError",
     "ResponseTooLargeError",
+    "SignalingError",
     "UnresolvableHostError",
     "UnsupportedTransportError",
+    "UsageError",
 ]
 
 
@@ -191,6 +254,10 @@ class UnsupportedTransportError(LocalProtocolError):
     """The URI's scheme needs a transport this stack does not provide yet (coaps://, ...)."""
 
 
+class InvalidURIError(LocalProtocolError):
+    """A URI that cannot be turned into a CoAP request (RFC 7252 §6.4 returns "failure")."""
+
+
 class RepresentationChangedError(RequestError):
     """The resource changed while its representation was transferred block by block.
 
@@ -222,15 +289,18 @@ class ResponseTooLargeError(RequestError):
         self.limit = limit
 
 
-class FrameTooLarge(MessageFormatError):  # noqa: N818 (the name part B and the brief use)
-    """A stream frame header announced more than the receiver accepts (RFC 8323 §5.3.1).
+class FrameTooLarge(MessageFormatError):  # noqa: N818 -- a public name
+    """A stream frame is larger than the receiver accepts (RFC 8323 §5.3.1).
 
     Raised by :class:`~coap_trio.protocol.framing.StreamDecoder` as soon as
-    the header is read, before the body is buffered; the connection cannot
-    continue (the stream cannot be resynchronized), so it should be aborted.
+    a frame header announcing more is read, before the body is buffered, and
+    by the WebSocket framer when a message grows past the limit. The
+    connection cannot continue (the stream cannot be resynchronized), so it
+    should be aborted.
     """
 
-    #: The size of the whole frame the header announced, in bytes.
+    #: The size of the whole frame the header announced, in bytes (for a
+    #: WebSocket message: the bytes received when it passed the limit).
     size: int
     #: The receiver's maximum message size.
     limit: int
@@ -300,3 +370,58 @@ class MessageTooLargeError(LocalProtocolError, RequestError):
         super().__init__(f"message of {size} bytes exceeds the peer's Max-Message-Size {limit}")
         self.size = size
         self.limit = limit
+
+
+class SignalingError(RemoteProtocolError):
+    """A signaling message this stack cannot accept: it has an unknown critical option.
+
+    RFC 8323 §5.3/§5.6: the connection is aborted; for a CSM the Abort names
+    the option (Bad-CSM-Option, :attr:`option`).
+    """
+
+    #: The signaling code of the offending message.
+    code: Code
+    #: The unrecognized critical option number.
+    option: int
+
+    def __init__(self, code: Code, option: int) -> None:
+        super().__init__(
+            f"{code.dotted} {code.name_printable} with unknown critical option {option}"
+        )
+        self.code = code
+        self.option = option
+
+
+class BlockOutOfRange(RemoteProtocolError):  # noqa: N818 -- a public name
+    """A Block2 request asked for a block past the end; answer 4.02 Bad Option."""
+
+    #: The response code a server should send.
+    code: ClassVar[Code] = Code.BAD_OPTION
+
+
+class BertNotAllowed(RemoteProtocolError):  # noqa: N818 -- a public name
+    """SZX 7 (BERT) in a request where BERT is not agreed (UDP, or a stream whose
+    peers did not both announce it); RFC 7959 §2.2 requires 4.00 Bad Request."""
+
+    #: The response code a server should send.
+    code: ClassVar[Code] = Code.BAD_REQUEST
+
+
+class IdleTimeoutError(CoapError, TimeoutError):
+    """A stream connection closed after ``idle_timeout`` seconds without traffic.
+
+    Also a ``TimeoutError``: the stream transports report why a connection
+    ended as an ``OSError`` (see :attr:`NetworkError.os_error`).
+    """
+
+
+class LinkFormatError(CoapError, ValueError):
+    """Raised for malformed link-format text (message names the problem and offset)."""
+
+
+class UsageError(CoapError):
+    """A command-line value the coap-trio command cannot use (exit status 2)."""
+
+
+class OutputError(CoapError):
+    """The coap-trio command could not write a payload (``--output`` FILE cannot be created...)."""

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from .errors import CoapError
+from .errors import LinkFormatError
 
 __all__ = ["Link", "LinkFormatError", "filter_links", "matches", "parse", "serialize"]
 
@@ -35,10 +35,6 @@ _ALWAYS_QUOTED = frozenset({"rt", "if", "title", "anchor", "rel", "rev"})
 _MULTI_VALUED = frozenset({"rt", "if", "rel", "rev", "ct"})
 
 _Attribute = tuple[str, str | None]
-
-
-class LinkFormatError(CoapError, ValueError):
-    """Raised for malformed link-format text (message names the problem and offset)."""
 
 
 def _is_target_char(char: str) -> bool:

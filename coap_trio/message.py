@@ -84,9 +84,9 @@ class Message:
                 self.set_request_uri(uri)
         elif uri is not None:  # set_request_uri on empty options, inline (the usual request)
             self.remote, items = uri_options(uri)
-            self.opt = Options._from_wire(list(items))
+            self.opt = Options.from_wire(list(items))
         else:
-            self.opt = Options._from_wire([])
+            self.opt = Options.from_wire([])
             self.remote = remote
         for name, value in options.items() if options else ():
             if name not in _OPTION_KEYWORDS:
@@ -94,7 +94,7 @@ class Message:
             setattr(self.opt, name, value)
 
     @classmethod
-    def _make(
+    def from_fields(
         cls,
         code: Code,
         mtype: Type | None,
@@ -104,7 +104,12 @@ class Message:
         payload: bytes,
         remote: object,
     ) -> Message:
-        """Construct without validation (for the codec's hot path)."""
+        """Construct from already-checked fields, without validation.
+
+        For the codec and the protocol machines' hot paths: nothing is
+        copied or checked, so ``opt`` must be an :class:`Options` the caller
+        owns.
+        """
         message = cls.__new__(cls)
         message.code = code
         message.mtype = mtype
@@ -135,11 +140,11 @@ class Message:
             origin, _ = uri_options(proxy)
             proxied = Options()
             proxied.proxy_uri = uri  # validates the registered length bounds
-            items = tuple(proxied._items)
+            items = tuple(proxied.raw_items)
         # Validated before anything changes: a refused URI leaves the message as it was.
-        current = self.opt._items
+        current = self.opt.raw_items
         kept = [item for item in current if item[0] not in URI_OPTION_NUMBERS] if current else None
-        self.opt._items = sorted([*kept, *items], key=_number_of) if kept else list(items)
+        self.opt.raw_items = sorted([*kept, *items], key=_number_of) if kept else list(items)
         self.remote = origin
 
     def get_request_uri(self) -> str:
@@ -157,7 +162,7 @@ class Message:
 
     def copy(self, **changes: Any) -> Message:
         """A copy with independent options; keyword arguments replace fields."""
-        message = Message._make(
+        message = Message.from_fields(
             self.code,
             self.mtype,
             self.mid,
@@ -223,7 +228,7 @@ class Message:
             )
             parts.extend(f"{label}={value}" for label, value in labelled if value is not None)
             shown = {11, 15, 12, 17, 6, 27, 23, 4}
-            others = len({n for n, _ in opt._items if n not in shown})
+            others = len({n for n, _ in opt.raw_items if n not in shown})
             if others:
                 parts.append(f"+{others} opt")
         if self.payload:

@@ -12,10 +12,13 @@ Must not know about sockets, tokens, message IDs or the messaging machine:
 an observation talks to the outside through two callables given to it,
 ``render(request) -> response`` (the resource, usually through the site)
 and ``send(notification, confirmable)`` (the Context, which sets token,
-type, MID and remote). The Context starts :meth:`ServerObservation.run` in
-its nursery and calls :meth:`ServerObservation.end` when the client resets
-a notification, a CON notification times out, the client deregisters, the
-resource goes away or the Context closes.
+type, MID and remote). The Context's registry of served observations starts
+:meth:`ServerObservation.run` in the Context's nursery and calls
+:meth:`ServerObservation.end` when the client resets a notification, a CON
+notification times out, the client deregisters, the network reports the
+client unreachable or its connection is lost, a new registration takes its
+token, or the Context closes; a resource that goes away ends its observations with a final
+notification instead (:meth:`ObservableResource.end_observations`).
 
 Notifications follow RFC 7641: 2.xx results carry a fresh Observe value
 (§4.4); a 4.xx/5.xx result is the final notification, sent without Observe
@@ -35,6 +38,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from . import interfaces
+from .errors import LocalProtocolError
 from .message import Message
 from .numbers.codes import Code
 from .protocol.observe import ObserveSequence
@@ -67,8 +71,9 @@ class ServerObservation:
     True, the cancellation callback runs exactly once and :meth:`run`
     returns; later triggers are ignored.
 
-    It holds no task or event of its own while idle beyond one
-    :class:`trio.Event` re-created per wait, so tens of thousands are cheap.
+    While idle it is its :meth:`run` task parked until the next trigger
+    (``trio.lowlevel.wait_task_rescheduled``), with no event or cancel scope
+    of its own, so tens of thousands are cheap.
     """
 
     __slots__ = (
@@ -140,11 +145,12 @@ class ServerObservation:
     def accept(self, cancellation_callback: Callable[[], None]) -> None:
         """Accept the registration; ``cancellation_callback`` runs once when the observation ends.
 
-        May be called once (RuntimeError otherwise). Accepting an observation
-        that already ended runs the callback at once.
+        May be called once (:class:`~coap_trio.errors.LocalProtocolError`
+        otherwise). Accepting an observation that already ended runs the
+        callback at once.
         """
         if self.accepted:
-            raise RuntimeError("observation already accepted")
+            raise LocalProtocolError("observation already accepted")
         self.accepted = True
         if self.ended:
             _run_callback(cancellation_callback, self)

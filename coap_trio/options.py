@@ -149,7 +149,7 @@ class _Single(_Accessor, Generic[T]):
         if obj is None:
             return self
         number = self.number
-        for n, raw in obj._items:
+        for n, raw in obj.raw_items:
             if n == number:
                 if not self.spec.length_ok(len(raw)):
                     return None
@@ -190,7 +190,7 @@ class _Repeated(_Accessor, Generic[T]):
         values = []
         number, load = self.number, self.codec.load
         low, high = self.spec.min_length, self.spec.max_length
-        for n, raw in obj._items:  # in number order: stop after the last occurrence
+        for n, raw in obj.raw_items:  # in number order: stop after the last occurrence
             if n == number:
                 if low <= len(raw) <= high:
                     try:
@@ -220,7 +220,7 @@ class _Flag(_Accessor):
     def __get__(self, obj: Options | None, owner: type) -> _Flag | bool:
         if obj is None:
             return self
-        for n, raw in obj._items:
+        for n, raw in obj.raw_items:
             if n == self.number:
                 return raw == b""
             if n > self.number:
@@ -261,27 +261,30 @@ class Options:
     (RFC 7252 §5.4.1, §5.4.3, §5.4.5).
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("raw_items",)
 
-    _items: list[tuple[int, bytes]]
+    #: The raw ``(number, value)`` pairs, in ascending number order (the
+    #: wire order). The codec and the protocol machines read it directly; code
+    #: that assigns it keeps the order.
+    raw_items: list[tuple[int, bytes]]
 
     def __init__(self, items: Iterable[tuple[int, bytes]] = ()) -> None:
-        self._items = []
+        self.raw_items = []
         for number, value in items:
             self.add(number, value)
 
     @classmethod
-    def _from_wire(cls, items: list[tuple[int, bytes]]) -> Options:
-        """Adopt an already-ordered list (the decoder's output) without copying."""
+    def from_wire(cls, items: list[tuple[int, bytes]]) -> Options:
+        """Adopt ``items``, in number order already (the decoder's output), as they are."""
         options = cls.__new__(cls)
-        options._items = items
+        options.raw_items = items
         return options
 
     # -- raw access -------------------------------------------------------
 
     def get_all(self, number: int) -> tuple[bytes, ...]:
         """Every raw value of option ``number``, in order."""
-        return tuple(raw for n, raw in self._items if n == number)
+        return tuple(raw for n, raw in self.raw_items if n == number)
 
     def add(self, number: int, value: bytes) -> None:
         """Append one raw value of option ``number`` after any existing ones."""
@@ -291,7 +294,7 @@ class Options:
             if not isinstance(value, bytearray | memoryview):
                 raise TypeError(f"option values are bytes, got {type(value).__name__}")
             value = bytes(value)
-        items = self._items
+        items = self.raw_items
         if not items or items[-1][0] <= number:
             items.append((number, value))
         else:
@@ -305,36 +308,36 @@ class Options:
 
     def remove(self, number: int) -> None:
         """Drop every occurrence of option ``number``."""
-        items = self._items
+        items = self.raw_items
         if any(n == number for n, _ in items):
-            self._items = [item for item in items if item[0] != number]
+            self.raw_items = [item for item in items if item[0] != number]
 
     def __contains__(self, number: object) -> bool:
-        for n, _ in self._items:  # noqa: SIM110 -- a plain loop: on every request's path
+        for n, _ in self.raw_items:  # noqa: SIM110 -- a plain loop: on every request's path
             if n == number:
                 return True
         return False
 
     def __iter__(self) -> Iterator[tuple[OptionNumber, bytes]]:
-        return ((OptionNumber(n), raw) for n, raw in self._items)
+        return ((OptionNumber(n), raw) for n, raw in self.raw_items)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.raw_items)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Options):
             return NotImplemented
-        return self._items == other._items
+        return self.raw_items == other.raw_items
 
     __hash__ = None  # type: ignore[assignment]
 
     def copy(self) -> Options:
         """An independent copy."""
-        return Options._from_wire(list(self._items))
+        return Options.from_wire(list(self.raw_items))
 
     def numbers(self) -> tuple[OptionNumber, ...]:
         """The distinct option numbers present, ascending."""
-        return tuple(OptionNumber(n) for n in sorted({n for n, _ in self._items}))
+        return tuple(OptionNumber(n) for n in sorted({n for n, _ in self.raw_items}))
 
     def malformed(self) -> tuple[OptionNumber, ...]:
         """Numbers whose values must be treated as unrecognized options.
@@ -347,7 +350,7 @@ class Options:
         """
         bad: list[OptionNumber] = []
         previous = -1
-        for number, raw in self._items:
+        for number, raw in self.raw_items:
             if is_malformed(number, raw, number == previous) and (not bad or bad[-1] != number):
                 bad.append(OptionNumber(number))
             previous = number
@@ -387,7 +390,7 @@ class Options:
 
     def __repr__(self) -> str:
         parts = []
-        for number, raw in self._items:
+        for number, raw in self.raw_items:
             name = _ACCESSORS.get(number)
             if name is None:
                 parts.append(f"{number}={raw.hex()}")

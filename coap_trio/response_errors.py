@@ -1,6 +1,9 @@
-"""Exceptions a resource handler raises to answer with an error response.
+"""The errors that carry a response message.
 
-Owns one exception class per 4.xx/5.xx response code (names follow
+Owns :class:`ObservationError` (raised to a client when the server ended an
+observation with an error response: it carries that response) and the
+exceptions a resource handler raises to answer with an error response: one
+exception class per 4.xx/5.xx response code (names follow
 aiocoap.error where one exists, easing migration): raising
 ``NotFound("no such sensor")`` from ``render`` answers 4.04 with the
 diagnostic payload (RFC 7252 §5.5.2). Any *other* exception escaping a
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .errors import CoapError
+from .errors import CoapError, RequestError
 from .message import Message
 from .numbers.codes import Code
 from .numbers.contentformat import ContentFormat
@@ -29,6 +32,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotAcceptable",
     "NotFound",
+    "ObservationError",
     "PreconditionFailed",
     "ProxyingNotSupported",
     "RenderableError",
@@ -41,6 +45,17 @@ __all__ = [
     "UnprocessableEntity",
     "UnsupportedContentFormat",
 ]
+
+
+class ObservationError(RequestError):
+    """The server ended the observation with an error response (4.xx/5.xx)."""
+
+    #: The error response.
+    response: Message
+
+    def __init__(self, response: Message) -> None:
+        super().__init__(f"the observation ended with {response.code}")
+        self.response = response
 
 
 class RenderableError(CoapError):

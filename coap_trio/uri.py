@@ -18,7 +18,7 @@ from typing import Protocol
 
 import attrs
 
-from .errors import LocalProtocolError
+from .errors import InvalidURIError
 from .numbers.constants import DEFAULT_PORTS
 from .options import Options
 
@@ -32,10 +32,6 @@ __all__ = [
     "split_uri",
     "uri_options",
 ]
-
-
-class InvalidURIError(LocalProtocolError):
-    """A URI that cannot be turned into a CoAP request (§6.4 returns "failure")."""
 
 
 @attrs.frozen
@@ -308,4 +304,4 @@ def uri_options(uri: str) -> tuple[Origin, tuple[tuple[int, bytes], ...]]:
         options.uri_path = path
     if query:
         options.uri_query = query
-    return origin, tuple(options._items)
+    return origin, tuple(options.raw_items)

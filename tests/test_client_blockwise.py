@@ -974,7 +974,7 @@ def test_block2_request_matches_the_options_api(
     for number, value in items:
         original.opt.add(number, value)
     original.remote = ("192.0.2.1", 5683)
-    before = list(original.opt._items)
+    before = list(original.opt.raw_items)
     block = BlockValue(num, False, szx)
 
     built = block2_request(original, block, keep_payload)
@@ -986,7 +986,7 @@ def test_block2_request_matches_the_options_api(
         expected.opt.remove(number)
     expected.opt.remove(OptionNumber.OBSERVE)
     expected.opt.block2 = block
-    assert built.opt._items == expected.opt._items
+    assert built.opt.raw_items == expected.opt.raw_items
     assert (built.code, built.mtype, built.mid, built.token, built.payload, built.remote) == (
         expected.code,
         expected.mtype,
@@ -996,6 +996,6 @@ def test_block2_request_matches_the_options_api(
         expected.remote,
     )
     assert built.opt.block2 == block
-    assert original.opt._items == before  # the original is untouched
+    assert original.opt.raw_items == before  # the original is untouched
     built.opt.add(OptionNumber.URI_PATH, b"x")
-    assert original.opt._items == before  # and shares no list with the new one
+    assert original.opt.raw_items == before  # and shares no list with the new one

@@ -221,7 +221,7 @@ def test_option_header_forms(number: int, length: int, option_header: str) -> No
     message = _one_option(number, value)
     assert encode(message) == wire
     decoded = decode(wire)
-    assert decoded.opt._items == [(number, value)]
+    assert decoded.opt.raw_items == [(number, value)]
     assert decoded == message
 
 
@@ -238,14 +238,14 @@ def test_deltas_accumulate_across_options() -> None:
     wire = h(CON_GET + "b1 61" + "00" + "d1 24 01" + "e2 06 bc 00 01" + "e1 f6 ed 7a")
     message = Message(code=GET, mtype=CON, mid=1, opt=Options(items))
     assert encode(message) == wire
-    assert decode(wire).opt._items == items
+    assert decode(wire).opt.raw_items == items
 
 
 def test_extended_forms_are_offsets_not_raw_values() -> None:
     # Nibble 13 with an extension byte of 0 is delta 13, never 0; nibble 14 with 0 is 269.
-    assert decode(h(CON_GET + "d0 00")).opt._items == [(13, b"")]
-    assert decode(h(CON_GET + "e0 00 00")).opt._items == [(269, b"")]
-    assert decode(h(CON_GET + "0d 00") + b"x" * 13).opt._items == [(0, b"x" * 13)]
+    assert decode(h(CON_GET + "d0 00")).opt.raw_items == [(13, b"")]
+    assert decode(h(CON_GET + "e0 00 00")).opt.raw_items == [(269, b"")]
+    assert decode(h(CON_GET + "0d 00") + b"x" * 13).opt.raw_items == [(0, b"x" * 13)]
 
 
 def test_zero_length_uint_observe_zero() -> None:
@@ -295,7 +295,7 @@ def test_options_added_out_of_order_are_sorted_stably() -> None:
     opt.add(11, b"p3")
     message = Message(code=GET, mtype=CON, mid=1, opt=opt)
     decoded = decode(encode(message))
-    assert decoded.opt._items == [
+    assert decoded.opt.raw_items == [
         (4, b"e1"),
         (11, b"p1"),
         (11, b"p2"),
@@ -344,7 +344,7 @@ def test_unknown_option_fixed_bytes() -> None:
     # Elective 65000 and critical 65001 after Uri-Path: deltas 11, 64989, 1.
     wire = h(CON_GET + "b1 78" + "e2 fc d0 ab cd" + "10")
     decoded = decode(wire)
-    assert decoded.opt._items == [(11, b"x"), (65000, b"\xab\xcd"), (65001, b"")]
+    assert decoded.opt.raw_items == [(11, b"x"), (65000, b"\xab\xcd"), (65001, b"")]
     assert [n.is_critical() for n, _ in decoded.opt] == [True, False, True]
     assert encode(decoded) == wire
 
@@ -588,7 +588,7 @@ def test_option_number_beyond_65535(tail: str, mtype: Type) -> None:
 
 
 def test_option_number_65535_is_still_fine() -> None:
-    assert decode(header(CON) + h("e0 fe f2 00")).opt._items == [(65535, b""), (65535, b"")]
+    assert decode(header(CON) + h("e0 fe f2 00")).opt.raw_items == [(65535, b""), (65535, b"")]
 
 
 @pytest.mark.parametrize(
@@ -634,7 +634,7 @@ def test_reset_for_a_con_encodes_to_a_four_byte_rst() -> None:
 def _decode_kept(items: list[tuple[int, bytes]]) -> Message:
     wire = encode(Message(code=CONTENT, mtype=ACK, mid=9, token=b"\x01", opt=Options(items)))
     decoded = decode(wire)
-    assert decoded.opt._items == items
+    assert decoded.opt.raw_items == items
     assert encode(decoded) == wire
     return decoded
 

@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 
+from coap_trio.errors import LocalProtocolError
 from coap_trio.message import Message
 from coap_trio.numbers.codes import Code
 from coap_trio.observable import ObservableResource, ServerObservation
@@ -443,7 +444,7 @@ def test_accept_twice_and_after_end() -> None:
     obs = fake.make()
     cb = Callbacks()
     obs.accept(cb)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(LocalProtocolError, match="already accepted"):
         obs.accept(cb)
     late = fake.make()
     late.end()

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coap_trio.block import BlockValue
+from coap_trio.errors import RemoteProtocolError
 from coap_trio.numbers.codes import Code
 from coap_trio.protocol.blockwise import (
     EXCHANGE_LIFETIME,
@@ -89,6 +90,8 @@ def test_out_of_range() -> None:
     with pytest.raises(BlockOutOfRange) as info:
         slice_block2(bytes(64), BlockValue(4, False, 0))
     assert info.value.code is Code.BAD_OPTION
+    assert isinstance(info.value, RemoteProtocolError)  # what the peer asked for
+    assert not isinstance(info.value, ValueError)
     with pytest.raises(BlockOutOfRange):
         slice_block2(bytes(65), BlockValue(9, False, 0))
     with pytest.raises(BlockOutOfRange):
@@ -102,6 +105,8 @@ def test_bert_rejected() -> None:
     with pytest.raises(BertNotAllowed) as info:
         slice_block2(bytes(4000), BlockValue(0, False, 7))
     assert info.value.code is Code.BAD_REQUEST
+    assert isinstance(info.value, RemoteProtocolError)
+    assert not isinstance(info.value, ValueError)
     with pytest.raises(ValueError, match="preferred SZX"):
         slice_block2(b"", None, preferred_szx=7)
 

@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coap_trio import BlockValue, Code, Message
-from coap_trio.errors import BadResponseError, RepresentationChangedError, ResponseTooLargeError
+from coap_trio.errors import (
+    BadResponseError,
+    LocalProtocolError,
+    RepresentationChangedError,
+    ResponseTooLargeError,
+)
 from coap_trio.protocol.blockwise import Block1Assembler, Complete, Continue, slice_block2
 from coap_trio.protocol.blockwise_client import (
     MAX_BLOCK_NUM,
@@ -257,7 +262,7 @@ def test_block_numbers_run_out() -> None:
 
 
 def test_feed_before_start_is_a_usage_error() -> None:
-    with pytest.raises(RuntimeError):
+    with pytest.raises(LocalProtocolError, match="before start"):
         Block2Download().feed(Message(code=Code.CONTENT))
 
 
@@ -392,7 +397,7 @@ def test_continue_to_the_last_block_is_a_violation() -> None:
 def test_upload_usage_errors() -> None:
     with pytest.raises(ValueError, match="SZX"):
         Block1Upload(b"x", 7)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(LocalProtocolError, match="before first"):
         Block1Upload(b"x", 6).feed(Message(code=Code.CHANGED))
     upload = Block1Upload(b"x" * ((MAX_BLOCK_NUM + 2) * 16), 0)
     upload.first()

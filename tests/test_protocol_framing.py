@@ -46,7 +46,7 @@ option_items = st.lists(st.tuples(st.integers(0, 65535), st.binary(max_size=300)
     lambda items: sorted(items, key=lambda item: item[0])
 )
 messages = st.builds(
-    lambda code, token, items, payload: Message._make(
+    lambda code, token, items, payload: Message.from_fields(
         code, None, None, token, Options(items), payload, None
     ),
     codes,
@@ -57,17 +57,17 @@ messages = st.builds(
 
 
 def fields(message: Message) -> tuple[int, bytes, list[tuple[int, bytes]], bytes]:
-    return (int(message.code), message.token, list(message.opt._items), message.payload)
+    return (int(message.code), message.token, list(message.opt.raw_items), message.payload)
 
 
 def with_body(length: int, token: bytes = b"\x01\x02") -> Message:
     """A 2.05 whose options + payload take exactly ``length`` bytes (payload marker included)."""
     if length == 0:
-        return Message._make(Code.CONTENT, None, None, token, Options(), b"", None)
+        return Message.from_fields(Code.CONTENT, None, None, token, Options(), b"", None)
     if length == 1:  # one empty option with delta 1 (If-Match): one header byte
-        return Message._make(Code.CONTENT, None, None, token, Options([(1, b"")]), b"", None)
+        return Message.from_fields(Code.CONTENT, None, None, token, Options([(1, b"")]), b"", None)
     payload = bytes(i & 0xFF for i in range(length - 1))
-    return Message._make(Code.CONTENT, None, None, token, Options(), payload, None)
+    return Message.from_fields(Code.CONTENT, None, None, token, Options(), payload, None)
 
 
 BOUNDARIES = [0, 1, 2, 12, 13, 14, 268, 269, 270, 65804, 65805, 65806, 200_000]
@@ -156,22 +156,24 @@ def test_mtype_and_mid_are_ignored() -> None:
 
 
 def test_empty_message_is_two_bytes() -> None:
-    empty = Message._make(Code.EMPTY, None, None, b"", Options(), b"", None)
+    empty = Message.from_fields(Code.EMPTY, None, None, b"", Options(), b"", None)
     assert encode_stream(empty) == b"\x00\x00"
     assert decode_frame(b"\x00\x00").code is Code.EMPTY
     assert encode_websocket(empty) == b"\x00\x00"
 
 
 def test_encode_errors() -> None:
-    long_token = Message._make(Code.GET, None, None, b"123456789", Options(), b"", None)
+    long_token = Message.from_fields(Code.GET, None, None, b"123456789", Options(), b"", None)
     with pytest.raises(MessageEncodeError):
         encode_stream(long_token)
     with pytest.raises(MessageEncodeError):
         encode_websocket(long_token)
-    empty_with_payload = Message._make(Code.EMPTY, None, None, b"", Options(), b"x", None)
+    empty_with_payload = Message.from_fields(Code.EMPTY, None, None, b"", Options(), b"x", None)
     with pytest.raises(MessageEncodeError):
         encode_stream(empty_with_payload)
-    huge_option = Message._make(Code.GET, None, None, b"", Options([(1, bytes(65805))]), b"", None)
+    huge_option = Message.from_fields(
+        Code.GET, None, None, b"", Options([(1, bytes(65805))]), b"", None
+    )
     with pytest.raises(MessageEncodeError):
         encode_stream(huge_option)
 
@@ -453,7 +455,7 @@ def test_we_decode_aiocoap_frames(message: Message) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         aio = aiocoap.Message(code=int(message.code), token=message.token, payload=message.payload)
-    for number, raw in message.opt._items:
+    for number, raw in message.opt.raw_items:
         aio.opt.add_option(
             aiocoap.numbers.optionnumbers.OptionNumber(number).create_option(decode=raw)
         )

@@ -38,7 +38,7 @@ def over_the_wire(message: Message) -> Message:
 
 
 def signal(code: Code, items: list[tuple[int, bytes]], payload: bytes = b"") -> Message:
-    return Message._make(code, None, None, b"", Options(items), payload, None)
+    return Message.from_fields(code, None, None, b"", Options(items), payload, None)
 
 
 def test_option_numbers_per_code() -> None:

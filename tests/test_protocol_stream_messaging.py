@@ -242,7 +242,9 @@ def test_first_message_not_a_csm_aborts() -> None:
 
 def test_unknown_critical_csm_option_aborts_with_bad_csm_option() -> None:
     machine = StreamMessaging()
-    csm = Message._make(Code.CSM, None, None, b"", Options([(2, b"\x10"), (9, b"")]), b"", None)
+    csm = Message.from_fields(
+        Code.CSM, None, None, b"", Options([(2, b"\x10"), (9, b"")]), b"", None
+    )
     events = machine.receive(encode_stream(csm), PEER, 0.0)
     sent = frames_of(events)
     assert [m.code for m in sent] == [Code.CSM, Code.ABORT]
@@ -254,7 +256,9 @@ def test_unknown_critical_csm_option_aborts_with_bad_csm_option() -> None:
 
 def test_unknown_elective_csm_option_is_ignored() -> None:
     machine = StreamMessaging()
-    csm = Message._make(Code.CSM, None, None, b"", Options([(6, b"\x10"), (10, b"")]), b"", None)
+    csm = Message.from_fields(
+        Code.CSM, None, None, b"", Options([(6, b"\x10"), (10, b"")]), b"", None
+    )
     events = machine.receive(encode_stream(csm), PEER, 0.0)
     assert [m.code for m in frames_of(events)] == [Code.CSM]
     assert machine.peer_settings(PEER) == PeerSettings(1152, False, True)
@@ -263,7 +267,7 @@ def test_unknown_elective_csm_option_is_ignored() -> None:
 def test_unknown_critical_option_in_ping_aborts_without_bad_csm_option() -> None:
     machine = StreamMessaging()
     machine.receive(encode_stream(build_csm()), PEER, 0.0)
-    ping = Message._make(Code.PING, None, None, b"", Options([(3, b"")]), b"", None)
+    ping = Message.from_fields(Code.PING, None, None, b"", Options([(3, b"")]), b"", None)
     events = machine.receive(encode_stream(ping), PEER, 0.0)
     (abort,) = frames_of(events)
     signal = parse_signal(abort)
@@ -353,9 +357,11 @@ def test_empty_and_reserved_codes_are_ignored() -> None:
     machine.receive(encode_stream(build_csm()), PEER, 0.0)
     assert machine.receive(b"\x00\x00", PEER, 0.0) == []  # 0.00 keepalive
     assert machine.statistics.unmatched == 0
-    reserved = Message._make(Code((6 << 5) | 5), None, None, b"", Options(), b"", None)
+    reserved = Message.from_fields(Code((6 << 5) | 5), None, None, b"", Options(), b"", None)
     assert machine.receive(encode_stream(reserved), PEER, 0.0) == []
-    undefined_signal = Message._make(Code((7 << 5) | 9), None, None, b"", Options(), b"", None)
+    undefined_signal = Message.from_fields(
+        Code((7 << 5) | 9), None, None, b"", Options(), b"", None
+    )
     assert machine.receive(encode_stream(undefined_signal), PEER, 0.0) == []
     assert machine.statistics.unmatched == 2
 
@@ -744,7 +750,7 @@ def test_abandoned_ping_and_stray_pong() -> None:
     ping, _ = machine.send_ping(PEER, 0.0)
     assert machine.abandon(ping, 1.0) == []
     assert machine.next_deadline() is None
-    pong = Message._make(Code.PONG, None, None, ping.token, Options(), b"", None)
+    pong = Message.from_fields(Code.PONG, None, None, ping.token, Options(), b"", None)
     assert machine.receive(encode_stream(pong), PEER, 2.0) == []
     assert machine.statistics.unmatched == 1
 
@@ -756,7 +762,7 @@ def test_pings_with_empty_tokens_replace_each_other() -> None:
     second, _ = machine.send_ping(PEER, 1.0)
     assert first.state is ClientState.DONE
     assert second.state is ClientState.SENT
-    pong = Message._make(Code.PONG, None, None, b"", Options(), b"", None)
+    pong = Message.from_fields(Code.PONG, None, None, b"", Options(), b"", None)
     (answered,) = machine.receive(encode_stream(pong), PEER, 2.0)
     assert isinstance(answered, ResponseReceived)
     assert answered.exchange is second
@@ -768,7 +774,7 @@ def test_empty_token_pong_answers_the_only_ping() -> None:
     machine.receive(encode_stream(build_csm()), PEER, 0.0)
     ping, _ = machine.send_ping(PEER, 0.0)
     assert len(ping.token) == 8
-    pong = Message._make(Code.PONG, None, None, b"", Options(), b"", None)
+    pong = Message.from_fields(Code.PONG, None, None, b"", Options(), b"", None)
     (answered,) = machine.receive(encode_stream(pong), PEER, 1.0)
     assert isinstance(answered, ResponseReceived)
     assert answered.exchange is ping
@@ -781,7 +787,7 @@ def test_empty_token_pong_is_unmatched_with_two_pings_outstanding() -> None:
     machine.receive(encode_stream(build_csm()), PEER, 0.0)
     first, _ = machine.send_ping(PEER, 0.0)
     second, _ = machine.send_ping(PEER, 0.0)
-    pong = Message._make(Code.PONG, None, None, b"", Options(), b"", None)
+    pong = Message.from_fields(Code.PONG, None, None, b"", Options(), b"", None)
     assert machine.receive(encode_stream(pong), PEER, 1.0) == []
     assert machine.statistics.unmatched == 1
     assert first.state is ClientState.SENT
@@ -891,7 +897,7 @@ def test_websocket_framing() -> None:
     exchange, events = machine.send_request(get(), PEER, 0.0)
     request = decode_websocket(events[0].data)  # type: ignore[attr-defined]
     assert request.token == exchange.token
-    response = Message._make(Code.CONTENT, None, None, exchange.token, Options(), b"ok", None)
+    response = Message.from_fields(Code.CONTENT, None, None, exchange.token, Options(), b"ok", None)
     (received,) = machine.receive(encode_websocket(response), PEER, 0.0)
     assert isinstance(received, ResponseReceived)
     assert received.response.payload == b"ok"

@@ -9,6 +9,7 @@ endpoint's counters and hooks.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ import pytest
 import trio
 import trustme
 
+from coap_trio.errors import FrameTooLarge, IdleTimeoutError
 from coap_trio.message import Message
 from coap_trio.numbers.codes import Code
 from coap_trio.protocol.framing import decode_frame, encode_stream, encode_websocket
@@ -201,6 +203,11 @@ async def test_oversized_frame_gets_abort_and_close_and_server_survives() -> Non
             assert messages[-1].code == Code.ABORT
             assert b"1200" in messages[-1].payload
             await wait_until(lambda: bool(server.lost))
+            error = server.lost[0][1]
+            assert isinstance(error, ConnectionAbortedError)
+            assert error.errno == errno.EMSGSIZE
+            assert isinstance(error.__cause__, FrameTooLarge)
+            assert error.__cause__.size > error.__cause__.limit == 1200
             assert server.endpoint.connection_statistics.closed_oversized == 1
             assert server.frames == []
             # The server still serves a well-behaved peer.
@@ -248,6 +255,7 @@ async def test_idle_connection_is_closed() -> None:
             await read_until_closed(stream)
             assert 0.25 <= trio.current_time() - started < 3
             await wait_until(lambda: bool(server.lost))
+            assert isinstance(server.lost[0][1], IdleTimeoutError)
             assert isinstance(server.lost[0][1], TimeoutError)
             assert server.endpoint.connection_statistics.closed_idle == 1
             await stream.aclose()
@@ -299,6 +307,22 @@ async def test_leaving_closes_every_connection_and_listener() -> None:
         await stream.aclose()
         with pytest.raises(OSError):  # the listener is closed: connection refused
             await raw_connection(port)
+
+
+def test_websocket_message_over_the_limit_raises_frame_too_large() -> None:
+    """The WebSocket framer reports an oversized message as the TCP decoder does."""
+    client = framer_for("coap+ws", True, "[::1]", 1 << 20)
+    server = framer_for("coap+ws", False, "", 1200)
+    frames, reply = server.feed(client.start())
+    assert (frames, server.established) == ([], True)
+    client.feed(reply)
+    assert client.established
+    small = client.wrap(encode_stream(Message(code=Code.PUT, payload=b"s" * 1000)))
+    assert len(server.feed(small)[0]) == 1
+    big = client.wrap(encode_stream(Message(code=Code.PUT, payload=b"b" * 5000)))
+    with pytest.raises(FrameTooLarge) as raised:
+        server.feed(big)
+    assert raised.value.size > raised.value.limit == 1200
 
 
 def test_websocket_and_stream_formats_convert_both_ways() -> None:

@@ -144,7 +144,7 @@ def block2_request(original: Message, block: BlockValue, keep_payload: bool) -> 
     value = (_BLOCK2, encode_uint(block.to_int()))
     items: list[tuple[int, bytes]] = []
     placed = False
-    for item in original.opt._items:
+    for item in original.opt.raw_items:
         number = item[0]
         if number in _NOT_IN_BLOCK2_REQUESTS:
             continue
@@ -155,14 +155,14 @@ def block2_request(original: Message, block: BlockValue, keep_payload: bool) -> 
     if not placed:
         items.append(value)
     payload = original.payload if keep_payload else b""
-    options = Options._from_wire(items)
+    options = Options.from_wire(items)
     remote = original.remote
-    return Message._make(original.code, original.mtype, None, b"", options, payload, remote)
+    return Message.from_fields(original.code, original.mtype, None, b"", options, payload, remote)
 
 
 def has_block_option(message: Message) -> bool:
     """Whether ``message`` carries Block1 or Block2 (one pass over the sorted options)."""
-    for number, _ in message.opt._items:
+    for number, _ in message.opt.raw_items:
         if number in (_BLOCK2, _BLOCK1):
             return True
         if number > _BLOCK1:

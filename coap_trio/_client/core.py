@@ -106,7 +106,7 @@ class ClientCore:
                 or progress is not None
                 or not assemble
                 or self.blockwise.block_size < 1024
-                or (message.opt._items and has_block_option(message))
+                or (message.opt.raw_items and has_block_option(message))
             )
         ):
             bert_size = None  # only an upload needs it (not looked up for every request)

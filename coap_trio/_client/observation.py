@@ -16,25 +16,15 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from ..errors import CoapError, RequestError
+from ..errors import CoapError
 from ..message import Message
 from ..protocol.observe import NotificationOrder
+from ..response_errors import ObservationError
 
 __all__ = ["DEFAULT_MAX_AGE", "Observation", "ObservationError"]
 
 #: Max-Age of a response that carries none (RFC 7252 §5.10.5).
 DEFAULT_MAX_AGE = 60
-
-
-class ObservationError(RequestError):
-    """The server ended the observation with an error response (4.xx/5.xx)."""
-
-    #: The error response.
-    response: Message
-
-    def __init__(self, response: Message) -> None:
-        super().__init__(f"the observation ended with {response.code}")
-        self.response = response
 
 
 class Observation:

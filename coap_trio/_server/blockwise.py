@@ -133,7 +133,7 @@ def upload_key(request: Message) -> Hashable:
     Size2, Observe and No-Response, in wire order; Request-Tag is one of
     them, so uploads with distinct Request-Tags never mix (RFC 9175 §3).
     """
-    return (int(request.code), tuple(item for item in request.opt._items if _in_key(item[0])))
+    return (int(request.code), tuple(item for item in request.opt.raw_items if _in_key(item[0])))
 
 
 def representation_key(request: Message) -> Hashable:
@@ -233,7 +233,7 @@ class BlockwiseServer:
         """
         opt = request.opt
         block1 = block2 = size1 = None
-        for number, _ in opt._items:  # one pass: most requests carry none of them
+        for number, _ in opt.raw_items:  # one pass: most requests carry none of them
             if number in (_BLOCK2, _BLOCK1, _SIZE1):
                 block1, block2, size1 = opt.block1, opt.block2, opt.size1
                 break
@@ -438,7 +438,7 @@ class BlockwiseServer:
             )
         except (BlockOutOfRange, BertNotAllowed) as error:
             return _error(error.code, str(error))
-        response = Message._make(  # a copy with the block's payload, without re-validation
+        response = Message.from_fields(  # a copy with the block's payload, without re-validation
             representation.code,
             representation.mtype,
             representation.mid,

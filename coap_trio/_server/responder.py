@@ -5,9 +5,9 @@ unrecognized critical options (§5.4.1: 4.02 Bad Option for a CON, silence for
 a NON, before any handler runs), Proxy-Uri / Proxy-Scheme on a server that is
 no proxy (5.05), payloads above a configurable size (4.13 with Size1),
 handler errors (a :class:`~coap_trio.response_errors.RenderableError`
-becomes its response; any other exception 5.00 with no details on the wire,
-logged), responses that set fields a resource may not set (token, MID,
-type, remote are the messaging layer's), and No-Response (RFC 7967).
+becomes its response; any other exception, or a result that is no response
+message, 5.00 with no details on the wire, logged), and which response
+classes No-Response (RFC 7967) suppresses.
 Must not know about tasks, sockets or routing (that is the Site's).
 """
 
@@ -65,7 +65,7 @@ def suppressed_by_no_response(request: Message, code: Code) -> bool:
 
 
 class Responder:
-    """Wraps a site: :meth:`precheck` before queueing, :meth:`handle` in a handler task."""
+    """Wraps a site: :meth:`precheck` before queueing, :meth:`render` in a handler task."""
 
     def __init__(
         self,
@@ -98,7 +98,7 @@ class Responder:
             return BadOption("unrecognized critical option").to_message()
         # One pass over the options; any Proxy-Uri / Proxy-Scheme left here is
         # well-formed (a malformed critical option was answered 4.02 above).
-        for number, _ in request.opt._items:
+        for number, _ in request.opt.raw_items:
             if number in (_PROXY_URI, _PROXY_SCHEME):
                 return ProxyingNotSupported().to_message()
         limit = self.max_payload if max_payload is None else max_payload
@@ -107,21 +107,14 @@ class Responder:
             return RequestEntityTooLarge(f"payloads up to {limit} bytes", size1=limit).to_message()
         return None
 
-    async def handle(self, request: Message) -> Message | None:
-        """Render ``request``; returns the response, or None when No-Response suppresses it."""
-        response = await self.render(request)
-        if suppressed_by_no_response(request, response.code):
-            return None
-        return response
-
     async def render(self, request: Message) -> Message:
         """Render ``request`` with the site; errors become their response (never raises).
 
         A :class:`RenderableError` gives its response, any other exception
         (or a result that is no response message) 5.00 with an empty
-        payload, logged and counted. No-Response is not applied here (see
-        :meth:`handle`): the block-wise layer renders through this and
-        applies it to what it finally sends.
+        payload, logged and counted. No-Response is not applied here: the
+        block-wise layer renders through this, and the dispatcher applies
+        :func:`suppressed_by_no_response` to what it finally sends.
         """
         try:
             response = await self.site.render(request)

@@ -21,18 +21,18 @@ from typing import BinaryIO, TextIO
 import attrs
 import trio
 
-from .._client.observation import ObservationError
 from ..context import Context, open_context
-from ..errors import CoapError
+from ..errors import CoapError, OutputError, UsageError
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.contentformat import ContentFormat
 from ..numbers.types import Type
 from ..protocol.config import BlockwiseConfig
+from ..response_errors import ObservationError
 from ..transports.base import DatagramNetwork
 from .exitcodes import ExitStatus, status_for_code, status_for_error
 from .output import ProgressBar, describe_response, payload_kind, render_payload
-from .parsing import UsageError, read_payload
+from .parsing import read_payload
 from .trace import TracingNetwork
 
 __all__ = ["Console", "OutputError", "build_request", "run_client"]
@@ -139,10 +139,6 @@ def _progress(console: Console) -> ProgressBar | None:
 def _kind_of(response: Message) -> str:
     content_format = response.opt.content_format
     return payload_kind(None if content_format is None else int(content_format))
-
-
-class OutputError(Exception):
-    """The payload could not be written (``--output`` FILE cannot be created...)."""
 
 
 class _Sink:

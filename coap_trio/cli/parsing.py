@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
+from ..errors import UsageError
 from ..numbers.contentformat import ContentFormat
 from ..numbers.optionnumbers import OptionFormat, OptionNumber, option_spec, registered_options
 from ..options import encode_uint
@@ -65,10 +66,6 @@ _CONTENT_FORMAT_ALIASES: dict[str, int] = {
     "senml+cbor": 112,
     "senml-cbor": 112,
 }
-
-
-class UsageError(ValueError):
-    """A command-line value that cannot be used (exit status 2)."""
 
 
 def parse_content_format(text: str) -> ContentFormat:

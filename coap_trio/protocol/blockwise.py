@@ -55,6 +55,7 @@ from collections.abc import Hashable
 import attrs
 
 from coap_trio.block import BlockValue
+from coap_trio.errors import BertNotAllowed, BlockOutOfRange
 from coap_trio.numbers.codes import Code
 from coap_trio.numbers.constants import TransmissionParameters
 from coap_trio.protocol.framing import DEFAULT_MAX_MESSAGE_SIZE
@@ -94,21 +95,6 @@ def bert_block_size(max_message_size: int, headroom: int = BERT_HEADROOM) -> int
     if units >= 1:
         return units * BERT_UNIT
     return BERT_UNIT if max_message_size >= DEFAULT_MAX_MESSAGE_SIZE else None
-
-
-class BlockOutOfRange(ValueError):  # noqa: N818 -- the name the API promises
-    """A Block2 request asked for a block past the end; answer 4.02 Bad Option."""
-
-    #: The response code a server should send.
-    code = Code.BAD_OPTION
-
-
-class BertNotAllowed(ValueError):  # noqa: N818 -- the name the API promises
-    """SZX 7 (BERT) in a request where BERT is not agreed (UDP, or a stream whose
-    peers did not both announce it); RFC 7959 §2.2 requires 4.00 Bad Request."""
-
-    #: The response code a server should send.
-    code = Code.BAD_REQUEST
 
 
 def slice_block2(
@@ -201,7 +187,7 @@ _Slot = tuple[Hashable, Hashable]
 class _Assembly:
     """One body being uploaded: the bytes so far and the last accepted block."""
 
-    __slots__ = ("buffer", "expires", "last_num", "last_start", "last_szx", "remote")
+    __slots__ = ("buffer", "expires", "last_num", "last_szx", "remote")
 
     def __init__(self, remote: Hashable, expires: float) -> None:
         self.remote = remote
@@ -209,7 +195,6 @@ class _Assembly:
         self.expires = expires
         self.last_num = -1
         self.last_szx = -1
-        self.last_start = 0
 
 
 class Block1Assembler:
@@ -340,7 +325,6 @@ class Block1Assembler:
             return Complete(body, BlockValue(block.num, False, block.szx))
         assembly.last_num = block.num
         assembly.last_szx = block.szx
-        assembly.last_start = start
         assembly.expires = now + self._lifetime
         self._all.move_to_end(slot)
         self._by_remote[remote].move_to_end(slot)

@@ -44,7 +44,12 @@ from __future__ import annotations
 import attrs
 
 from ..block import BERT_SZX, BlockValue
-from ..errors import BadResponseError, RepresentationChangedError, ResponseTooLargeError
+from ..errors import (
+    BadResponseError,
+    LocalProtocolError,
+    RepresentationChangedError,
+    ResponseTooLargeError,
+)
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
@@ -158,10 +163,14 @@ class Block2Download:
         return self._take_first(response)
 
     def feed(self, response: Message) -> DownloadStep:
-        """Take the response to the block asked for last."""
+        """Take the response to the block asked for last.
+
+        Raises :class:`~coap_trio.errors.LocalProtocolError` before
+        :meth:`start` or after the download completed.
+        """
         expected = self._expected
         if expected is None or self._first is None:
-            raise RuntimeError("feed() before start() or after completion")
+            raise LocalProtocolError("feed() before start() or after completion")
         if expected.num == 0:  # the first block again, after a restart
             return self._take_first(response)
         if response.code is not self._first.code:
@@ -338,11 +347,13 @@ class Block1Upload:
         ``bert_size`` (BERT agreed by now, e.g. the peer's CSM arrived after the
         first block went out) turns the remaining 1024-byte blocks into BERT blocks
         of that size (late negotiation; numbers keep counting 1024-byte units),
-        unless the server asked for smaller blocks.
+        unless the server asked for smaller blocks. Raises
+        :class:`~coap_trio.errors.LocalProtocolError` before :meth:`first` or
+        after the upload completed.
         """
         sent = self._sent
         if sent is None:
-            raise RuntimeError("feed() before first() or after completion")
+            raise LocalProtocolError("feed() before first() or after completion")
         if response.code is not Code.CONTINUE:
             if not sent.block.more:
                 self.acknowledged = len(self._body)

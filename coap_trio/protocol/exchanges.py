@@ -98,7 +98,7 @@ class ClientExchange:
         #: (``opt.observe == 0`` without decoding options: the items are in wire
         #: order, so the scan stops at the first number past Observe.)
         observe = False
-        for number, value in request.opt._items:
+        for number, value in request.opt.raw_items:
             if number >= _OBSERVE:
                 observe = number == _OBSERVE and len(value) <= 3 and not any(value)
                 break

@@ -73,7 +73,7 @@ def _body(message: Message) -> tuple[bytes, int]:
     tkl = len(token)
     if tkl > 8:
         raise MessageEncodeError(f"token of {tkl} bytes is longer than 8")
-    body = encode_options(message.opt._items, message.payload)
+    body = encode_options(message.opt.raw_items, message.payload)
     if message.code == 0 and (tkl or body):
         raise MessageEncodeError("an Empty message (0.00) carries no token, options or payload")
     return body, tkl
@@ -104,7 +104,7 @@ def encode_stream(message: Message) -> bytes:
     framed (a token over 8 bytes, an option value over 65804 bytes, an Empty
     message with content).
     """
-    return encode_stream_parts(message.code, message.token, message.opt._items, message.payload)
+    return encode_stream_parts(message.code, message.token, message.opt.raw_items, message.payload)
 
 
 def encode_websocket(message: Message) -> bytes:
@@ -147,7 +147,7 @@ def _decode_after_length(frame: bytes, position: int, tkl: int, end: int) -> Mes
     if code is _EMPTY and (tkl or token_end != end):
         raise MessageFormatError(FormatErrorKind.NONEMPTY_EMPTY_MESSAGE, offset=position)
     items, payload = decode_options(frame, token_end, end)
-    return Message._make(code, None, None, token, Options._from_wire(items), payload, None)
+    return Message.from_fields(code, None, None, token, Options.from_wire(items), payload, None)
 
 
 def decode_frame(frame: bytes) -> Message:

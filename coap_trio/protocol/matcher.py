@@ -48,7 +48,7 @@ def has_unrecognized_critical(message: Message, recognized: frozenset[int]) -> b
     """Whether ``message`` carries a critical option outside ``recognized``, or a
     recognized critical one whose value is malformed (§5.4.1, §5.4.3, §5.4.5)."""
     previous = -1
-    for number, value in message.opt._items:
+    for number, value in message.opt.raw_items:
         if number & 1 and (
             number not in recognized or is_malformed(number, value, number == previous)
         ):

@@ -198,7 +198,7 @@ class Messaging(ServerSide):
         The exchange ends with ``ResponseReceived`` carrying the peer's RST (or
         empty ACK) when it answers, or ``RequestFailed`` with a timeout.
         """
-        ping = Message._make(_EMPTY, _CON, None, b"", Options(), b"", remote)
+        ping = Message.from_fields(_EMPTY, _CON, None, b"", Options(), b"", remote)
         exchange = ClientExchange(ping, remote, b"", True)
         exchange.ping = True
         return exchange, self._start_or_queue(exchange, now)
@@ -228,7 +228,7 @@ class Messaging(ServerSide):
                 self._timers.schedule(free_at, (_MID_WAIT, remote))
             return False
         request = exchange.request
-        wire = Message._make(
+        wire = Message.from_fields(
             request.code,
             _CON if exchange.con else _NON,
             mid,

@@ -223,7 +223,9 @@ class ServerSide:
     @staticmethod
     def _encode_response(response: Message, mtype: Type, mid: int, token: bytes) -> bytes:
         return encode(
-            Message._make(response.code, mtype, mid, token, response.opt, response.payload, None)
+            Message.from_fields(
+                response.code, mtype, mid, token, response.opt, response.payload, None
+            )
         )
 
     def forget(self, exchange: ServerExchange) -> None:

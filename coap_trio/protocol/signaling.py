@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import attrs
 
-from ..errors import RemoteProtocolError
+from ..errors import SignalingError
 from ..message import Message
 from ..numbers.codes import Code
 from ..options import Options, decode_uint, encode_uint
@@ -64,26 +64,6 @@ ALTERNATIVE_ADDRESS = 2
 HOLD_OFF = 4
 #: Abort option: the CSM option that caused the abort (uint 0-2 bytes, §5.6.1).
 BAD_CSM_OPTION = 2
-
-
-class SignalingError(RemoteProtocolError):
-    """A signaling message this stack cannot accept: it has an unknown critical option.
-
-    RFC 8323 §5.3/§5.6: the connection is aborted; for a CSM the Abort names
-    the option (Bad-CSM-Option, :attr:`option`).
-    """
-
-    #: The signaling code of the offending message.
-    code: Code
-    #: The unrecognized critical option number.
-    option: int
-
-    def __init__(self, code: Code, option: int) -> None:
-        super().__init__(
-            f"{code.dotted} {code.name_printable} with unknown critical option {option}"
-        )
-        self.code = code
-        self.option = option
 
 
 @attrs.frozen
@@ -147,7 +127,7 @@ Signal = Csm | Ping | Pong | Release | Abort
 
 
 def _message(code: Code, token: bytes, items: list[tuple[int, bytes]], payload: bytes) -> Message:
-    return Message._make(code, None, None, token, Options(items), payload, None)
+    return Message.from_fields(code, None, None, token, Options(items), payload, None)
 
 
 def build_csm(max_message_size: int | None = None, *, block_wise_transfer: bool = False) -> Message:
@@ -218,7 +198,7 @@ def _usable(message: Message) -> dict[int, list[bytes]]:
     """The known options with well-formed values; raises for an unknown critical one."""
     known = _KNOWN[message.code]
     usable: dict[int, list[bytes]] = {}
-    for number, value in message.opt._items:
+    for number, value in message.opt.raw_items:
         spec = known.get(number)
         if spec is None:
             if number & 1:

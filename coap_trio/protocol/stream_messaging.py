@@ -380,9 +380,11 @@ class StreamMessaging(StreamSignals, StreamServerSide):
         exchange = ClientExchange(request, remote, token, True)
         if self.websocket:
             opt, payload = request.opt, request.payload
-            data = self._encode(Message._make(request.code, None, None, token, opt, payload, None))
+            data = self._encode(
+                Message.from_fields(request.code, None, None, token, opt, payload, None)
+            )
         else:
-            data = encode_stream_parts(request.code, token, request.opt._items, request.payload)
+            data = encode_stream_parts(request.code, token, request.opt.raw_items, request.payload)
         events: list[Event] = []
         conn = self._connections.get(remote)
         if conn is None:

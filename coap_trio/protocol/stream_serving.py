@@ -42,7 +42,7 @@ class StreamServerSide:
     def _on_request(self, conn: ConnectionState, message: Message, events: list[Event]) -> None:
         if self._serving >= self.config.max_pending_requests:
             self._counts["overloaded"] += 1
-            busy = Message._make(
+            busy = Message.from_fields(
                 Code.SERVICE_UNAVAILABLE, None, None, message.token, Options(), b"", None
             )
             busy.opt.max_age = 2
@@ -83,7 +83,7 @@ class StreamServerSide:
         data = self._encode_response(exchange, response)
         if len(data) > conn.max_message_size:
             self._counts["overloaded"] += 1
-            failure = Message._make(
+            failure = Message.from_fields(
                 Code.INTERNAL_SERVER_ERROR,
                 None,
                 None,
@@ -104,7 +104,7 @@ class StreamServerSide:
 
     def _encode_response(self, exchange: ServerExchange, response: Message) -> bytes:
         return self._encode(
-            Message._make(
+            Message.from_fields(
                 response.code, None, None, exchange.token, response.opt, response.payload, None
             )
         )

@@ -104,7 +104,7 @@ class StreamSignals:
         token = self._rng.randbytes(length) if length else b""
         while token in conn.pings and length:
             token = self._rng.randbytes(length)
-        ping = Message._make(Code.PING, None, None, token, Options(), b"", remote)
+        ping = Message.from_fields(Code.PING, None, None, token, Options(), b"", remote)
         exchange = ClientExchange(ping, remote, token, True)
         exchange.ping = True
         previous = conn.pings.get(token)

@@ -31,7 +31,9 @@ buffered for). Frames sent during one scheduler tick leave in one system call.
 Error handling: network errors never escape ``send`` or ``run``; a
 connection that fails (refused, reset, TLS or WebSocket handshake failure,
 an oversized or malformed frame, a full send buffer, idleness) is closed and
-reported once through ``on_connection_lost`` with an ``OSError`` saying why.
+reported once through ``on_connection_lost`` with an ``OSError`` saying why
+(for an oversized frame a ``ConnectionAbortedError`` with ``errno.EMSGSIZE``,
+caused by the :class:`~coap_trio.errors.FrameTooLarge` the framer raised).
 """
 
 from __future__ import annotations
@@ -46,15 +48,15 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from ..errors import FrameTooLarge, IdleTimeoutError
 from ..remote import DatagramRemote
 from .base import DatagramHandler, EndpointStatistics, ErrorHandler
-from .stream_connection import Framer, IdleTimeoutError, StreamConnection
+from .stream_connection import Framer, StreamConnection
 from .tls import client_context
 
 __all__ = [
     "STREAM_SCHEMES",
     "ConnectionHandler",
-    "FrameTooLargeError",
     "Framer",
     "FramerFactory",
     "LostHandler",
@@ -120,10 +122,6 @@ class StreamStatistics:
     closed_idle: int
     #: Connections that failed to open or ended with a network error.
     failed: int
-
-
-class FrameTooLargeError(OSError):
-    """A peer sent (or announced) a frame over the limit."""
 
 
 #: Makes the framer of a new connection: ``(scheme, client side, host header, limit)``.
@@ -259,9 +257,6 @@ class StreamEndpoint:
             connection.early.append(data)
         elif not connection.queue(data):
             self._dropped += 1
-
-    def set_peer_max_message_size(self, remote: DatagramRemote, size: int) -> None:
-        """Nothing to do for the sender side: frames are never split (kept for symmetry)."""
 
     def close_connection(self, remote: DatagramRemote, reason: str) -> None:
         """Close the connection of ``remote`` (after Abort/Release, or a dead ping)."""
@@ -433,16 +428,19 @@ class StreamEndpoint:
         except (OSError, trio.BrokenResourceError) as exc:
             if connection.error is None:
                 connection.error = _as_os_error(exc)
+        except FrameTooLarge as exc:
+            if connection.error is None:
+                connection.error = exc
         finally:
             error = connection.error
-            if isinstance(error, FrameTooLargeError):  # after anything queued (our CSM)
+            if isinstance(error, FrameTooLarge):  # after anything queued (our CSM)
                 connection.queue(_abort_frame(str(error)), force=True)
             flush = error is None or isinstance(
                 error,
-                (FrameTooLargeError, ConnectionAbortedError, ConnectionRefusedError, TimeoutError),
+                (FrameTooLarge, ConnectionAbortedError, ConnectionRefusedError, TimeoutError),
             )
             await connection.close(flush)
-            if isinstance(error, FrameTooLargeError):
+            if isinstance(error, FrameTooLarge):
                 self._oversized += 1
             elif isinstance(error, BlockingIOError):  # its queue passed max_send_buffer
                 self._slow += 1
@@ -489,9 +487,15 @@ class StreamEndpoint:
         self._sent += connection.frames_sent
         self._dropped += len(connection.early) + connection.unsent_frames
         connection.early.clear()
-        error = connection.error
-        if error is None and connection.client:
+        reason = connection.error
+        error: OSError | None
+        if isinstance(reason, FrameTooLarge):
+            error = ConnectionAbortedError(errno.EMSGSIZE, str(reason))
+            error.__cause__ = reason
+        elif reason is None and connection.client:
             error = ConnectionResetError(errno.ECONNRESET, "the server closed the connection")
+        else:
+            error = reason
         if self.on_connection_lost is not None:
             self.on_connection_lost(remote, error)
 

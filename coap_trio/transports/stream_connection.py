@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from ..errors import FrameTooLarge, IdleTimeoutError
 from .tls import TLSSession
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class Framer(Protocol):
     def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
         """Received bytes in; complete stream frames and bytes to send back out.
 
-        Raises :class:`FrameTooLargeError` for a frame over the limit and
+        Raises :class:`~coap_trio.errors.FrameTooLarge` for a frame over the limit and
         ``OSError`` for anything else that must end the connection (a
         refused or malformed handshake included).
         """
@@ -104,10 +105,6 @@ class Framer(Protocol):
     def set_max_message_size(self, size: int) -> None:
         """Change the largest frame accepted."""
         ...
-
-
-class IdleTimeoutError(TimeoutError):
-    """A connection closed after ``idle_timeout`` seconds without traffic."""
 
 
 class StreamConnection:
@@ -163,7 +160,7 @@ class StreamConnection:
         #: Frames sent before the connection was established (after our CSM once it is).
         self.early: list[bytes] = []
         #: Why the connection ends (the first reason given); None: the peer closed it.
-        self.error: OSError | None = None
+        self.error: OSError | FrameTooLarge | None = None
         #: Cancelled to end the connection from any task (see :meth:`fail`).
         self.scope = trio.CancelScope()
         #: Frames the kernel took in full.

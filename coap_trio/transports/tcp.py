@@ -15,9 +15,8 @@ signaling.
 
 from __future__ import annotations
 
-from ..errors import FrameTooLarge
 from ..protocol.framing import StreamDecoder
-from .stream import Framer, FrameTooLargeError
+from .stream import Framer
 
 __all__ = ["TCPFramer", "framer_for"]
 
@@ -42,11 +41,8 @@ class TCPFramer:
         return b""
 
     def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
-        """The complete frames in ``data`` (and what came before); FrameTooLargeError."""
-        try:
-            return self._decoder.feed(data), b""
-        except FrameTooLarge as exc:
-            raise FrameTooLargeError(str(exc)) from exc
+        """The complete frames in ``data`` (and what came before); FrameTooLarge."""
+        return self._decoder.feed(data), b""
 
     def wrap(self, frame: bytes) -> bytes:
         """A stream frame goes on the wire as it is."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 
-from .stream import FrameTooLargeError
+from ..errors import FrameTooLarge
 
 __all__ = [
     "WELL_KNOWN_COAP",
@@ -181,9 +181,7 @@ class WebSocketFramer:
             if isinstance(event, BytesMessage):
                 self._partial += event.data
                 if len(self._partial) > self._max + 4:
-                    raise FrameTooLargeError(
-                        f"WebSocket message over the maximum message size {self._max}"
-                    )
+                    raise FrameTooLarge(len(self._partial), self._max)
                 if event.message_finished:
                     message = bytes(self._partial)
                     self._partial.clear()
