@@ -19,7 +19,7 @@ the served bytes; a transfer that fails or differs is reported and not timed.
 Each figure is MB/s (1 MiB / seconds for the whole transfer, client start-up
 excluded for the Python clients, included for coap-client-notls since it
 is one process per transfer -- its start-up is ~2 ms), the median over the
-runs of each run's median. The target (issue 8): against every server, the
+runs of each run's median. The target: against every server, the
 coap_trio client at least as fast as ``coap-client-notls``.
 """
 
@@ -60,7 +60,7 @@ CLIENTS = ("coap_trio", "aiocoap", "libcoap")
 SERVER_CPU, CLIENT_CPU = cpu_plan()
 #: (client, server) pairs the targets compare, as (ours, theirs, ratio wanted).
 #: (ours, theirs, ratio): the coap_trio client at least as fast as coap-client-notls
-#: against the same server (issue 8), for every server.
+#: against the same server, for every server.
 TARGETS = tuple(((("coap_trio", s), ("libcoap", s), 1.0)) for s in SERVERS)
 
 

@@ -67,3 +67,26 @@ async def test_testing_guide_example_runs(autojump_clock: object) -> None:
     exec(compile(code.group(1), "docs/testing.md", "exec"), namespace)
     test = namespace["test_survives_loss"]
     await test(MemoryNetwork, autojump_clock)  # type: ignore[operator]
+
+
+def test_the_product_speaks_of_itself() -> None:
+    """Code and docs describe the software, not how it was made; history carries dates."""
+    import re
+
+    root = DOCS.parent
+    words = re.compile(
+        r"\b(?:sessions? \d|issue \d|issue #\d|the brief|development vm|later issues)", re.I
+    )
+    found = []
+    for folder in ("coap_trio", "docs", "benchmarks", "scripts"):
+        for path in sorted((root / folder).rglob("*")):
+            if path.suffix not in (".py", ".md", ".rst", "") or "_build" in path.parts:
+                continue
+            if not path.is_file():
+                continue
+            for number, line in enumerate(path.read_text("utf-8", "replace").splitlines(), 1):
+                if words.search(line):
+                    found.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    found += [line for line in readme.splitlines() if words.search(line)]
+    assert found == []
