@@ -43,11 +43,8 @@ Decisions where RFC 8323 leaves room:
 - Observe (§7): every notification is delivered (no reordering on a
   stream); the Context's freshness filter is the shell's business.
 
-The server half (answering requests, sending notifications) is
-:class:`~coap_trio.protocol.stream_serving.StreamServerSide` and the
-handling of received signals and of our Pings
-:class:`~coap_trio.protocol.stream_signals.StreamSignals`, both mixed in;
-request deadlines are a :class:`~coap_trio.protocol.deadline_fifo.DeadlineFifo`.
+Request deadlines are a :class:`~coap_trio.protocol.deadline_fifo.DeadlineFifo`;
+Pong deadlines are on a timer heap.
 
 It imports no trio and reads no clock. Must not know about sockets, tasks,
 resources or URIs.
@@ -63,14 +60,18 @@ import attrs
 
 from ..errors import (
     BadResponseError,
+    ConnectionAbortedByPeerError,
     ConnectionLostError,
+    ConnectionReleasedError,
     LocalProtocolError,
     MessageFormatError,
     MessageTooLargeError,
     RequestTimeoutError,
+    SignalingError,
 )
 from ..message import Message
 from ..numbers.codes import Code
+from ..options import Options
 from .blockwise import bert_block_size
 from .config import MessagingConfig, MessagingStatistics
 from .deadline_fifo import IN_FIFO, DeadlineFifo
@@ -81,8 +82,11 @@ from .exchanges import (
     Event,
     NotificationReceived,
     RequestFailed,
+    RequestReceived,
     ResponseFailed,
     ResponseReceived,
+    ServerExchange,
+    ServerState,
     Transmit,
 )
 from .framing import (
@@ -94,11 +98,16 @@ from .framing import (
 )
 from .matcher import Matcher, has_unrecognized_critical
 from .signaling import (
+    Abort,
+    Csm,
+    Ping,
+    Pong,
+    Release,
     build_abort,
     build_csm,
+    build_pong,
+    parse_signal,
 )
-from .stream_serving import StreamServerSide
-from .stream_signals import StreamSignals
 from .stream_state import ConnectionState, PeerSettings, StreamMessagingConfig
 from .timers import TimerHeap
 
@@ -107,7 +116,9 @@ __all__ = ["PeerSettings", "StreamMessaging", "StreamMessagingConfig"]
 _EMPTY = Code.EMPTY
 _CSM = Code.CSM
 
-# Timer kinds.
+#: The kind of a Pong deadline on the timer heap (the heap holds nothing else).
+_PING_TIMER = 0
+_OBSERVABLE_METHODS = (Code.GET, Code.FETCH)
 _SENT = ClientState.SENT
 _DONE = ClientState.DONE
 _QUEUED = ClientState.QUEUED  # (module constants: an Enum class attribute is slow on 3.11)
@@ -116,7 +127,7 @@ _QUEUED = ClientState.QUEUED  # (module constants: an Enum class attribute is sl
 _MAX_CLOSING = 4096
 
 
-class StreamMessaging(StreamSignals, StreamServerSide):
+class StreamMessaging:
     """RFC 8323 messaging for one local endpoint and its connections (see the module)."""
 
     def __init__(
@@ -160,6 +171,7 @@ class StreamMessaging(StreamSignals, StreamServerSide):
         self._connections: dict[Hashable, ConnectionState] = {}
         #: Remotes whose connection we closed, until the driver reports it gone.
         self._closing: dict[Hashable, None] = {}
+        #: Received requests not answered yet, over every connection.
         self._serving = 0
         self._nstart = 1
         self._counts = dict.fromkeys(
@@ -557,6 +569,219 @@ class StreamMessaging(StreamSignals, StreamServerSide):
             self._deliver(exchange, message, events)
         if conn.released is not None and exchange.state is _DONE:
             self._close_if_released(conn, now, events)
+
+    # -- server side: requests received, observations served ------------------------
+
+    def _on_request(self, conn: ConnectionState, message: Message, events: list[Event]) -> None:
+        if self._serving >= self.config.max_pending_requests:
+            self._counts["overloaded"] += 1
+            busy = Message.from_fields(
+                Code.SERVICE_UNAVAILABLE, None, None, message.token, Options(), b"", None
+            )
+            busy.opt.max_age = 2
+            events.append(Transmit(conn.remote, self._encode(busy)))
+            return
+        exchange = ServerExchange(message, conn.remote)
+        exchange.con = True  # every request over a reliable transport expects its response
+        conn.serving.add(exchange)
+        self._serving += 1
+        events.append(RequestReceived(exchange))
+
+    def _take(self, exchange: ServerExchange) -> ConnectionState | None:
+        """Stop tracking a request being handled; its connection if still open."""
+        conn = self._connections.get(exchange.remote)
+        if conn is None or exchange not in conn.serving:
+            return None
+        conn.serving.discard(exchange)
+        self._serving -= 1
+        return conn
+
+    def respond(
+        self, exchange: ServerExchange, response: Message | None, now: float
+    ) -> list[Event]:
+        """Answer a received request (``None``: no response, e.g. RFC 7967 No-Response).
+
+        The response gets the request's token; its code, options and payload are
+        used as given. A 2.xx with Observe to a GET/FETCH with Observe=0 makes
+        ``exchange`` a served observation: :meth:`notify` sends its notifications
+        until a final one, or until the connection ends (``ResponseFailed``).
+        Answering after the connection ended sends nothing.
+        """
+        if exchange.state is not ServerState.PENDING:
+            raise LocalProtocolError(f"{exchange!r} was already answered")
+        exchange.state = ServerState.DONE
+        conn = self._take(exchange)
+        if conn is None or response is None:
+            return []
+        data = self._encode_response(exchange, response)
+        if len(data) > conn.max_message_size:
+            self._counts["overloaded"] += 1
+            failure = Message.from_fields(
+                Code.INTERNAL_SERVER_ERROR,
+                None,
+                None,
+                exchange.token,
+                Options(),
+                b"response larger than Max-Message-Size",
+                None,
+            )
+            data = self._encode(failure)
+        elif (
+            exchange.request.opt.observe == 0
+            and exchange.request.code in _OBSERVABLE_METHODS
+            and response.code.is_successful()
+            and response.opt.observe is not None
+        ):
+            conn.observations.add(exchange)
+        return [Transmit(conn.remote, data)]
+
+    def _encode_response(self, exchange: ServerExchange, response: Message) -> bytes:
+        return self._encode(
+            Message.from_fields(
+                response.code, None, None, exchange.token, response.opt, response.payload, None
+            )
+        )
+
+    def notify(
+        self,
+        exchange: ServerExchange,
+        notification: Message,
+        now: float,
+        *,
+        confirmable: bool = False,
+    ) -> list[Event]:
+        """Send a notification (RFC 7641 over RFC 8323 §7) for a served observation.
+
+        ``confirmable`` is ignored (the transport is reliable). A notification
+        that is not 2.xx or has no Observe is the last one. When the connection
+        is gone, or the notification is larger than the peer accepts, nothing
+        is sent and ``ResponseFailed`` ends the observation.
+        """
+        if exchange.state is ServerState.PENDING:
+            raise LocalProtocolError("answer the registration with respond() first")
+        conn = self._connections.get(exchange.remote)
+        if conn is None or exchange not in conn.observations:
+            return [ResponseFailed(exchange, ConnectionLostError("the connection is closed"))]
+        data = self._encode_response(exchange, notification)
+        if len(data) > conn.max_message_size:
+            conn.observations.discard(exchange)
+            return [
+                ResponseFailed(exchange, MessageTooLargeError(len(data), conn.max_message_size))
+            ]
+        if not notification.code.is_successful() or notification.opt.observe is None:
+            conn.observations.discard(exchange)
+        return [Transmit(conn.remote, data)]
+
+    def forget(self, exchange: ServerExchange) -> None:
+        """Drop a received request that will not be handled (nothing is sent)."""
+        self._take(exchange)
+        exchange.state = ServerState.DONE
+
+    def end_observation(self, exchange: ServerExchange) -> None:
+        """Stop treating ``exchange`` as a served observation (it ended in the shell)."""
+        conn = self._connections.get(exchange.remote)
+        if conn is not None:
+            conn.observations.discard(exchange)
+
+    # -- signals: what we receive, the Pings we send ---------------------------------
+
+    def send_ping(self, remote: Hashable, now: float) -> tuple[ClientExchange, list[Event]]:
+        """Send a Ping (7.02, §5.4) to ``remote``.
+
+        The exchange ends with ``ResponseReceived`` carrying the Pong, or, after
+        ``ping_timeout``, with ``RequestFailed`` (RequestTimeoutError) followed
+        by the connection's end: its requests fail and ``CloseConnection``.
+        """
+        events: list[Event] = []
+        conn = self._connection(remote, events)
+        length = self.config.token_length
+        token = self._rng.randbytes(length) if length else b""
+        while token in conn.pings and length:
+            token = self._rng.randbytes(length)
+        ping = Message.from_fields(Code.PING, None, None, token, Options(), b"", remote)
+        exchange = ClientExchange(ping, remote, token, True)
+        exchange.ping = True
+        previous = conn.pings.get(token)
+        if previous is not None:  # token_length 0: one Ping at a time, the new one replaces it
+            self._cancel_deadline(previous)
+            previous.state = ClientState.DONE
+        conn.pings[token] = exchange
+        exchange.deadline_ticket = self._timers.schedule(
+            now + self.config.ping_timeout, (_PING_TIMER, exchange)
+        )
+        self._transmit(exchange, self._encode(ping), now, events)
+        return exchange, events
+
+    def _on_signal(
+        self, conn: ConnectionState, message: Message, now: float, events: list[Event]
+    ) -> None:
+        try:
+            signal = parse_signal(message)
+        except SignalingError as error:
+            self._counts["malformed"] += 1
+            bad = error.option if message.code is _CSM else None
+            self._abort(conn, now, events, str(error), bad)
+            return
+        if signal is None:
+            self._counts["unmatched"] += 1
+        elif isinstance(signal, Csm):
+            self._on_csm(conn, signal, now, events)
+        elif isinstance(signal, Ping):
+            self._counts["pings"] += 1
+            pong = build_pong(signal.token, custody=signal.custody)
+            events.append(Transmit(conn.remote, self._encode(pong)))
+        elif isinstance(signal, Pong):
+            exchange = conn.pings.pop(signal.token, None)
+            if exchange is None and not signal.token and len(conn.pings) == 1:
+                # Some peers (libcoap 4.3.1) answer with an empty token instead of
+                # echoing ours (§5.4); with one Ping outstanding it can only be its Pong.
+                exchange = conn.pings.pop(next(iter(conn.pings)))
+            if exchange is None:
+                self._counts["unmatched"] += 1
+                return
+            self._cancel_deadline(exchange)
+            exchange.state = ClientState.DONE
+            events.append(ResponseReceived(exchange, message))
+        elif isinstance(signal, Release):
+            self._on_release(conn, signal, now, events)
+        else:
+            self._on_abort(conn, signal, now, events)
+
+    def _on_csm(self, conn: ConnectionState, csm: Csm, now: float, events: list[Event]) -> None:
+        conn.csm_received = True
+        if csm.max_message_size is not None:
+            conn.max_message_size = csm.max_message_size
+        if csm.block_wise_transfer:
+            conn.bert = True
+        waiting, conn.waiting = conn.waiting, []
+        limit = conn.max_message_size
+        for exchange, data in waiting:
+            if exchange.state is not ClientState.QUEUED:
+                continue
+            if len(data) > limit:
+                self._finish(exchange)
+                events.append(RequestFailed(exchange, MessageTooLargeError(len(data), limit)))
+            else:
+                self._transmit(exchange, data, now, events)
+
+    def _on_release(
+        self, conn: ConnectionState, release: Release, now: float, events: list[Event]
+    ) -> None:
+        text = "the peer released the connection"
+        if release.diagnostic:
+            text += f": {release.diagnostic}"
+        error = ConnectionReleasedError(text, release.alternative_addresses, release.hold_off)
+        conn.released = error  # (nothing waits: the peer's CSM came first and flushed it)
+        self._close_if_released(conn, now, events)
+
+    def _on_abort(
+        self, conn: ConnectionState, abort: Abort, now: float, events: list[Event]
+    ) -> None:
+        text = "the peer aborted the connection"
+        if abort.diagnostic:
+            text += f": {abort.diagnostic}"
+        error = ConnectionAbortedByPeerError(text, abort.bad_csm_option)
+        self._close(conn, error, now, events, "aborted by the peer")
 
     # -- time ----------------------------------------------------------------------
 

@@ -3,9 +3,8 @@
 Owns :class:`StreamMessagingConfig` (the tunables), :class:`PeerSettings`
 (what a peer announced in its CSM) and the record kept per connection (the
 peer's limits, Pings in flight, requests being served, observations served,
-requests waiting for the peer's CSM). Shared by
-:mod:`~coap_trio.protocol.stream_messaging` and
-:mod:`~coap_trio.protocol.stream_serving`; holds no behaviour.
+requests waiting for the peer's CSM), for
+:mod:`~coap_trio.protocol.stream_messaging`; holds no behaviour.
 """
 
 from __future__ import annotations
