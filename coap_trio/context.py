@@ -51,7 +51,7 @@ from ._client.observe import observe_resource
 from ._client.request import Request
 from ._client.routing import RequestRouter
 from ._client.stream import ResponseStream, open_stream
-from ._runner import EndpointRunner, Machine
+from ._runner import EndpointRunner
 from ._server.blockwise import BlockwiseServer
 from ._server.dispatch import RequestDispatcher
 from ._server.observations import ServerObservations
@@ -60,6 +60,7 @@ from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
 from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
+from .protocol.machine import Machine
 from .protocol.messaging import Messaging
 from .protocol.stream_messaging import StreamMessaging
 from .remote import DatagramRemote

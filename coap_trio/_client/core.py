@@ -28,7 +28,7 @@ from ..errors import CoapError, RequestCancelledError, UnresolvableHostError
 from ..message import Message
 from ..numbers.codes import Code
 from ..protocol.config import BlockwiseConfig
-from ..protocol.exchanges import ClientExchange, ClientState
+from ..protocol.exchanges import ClientExchange
 from .block_messages import UploadTags, has_block_option
 from .blockwise import Progress, prepare_request, take_notification, take_response
 from .request import ExchangeOwner, Request
@@ -37,8 +37,6 @@ from .routing import RequestRouter
 __all__ = ["ClientCore"]
 
 # Module constants for the response path (an Enum class attribute is slow on 3.11).
-_DONE = ClientState.DONE
-_OBSERVING = ClientState.OBSERVING
 _TOO_LARGE = Code.REQUEST_ENTITY_TOO_LARGE
 
 
@@ -183,7 +181,7 @@ class ClientCore:
             return
         runner, exchange = route
         runner.abandon(exchange)
-        if exchange.state is _DONE:
+        if exchange.done:
             exchange.owner = None  # no reference cycle left to the cyclic GC
 
     def spawn(self, function: Callable[..., Awaitable[Any]], *args: Any) -> bool:
@@ -215,7 +213,7 @@ class ClientCore:
             owner._succeed(response)
             self.inflight.discard(owner)
             observation.in_order = runner.in_order
-            final = exchange.state is not _OBSERVING
+            final = not exchange.observing
             if not take_notification(self, runner, owner, response, final):
                 observation._push(response, final)
             return
@@ -232,13 +230,12 @@ class ClientCore:
         else:
             owner._succeed(response)
             self.inflight.discard(owner)
-        state = exchange.state
-        if state is _DONE:
+        if exchange.done:
             # Request -> exchange -> owner -> Request is a reference cycle:
             # broken here, finished exchanges are freed at once (not by the
             # cyclic GC, whose runs were ~20% of a busy client's CPU).
             exchange.owner = None
-        elif state is _OBSERVING:
+        elif exchange.observing:
             # A plain request that happened to register an observation
             # (Observe=0): nobody will read notifications, so end it;
             # later notifications then get RST (RFC 7641 §3.6).
@@ -254,7 +251,7 @@ class ClientCore:
         observation = owner.observation
         if observation is not None:
             assert isinstance(owner, Request)
-            final = exchange.state is not _OBSERVING
+            final = not exchange.observing
             if not take_notification(self, runner, owner, response, final):
                 observation._push(response, final)
 
@@ -265,7 +262,7 @@ class ClientCore:
         owner: ExchangeOwner | None = exchange.owner
         if owner is None:
             return
-        if exchange.state is _DONE:
+        if exchange.done:
             exchange.owner = None
         owner._fail(error)
         self.inflight.discard(owner)
