@@ -114,6 +114,9 @@ class ContextStatistics:
     requests_in_flight: int
     #: Client: block-wise uploads holding a Request-Tag right now (RFC 9175).
     upload_tags_in_use: int
+    #: The messaging counters of the reliable transports (RFC 8323: TCP, TLS,
+    #: WebSockets; all their connections), once one is in use; else None.
+    stream_messaging: MessagingStatistics | None = None
 
 
 class Context:
@@ -225,6 +228,9 @@ class Context:
         return ContextStatistics(
             endpoints=tuple(r.endpoint.statistics for r in self._runners),
             messaging=tuple(r.machine.statistics for r in self._runners),
+            stream_messaging=(
+                self._stream_runner.machine.statistics if self._stream_runner is not None else None
+            ),
             handler_queue_depth=len(server.queue),
             overloaded_responses=server.overloaded,
             dropped_requests=server.dropped,

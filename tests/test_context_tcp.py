@@ -301,6 +301,30 @@ async def test_observe_over_tcp_and_end_when_the_server_goes() -> None:
     assert isinstance(error, ConnectionLostError)
 
 
+async def test_ended_observations_leave_nothing_in_the_servers_machine() -> None:
+    """Registering and leaving again and again on one connection keeps nothing behind."""
+    site, _, counter, _ = make_site()
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_context(site=site, tcp_bind=("::1", 0)) as server,
+            open_context() as client,
+        ):
+            uri = f"coap+tcp://[::1]:{server.stream_addresses[0].port}/counter"
+
+            def served() -> int:
+                stream = server.statistics.stream_messaging
+                assert stream is not None
+                return stream.served_observations
+
+            for _ in range(5):
+                async with client.observe(uri) as notifications:
+                    await notifications.__anext__()
+                    assert served() == 1
+                await wait_until(lambda: counter.observation_count == 0)
+                await wait_until(lambda: served() == 0)
+            assert client.statistics.observations == 0
+
+
 async def ending(notifications: AsyncIterator[Message]) -> BaseException | None:
     """The error an observation ends with (None: it ended without one)."""
     for _ in range(10):

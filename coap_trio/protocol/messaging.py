@@ -157,13 +157,12 @@ SERVER_TRANSITIONS: dict[tuple[ServerState | StreamServerState, ServerInput], Se
 # The moves of the hot paths, looked up once (module constants: an Enum class
 # attribute is slow on 3.11).
 _QUEUED, _OBSERVING, _DONE = ClientState.QUEUED, ClientState.OBSERVING, ClientState.DONE
-_CLIENT_ACKNOWLEDGED = ClientState.ACKNOWLEDGED
+_SENT, _CLIENT_ACKNOWLEDGED = ClientState.SENT, ClientState.ACKNOWLEDGED
 _SENT_NOW = CLIENT_TRANSITIONS[_QUEUED, _CI.TRANSMIT]
 _TRANSMIT, _EMPTY_ACK, _RESPONSE = _CI.TRANSMIT, _CI.EMPTY_ACK, _CI.RESPONSE
 _REGISTERED, _FAIL, _ABANDON = _CI.REGISTERED, _CI.FAIL, _CI.ABANDON
 _PENDING, _ACKNOWLEDGED = ServerState.PENDING, ServerState.ACKNOWLEDGED
 _RESPONDING, _SERVER_DONE = ServerState.RESPONDING, ServerState.DONE
-_PIGGYBACKED = SERVER_TRANSITIONS[_PENDING, _SI.RESPOND]
 _ACK_DUE, _RESPOND, _SEND_CON = _SI.ACK_DUE, _SI.RESPOND, _SI.SEND_CON
 _ACKED, _SERVER_FAIL, _FORGET = _SI.ACKNOWLEDGED, _SI.FAIL, _SI.FORGET
 _CLIENT, _SERVER = CLIENT_TRANSITIONS, SERVER_TRANSITIONS
@@ -824,7 +823,7 @@ class Messaging:
         sent = [
             exchange
             for exchange in self._matcher.towards(remote)
-            if exchange.state is _SENT_NOW or exchange.state is _CLIENT_ACKNOWLEDGED
+            if exchange.state is _SENT or exchange.state is _CLIENT_ACKNOWLEDGED
         ]
         for exchange in sent:
             self._finish(exchange, _FAIL, now, events)
