@@ -1,15 +1,19 @@
 """The Context: the nursery that owns every endpoint, timer and handler of coap_trio.
 
-Owns the trio shell around the sans-I/O :class:`~coap_trio.protocol.messaging.Messaging`
-machines: for each transport endpoint one receive task (the endpoint's
-``run``) and one timer task, plus a fixed pool of handler tasks when serving.
-Received datagrams are processed synchronously in the receive task (no task
-spawn or channel hop per datagram); responses reach waiting requests by
-setting their event; received requests travel to the handler pool through one
-bounded memory channel. A handler task answers through
-:class:`~coap_trio._server.blockwise.BlockwiseServer` (Block1 reassembly,
-Block2 slicing of responses and notifications, RFC 7959), which renders
-through the :class:`~coap_trio._server.responder.Responder`.
+Owns the wiring of the trio shell around the sans-I/O messaging machines
+(:class:`~coap_trio.protocol.machine.Machine`): for each transport endpoint
+an :class:`~coap_trio._runner.EndpointRunner` with one receive task (the
+endpoint's ``run``) and one timer task, the client side
+(:class:`~coap_trio._client.core.ClientCore`: requests in flight, routing,
+block-wise transfers, observations) and the server side
+(:class:`~coap_trio._server.dispatch.RequestDispatcher`: a fixed pool of
+handler tasks fed by one bounded queue, observations served, block-wise
+serving through :class:`~coap_trio._server.blockwise.BlockwiseServer` and
+the :class:`~coap_trio._server.responder.Responder`). Received datagrams are
+processed synchronously in the receive task (no task spawn or channel hop
+per datagram): a response ends its waiting request there, a request goes to
+the handler queue. The public methods (:meth:`Context.request`,
+:meth:`Context.observe`, ...) delegate to the two sides.
 
 Resource handling: leaving ``async with open_context()`` cancels every task,
 closes every socket, and fails every unfinished request with
@@ -21,7 +25,7 @@ becomes 5.00 Internal Server Error without details on the wire and is
 logged. Errors of requests are raised from ``await request.response``, as
 themselves.
 
-Full queues: when the handler pool's channel is full, a CON request is
+Full queues: when the handler queue is full, a CON request is
 answered 5.03 Service Unavailable (with Max-Age) and a NON request is dropped;
 both are counted (``ContextStatistics``). A dropped request's MID is not
 recorded, so its retransmission is processed as new.
