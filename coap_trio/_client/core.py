@@ -19,7 +19,7 @@ Must not know about resources, the server side or the wire format.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -204,7 +204,7 @@ class ClientCore:
         self, runner: EndpointRunner, exchange: ClientExchange, response: Message
     ) -> None:
         """The response to one of our exchanges arrived (the receive path, per response)."""
-        owner: ExchangeOwner | None = exchange.owner
+        owner = cast("ExchangeOwner | None", exchange.owner)  # only the client sets it
         if owner is None:
             return
         observation = owner.observation
@@ -245,7 +245,7 @@ class ClientCore:
         self, runner: EndpointRunner, exchange: ClientExchange, response: Message
     ) -> None:
         """A notification (RFC 7641) of one of our observations arrived."""
-        owner: ExchangeOwner | None = exchange.owner
+        owner = cast("ExchangeOwner | None", exchange.owner)  # only the client sets it
         if owner is None:
             return
         observation = owner.observation
@@ -259,7 +259,7 @@ class ClientCore:
         self, runner: EndpointRunner, exchange: ClientExchange, error: CoapError
     ) -> None:
         """One of our exchanges ended without a response."""
-        owner: ExchangeOwner | None = exchange.owner
+        owner = cast("ExchangeOwner | None", exchange.owner)  # only the client sets it
         if owner is None:
             return
         if exchange.done:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Hashable
-from typing import Any
 
 from ..errors import CoapError
 from ..message import Message
 from ..numbers.types import Type
+from .reliability import Transmission
 
 __all__ = [
     "ClientExchange",
@@ -164,12 +164,13 @@ class ClientExchange:
         self.state = state
         self.first_sent: float | None = None
         #: The retransmission record while a CON awaits its ACK.
-        self.transmission: Any = None
+        self.transmission: Transmission | None = None
         #: How many times the request has been transmitted so far.
         self.transmissions = 0
         self.deadline_ticket = 0
-        #: Free for the driver (the trio shell keeps its Request object here).
-        self.owner: Any = None
+        #: Free for the driver (the trio shell keeps the object that owns the
+        #: exchange here: the machine never reads it).
+        self.owner: object = None
 
     @property
     def done(self) -> bool:
@@ -217,9 +218,9 @@ class ServerExchange:
         self.state = state
         self.ack_ticket = 0
         #: The CON response or notification being retransmitted, if any.
-        self.transmission: Any = None
-        #: Free for the driver.
-        self.owner: Any = None
+        self.transmission: Transmission | None = None
+        #: Free for the driver (the machine never reads it).
+        self.owner: object = None
 
     def __repr__(self) -> str:
         return f"<ServerExchange {self.state.name} mid={self.mid} token={self.token.hex()}>"
