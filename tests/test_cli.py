@@ -11,6 +11,7 @@ terminal) unless a test gives it a pseudo-terminal. Every test runs under
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import math
 import os
@@ -74,6 +75,17 @@ class _Binary(Resource):
         return Message(payload=BINARY_BODY)
 
 
+#: More than a pipe holds (64 KiB on Linux): a reader that stops early leaves the writer blocked.
+BIG_BODY = bytes(range(256)) * 2048
+
+
+class _Big(Resource):
+    representations = (ContentFormat.OCTETSTREAM,)
+
+    async def render_get(self, request: Message) -> Message:
+        return Message(payload=BIG_BODY)
+
+
 class _Boom(Resource):
     async def render_get(self, request: Message) -> Message:
         raise NotFound("nothing here") if request.opt.uri_query else RuntimeError("boom")
@@ -127,6 +139,7 @@ async def coap_trio_server() -> AsyncIterator[str]:
     site.add(["json"], _Json())
     site.add(["cbor"], _Cbor())
     site.add(["binary"], _Binary())
+    site.add(["big"], _Big())
     site.add(["boom"], _Boom())
     site.add(["echo"], _Echo())
     counter = _Counter()
@@ -282,6 +295,15 @@ async def test_usage_errors() -> None:
         assert b"exit status:" in helped.stdout
 
 
+async def test_version_comes_from_the_package_metadata() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        version, helped = await coap_trio_all(("--version",), ("--help",))
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.decode() == f"coap-trio {importlib.metadata.version('coap-trio')}\n"
+    assert version.stderr == b""
+    assert b"--version" in helped.stdout
+
+
 # -- output formats --------------------------------------------------------------------------
 
 
@@ -354,6 +376,20 @@ async def test_binary_is_a_hex_dump_on_a_terminal() -> None:
             assert lines[2].endswith("| !\"#$%&'|")
 
 
+async def test_text_ends_with_a_newline_on_a_terminal_only() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with coap_trio_server() as base:
+            (shown_result, shown), (raw_result, raw), piped = (
+                await coap_trio_on_terminal("get", f"{base}/text"),
+                await coap_trio_on_terminal("get", f"{base}/text", "--raw"),
+                await coap_trio("get", f"{base}/text"),
+            )
+    assert shown_result.returncode == raw_result.returncode == piped.returncode == 0
+    assert shown == "hello, world\n"  # the prompt that follows gets a line of its own
+    assert raw == "hello, world"  # --raw: the bytes as they are
+    assert piped.stdout == b"hello, world"  # a pipe gets the exact bytes
+
+
 async def test_output_file_gets_the_bytes(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with coap_trio_server() as base:
@@ -366,6 +402,94 @@ async def test_output_file_gets_the_bytes(tmp_path: Path) -> None:
             unwritable = await coap_trio("get", f"{base}/text", "-o", "/no/such/dir/file")
             assert unwritable.returncode == ExitStatus.FAILURE
             assert "/no/such/dir/file" in one_line(unwritable.stderr)
+
+
+# -- standard output closed by its reader ------------------------------------------------
+
+
+async def closed_early(
+    *args: str, lines: int = 0, size: int = 0, stderr_terminal: bool = False
+) -> tuple[int, bytes, str]:
+    """Run ``python -m coap_trio ARGS`` and close its standard output (a pipe) once
+    ``lines`` lines or ``size`` bytes have been read, as ``| head`` does. Returns the
+    exit status, what was read, and what standard error got (a pseudo-terminal's
+    screen with ``stderr_terminal``)."""
+    controller, terminal = pty.openpty() if stderr_terminal else (-1, -1)
+    try:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "coap_trio", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal if stderr_terminal else subprocess.PIPE,
+        )
+        if stderr_terminal:
+            os.close(terminal)
+            terminal = -1
+        try:
+            assert process.stdout is not None
+            read = b""
+            with trio.fail_after(PROCESS_TIMEOUT):
+                while read.count(b"\n") < lines or len(read) < size:
+                    chunk = await process.stdout.receive_some(4096)
+                    assert chunk, f"the command ended first: {read[-200:]!r}"
+                    read += chunk
+                await process.stdout.aclose()
+            errors = b""
+            with trio.fail_after(PROCESS_TIMEOUT):
+                if stderr_terminal:
+                    for _ in range(10_000):  # bounded: a progress bar, a few kilobytes
+                        try:
+                            chunk = await trio.to_thread.run_sync(os.read, controller, 4096)
+                        except OSError:  # EIO: the command has ended, all was read
+                            break
+                        if not chunk:
+                            break
+                        errors += chunk
+                else:
+                    assert process.stderr is not None
+                    while chunk := await process.stderr.receive_some(4096):
+                        errors += chunk
+                status = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    finally:
+        for fd in (terminal, controller):
+            if fd >= 0:
+                os.close(fd)
+    return status, read, errors.decode(errors="replace")
+
+
+async def test_a_closed_standard_output_stops_the_command_quietly() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with coap_trio_server() as base:
+            # observe URI | head -2; get URI | head -c 100 (streamed block by block)
+            observed, (got_status, got, got_errors) = (
+                await closed_early("observe", f"{base}/counter", lines=2),
+                await closed_early("get", f"{base}/big", size=100),
+            )
+    status, read, errors = observed
+    assert status == ExitStatus.OUTPUT_CLOSED == 141
+    assert len(read.splitlines()) >= 2
+    assert errors == ""  # no traceback, no "network error"
+    assert got_status == ExitStatus.OUTPUT_CLOSED
+    assert BIG_BODY.startswith(got)
+    assert got_errors == ""
+
+
+async def test_a_closed_standard_output_leaves_no_progress_bar_behind() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with coap_trio_server() as base:
+            status, read, screen = await closed_early(
+                "get", f"{base}/big", size=100, stderr_terminal=True
+            )
+    assert status == ExitStatus.OUTPUT_CLOSED
+    assert BIG_BODY.startswith(read)
+    assert screen.startswith("\r[")  # the bar was drawn...
+    assert screen.endswith("\r\x1b[K")  # ...and erased: the line is clean
+    assert "coap-trio" not in screen
+    assert "\n" not in screen
 
 
 # -- request building ----------------------------------------------------------------------
@@ -461,6 +585,9 @@ async def test_observe_prints_each_notification() -> None:
             final = await coap_trio("observe", f"{base}/text", "--count", "5")
             assert final.returncode == 0  # not observable: the first response is final
             assert final.stdout == b"hello, world\n"
+            assert one_line(final.stderr) == (
+                "coap-trio: not observable: the response has no Observe option"
+            )
 
             error = await coap_trio("observe", f"{base}/nowhere")
             assert error.returncode == ExitStatus.CLIENT_ERROR
@@ -485,11 +612,48 @@ async def test_observe_ends_cleanly_on_sigint() -> None:
                 process.send_signal(signal.SIGINT)
                 with trio.fail_after(PROCESS_TIMEOUT):
                     status = await process.wait()
+                assert process.stderr is not None
+                errors = await process.stderr.receive_some(1024)
             finally:
                 if process.returncode is None:
                     process.kill()
                     await process.wait()
             assert status == 0
+            assert errors == b""  # ended as asked: nothing to say
+
+
+async def test_observe_says_so_when_interrupted_before_any_response() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        silent = silent_port()
+        port = silent.getsockname()[1]
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "coap_trio", "observe", f"coap://[::1]:{port}/x", "-v"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert process.stderr is not None
+            errors = b""
+            with trio.fail_after(PROCESS_TIMEOUT):
+                while b"-> " not in errors:  # -v: the request went out, signals are handled
+                    chunk = await process.stderr.receive_some(1024)
+                    assert chunk, errors
+                    errors += chunk
+            process.send_signal(signal.SIGINT)
+            with trio.fail_after(PROCESS_TIMEOUT):
+                while chunk := await process.stderr.receive_some(1024):
+                    errors += chunk
+                status = await process.wait()
+        finally:
+            silent.close()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert status == ExitStatus.INTERRUPTED == 130
+    lines = errors.decode().splitlines()
+    assert lines[-1] == "coap-trio: interrupted before any response"
+    assert all(line.startswith("-> ") for line in lines[:-1]), lines  # the CON, resent
 
 
 async def test_discover_with_filters() -> None:

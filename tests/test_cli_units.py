@@ -342,6 +342,23 @@ def test_progress_bar_draws_in_place() -> None:
     assert silent.getvalue() == ""
 
 
+def test_progress_bar_cleared_when_the_transfer_does_not_finish() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(stream, width=10)
+    bar(1024, 4096)
+    bar.clear()
+    assert stream.getvalue().endswith("\r\x1b[K")  # the half-drawn line is erased
+    bar.clear()  # nothing drawn any more: nothing written
+    bar.close()
+    assert stream.getvalue().count("\r") == 2
+    done = io.StringIO()
+    finished = ProgressBar(done, width=10)
+    finished(4096, 4096)
+    finished.close()
+    finished.clear()  # after close: the finished bar stays
+    assert done.getvalue().endswith("\n")
+
+
 def test_trace_lines_and_addresses() -> None:
     from coap_trio import codec
 

@@ -48,10 +48,14 @@ class ExitStatus(enum.IntEnum):
     NETWORK_ERROR = 6
     #: The peer broke the protocol: an unacceptable response, an unexpected code class.
     PROTOCOL_ERROR = 7
-    #: The URI's scheme needs a transport coap_trio does not have (coaps://, coap+tcp://...).
+    #: The URI's scheme needs a transport coap_trio does not have (coaps://, DTLS).
     UNSUPPORTED_TRANSPORT = 8
-    #: Interrupted (Ctrl-C) while waiting for a single response.
+    #: Interrupted (Ctrl-C) while waiting for a single response, or before the first
+    #: response of ``observe``.
     INTERRUPTED = 130
+    #: Standard output was closed by its reader (``| head``): the command stopped
+    #: quietly, with the status a shell shows for a program that SIGPIPE ended (128 + 13).
+    OUTPUT_CLOSED = 141
 
 
 _DESCRIPTIONS: dict[ExitStatus, str] = {
@@ -63,8 +67,9 @@ _DESCRIPTIONS: dict[ExitStatus, str] = {
     ExitStatus.TIMEOUT: "timeout: no response within --timeout or after all retransmissions",
     ExitStatus.NETWORK_ERROR: "network error: unresolvable host, ICMP unreachable, Reset",
     ExitStatus.PROTOCOL_ERROR: "protocol error: an unacceptable or unexpected response",
-    ExitStatus.UNSUPPORTED_TRANSPORT: "unsupported scheme (coaps://, coap+tcp://, ...)",
+    ExitStatus.UNSUPPORTED_TRANSPORT: "unsupported scheme: coaps:// (DTLS)",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C) while waiting for a response",
+    ExitStatus.OUTPUT_CLOSED: "standard output closed by its reader (| head): stopped quietly",
 }
 
 

@@ -3,9 +3,9 @@
 Owns how text from the command line becomes values: Content-Format names
 (:func:`parse_content_format`), ``--option NUMBER=VALUE``
 (:func:`parse_option`), ``--bind HOST:PORT`` (:func:`parse_bind`), payload
-sources (:func:`read_payload`), and the :mod:`argparse` parser with every
-verb and flag (:func:`build_parser`). Value parsers raise :class:`UsageError`;
-nothing here performs network I/O.
+sources (:func:`read_payload`), the version (:func:`package_version`), and
+the :mod:`argparse` parser with every verb and flag (:func:`build_parser`).
+Value parsers raise :class:`UsageError`; nothing here performs network I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "METHOD_VERBS",
     "UsageError",
     "build_parser",
+    "package_version",
     "parse_bind",
     "parse_content_format",
     "parse_option",
@@ -183,6 +184,22 @@ def parse_bind(text: str, default_port: int = 5683) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def package_version() -> str:
+    """The installed version of coap-trio, from its package metadata.
+
+    Falls back to ``coap_trio.__version__`` when the package is imported
+    from a source tree that was never installed (no metadata to read).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("coap-trio")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
 def read_payload(text: str | None, file: str | None, stdin: BinaryIO | None = None) -> bytes:
     """The request payload: ``--payload`` text (UTF-8), or the bytes of
     ``--payload-file`` (``-`` reads standard input), or nothing."""
@@ -320,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="A CoAP (RFC 7252) client and server built on Trio.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"coap-trio {package_version()}",
+        help="print the version of coap-trio and exit",
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in CLIENT_VERBS:
