@@ -19,10 +19,12 @@ import pty
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import trio
@@ -727,14 +729,16 @@ async def test_against_libcoap_server() -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(args: Sequence[str]) -> AsyncIterator[tuple[str, list[int]]]:
-    """Run ``coap-trio serve ARGS``; yields the base URI it printed and, after the
-    block, stops it with SIGTERM and appends its exit status to the yielded list."""
+async def serving(args: Sequence[str], **options: Any) -> AsyncIterator[tuple[str, list[int]]]:
+    """Run ``coap-trio serve ARGS`` (``options`` go to the process, e.g. ``umask``);
+    yields the base URI it printed and, after the block, stops it with SIGTERM and
+    appends its exit status to the yielded list."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "coap_trio", "serve", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        **options,
     )
     statuses: list[int] = []
     try:
@@ -830,6 +834,34 @@ async def test_serve_fileserver(tmp_path: Path) -> None:
             missing = await coap_trio("get", f"{base}/absent.txt")
             assert missing.returncode == ExitStatus.CLIENT_ERROR
         assert statuses == [0]
+
+
+async def test_serve_fileserver_creates_files_as_other_programs_do(tmp_path: Path) -> None:
+    private = tmp_path / "private.txt"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    script = tmp_path / "script.sh"
+    script.write_bytes(b"old")
+    script.chmod(0o755)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(
+            ["fileserver", str(tmp_path), "--bind", "[::1]:0", "--write"], umask=0o027
+        ) as (base, statuses):
+            results = await coap_trio_all(
+                *[
+                    ("put", f"{base}/{name}", "--payload", "new")
+                    for name in ("new.txt", "private.txt", "script.sh")
+                ]
+            )
+            assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
+        assert statuses == [0]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {
+        "new.txt": 0o644 & ~0o027,  # created: 0644 less the server's umask
+        "private.txt": 0o600,  # replaced: its permission bits are kept
+        "script.sh": 0o755,
+    }
+    assert {p.read_bytes() for p in tmp_path.iterdir()} == {b"new"}
 
 
 async def test_serve_reports_a_bad_directory_or_address() -> None:
