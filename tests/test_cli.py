@@ -773,9 +773,14 @@ async def test_serve_plugtest(tmp_path: Path) -> None:
             assert test.returncode == 0, test.stderr
             assert test.stdout
 
-            links = await coap_trio("discover", base, "--rt", "Type1")
+            links, observable = await coap_trio_all(
+                ("discover", base, "--rt", "Type1"), ("discover", base, "--rt", "observe")
+            )
             targets = [line.split()[0] for line in links.stdout.decode().splitlines()]
             assert targets == ["</link1>", "</link3>"]
+            titles = re.findall(r'title="([^"]*)"', observable.stdout.decode())
+            assert len(titles) == 3, observable.stdout  # /obs, /obs-non, /obs-large
+            assert all("changes every period (0.1 s)," in title for title in titles), titles
 
             notifications = await coap_trio("observe", f"{base}/obs", "--count", "3")
             assert notifications.returncode == 0, notifications.stderr
