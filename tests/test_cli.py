@@ -885,3 +885,75 @@ async def test_serve_reports_a_bad_directory_or_address() -> None:
         assert no_dir.stdout == b""
         assert in_use.returncode == ExitStatus.FAILURE
         assert "cannot serve" in one_line(in_use.stderr)
+
+
+def resolved(name: str) -> list[str]:
+    """The addresses the system resolver gives for ``name``, each once, in its order."""
+    found: list[str] = []
+    for *_, sockaddr in socket.getaddrinfo(name, 0, type=socket.SOCK_DGRAM):
+        if sockaddr[0] not in found:
+            found.append(str(sockaddr[0]))
+    return found
+
+
+async def serve_by_name(*args: str) -> tuple[list[str], int, int]:
+    """Run ``coap-trio serve plugtest --bind localhost:0 ARGS``, GET /test through
+    ``coap://localhost:PORT``, stop it with SIGTERM; the hosts it printed, the GET's
+    exit status and the server's."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "coap_trio", "serve", "plugtest", "--bind", "localhost:0", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        printed = b""
+        expected_lines = len(resolved("localhost")) + (1 if "--workers" in args else 0)
+        with trio.fail_after(PROCESS_TIMEOUT):
+            while printed.count(b"\n") < expected_lines:
+                chunk = await process.stdout.receive_some(1024)
+                assert chunk, f"serve exited early: {printed!r}"
+                printed += chunk
+        found = re.findall(r"listening on coap://\[?([^\]\s]+?)\]?:(\d+)\n", printed.decode())
+        hosts = [host for host, _ in found]
+        (port,) = {int(port) for _, port in found}  # one port for every address
+        got = await coap_trio("get", f"coap://localhost:{port}/test")
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(PROCESS_TIMEOUT):
+            status = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert got.stdout.startswith(b"Type: CON"), got
+    return hosts, got.returncode, status
+
+
+async def test_serve_binds_a_host_name_on_each_of_its_addresses() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        alone = await serve_by_name()
+        workers = await serve_by_name("--workers", "2")
+    expected = resolved("localhost")  # 127.0.0.1, and ::1 where the hosts file has it
+    assert alone == (expected, 0, 0)
+    assert workers == (expected, 0, 0)
+
+
+async def test_serve_reports_a_bad_bind_name_in_one_line() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        unresolvable, by_workers, refused, idna = await coap_trio_all(
+            ("serve", "plugtest", "--bind", "no-such-host.invalid:0"),
+            ("serve", "plugtest", "--bind", "no-such-host.invalid:0", "--workers", "2"),
+            ("serve", "fileserver", ".", "--bind", "127.0.0.1%lo:0"),
+            ("serve", "plugtest", "--bind", "bad..name:0"),
+        )
+    for result in (unresolvable, by_workers):
+        assert result.returncode == ExitStatus.USAGE == 2
+        assert one_line(result.stderr).startswith(
+            "coap-trio: cannot serve: cannot resolve 'no-such-host.invalid': "
+        )
+        assert result.stdout == b""
+    assert refused.returncode == ExitStatus.USAGE
+    assert "127.0.0.1%lo" in one_line(refused.stderr)
+    assert idna.returncode == ExitStatus.USAGE
+    assert "bad..name" in one_line(idna.stderr)

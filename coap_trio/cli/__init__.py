@@ -78,10 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(run: object, *args: object) -> int:
+    import socket
+
     from ..errors import CoapError
 
     try:
         return _run_trio(run, *args)
+    except socket.gaierror as error:  # a --bind name that does not resolve
+        sys.stderr.write(f"coap-trio: cannot serve: {error.strerror or error}\n")
+        return int(ExitStatus.USAGE)
+    except ValueError as error:  # a --bind address refused as malformed
+        sys.stderr.write(f"coap-trio: cannot serve: {error}\n")
+        return int(ExitStatus.USAGE)
     except (OSError, CoapError) as error:  # e.g. the address is in use, no such directory
         sys.stderr.write(f"coap-trio: cannot serve: {error}\n")
         return int(ExitStatus.FAILURE)

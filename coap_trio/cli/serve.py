@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..context import bind_endpoints
 from ..fileserver import FileServerSite, fileserver_site
 from ..hosting import serve_site
 from ..plugtest import DEFAULT_OBS_PERIOD, PlugtestSite, plugtest_site
@@ -178,11 +179,8 @@ async def _run_workers(args: argparse.Namespace, report: Callable[[str], None]) 
     processes: list[trio.Process] = []
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
-            for host, port in args.bind or [DEFAULT_BIND]:
-                try:
-                    probes.append(network.open_endpoint(host, port))
-                except ValueError as error:
-                    raise OSError(str(error)) from None
+            for host, port in args.bind or [DEFAULT_BIND]:  # names: every address they have
+                probes += await bind_endpoints(network, host, port)
             binds = [(p.local_address.host, p.local_address.port) for p in probes]
             argv = _worker_argv(args, binds)
             for _ in range(args.workers):
