@@ -19,6 +19,7 @@ import pty
 import re
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 
 import cbor2
 import trio
+import trustme
 from interop_helpers import LIBCOAP_INDEX_PREFIX, libcoap_server
 
 from coap_trio import Code, ContentFormat, Message, ObservableResource, Resource, Site
@@ -134,8 +136,10 @@ class _Counter(ObservableResource):
 
 
 @contextlib.asynccontextmanager
-async def coap_trio_server() -> AsyncIterator[str]:
-    """Serve the resources above on ``[::1]`` (any port); yields ``coap://[::1]:PORT``."""
+async def coap_trio_servers(**listeners: Any) -> AsyncIterator[dict[str, str]]:
+    """Serve the resources above on ``[::1]`` (any port) over UDP, and over the
+    ``listeners`` given to ``open_context`` (``tcp_bind=``, ``ssl_context=``...);
+    yields the base URI of each scheme (``{"coap": "coap://[::1]:PORT", ...}``)."""
     site = Site()
     site.add(["text"], _Text())
     site.add(["json"], _Json())
@@ -146,16 +150,28 @@ async def coap_trio_server() -> AsyncIterator[str]:
     site.add(["echo"], _Echo())
     counter = _Counter()
     site.add(["counter"], counter)
-    async with open_context(bind=("::1", 0), site=site) as ctx, trio.open_nursery() as nursery:
+    async with (
+        open_context(bind=("::1", 0), site=site, **listeners) as ctx,
+        trio.open_nursery() as nursery,
+    ):
         nursery.start_soon(counter.tick, 0.05)
-        yield f"coap://[::1]:{ctx.addresses[0].port}"
+        bases = {a.scheme: f"{a.scheme}://[::1]:{a.port}" for a in ctx.stream_addresses}
+        yield {"coap": f"coap://[::1]:{ctx.addresses[0].port}", **bases}
         nursery.cancel_scope.cancel()
 
 
+@contextlib.asynccontextmanager
+async def coap_trio_server() -> AsyncIterator[str]:
+    """Serve the resources above on ``[::1]`` (any port); yields ``coap://[::1]:PORT``."""
+    async with coap_trio_servers() as bases:
+        yield bases["coap"]
+
+
 async def coap_trio(
-    *args: str, stdin: bytes = b"", timeout: float = PROCESS_TIMEOUT
+    *args: str, stdin: bytes = b"", timeout: float = PROCESS_TIMEOUT, **options: Any
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m coap_trio ARGS`` with pipes; its completed process."""
+    """Run ``python -m coap_trio ARGS`` with pipes (``options`` go to the process,
+    e.g. ``env``); its completed process."""
     with trio.fail_after(timeout):
         return await trio.run_process(
             [sys.executable, "-m", "coap_trio", *args],
@@ -163,15 +179,19 @@ async def coap_trio(
             capture_stdout=True,
             capture_stderr=True,
             check=False,
+            **options,
         )
 
 
-async def coap_trio_all(*commands: Sequence[str]) -> list[subprocess.CompletedProcess[bytes]]:
-    """Run several commands at once (each as :func:`coap_trio` does); results in order."""
+async def coap_trio_all(
+    *commands: Sequence[str], **options: Any
+) -> list[subprocess.CompletedProcess[bytes]]:
+    """Run several commands at once (each as :func:`coap_trio` does, with ``options``);
+    results in order."""
     results: list[subprocess.CompletedProcess[bytes] | None] = [None] * len(commands)
 
     async def run(index: int, args: Sequence[str]) -> None:
-        results[index] = await coap_trio(*args)
+        results[index] = await coap_trio(*args, **options)
 
     async with trio.open_nursery() as nursery:
         for index, args in enumerate(commands):
@@ -269,6 +289,52 @@ async def test_timeout_network_error_and_unsupported_schemes() -> None:
         for scheme, unsupported in zip(schemes, unsupported_results, strict=True):
             assert unsupported.returncode == ExitStatus.UNSUPPORTED_TRANSPORT, scheme
             assert f"{scheme}:// is not supported" in one_line(unsupported.stderr)
+
+
+async def test_every_supported_scheme_works(tmp_path: Path) -> None:
+    """coap+tcp, coaps+tcp, coap+ws and coaps+ws (RFC 8323) as well as coap://;
+    the TLS ones verify the server's certificate against the trust store that
+    OpenSSL's SSL_CERT_FILE names."""
+    ca = trustme.CA()
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("::1", "localhost").configure_cert(server_ssl)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    env = {**os.environ, "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
+    untrusted = {**os.environ, "SSL_CERT_FILE": str(tmp_path / "nothing.pem")}
+    listeners = {"tcp_bind": ("::1", 0), "tls_bind": ("::1", 0)}
+    listeners |= {"ws_bind": ("::1", 0), "wss_bind": ("::1", 0)}
+    schemes = ("coap", "coap+tcp", "coaps+tcp", "coap+ws", "coaps+ws")
+    commands = [(scheme, "get", "/text") for scheme in schemes]
+    commands += [
+        ("coap+tcp", "observe", "/counter", "--count", "2"),
+        ("coaps+ws", "observe", "/counter", "--count", "2"),
+        ("coap+ws", "put", "/echo", "--payload", "x", "--raw"),
+        ("coaps+tcp", "discover", "", "--rt", "greeting"),
+        ("coap+tcp", "ping", ""),
+        ("coaps+ws", "ping", ""),
+    ]
+    with trio.fail_after(TEST_TIMEOUT):
+        async with coap_trio_servers(ssl_context=server_ssl, **listeners) as bases:
+            assert set(bases) == set(schemes)
+            results = await coap_trio_all(
+                *[(verb, bases[scheme] + path, *rest) for scheme, verb, path, *rest in commands],
+                env=env,
+            )
+            refused = await coap_trio("get", bases["coaps+tcp"] + "/text", env=untrusted)
+    done = {(c[0], c[1]): result for c, result in zip(commands, results, strict=True)}
+    for (scheme, verb), result in done.items():
+        assert result.returncode == 0, (scheme, verb, result.stderr)
+        assert result.stderr == b"", (scheme, verb, result.stderr)
+    for scheme in schemes:
+        assert done[scheme, "get"].stdout == b"hello, world", scheme
+    assert len(done["coap+tcp", "observe"].stdout.splitlines()) == 2
+    assert len(done["coaps+ws", "observe"].stdout.splitlines()) == 2
+    assert json.loads(done["coap+ws", "put"].stdout)["payload"] == "x"
+    assert done["coaps+tcp", "discover"].stdout.startswith(b'</text> rt="greeting"')
+    for scheme in ("coap+tcp", "coaps+ws"):
+        assert done[scheme, "ping"].stdout.startswith(f"pong from {bases[scheme]}".encode())
+    assert refused.returncode == ExitStatus.NETWORK_ERROR  # the certificate is not trusted
+    assert "certificate" in one_line(refused.stderr).lower()
 
 
 async def test_usage_errors() -> None:

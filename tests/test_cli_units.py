@@ -184,6 +184,36 @@ def test_help_lists_the_exit_statuses() -> None:
     assert exit_status_table().count("\n") == len(ExitStatus) - 1
 
 
+def test_help_and_docs_name_the_schemes_that_work() -> None:
+    from pathlib import Path
+
+    from coap_trio.transports.stream import STREAM_SCHEMES
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    text = build_parser().format_help()
+    for scheme in ("coap", *STREAM_SCHEMES):  # what a client Context routes
+        assert f"{scheme}://" in text, scheme
+        assert f"| `{scheme}://` |" in docs, scheme
+    unsupported = [line for line in text.splitlines() if line.startswith("    8  ")]
+    assert unsupported == [
+        "    8  unsupported scheme: coaps:// (DTLS); coap(s)+ws:// without the ws extra"
+    ]
+    row = next(line for line in docs.splitlines() if line.startswith("| 8 |"))
+    assert "coap+tcp" not in row
+
+
+def test_docs_list_every_exit_status() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    statuses = [
+        int(line.split("|")[1])
+        for line in docs.splitlines()
+        if line[:2] == "| " and line.split("|")[1].strip().isdigit()
+    ]
+    assert statuses == [int(status) for status in ExitStatus]
+
+
 # -- exit statuses -------------------------------------------------------------------------
 
 

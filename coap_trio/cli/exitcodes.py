@@ -36,7 +36,8 @@ class ExitStatus(enum.IntEnum):
     #: Something went wrong that no other status describes (e.g. an output file
     #: could not be written).
     FAILURE = 1
-    #: The command line is wrong: unknown verb or flag, bad URI, bad option value.
+    #: The command line is wrong: unknown verb or flag, bad URI, bad option value, a
+    #: ``serve --bind`` name that does not resolve.
     USAGE = 2
     #: A 4.xx response (client error).
     CLIENT_ERROR = 3
@@ -48,7 +49,8 @@ class ExitStatus(enum.IntEnum):
     NETWORK_ERROR = 6
     #: The peer broke the protocol: an unacceptable response, an unexpected code class.
     PROTOCOL_ERROR = 7
-    #: The URI's scheme needs a transport coap_trio does not have (coaps://, DTLS).
+    #: The URI's scheme needs a transport coap_trio does not have: coaps:// (DTLS), or
+    #: coap+ws:// and coaps+ws:// without the ``ws`` extra (wsproto).
     UNSUPPORTED_TRANSPORT = 8
     #: Interrupted (Ctrl-C) while waiting for a single response, or before the first
     #: response of ``observe``.
@@ -61,13 +63,15 @@ class ExitStatus(enum.IntEnum):
 _DESCRIPTIONS: dict[ExitStatus, str] = {
     ExitStatus.OK: "success: a 2.xx response (ping: answered; observe: ended as asked)",
     ExitStatus.FAILURE: "another failure (e.g. the output file could not be written)",
-    ExitStatus.USAGE: "usage error: bad verb, flag, URI or option value",
+    ExitStatus.USAGE: "usage error: bad verb, flag, URI or option value, unresolvable --bind",
     ExitStatus.CLIENT_ERROR: "a 4.xx response (client error)",
     ExitStatus.SERVER_ERROR: "a 5.xx response (server error)",
     ExitStatus.TIMEOUT: "timeout: no response within --timeout or after all retransmissions",
     ExitStatus.NETWORK_ERROR: "network error: unresolvable host, ICMP unreachable, Reset",
     ExitStatus.PROTOCOL_ERROR: "protocol error: an unacceptable or unexpected response",
-    ExitStatus.UNSUPPORTED_TRANSPORT: "unsupported scheme: coaps:// (DTLS)",
+    ExitStatus.UNSUPPORTED_TRANSPORT: (
+        "unsupported scheme: coaps:// (DTLS); coap(s)+ws:// without the ws extra"
+    ),
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C) while waiting for a response",
     ExitStatus.OUTPUT_CLOSED: "standard output closed by its reader (| head): stopped quietly",
 }

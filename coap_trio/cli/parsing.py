@@ -248,11 +248,24 @@ def _typed(parser: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
-_EPILOG = "exit status:\n" + exit_status_table() + "\n\nSee docs/cli.md for the full reference."
+_SCHEMES = (
+    "URI schemes: coap:// (UDP), coap+tcp://, coaps+tcp:// (TLS), coap+ws://,\n"
+    "coaps+ws:// (WebSockets; these two need the 'ws' extra). coaps:// (DTLS) is\n"
+    "not supported. serve listens on UDP."
+)
+_EPILOG = (
+    _SCHEMES
+    + "\n\nexit status:\n"
+    + exit_status_table()
+    + "\n\nSee docs/cli.md for the full reference."
+)
 
 
 def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
-    parser.add_argument("uri", help="the target, e.g. coap://[::1]:5683/sensors/temp")
+    parser.add_argument(
+        "uri",
+        help="the target, e.g. coap://[::1]:5683/sensors/temp or coap+tcp://host/sensors/temp",
+    )
     if verb in ("post", "put", "fetch", "patch", "ipatch", "get", "delete", "observe"):
         parser.add_argument("--payload", metavar="TEXT", help="request payload (UTF-8 text)")
         parser.add_argument(
@@ -274,7 +287,9 @@ def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
             help="the Content-Format asked for (same names as --content-format)",
         )
         parser.add_argument(
-            "--non", action="store_true", help="send the request as NON (default: CON)"
+            "--non",
+            action="store_true",
+            help="send the request as NON (default: CON; UDP only)",
         )
         parser.add_argument(
             "--option",
@@ -312,7 +327,7 @@ def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
         "-v",
         "--verbose",
         action="store_true",
-        help="show every message sent and received on standard error",
+        help="show every datagram sent and received (UDP) and the response on standard error",
     )
 
 
@@ -326,7 +341,7 @@ _VERB_HELP = {
     "ipatch": "iPATCH (RFC 8132) a resource",
     "observe": "observe a resource (RFC 7641), printing each notification",
     "discover": "list a server's resources (GET /.well-known/core)",
-    "ping": "send a CoAP ping (an empty CON) and wait for its Reset",
+    "ping": "send a CoAP ping (an empty CON; 7.02 Ping over TCP/WebSockets), wait for the answer",
 }
 
 
@@ -394,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             type=_typed(parse_bind),
             metavar="HOST:PORT",
-            help="address to serve on, repeatable (default [::]:5683; port 0: any free port)",
+            help="UDP address to serve on, repeatable (default [::]:5683; port 0: any free "
+            "port); a host name is bound on every address it resolves to, on one port",
         )
         site_parser.add_argument(
             "-v", "--verbose", action="store_true", help="log each request on standard error"
