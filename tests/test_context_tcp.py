@@ -546,3 +546,25 @@ async def test_notifications_over_tcp_are_never_stale_whatever_their_observe_val
         await listeners[0].aclose()
     assert seen == [b"0", b"1", b"2", b"3", b"4"]
     assert dropped == 0
+
+
+async def test_a_listener_bound_by_host_name_listens_on_its_addresses() -> None:
+    import socket
+
+    expected = []
+    for *_, sockaddr in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM):
+        if sockaddr[0] not in expected:
+            expected.append(sockaddr[0])
+    site, _, _, _ = make_site()
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("localhost", 0)) as server:
+            addresses = server.stream_addresses
+            assert [a.host for a in addresses] == expected
+            assert len({a.port for a in addresses}) == 1
+            port = addresses[0].port
+            async with open_context() as client:
+                response = await client.get(f"coap+tcp://localhost:{port}/text")
+        with pytest.raises(socket.gaierror, match=r"no-such-host\.invalid"):
+            async with open_context(tcp_bind=("no-such-host.invalid", 0)):
+                pass  # pragma: no cover - never entered
+    assert response.payload == b"hello over tcp"
