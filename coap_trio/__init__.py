@@ -35,6 +35,7 @@ from .errors import (
     UnresolvableHostError,
     UnsupportedTransportError,
 )
+from .hosting import serve
 from .message import Message
 from .numbers import (
     ACK,
@@ -136,4 +137,5 @@ __all__ = [
     "linkformat",
     "open_context",
     "response_errors",
+    "serve",
 ]
