@@ -13,6 +13,7 @@ from .context import Context, ContextStatistics, open_context
 from .errors import (
     BadResponseError,
     CoapError,
+    ConnectError,
     ConnectionAbortedByPeerError,
     ConnectionLostError,
     ConnectionReleasedError,
@@ -91,6 +92,7 @@ __all__ = [
     "BlockwiseConfig",
     "CoapError",
     "Code",
+    "ConnectError",
     "ConnectionAbortedByPeerError",
     "ConnectionLostError",
     "ConnectionReleasedError",

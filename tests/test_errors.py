@@ -138,4 +138,9 @@ def test_second_bases_are_the_documented_ones() -> None:
         for cls in all_exception_classes()
         if any(base.__module__ == "builtins" and base is not Exception for base in cls.__bases__)
     }
-    assert also_standard == {"LocalProtocolError", "LinkFormatError", "IdleTimeoutError"}
+    assert also_standard == {
+        "LocalProtocolError",
+        "LinkFormatError",
+        "IdleTimeoutError",
+        "ConnectFailure",
+    }
