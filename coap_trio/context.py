@@ -1,15 +1,15 @@
 """The Context: the nursery that owns every endpoint, timer and handler of coap_trio.
 
-Owns the trio shell around the sans-I/O :class:`~coap_trio.protocol.messaging.Messaging`
-machines: for each transport endpoint one receive task (the endpoint's
-``run``) and one timer task, plus a fixed pool of handler tasks when serving.
-Received datagrams are processed synchronously in the receive task (no task
-spawn or channel hop per datagram); responses reach waiting requests by
-setting their event; received requests travel to the handler pool through one
-bounded memory channel. A handler task answers through
-:class:`~coap_trio._server.blockwise.BlockwiseServer` (Block1 reassembly,
-Block2 slicing of responses and notifications, RFC 7959), which renders
-through the :class:`~coap_trio._server.responder.Responder`.
+Owns the trio shell around the sans-I/O messaging machines
+(``coap_trio.protocol.messaging``): for each transport endpoint one receive
+task (the endpoint's ``run``) and one timer task, plus a fixed pool of
+handler tasks when serving. Received datagrams are processed synchronously
+in the receive task (no task spawn or channel hop per datagram); responses
+reach waiting requests by setting their event; received requests travel to
+the handler pool through one bounded memory channel. A handler task answers
+through the block-wise server (Block1 reassembly, Block2 slicing of
+responses and notifications, RFC 7959), which renders through the responder
+(the rules every request passes, RFC 7252 §5.4.1...).
 
 Resource handling: leaving ``async with open_context()`` cancels every task,
 closes every socket, and fails every unfinished request with

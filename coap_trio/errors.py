@@ -296,7 +296,7 @@ class ResponseTooLargeError(RequestError):
 class FrameTooLarge(MessageFormatError):  # noqa: N818 -- a public name
     """A stream frame is larger than the receiver accepts (RFC 8323 §5.3.1).
 
-    Raised by :class:`~coap_trio.protocol.framing.StreamDecoder` as soon as
+    Raised by the stream decoder (``coap_trio.protocol.framing``) as soon as
     a frame header announcing more is read, before the body is buffered, and
     by the WebSocket framer when a message grows past the limit. The
     connection cannot continue (the stream cannot be resynchronized), so it

@@ -47,7 +47,7 @@ import coap_trio.context
 from coap_trio.testing import MemoryNetwork
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-#: The pages whose examples are checked (the generated api.md, the CLI page and
+#: The pages whose examples are checked (the CLI page and
 #: architecture.md hold no Python examples of this kind).
 PAGES = ["index.md", "quickstart.md", "tutorial.md", "testing.md", "from-aiocoap.md"]
 #: Virtual seconds a group may take before it counts as hung.

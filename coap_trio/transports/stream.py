@@ -108,7 +108,7 @@ class StreamLimits:
 
 @attrs.frozen
 class StreamStatistics:
-    """Counters of a :class:`StreamEndpoint`."""
+    """Counters of the reliable transports' connections (``Context.stream_statistics``)."""
 
     #: Connections open now (client and server side).
     connections: int
