@@ -202,12 +202,23 @@ class Context:
 
     @property
     def addresses(self) -> list[DatagramRemote]:
-        """The local address of every endpoint (with real ports)."""
+        """The local address of every UDP endpoint, in the order they were bound.
+
+        Each is a :class:`~coap_trio.remote.DatagramRemote`: ``.host`` is
+        the IP address as text (``"::1"``), ``.port`` the real port (also
+        when port 0 was asked for), ``.scheme`` ``"coap"``, and
+        ``.uri_base``, which ``str()`` gives too, the start of a URI for it
+        (``"coap://[::1]:49152"``; the default port is left out).
+        """
         return [runner.endpoint.local_address for runner in self._runners]
 
     @property
     def stream_addresses(self) -> list[DatagramRemote]:
-        """The address of every TCP/TLS/WebSocket listener, with its real port and scheme."""
+        """The address of every TCP/TLS/WebSocket listener, with its real port and scheme.
+
+        :class:`~coap_trio.remote.DatagramRemote` objects as in
+        :attr:`addresses`: ``str()`` of one is e.g. ``"coap+tcp://[::1]:49153"``.
+        """
         return self._stream.addresses if self._stream is not None else []
 
     @property

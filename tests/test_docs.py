@@ -120,6 +120,20 @@ async def test_testing_guide_example_runs(autojump_clock: object) -> None:
     await test(MemoryNetwork, autojump_clock)  # type: ignore[operator]
 
 
+def test_testing_guide_says_how_to_turn_on_trio_mode() -> None:
+    """docs/testing.md shows the pytest-trio setting its async tests need, as TOML that parses."""
+    import tomllib
+
+    text = (DOCS / "testing.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) == 1
+    settings = tomllib.loads(blocks[0])
+    assert settings["tool"]["pytest"]["ini_options"]["trio_mode"] is True
+    assert "pytest-trio" in text
+    ours = tomllib.loads((DOCS.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    assert ours["tool"]["pytest"]["ini_options"]["trio_mode"] is True
+
+
 def test_the_product_speaks_of_itself() -> None:
     """Code and docs describe the software, not how it was made; history carries dates."""
     import re

@@ -70,3 +70,20 @@ def test_roles_are_rendered_not_shown_as_text(docs_build: DocsBuild) -> None:
             if role in text:
                 shown.append(f"{page.name}: {role}")
     assert shown == []
+
+
+def test_context_addresses_say_what_they_hold(docs_build: DocsBuild) -> None:
+    """Where ``ctx.addresses`` is introduced, its elements are explained and linked."""
+    inventory = docs_build.inventory()
+    for member in ("host", "port", "scheme", "uri_base"):
+        assert f"coap_trio.remote.DatagramRemote.{member}" in inventory, member
+    page = (docs_build.html / "reference" / "client.html").read_text(encoding="utf-8")
+    start = page.index('id="coap_trio.context.Context.addresses"')
+    entry = page[start : page.index("</dd>", start)]
+    assert 'href="#coap_trio.remote.DatagramRemote"' in entry
+    for text in (".host", ".port", ".uri_base", "str()"):
+        assert text in entry, text
+    tutorial = (DOCS / "tutorial.md").read_text(encoding="utf-8")
+    introduced = tutorial[tutorial.index("`ctx.addresses` lists") :][:800]
+    for text in ("DatagramRemote", "`.host`", "`.port`", "`.uri_base`", "`str()`"):
+        assert text in introduced, text
