@@ -201,3 +201,15 @@ def test_the_testing_reference_shows_the_network_and_its_knobs(docs_build: DocsB
     page = (docs_build.html / "reference" / "testing.html").read_text(encoding="utf-8")
     for text in ("max_capture", "icmp_unreachable", "undeliverable", "memory_network"):
         assert text in page, text
+
+
+def test_the_general_index_lists_every_public_class_and_function(docs_build: DocsBuild) -> None:
+    index = (docs_build.html / "genindex.html").read_text(encoding="utf-8")
+    missing = [
+        f"{module_name}.{name}"
+        for module_name, name, obj in public_objects()
+        if (inspect.isclass(obj) or inspect.isfunction(obj))
+        and f"{name} (" not in index
+        and f"{name}() (" not in index
+    ]
+    assert missing == []

@@ -526,6 +526,8 @@ def _connect_failure(remote: DatagramRemote, reason: OSError) -> ConnectFailure:
         what = "unreachable"
     elif isinstance(reason, TimeoutError):
         what = "timed out"
+    elif isinstance(reason, ConnectionResetError | BrokenPipeError):
+        what = "reset by the peer"
     elif isinstance(reason, ssl.SSLError):
         what = "the TLS handshake failed"
     else:
