@@ -220,6 +220,21 @@ def start_libcoap_server(
     raise RuntimeError(f"{LIBCOAP_SERVER} did not start")
 
 
+def start_libcoap_server_with_tcp(cpus: Sequence[int] | None = None) -> Peer:
+    """:func:`start_libcoap_server`, once it also accepts TCP on its port (it listens
+    on UDP and TCP alike; another process may hold that TCP port: then another port)."""
+    for _ in range(5):
+        peer = start_libcoap_server(cpus)
+        for _ in range(100):
+            try:
+                socket.create_connection((HOST, peer.port), timeout=0.1).close()
+                return peer
+            except OSError:
+                time.sleep(0.02)
+        peer.stop()
+    raise RuntimeError(f"{LIBCOAP_SERVER} did not listen on TCP")
+
+
 def version(distribution: str) -> str:
     """The installed version of a Python distribution, or ``?``."""
     try:

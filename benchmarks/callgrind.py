@@ -407,25 +407,11 @@ def measure_server(count: int, args: argparse.Namespace, out_file: Path) -> Meas
     return Measurement(count, _total_instructions(out_file), seconds, command, result)
 
 
-def _start_libcoap() -> _peers.Peer:
-    """libcoap's server on ``::1``, once it answers a ping and accepts TCP on its port too."""
-    for _ in range(5):
-        peer = _peers.start_libcoap_server()
-        for _ in range(100):
-            try:
-                socket.create_connection((_peers.HOST, peer.port), timeout=0.1).close()
-                return peer
-            except OSError:
-                time.sleep(0.02)
-        peer.stop()  # its TCP port was taken: another port
-    raise RuntimeError(f"{_peers.LIBCOAP_SERVER} did not listen on TCP")
-
-
 def measure_workload(
     workload: str, args: argparse.Namespace, directory: Path, log: Callable[[str], None] = print
 ) -> list[tuple[Measurement, Measurement]]:
     """``args.repeat`` pairs of runs (N1, N2) of one workload."""
-    peer = None if workload == "server" else _start_libcoap()
+    peer = None if workload == "server" else _peers.start_libcoap_server_with_tcp()
     pairs = []
     try:
         for repetition in range(1, args.repeat + 1):

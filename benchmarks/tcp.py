@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,16 +41,7 @@ WARMUP = 1.0
 
 def _start_server(server_cpu: int | None) -> _peers.Peer:
     """libcoap's server (pinned to ``server_cpu``), once it accepts TCP on its port too."""
-    for _ in range(5):
-        peer = _peers.start_libcoap_server(None if server_cpu is None else [server_cpu])
-        for _ in range(100):
-            try:
-                socket.create_connection((_peers.HOST, peer.port), timeout=0.1).close()
-                return peer
-            except OSError:
-                time.sleep(0.02)
-        peer.stop()  # its TCP port was taken: another port
-    raise RuntimeError("coap-server-notls did not listen on TCP")
+    return _peers.start_libcoap_server_with_tcp(None if server_cpu is None else [server_cpu])
 
 
 async def _trio_worker(uri: str, in_flight: int, duration: float) -> dict[str, Any]:

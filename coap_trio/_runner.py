@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import trio
 
@@ -30,21 +30,18 @@ from .protocol.exchanges import (
     NotificationReceived,
     RequestFailed,
     RequestReceived,
+    ResponseAcknowledged,
     ResponseFailed,
     ResponseReceived,
     ServerExchange,
     Transmit,
 )
-from .protocol.messaging import Messaging
-from .protocol.stream_messaging import StreamMessaging
+from .protocol.machine import Machine
 from .remote import DatagramRemote
 from .transports.base import DatagramEndpoint
 from .transports.stream import StreamEndpoint
 
-__all__ = ["ClientSink", "EndpointRunner", "Machine", "ServerSink"]
-
-#: The messaging machines an endpoint runs.
-Machine = Messaging | StreamMessaging
+__all__ = ["ClientSink", "EndpointRunner", "ServerSink"]
 
 
 class ClientSink(Protocol):
@@ -101,6 +98,17 @@ class EndpointRunner:
         self._on_notification = client.notification_received
         self._on_failure = client.request_failed
         self._on_request = server.request_received
+        #: What each event type is handed to: one typed method per event.
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            ResponseReceived: self._response_received,
+            Transmit: self._transmit,
+            NotificationReceived: self._notification_received,
+            RequestFailed: self._request_failed,
+            RequestReceived: self._request_received,
+            ResponseFailed: self._response_failed,
+            ResponseAcknowledged: self._response_acknowledged,
+            CloseConnection: self._close_connection,
+        }
         self._timer_scope: trio.CancelScope | None = None
         #: trio.current_time without its two wrapper calls (the run's clock does not change).
         self._now = trio.lowlevel.current_clock().current_time
@@ -108,8 +116,7 @@ class EndpointRunner:
         self._armed = math.inf
         self._remotes: dict[tuple[str, int], DatagramRemote] = {}
         #: A reliable, ordered transport (RFC 8323): notifications are never stale.
-        self.in_order = isinstance(machine, StreamMessaging)
-        self._stream_machine = machine if isinstance(machine, StreamMessaging) else None
+        self.in_order = machine.in_order
 
     # -- the endpoint's callbacks ----------------------------------------------------------
 
@@ -136,18 +143,14 @@ class EndpointRunner:
 
     def connection_made(self, remote: DatagramRemote) -> None:
         """A stream endpoint's hook: a connection to ``remote`` is up (our CSM goes first)."""
-        stream = self._stream_machine
-        if stream is not None:
-            self.perform(stream.connection_made(remote, self._now()))
+        self.perform(self.machine.connection_made(remote, self._now()))
 
     def connection_lost(self, remote: DatagramRemote, error: OSError | None) -> None:
         """A stream endpoint's hook: the connection to ``remote`` ended (``error``: why).
 
         Requests in flight on it fail, and observations it registered end.
         """
-        stream = self._stream_machine
-        if stream is not None:
-            self.perform(stream.connection_lost(remote, error, self._now()))
+        self.perform(self.machine.connection_lost(remote, error, self._now()))
         reason = f"connection lost: {error}" if error is not None else "connection closed"
         self._server.remote_lost(remote, reason)
 
@@ -163,8 +166,7 @@ class EndpointRunner:
         if len(events) == 1 and type(events[0]) is Transmit:
             event = events[0]
             self._send(event.data, event.remote)
-            stream = self._stream_machine
-            if stream is None or not stream.kept_next_deadline:
+            if not self.machine.kept_next_deadline:
                 self.kick()
         else:  # (also with no event: a request waiting for the peer's CSM has a deadline)
             self._carry_out(events)
@@ -191,6 +193,10 @@ class EndpointRunner:
             self.machine.notify(exchange, notification, self._now(), confirmable=confirmable)
         )
 
+    def end_observation(self, exchange: ServerExchange) -> None:
+        """The observation ``exchange`` registered ended: the machine forgets it."""
+        self.machine.end_observation(exchange)
+
     def perform(self, events: list[Event]) -> None:
         """Carry out the machine's events (send, hand over to the sinks, close connections)."""
         if events:
@@ -203,25 +209,37 @@ class EndpointRunner:
 
     def _carry_out(self, events: list[Event]) -> None:
         """:meth:`perform` without the timer task's update (the caller kicks)."""
+        handlers = self._handlers
         for event in events:
-            if type(event) is ResponseReceived:
-                self._on_response(self, event.exchange, event.response)
-            elif type(event) is Transmit:
-                self._send(event.data, event.remote)
-            elif type(event) is NotificationReceived:
-                self._on_notification(self, event.exchange, event.response)
-            elif type(event) is RequestFailed:
-                self._on_failure(self, event.exchange, event.error)
-            elif type(event) is RequestReceived:
-                self._on_request(self, event.exchange)
-            elif type(event) is ResponseFailed:
-                self._server.response_failed(event.exchange, event.error)
-            elif type(event) is CloseConnection:  # RFC 8323: Abort, Release, a dead ping
-                remote = cast(DatagramRemote, event.remote)
-                if self._connections is not None:
-                    self._connections.close_connection(remote, event.reason)
-                self._server.remote_lost(remote, event.reason)
-            # ResponseAcknowledged: nothing to do.
+            handlers[type(event)](event)
+
+    def _response_received(self, event: ResponseReceived) -> None:
+        self._on_response(self, event.exchange, event.response)
+
+    def _transmit(self, event: Transmit) -> None:
+        self._send(event.data, event.remote)
+
+    def _notification_received(self, event: NotificationReceived) -> None:
+        self._on_notification(self, event.exchange, event.response)
+
+    def _request_failed(self, event: RequestFailed) -> None:
+        self._on_failure(self, event.exchange, event.error)
+
+    def _request_received(self, event: RequestReceived) -> None:
+        self._on_request(self, event.exchange)
+
+    def _response_failed(self, event: ResponseFailed) -> None:
+        self._server.response_failed(event.exchange, event.error)
+
+    def _response_acknowledged(self, event: ResponseAcknowledged) -> None:
+        """Nothing to do: the response's fate needs no action."""
+
+    def _close_connection(self, event: CloseConnection) -> None:
+        """RFC 8323: an Abort, a Release, a dead Ping; close, and end what the remote registered."""
+        remote = cast(DatagramRemote, event.remote)
+        if self._connections is not None:
+            self._connections.close_connection(remote, event.reason)
+        self._server.remote_lost(remote, event.reason)
 
     # -- the timer task ----------------------------------------------------------------------
 

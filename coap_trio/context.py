@@ -1,15 +1,18 @@
 """The Context: the nursery that owns every endpoint, timer and handler of coap_trio.
 
-Owns the trio shell around the sans-I/O messaging machines
-(``coap_trio.protocol.messaging``): for each transport endpoint one receive
-task (the endpoint's ``run``) and one timer task, plus a fixed pool of
-handler tasks when serving. Received datagrams are processed synchronously
-in the receive task (no task spawn or channel hop per datagram); responses
-reach waiting requests by setting their event; received requests travel to
-the handler pool through one bounded memory channel. A handler task answers
-through the block-wise server (Block1 reassembly, Block2 slicing of
-responses and notifications, RFC 7959), which renders through the responder
-(the rules every request passes, RFC 7252 §5.4.1...).
+Owns the wiring of the trio shell around the sans-I/O messaging machines
+(``coap_trio.protocol.machine.Machine``): for each transport endpoint an
+endpoint runner (``coap_trio._runner``) with one receive task (the
+endpoint's ``run``) and one timer task, the client side (``ClientCore`` of
+``coap_trio._client``: requests in flight, routing, block-wise transfers,
+observations) and the server side (``RequestDispatcher`` of
+``coap_trio._server``: a fixed pool of handler tasks fed by one bounded
+queue, observations served, block-wise serving through the block-wise
+server and the responder). Received datagrams are processed synchronously in
+the receive task (no task spawn or channel hop per datagram): a response
+ends its waiting request there, a request goes to the handler queue. The
+public methods (:meth:`Context.request`, :meth:`Context.observe`, ...)
+delegate to the two sides.
 
 Resource handling: leaving ``async with open_context()`` cancels every task,
 closes every socket, and fails every unfinished request with
@@ -21,7 +24,7 @@ becomes 5.00 Internal Server Error without details on the wire and is
 logged. Errors of requests are raised from ``await request.response``, as
 themselves.
 
-Full queues: when the handler pool's channel is full, a CON request is
+Full queues: when the handler queue is full, a CON request is
 answered 5.03 Service Unavailable (with Max-Age) and a NON request is dropped;
 both are counted (``ContextStatistics``). A dropped request's MID is not
 recorded, so its retransmission is processed as new.
@@ -35,7 +38,10 @@ towards its destination.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import random
+import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -51,7 +57,7 @@ from ._client.observe import observe_resource
 from ._client.request import Request
 from ._client.routing import RequestRouter
 from ._client.stream import ResponseStream, open_stream
-from ._runner import EndpointRunner, Machine
+from ._runner import EndpointRunner
 from ._server.blockwise import BlockwiseServer
 from ._server.dispatch import RequestDispatcher
 from ._server.observations import ServerObservations
@@ -60,6 +66,7 @@ from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
 from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
+from .protocol.machine import Machine
 from .protocol.messaging import Messaging
 from .protocol.stream_messaging import StreamMessaging
 from .remote import DatagramRemote
@@ -67,7 +74,7 @@ from .transports.base import DatagramEndpoint, DatagramNetwork, EndpointStatisti
 from .transports.stream import STREAM_SCHEMES, StreamEndpoint, StreamLimits, StreamStatistics
 from .transports.websocket import require_wsproto
 
-__all__ = ["Context", "ContextStatistics", "open_context"]
+__all__ = ["Context", "ContextStatistics", "bind_endpoints", "open_context"]
 
 
 @attrs.frozen
@@ -113,6 +120,9 @@ class ContextStatistics:
     requests_in_flight: int
     #: Client: block-wise uploads holding a Request-Tag right now (RFC 9175).
     upload_tags_in_use: int
+    #: The messaging counters of the reliable transports (RFC 8323: TCP, TLS,
+    #: WebSockets; all their connections), once one is in use; else None.
+    stream_messaging: MessagingStatistics | None = None
 
 
 class Context:
@@ -163,7 +173,9 @@ class Context:
         return EndpointRunner(endpoint, machine, self._client, self._server)
 
     async def _open_endpoint(self, host: str, port: int) -> EndpointRunner:
-        endpoint = self._network.open_endpoint(host, port)
+        return await self._start_endpoint(self._network.open_endpoint(host, port))
+
+    async def _start_endpoint(self, endpoint: DatagramEndpoint) -> EndpointRunner:
         runner = self._runner(endpoint, Messaging(self._config, self._rng))
         self._runners.append(runner)
         await self._nursery.start(_run_endpoint, runner)
@@ -183,7 +195,7 @@ class Context:
         if any(scheme.endswith("+ws") for _, _, scheme, _ in listeners):
             require_wsproto()
         for host, port, scheme, context in listeners:
-            endpoint.listen(host, port, scheme, context)
+            await _listen(endpoint, host, port, scheme, context)
         machine = StreamMessaging(
             self._config,
             self._rng,
@@ -235,6 +247,9 @@ class Context:
         return ContextStatistics(
             endpoints=tuple(r.endpoint.statistics for r in self._runners),
             messaging=tuple(r.machine.statistics for r in self._runners),
+            stream_messaging=(
+                self._stream_runner.machine.statistics if self._stream_runner is not None else None
+            ),
             handler_queue_depth=len(server.queue),
             overloaded_responses=server.overloaded,
             dropped_requests=server.dropped,
@@ -381,6 +396,109 @@ async def _run_endpoint(runner: EndpointRunner, *, task_status: trio.TaskStatus[
     await runner.endpoint.run(runner.on_datagrams, runner.on_error, task_status=task_status)
 
 
+#: Tries at one port for every address of a bound name, when port 0 was asked for.
+_SAME_PORT_ATTEMPTS = 8
+#: Errors that say the host has no such address (``::1`` with IPv6 off): left out
+#: when another address of the same name could be bound.
+_NO_SUCH_ADDRESS = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _unresolvable(host: str, error: OSError) -> socket.gaierror:
+    code = error.errno if error.errno is not None else socket.EAI_NONAME
+    return socket.gaierror(code, f"cannot resolve {host!r}: {error.strerror or error}")
+
+
+async def bind_endpoints(network: DatagramNetwork, host: str, port: int) -> list[DatagramEndpoint]:
+    """Bind endpoints of ``network`` on ``host`` and ``port``, as ``open_context(bind=)`` does.
+
+    An IP literal (or wildcard, ``::``, ``0.0.0.0``) gives one endpoint. A
+    host name is resolved by ``network.resolve``, as the host of a request
+    URI is (real UDP: trio's ``getaddrinfo``), and gives one endpoint per
+    address, all on one port: ``localhost`` may be ``::1`` and
+    ``127.0.0.1``, and a client may try either. With port 0, the first
+    address picks a free port and the others take the same one (when it is
+    taken on one of them, all are tried again on a new port, up to 8
+    times). An address the machine does not have (``EADDRNOTAVAIL``, such as
+    ``::1`` with IPv6 off) is left out when another one could be bound.
+
+    Raises ``socket.gaierror`` (an OSError) when the name does not resolve,
+    OSError when binding fails, ValueError for a malformed literal.
+    """
+    if _is_ip_literal(host):
+        return [network.open_endpoint(host, port)]
+    try:
+        addresses = await network.resolve(host, port)
+    except OSError as error:
+        raise _unresolvable(host, error) from None
+    if not addresses:
+        raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {host!r}: no address")
+    for attempt in range(_SAME_PORT_ATTEMPTS):
+        endpoints: list[DatagramEndpoint] = []
+        missing: list[OSError] = []
+        chosen = port
+        try:
+            for address in addresses:
+                try:
+                    endpoint = network.open_endpoint(address, chosen)
+                except OSError as error:
+                    if error.errno not in _NO_SUCH_ADDRESS:
+                        raise
+                    missing.append(error)
+                    continue
+                endpoints.append(endpoint)
+                chosen = endpoint.local_address.port
+        except OSError as error:
+            for endpoint in endpoints:
+                endpoint.close()
+            taken = error.errno == errno.EADDRINUSE and port == 0 and endpoints
+            if taken and attempt + 1 < _SAME_PORT_ATTEMPTS:
+                continue  # the port the first address got is taken on another one
+            raise
+        if not endpoints:
+            raise missing[0]
+        return endpoints
+    raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+
+async def _listen(
+    endpoint: StreamEndpoint, host: str, port: int, scheme: str, context: ssl.SSLContext | None
+) -> None:
+    """Listen on ``host``: an IP literal, or every address of a name (one port for all)."""
+    if _is_ip_literal(host):
+        endpoint.listen(host, port, scheme, context)
+        return
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise _unresolvable(host, error) from None
+    except UnicodeError:  # not encodable as a host name (IDNA)
+        raise socket.gaierror(socket.EAI_NONAME, f"invalid host name {host!r}") from None
+    addresses: list[str] = []
+    for _, _, _, _, sockaddr in infos:
+        if str(sockaddr[0]) not in addresses:
+            addresses.append(str(sockaddr[0]))
+    missing: list[OSError] = []
+    for address in addresses:
+        try:
+            endpoint.listen(address, port, scheme, context)
+        except OSError as error:
+            if error.errno not in _NO_SUCH_ADDRESS:
+                raise
+            missing.append(error)
+            continue
+        port = endpoint.addresses[-1].port  # the other addresses on the same port
+    if missing and len(missing) == len(addresses):
+        raise missing[0]
+
+
 def _as_binds(bind: tuple[str, int] | Sequence[tuple[str, int]] | None) -> list[tuple[str, int]]:
     if bind is None:
         return []
@@ -416,7 +534,10 @@ async def open_context(
     """Open a CoAP context; everything it starts ends when the block is left.
 
     ``bind`` is one ``(host, port)`` or a list of them (port 0: any free
-    port, see :attr:`Context.addresses`); with ``site`` the bound endpoints
+    port, see :attr:`Context.addresses`); a host is an IP literal or a name,
+    which is resolved and bound on every address it has, all on one port
+    (:func:`bind_endpoints`; ``socket.gaierror`` when it does not resolve).
+    With ``site`` the bound endpoints
     serve requests through ``server_concurrency`` handler tasks fed by a
     queue of ``request_queue`` entries. Client requests go out from the
     bound endpoints, plus ``client_endpoints`` extra ones bound to
@@ -437,7 +558,7 @@ async def open_context(
     ``coap+ws://`` and ``coaps+ws://`` requests open one connection per
     destination on first use (kept until idle). ``tcp_bind``, ``tls_bind``
     (``coaps+tcp``), ``ws_bind`` (``coap+ws``) and ``wss_bind`` (``coaps+ws``)
-    take ``(host, port)`` pairs like ``bind`` and listen there (see
+    take ``(host, port)`` pairs like ``bind`` (names too) and listen there (see
     :attr:`Context.stream_addresses`); the TLS listeners use ``ssl_context``
     (a server context with its certificate; ALPN ``coap`` is set on it).
     ``client_ssl_context`` secures the connections we open (default:
@@ -470,7 +591,8 @@ async def open_context(
             if site is not None:
                 context._server.start_handlers(server_concurrency, request_queue)
             for host, port in binds:
-                await context._open_endpoint(host, port)
+                for endpoint in await bind_endpoints(network, host, port):
+                    await context._start_endpoint(endpoint)
             for _ in range(extra):
                 await context._open_endpoint("::", 0)
             listeners = [

@@ -21,7 +21,9 @@ What a request gets:
   with 4.04.
 * With ``write=True``: PUT creates or replaces a file (atomically, through
   a temporary file in the same directory; If-Match / If-None-Match
-  honoured: 4.12), DELETE removes one. Without it both answer 4.05.
+  honoured: 4.12), DELETE removes one. Without it both answer 4.05. A
+  created file gets mode 0644 less the process's umask, as files other
+  programs create; a replaced one keeps its permission bits.
 
 Safety: a path never leaves the root. Segments ``.``/``..`` (also when they
 arrived percent-encoded), segments containing ``/`` or NUL, and empty
@@ -37,8 +39,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -94,6 +96,25 @@ def content_format_for(name: str) -> ContentFormat:
 
 def _etag(*parts: object) -> bytes:
     return hashlib.sha256(repr(parts).encode()).digest()[:8]
+
+
+#: The mode a file created by PUT is opened with; the process's umask applies.
+_NEW_FILE_MODE = 0o644
+#: Names tried for a temporary file before giving up (each is random: one is enough).
+_TEMPORARY_ATTEMPTS = 100
+
+
+def _create_temporary(parent: Path, mode: int) -> tuple[int, Path]:
+    """Create a new, empty file in ``parent`` with ``mode`` (less the umask); its
+    descriptor (open for writing) and path. A dot file, as editors' are."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(_TEMPORARY_ATTEMPTS):
+        path = parent / f".coap-put-{secrets.token_hex(8)}"
+        try:
+            return os.open(path, flags, mode), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {parent}")
 
 
 class _Found:
@@ -270,9 +291,15 @@ class FileServer(Resource):
         parent = found.real.parent
         if not parent.is_relative_to(self.root) or not parent.is_dir():
             raise NotFound("the parent directory does not exist")
-        fd, temporary = tempfile.mkstemp(dir=parent, prefix=".coap-put-")
+        # A new file gets 0644 less the umask (the kernel applies it), as files other
+        # programs create; a replaced one keeps its permission bits.
+        replaced = found.st is not None and stat.S_ISREG(found.st.st_mode)
+        fd, temporary = _create_temporary(parent, _NEW_FILE_MODE)
         try:
             with os.fdopen(fd, "wb") as file:
+                if replaced:
+                    assert found.st is not None
+                    os.fchmod(file.fileno(), stat.S_IMODE(found.st.st_mode) & 0o777)
                 file.write(payload)
             os.replace(temporary, found.real)
         except BaseException:

@@ -374,14 +374,15 @@ class _Observed(ObservableResource):
 
     rt = "observe"
 
-    def __init__(self, name: str, *, confirmable: bool, max_age: int, large: bool = False) -> None:
+    def __init__(self, name: str, *, confirmable: bool, period: float, large: bool = False) -> None:
         super().__init__()
         self.name = name
         self.large = large
-        self.max_age = max_age
+        # Max-Age is whole seconds: the period rounded up, at least 1.
+        self.max_age = max(1, math.ceil(period))
         self.con_interval = 0.0 if confirmable else None
         self.title = (
-            f"Observable resource which changes every period ({max_age} s), "
+            f"Observable resource which changes every period ({period:g} s), "
             + ("confirmable" if confirmable else "non-confirmable")
             + " notifications"
         )
@@ -491,11 +492,10 @@ class PlugtestSite(Site):
         super().__init__()
         #: Seconds between two changes of the observable resources.
         self.obs_period = obs_period
-        max_age = max(1, math.ceil(obs_period))
         self.observed: dict[str, _Observed] = {
-            "obs": _Observed("obs", confirmable=True, max_age=max_age),
-            "obs-non": _Observed("obs-non", confirmable=False, max_age=max_age),
-            "obs-large": _Observed("obs-large", confirmable=True, max_age=max_age, large=True),
+            "obs": _Observed("obs", confirmable=True, period=obs_period),
+            "obs-non": _Observed("obs-non", confirmable=False, period=obs_period),
+            "obs-large": _Observed("obs-large", confirmable=True, period=obs_period, large=True),
         }
         self.add(["test"], _Test())
         self.add(["seg1", "seg2", "seg3"], _Fixed(b"/seg1/seg2/seg3", "Long path resource"))

@@ -31,7 +31,17 @@ class DocsBuild:
     @property
     def unresolved(self) -> list[str]:
         """The targets of the Python references that resolved to nothing (nitpicky mode)."""
-        return [m.group(1) for line in self.warnings if (m := _UNRESOLVED.search(line))]
+        return [target for _, target in self.unresolved_from()]
+
+    def unresolved_from(self) -> list[tuple[str, str]]:
+        """(where, target) of each unresolved reference: where is a docstring or a page,
+        or ``<unknown>:1`` for a type in a signature or an annotation."""
+        found = []
+        for line in self.warnings:
+            match = _UNRESOLVED.search(line)
+            if match:
+                found.append((line[: match.start()].rstrip(": "), match.group(1)))
+        return found
 
     def inventory(self) -> dict[str, str]:
         """The object inventory (``objects.inv``): every documented name and its role."""

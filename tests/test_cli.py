@@ -11,6 +11,7 @@ terminal) unless a test gives it a pseudo-terminal. Every test runs under
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import math
 import os
@@ -18,13 +19,17 @@ import pty
 import re
 import signal
 import socket
+import ssl
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import trio
+import trustme
 from interop_helpers import LIBCOAP_INDEX_PREFIX, libcoap_server
 
 from coap_trio import Code, ContentFormat, Message, ObservableResource, Resource, Site
@@ -74,6 +79,17 @@ class _Binary(Resource):
         return Message(payload=BINARY_BODY)
 
 
+#: More than a pipe holds (64 KiB on Linux): a reader that stops early leaves the writer blocked.
+BIG_BODY = bytes(range(256)) * 2048
+
+
+class _Big(Resource):
+    representations = (ContentFormat.OCTETSTREAM,)
+
+    async def render_get(self, request: Message) -> Message:
+        return Message(payload=BIG_BODY)
+
+
 class _Boom(Resource):
     async def render_get(self, request: Message) -> Message:
         raise NotFound("nothing here") if request.opt.uri_query else RuntimeError("boom")
@@ -120,27 +136,42 @@ class _Counter(ObservableResource):
 
 
 @contextlib.asynccontextmanager
-async def coap_trio_server() -> AsyncIterator[str]:
-    """Serve the resources above on ``[::1]`` (any port); yields ``coap://[::1]:PORT``."""
+async def coap_trio_servers(**listeners: Any) -> AsyncIterator[dict[str, str]]:
+    """Serve the resources above on ``[::1]`` (any port) over UDP, and over the
+    ``listeners`` given to ``open_context`` (``tcp_bind=``, ``ssl_context=``...);
+    yields the base URI of each scheme (``{"coap": "coap://[::1]:PORT", ...}``)."""
     site = Site()
     site.add(["text"], _Text())
     site.add(["json"], _Json())
     site.add(["cbor"], _Cbor())
     site.add(["binary"], _Binary())
+    site.add(["big"], _Big())
     site.add(["boom"], _Boom())
     site.add(["echo"], _Echo())
     counter = _Counter()
     site.add(["counter"], counter)
-    async with open_context(bind=("::1", 0), site=site) as ctx, trio.open_nursery() as nursery:
+    async with (
+        open_context(bind=("::1", 0), site=site, **listeners) as ctx,
+        trio.open_nursery() as nursery,
+    ):
         nursery.start_soon(counter.tick, 0.05)
-        yield f"coap://[::1]:{ctx.addresses[0].port}"
+        bases = {a.scheme: f"{a.scheme}://[::1]:{a.port}" for a in ctx.stream_addresses}
+        yield {"coap": f"coap://[::1]:{ctx.addresses[0].port}", **bases}
         nursery.cancel_scope.cancel()
 
 
+@contextlib.asynccontextmanager
+async def coap_trio_server() -> AsyncIterator[str]:
+    """Serve the resources above on ``[::1]`` (any port); yields ``coap://[::1]:PORT``."""
+    async with coap_trio_servers() as bases:
+        yield bases["coap"]
+
+
 async def coap_trio(
-    *args: str, stdin: bytes = b"", timeout: float = PROCESS_TIMEOUT
+    *args: str, stdin: bytes = b"", timeout: float = PROCESS_TIMEOUT, **options: Any
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m coap_trio ARGS`` with pipes; its completed process."""
+    """Run ``python -m coap_trio ARGS`` with pipes (``options`` go to the process,
+    e.g. ``env``); its completed process."""
     with trio.fail_after(timeout):
         return await trio.run_process(
             [sys.executable, "-m", "coap_trio", *args],
@@ -148,15 +179,19 @@ async def coap_trio(
             capture_stdout=True,
             capture_stderr=True,
             check=False,
+            **options,
         )
 
 
-async def coap_trio_all(*commands: Sequence[str]) -> list[subprocess.CompletedProcess[bytes]]:
-    """Run several commands at once (each as :func:`coap_trio` does); results in order."""
+async def coap_trio_all(
+    *commands: Sequence[str], **options: Any
+) -> list[subprocess.CompletedProcess[bytes]]:
+    """Run several commands at once (each as :func:`coap_trio` does, with ``options``);
+    results in order."""
     results: list[subprocess.CompletedProcess[bytes] | None] = [None] * len(commands)
 
     async def run(index: int, args: Sequence[str]) -> None:
-        results[index] = await coap_trio(*args)
+        results[index] = await coap_trio(*args, **options)
 
     async with trio.open_nursery() as nursery:
         for index, args in enumerate(commands):
@@ -256,6 +291,52 @@ async def test_timeout_network_error_and_unsupported_schemes() -> None:
             assert f"{scheme}:// is not supported" in one_line(unsupported.stderr)
 
 
+async def test_every_supported_scheme_works(tmp_path: Path) -> None:
+    """coap+tcp, coaps+tcp, coap+ws and coaps+ws (RFC 8323) as well as coap://;
+    the TLS ones verify the server's certificate against the trust store that
+    OpenSSL's SSL_CERT_FILE names."""
+    ca = trustme.CA()
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("::1", "localhost").configure_cert(server_ssl)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    env = {**os.environ, "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
+    untrusted = {**os.environ, "SSL_CERT_FILE": str(tmp_path / "nothing.pem")}
+    listeners = {"tcp_bind": ("::1", 0), "tls_bind": ("::1", 0)}
+    listeners |= {"ws_bind": ("::1", 0), "wss_bind": ("::1", 0)}
+    schemes = ("coap", "coap+tcp", "coaps+tcp", "coap+ws", "coaps+ws")
+    commands = [(scheme, "get", "/text") for scheme in schemes]
+    commands += [
+        ("coap+tcp", "observe", "/counter", "--count", "2"),
+        ("coaps+ws", "observe", "/counter", "--count", "2"),
+        ("coap+ws", "put", "/echo", "--payload", "x", "--raw"),
+        ("coaps+tcp", "discover", "", "--rt", "greeting"),
+        ("coap+tcp", "ping", ""),
+        ("coaps+ws", "ping", ""),
+    ]
+    with trio.fail_after(TEST_TIMEOUT):
+        async with coap_trio_servers(ssl_context=server_ssl, **listeners) as bases:
+            assert set(bases) == set(schemes)
+            results = await coap_trio_all(
+                *[(verb, bases[scheme] + path, *rest) for scheme, verb, path, *rest in commands],
+                env=env,
+            )
+            refused = await coap_trio("get", bases["coaps+tcp"] + "/text", env=untrusted)
+    done = {(c[0], c[1]): result for c, result in zip(commands, results, strict=True)}
+    for (scheme, verb), result in done.items():
+        assert result.returncode == 0, (scheme, verb, result.stderr)
+        assert result.stderr == b"", (scheme, verb, result.stderr)
+    for scheme in schemes:
+        assert done[scheme, "get"].stdout == b"hello, world", scheme
+    assert len(done["coap+tcp", "observe"].stdout.splitlines()) == 2
+    assert len(done["coaps+ws", "observe"].stdout.splitlines()) == 2
+    assert json.loads(done["coap+ws", "put"].stdout)["payload"] == "x"
+    assert done["coaps+tcp", "discover"].stdout.startswith(b'</text> rt="greeting"')
+    for scheme in ("coap+tcp", "coaps+ws"):
+        assert done[scheme, "ping"].stdout.startswith(f"pong from {bases[scheme]}".encode())
+    assert refused.returncode == ExitStatus.NETWORK_ERROR  # the certificate is not trusted
+    assert "certificate" in one_line(refused.stderr).lower()
+
+
 async def test_usage_errors() -> None:
     with trio.fail_after(TEST_TIMEOUT):
         bad = (
@@ -280,6 +361,15 @@ async def test_usage_errors() -> None:
         assert "/no/such/file" in one_line(no_file.stderr)
         assert helped.returncode == 0
         assert b"exit status:" in helped.stdout
+
+
+async def test_version_comes_from_the_package_metadata() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        version, helped = await coap_trio_all(("--version",), ("--help",))
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.decode() == f"coap-trio {importlib.metadata.version('coap-trio')}\n"
+    assert version.stderr == b""
+    assert b"--version" in helped.stdout
 
 
 # -- output formats --------------------------------------------------------------------------
@@ -354,6 +444,20 @@ async def test_binary_is_a_hex_dump_on_a_terminal() -> None:
             assert lines[2].endswith("| !\"#$%&'|")
 
 
+async def test_text_ends_with_a_newline_on_a_terminal_only() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with coap_trio_server() as base:
+            (shown_result, shown), (raw_result, raw), piped = (
+                await coap_trio_on_terminal("get", f"{base}/text"),
+                await coap_trio_on_terminal("get", f"{base}/text", "--raw"),
+                await coap_trio("get", f"{base}/text"),
+            )
+    assert shown_result.returncode == raw_result.returncode == piped.returncode == 0
+    assert shown == "hello, world\n"  # the prompt that follows gets a line of its own
+    assert raw == "hello, world"  # --raw: the bytes as they are
+    assert piped.stdout == b"hello, world"  # a pipe gets the exact bytes
+
+
 async def test_output_file_gets_the_bytes(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with coap_trio_server() as base:
@@ -366,6 +470,94 @@ async def test_output_file_gets_the_bytes(tmp_path: Path) -> None:
             unwritable = await coap_trio("get", f"{base}/text", "-o", "/no/such/dir/file")
             assert unwritable.returncode == ExitStatus.FAILURE
             assert "/no/such/dir/file" in one_line(unwritable.stderr)
+
+
+# -- standard output closed by its reader ------------------------------------------------
+
+
+async def closed_early(
+    *args: str, lines: int = 0, size: int = 0, stderr_terminal: bool = False
+) -> tuple[int, bytes, str]:
+    """Run ``python -m coap_trio ARGS`` and close its standard output (a pipe) once
+    ``lines`` lines or ``size`` bytes have been read, as ``| head`` does. Returns the
+    exit status, what was read, and what standard error got (a pseudo-terminal's
+    screen with ``stderr_terminal``)."""
+    controller, terminal = pty.openpty() if stderr_terminal else (-1, -1)
+    try:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "coap_trio", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal if stderr_terminal else subprocess.PIPE,
+        )
+        if stderr_terminal:
+            os.close(terminal)
+            terminal = -1
+        try:
+            assert process.stdout is not None
+            read = b""
+            with trio.fail_after(PROCESS_TIMEOUT):
+                while read.count(b"\n") < lines or len(read) < size:
+                    chunk = await process.stdout.receive_some(4096)
+                    assert chunk, f"the command ended first: {read[-200:]!r}"
+                    read += chunk
+                await process.stdout.aclose()
+            errors = b""
+            with trio.fail_after(PROCESS_TIMEOUT):
+                if stderr_terminal:
+                    for _ in range(10_000):  # bounded: a progress bar, a few kilobytes
+                        try:
+                            chunk = await trio.to_thread.run_sync(os.read, controller, 4096)
+                        except OSError:  # EIO: the command has ended, all was read
+                            break
+                        if not chunk:
+                            break
+                        errors += chunk
+                else:
+                    assert process.stderr is not None
+                    while chunk := await process.stderr.receive_some(4096):
+                        errors += chunk
+                status = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    finally:
+        for fd in (terminal, controller):
+            if fd >= 0:
+                os.close(fd)
+    return status, read, errors.decode(errors="replace")
+
+
+async def test_a_closed_standard_output_stops_the_command_quietly() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with coap_trio_server() as base:
+            # observe URI | head -2; get URI | head -c 100 (streamed block by block)
+            observed, (got_status, got, got_errors) = (
+                await closed_early("observe", f"{base}/counter", lines=2),
+                await closed_early("get", f"{base}/big", size=100),
+            )
+    status, read, errors = observed
+    assert status == ExitStatus.OUTPUT_CLOSED == 141
+    assert len(read.splitlines()) >= 2
+    assert errors == ""  # no traceback, no "network error"
+    assert got_status == ExitStatus.OUTPUT_CLOSED
+    assert BIG_BODY.startswith(got)
+    assert got_errors == ""
+
+
+async def test_a_closed_standard_output_leaves_no_progress_bar_behind() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with coap_trio_server() as base:
+            status, read, screen = await closed_early(
+                "get", f"{base}/big", size=100, stderr_terminal=True
+            )
+    assert status == ExitStatus.OUTPUT_CLOSED
+    assert BIG_BODY.startswith(read)
+    assert screen.startswith("\r[")  # the bar was drawn...
+    assert screen.endswith("\r\x1b[K")  # ...and erased: the line is clean
+    assert "coap-trio" not in screen
+    assert "\n" not in screen
 
 
 # -- request building ----------------------------------------------------------------------
@@ -461,6 +653,9 @@ async def test_observe_prints_each_notification() -> None:
             final = await coap_trio("observe", f"{base}/text", "--count", "5")
             assert final.returncode == 0  # not observable: the first response is final
             assert final.stdout == b"hello, world\n"
+            assert one_line(final.stderr) == (
+                "coap-trio: not observable: the response has no Observe option"
+            )
 
             error = await coap_trio("observe", f"{base}/nowhere")
             assert error.returncode == ExitStatus.CLIENT_ERROR
@@ -485,11 +680,48 @@ async def test_observe_ends_cleanly_on_sigint() -> None:
                 process.send_signal(signal.SIGINT)
                 with trio.fail_after(PROCESS_TIMEOUT):
                     status = await process.wait()
+                assert process.stderr is not None
+                errors = await process.stderr.receive_some(1024)
             finally:
                 if process.returncode is None:
                     process.kill()
                     await process.wait()
             assert status == 0
+            assert errors == b""  # ended as asked: nothing to say
+
+
+async def test_observe_says_so_when_interrupted_before_any_response() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        silent = silent_port()
+        port = silent.getsockname()[1]
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "coap_trio", "observe", f"coap://[::1]:{port}/x", "-v"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert process.stderr is not None
+            errors = b""
+            with trio.fail_after(PROCESS_TIMEOUT):
+                while b"-> " not in errors:  # -v: the request went out, signals are handled
+                    chunk = await process.stderr.receive_some(1024)
+                    assert chunk, errors
+                    errors += chunk
+            process.send_signal(signal.SIGINT)
+            with trio.fail_after(PROCESS_TIMEOUT):
+                while chunk := await process.stderr.receive_some(1024):
+                    errors += chunk
+                status = await process.wait()
+        finally:
+            silent.close()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert status == ExitStatus.INTERRUPTED == 130
+    lines = errors.decode().splitlines()
+    assert lines[-1] == "coap-trio: interrupted before any response"
+    assert all(line.startswith("-> ") for line in lines[:-1]), lines  # the CON, resent
 
 
 async def test_discover_with_filters() -> None:
@@ -563,14 +795,16 @@ async def test_against_libcoap_server() -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(args: Sequence[str]) -> AsyncIterator[tuple[str, list[int]]]:
-    """Run ``coap-trio serve ARGS``; yields the base URI it printed and, after the
-    block, stops it with SIGTERM and appends its exit status to the yielded list."""
+async def serving(args: Sequence[str], **options: Any) -> AsyncIterator[tuple[str, list[int]]]:
+    """Run ``coap-trio serve ARGS`` (``options`` go to the process, e.g. ``umask``);
+    yields the base URI it printed and, after the block, stops it with SIGTERM and
+    appends its exit status to the yielded list."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "coap_trio", "serve", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        **options,
     )
     statuses: list[int] = []
     try:
@@ -605,9 +839,14 @@ async def test_serve_plugtest(tmp_path: Path) -> None:
             assert test.returncode == 0, test.stderr
             assert test.stdout
 
-            links = await coap_trio("discover", base, "--rt", "Type1")
+            links, observable = await coap_trio_all(
+                ("discover", base, "--rt", "Type1"), ("discover", base, "--rt", "observe")
+            )
             targets = [line.split()[0] for line in links.stdout.decode().splitlines()]
             assert targets == ["</link1>", "</link3>"]
+            titles = re.findall(r'title="([^"]*)"', observable.stdout.decode())
+            assert len(titles) == 3, observable.stdout  # /obs, /obs-non, /obs-large
+            assert all("changes every period (0.1 s)," in title for title in titles), titles
 
             notifications = await coap_trio("observe", f"{base}/obs", "--count", "3")
             assert notifications.returncode == 0, notifications.stderr
@@ -668,6 +907,34 @@ async def test_serve_fileserver(tmp_path: Path) -> None:
         assert statuses == [0]
 
 
+async def test_serve_fileserver_creates_files_as_other_programs_do(tmp_path: Path) -> None:
+    private = tmp_path / "private.txt"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    script = tmp_path / "script.sh"
+    script.write_bytes(b"old")
+    script.chmod(0o755)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(
+            ["fileserver", str(tmp_path), "--bind", "[::1]:0", "--write"], umask=0o027
+        ) as (base, statuses):
+            results = await coap_trio_all(
+                *[
+                    ("put", f"{base}/{name}", "--payload", "new")
+                    for name in ("new.txt", "private.txt", "script.sh")
+                ]
+            )
+            assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
+        assert statuses == [0]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {
+        "new.txt": 0o644 & ~0o027,  # created: 0644 less the server's umask
+        "private.txt": 0o600,  # replaced: its permission bits are kept
+        "script.sh": 0o755,
+    }
+    assert {p.read_bytes() for p in tmp_path.iterdir()} == {b"new"}
+
+
 async def test_serve_reports_a_bad_directory_or_address() -> None:
     with trio.fail_after(TEST_TIMEOUT):
         taken = silent_port()
@@ -684,3 +951,75 @@ async def test_serve_reports_a_bad_directory_or_address() -> None:
         assert no_dir.stdout == b""
         assert in_use.returncode == ExitStatus.FAILURE
         assert "cannot serve" in one_line(in_use.stderr)
+
+
+def resolved(name: str) -> list[str]:
+    """The addresses the system resolver gives for ``name``, each once, in its order."""
+    found: list[str] = []
+    for *_, sockaddr in socket.getaddrinfo(name, 0, type=socket.SOCK_DGRAM):
+        if sockaddr[0] not in found:
+            found.append(str(sockaddr[0]))
+    return found
+
+
+async def serve_by_name(*args: str) -> tuple[list[str], int, int]:
+    """Run ``coap-trio serve plugtest --bind localhost:0 ARGS``, GET /test through
+    ``coap://localhost:PORT``, stop it with SIGTERM; the hosts it printed, the GET's
+    exit status and the server's."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "coap_trio", "serve", "plugtest", "--bind", "localhost:0", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        printed = b""
+        expected_lines = len(resolved("localhost")) + (1 if "--workers" in args else 0)
+        with trio.fail_after(PROCESS_TIMEOUT):
+            while printed.count(b"\n") < expected_lines:
+                chunk = await process.stdout.receive_some(1024)
+                assert chunk, f"serve exited early: {printed!r}"
+                printed += chunk
+        found = re.findall(r"listening on coap://\[?([^\]\s]+?)\]?:(\d+)\n", printed.decode())
+        hosts = [host for host, _ in found]
+        (port,) = {int(port) for _, port in found}  # one port for every address
+        got = await coap_trio("get", f"coap://localhost:{port}/test")
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(PROCESS_TIMEOUT):
+            status = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert got.stdout.startswith(b"Type: CON"), got
+    return hosts, got.returncode, status
+
+
+async def test_serve_binds_a_host_name_on_each_of_its_addresses() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        alone = await serve_by_name()
+        workers = await serve_by_name("--workers", "2")
+    expected = resolved("localhost")  # 127.0.0.1, and ::1 where the hosts file has it
+    assert alone == (expected, 0, 0)
+    assert workers == (expected, 0, 0)
+
+
+async def test_serve_reports_a_bad_bind_name_in_one_line() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        unresolvable, by_workers, refused, idna = await coap_trio_all(
+            ("serve", "plugtest", "--bind", "no-such-host.invalid:0"),
+            ("serve", "plugtest", "--bind", "no-such-host.invalid:0", "--workers", "2"),
+            ("serve", "fileserver", ".", "--bind", "127.0.0.1%lo:0"),
+            ("serve", "plugtest", "--bind", "bad..name:0"),
+        )
+    for result in (unresolvable, by_workers):
+        assert result.returncode == ExitStatus.USAGE == 2
+        assert one_line(result.stderr).startswith(
+            "coap-trio: cannot serve: cannot resolve 'no-such-host.invalid': "
+        )
+        assert result.stdout == b""
+    assert refused.returncode == ExitStatus.USAGE
+    assert "127.0.0.1%lo" in one_line(refused.stderr)
+    assert idna.returncode == ExitStatus.USAGE
+    assert "bad..name" in one_line(idna.stderr)

@@ -184,6 +184,36 @@ def test_help_lists_the_exit_statuses() -> None:
     assert exit_status_table().count("\n") == len(ExitStatus) - 1
 
 
+def test_help_and_docs_name_the_schemes_that_work() -> None:
+    from pathlib import Path
+
+    from coap_trio.transports.stream import STREAM_SCHEMES
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    text = build_parser().format_help()
+    for scheme in ("coap", *STREAM_SCHEMES):  # what a client Context routes
+        assert f"{scheme}://" in text, scheme
+        assert f"| `{scheme}://` |" in docs, scheme
+    unsupported = [line for line in text.splitlines() if line.startswith("    8  ")]
+    assert unsupported == [
+        "    8  unsupported scheme: coaps:// (DTLS); coap(s)+ws:// without the ws extra"
+    ]
+    row = next(line for line in docs.splitlines() if line.startswith("| 8 |"))
+    assert "coap+tcp" not in row
+
+
+def test_docs_list_every_exit_status() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    statuses = [
+        int(line.split("|")[1])
+        for line in docs.splitlines()
+        if line[:2] == "| " and line.split("|")[1].strip().isdigit()
+    ]
+    assert statuses == [int(status) for status in ExitStatus]
+
+
 # -- exit statuses -------------------------------------------------------------------------
 
 
@@ -340,6 +370,23 @@ def test_progress_bar_draws_in_place() -> None:
     silent = io.StringIO()
     ProgressBar(silent).close()
     assert silent.getvalue() == ""
+
+
+def test_progress_bar_cleared_when_the_transfer_does_not_finish() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(stream, width=10)
+    bar(1024, 4096)
+    bar.clear()
+    assert stream.getvalue().endswith("\r\x1b[K")  # the half-drawn line is erased
+    bar.clear()  # nothing drawn any more: nothing written
+    bar.close()
+    assert stream.getvalue().count("\r") == 2
+    done = io.StringIO()
+    finished = ProgressBar(done, width=10)
+    finished(4096, 4096)
+    finished.close()
+    finished.clear()  # after close: the finished bar stays
+    assert done.getvalue().endswith("\n")
 
 
 def test_trace_lines_and_addresses() -> None:

@@ -17,7 +17,9 @@ import signal
 import socket
 import subprocess
 import sys
+from typing import Any
 
+import pytest
 import trio
 
 from coap_trio import Code, Message, Type
@@ -39,13 +41,15 @@ def _parent_of(pid: int) -> int | None:
     return None if fields[0] == "Z" else int(fields[1])
 
 
-async def _start(*extra: str) -> tuple[trio.Process, int, list[int], bytes]:
-    """Start the parent; wait for its ``listening on`` and ``workers:`` lines."""
+async def _start(*extra: str, **options: Any) -> tuple[trio.Process, int, list[int], bytes]:
+    """Start the parent (``options`` go to the process); wait for its ``listening on``
+    and ``workers:`` lines."""
     process = await trio.lowlevel.open_process(
         [*COMMAND, "--bind", "[::1]:0", *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        **options,
     )
     assert process.stdout is not None
     output = b""
@@ -112,6 +116,41 @@ async def test_workers_share_the_port_and_stop_on_sigterm() -> None:
     assert all(received > 0 for received in counters.values()), counters
     assert sum(counters.values()) >= CLIENTS
     assert all(_parent_of(pid) != process.pid for pid in workers)  # stopped and reaped
+    assert all(_parent_of(pid) is None for pid in workers)
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["parent", "group"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_workers_stop_with_status_0_on_a_signal(whole_group: bool, signum: int) -> None:
+    """To the parent alone (``kill PID``) or to the whole process group, as Ctrl-C in a
+    terminal does: then each worker gets it too, besides the parent's SIGTERM."""
+    with trio.fail_after(TEST_TIMEOUT):
+        process, port, workers, _ = await _start("--workers", "2", start_new_session=True)
+        try:
+            assert os.getpgid(process.pid) == process.pid  # a group of its own
+            assert all(os.getpgid(pid) == process.pid for pid in workers)
+            assert (await _get_test(port, 1)).code == Code.CONTENT
+            if whole_group:
+                os.killpg(process.pid, signum)
+            else:
+                os.kill(process.pid, signum)
+            assert process.stderr is not None
+            errors = b""
+            while chunk := await process.stderr.receive_some():
+                errors += chunk
+            status = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            for pid in workers:  # if an assertion failed: leave nothing behind
+                if _parent_of(pid) is not None:
+                    os.kill(pid, signal.SIGKILL)
+    assert status == 0, errors
+    lines = errors.decode().splitlines()
+    counters = r"coap-trio worker (\d+): \d+ datagrams received, \d+ sent"
+    assert all(re.fullmatch(counters, line) for line in lines), lines  # nothing else
+    assert sorted(int(re.findall(r"\d+", line)[0]) for line in lines) == sorted(workers)
     assert all(_parent_of(pid) is None for pid in workers)
 
 

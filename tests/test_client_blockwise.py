@@ -36,7 +36,11 @@ from coap_trio import (
     Site,
     open_context,
 )
-from coap_trio._client.block_messages import block2_repeats_payload, block2_request
+from coap_trio._client.block_messages import (
+    Block2FollowUps,
+    block2_repeats_payload,
+    block2_request,
+)
 from coap_trio.codec import decode, encode
 from coap_trio.context import Context
 from coap_trio.numbers.optionnumbers import OptionNumber
@@ -946,6 +950,63 @@ async def test_fetch_later_blocks_repeat_the_body_only_when_it_went_in_one_reque
     assert renders == 1
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["request", "stream"])
+async def test_later_block_requests_keep_the_uploads_request_tag(
+    autojump_clock: object, stream: bool
+) -> None:
+    """Two FETCH bodies uploaded at once to one resource: the second upload carries a
+    Request-Tag, and so do the requests for the later blocks of its response (RFC 9175
+    §3.2), so the server finds the representation it kept for that upload."""
+    network = MemoryNetwork(seed=7)
+    echo = Echo()
+    site = Site()
+    site.add(("echo",), echo)
+    bodies = [body_of(3072, 71), body_of(3072, 72)]
+    received: list[bytes] = []
+
+    async def fetch(client: Context, body: bytes) -> None:
+        message = Message(code=Code.FETCH, uri=f"coap://{SERVER}/echo", payload=body)
+        if stream:
+            async with client.stream(message) as chunks:
+                received.append(b"".join([chunk async for chunk in chunks]))
+        else:
+            received.append((await client.request(message).response).payload)
+
+    with trio.fail_after(100):
+        async with (
+            open_context(network=network, bind=(SERVER, 5683), site=site),
+            open_context(network=network, rng=random.Random(7)) as client,
+        ):
+            client.set_nstart(4)
+            async with trio.open_nursery() as nursery:
+                for body in bodies:
+                    nursery.start_soon(fetch, client, body)
+    assert sorted(received) == sorted(body * 2 for body in bodies)
+    assert echo.renders == 2
+    requests = [decode(d.data) for d in network.capture if d.source.host != SERVER]
+    fetches = [m for m in requests if m.code is Code.FETCH]
+    tags = {m.opt.request_tag for m in fetches if m.opt.block1 is not None}
+    assert len(tags) == 2
+    assert () in tags  # the first upload goes without one
+    tagged = next(t for t in tags if t)
+    later = later_block_requests(fetches)
+    assert len(later) == 2 * 5
+    assert sorted(m.opt.request_tag for m in later) == [()] * 5 + [tagged] * 5
+
+
+def test_block2_follow_ups_keep_the_uploads_request_tag_only() -> None:
+    message = Message(code=Code.POST, payload=b"body")
+    assert Block2FollowUps(message, uploaded=True, upload_tag=b"t").request_tag == b"t"
+    assert Block2FollowUps(message, uploaded=False, upload_tag=b"t").request_tag is None
+    assert Block2FollowUps(message, uploaded=True).request_tag is None
+    message.opt.request_tag = (b"mine",)  # the caller's own, used by the upload
+    assert Block2FollowUps(message, uploaded=True).request_tag == b"mine"
+    assert Block2FollowUps(message, uploaded=False).request_tag is None
+    later = Block2FollowUps(message, uploaded=True).request(BlockValue(1, False, 6))
+    assert later.opt.request_tag == (b"mine",)
+    assert later.payload == b""
+
+
 def test_block2_repeats_payload_only_for_a_fetch_sent_in_one_request() -> None:
     for code in (Code.GET, Code.POST, Code.PUT, Code.FETCH, Code.PATCH, Code.iPATCH):
         message = Message(code=code, payload=b"body")
@@ -965,9 +1026,15 @@ _OPTION_NUMBERS = [1, 3, 4, 5, 7, 11, 12, 14, 15, 17, 23, 27, 28, 35, 60, 292, 2
     szx=st.integers(0, 6),
     keep_payload=st.booleans(),
     payload=st.binary(max_size=8),
+    tag=st.none() | st.binary(max_size=8),
 )
 def test_block2_request_matches_the_options_api(
-    items: list[tuple[int, bytes]], num: int, szx: int, keep_payload: bool, payload: bytes
+    items: list[tuple[int, bytes]],
+    num: int,
+    szx: int,
+    keep_payload: bool,
+    payload: bytes,
+    tag: bytes | None,
 ) -> None:
     # The one-pass builder gives what copy(), remove() and opt.block2 = ... give.
     original = Message(code=Code.FETCH, token=b"\x01\x02", mid=7, payload=payload)
@@ -977,7 +1044,7 @@ def test_block2_request_matches_the_options_api(
     before = list(original.opt.raw_items)
     block = BlockValue(num, False, szx)
 
-    built = block2_request(original, block, keep_payload)
+    built = block2_request(original, block, keep_payload, tag)
 
     expected = original.copy(token=b"", mid=None)
     if not keep_payload:
@@ -986,6 +1053,8 @@ def test_block2_request_matches_the_options_api(
         expected.opt.remove(number)
     expected.opt.remove(OptionNumber.OBSERVE)
     expected.opt.block2 = block
+    if tag is not None:
+        expected.opt.request_tag = (tag,)
     assert built.opt.raw_items == expected.opt.raw_items
     assert (built.code, built.mtype, built.mid, built.token, built.payload, built.remote) == (
         expected.code,

@@ -11,9 +11,11 @@ its statistics (``requests_in_flight``...) and trio's task tree where
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import random
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from itertools import pairwise
@@ -25,7 +27,7 @@ import trio.testing
 
 from coap_trio import Request
 from coap_trio.codec import decode, encode
-from coap_trio.context import Context, open_context
+from coap_trio.context import Context, bind_endpoints, open_context
 from coap_trio.errors import (
     LocalProtocolError,
     RequestCancelledError,
@@ -1039,3 +1041,92 @@ async def test_client_endpoints(autojump_clock: trio.testing.MockClock) -> None:
     assert response.code is Code.CONTENT
     # Requests go out from the first endpoint with a free MID.
     assert sent.source.port == addresses[0].port
+
+
+# -- binding host names ----------------------------------------------------------------
+
+
+class _Refusing:
+    """A MemoryNetwork that refuses some binds: ``refusals`` maps (address, port) to an
+    errno (port None: every port); ``taken_once`` is an address whose first bind to a
+    chosen port fails with EADDRINUSE (another program holds that port there)."""
+
+    def __init__(
+        self,
+        net: MemoryNetwork,
+        refusals: dict[tuple[str, int | None], int] | None = None,
+        taken_once: str | None = None,
+    ) -> None:
+        self.net = net
+        self.refusals = refusals or {}
+        self.taken_once = taken_once
+        self.binds: list[tuple[str, int]] = []
+
+    def open_endpoint(self, host: str, port: int) -> Any:
+        self.binds.append((host, port))
+        if host == self.taken_once and port != 0:
+            self.taken_once = None
+            raise OSError(errno.EADDRINUSE, f"address already in use: {host} port {port}")
+        code = self.refusals.get((host, port)) or self.refusals.get((host, None))
+        if code is not None:
+            raise OSError(code, f"refused {host} port {port}")
+        return self.net.open_endpoint(host, port)
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        return await self.net.resolve(host, port)
+
+
+async def test_a_bound_name_gets_one_port_on_every_address(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = MemoryNetwork(seed=0)
+    net.add_host("dual.example", "::1", SERVER)
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_context(network=net, bind=("dual.example", 0), site=Echo()) as server:
+            (six, four) = server.addresses
+            assert (six.host, four.host) == ("::1", SERVER)
+            assert six.port == four.port != 0
+            async with open_context(network=net) as client:
+                response = await client.get(f"coap://dual.example:{six.port}/x")
+                by_address = await client.get(f"coap://{SERVER}:{six.port}/x")
+        with pytest.raises(OSError, match=r"nowhere\.example") as raised:
+            async with open_context(network=net, bind=("nowhere.example", 0)):
+                pass  # pragma: no cover - never entered
+    assert isinstance(raised.value, socket.gaierror)
+    assert response.code == by_address.code == Code.CONTENT
+
+
+async def test_a_bound_name_moves_all_its_addresses_when_the_port_is_taken() -> None:
+    net = MemoryNetwork(seed=0)
+    net.add_host("dual.example", "::1", SERVER)
+    refusing = _Refusing(net, taken_once=SERVER)  # the port ::1 got is taken on SERVER
+    endpoints = await bind_endpoints(refusing, "dual.example", 0)  # type: ignore[arg-type]
+    assert [e.local_address.host for e in endpoints] == ["::1", SERVER]
+    (port,) = {endpoint.local_address.port for endpoint in endpoints}
+    assert [host for host, _ in refusing.binds] == ["::1", SERVER, "::1", SERVER]
+    assert [port for _, port in refusing.binds[::2]] == [0, 0]  # tried, then all again
+    taken = refusing.binds[1][1]
+    assert port not in (0, taken)
+    assert refusing.binds[3] == (SERVER, port)
+    for endpoint in endpoints:
+        endpoint.close()
+
+
+async def test_a_bound_name_leaves_out_addresses_the_machine_lacks() -> None:
+    net = MemoryNetwork(seed=0)
+    net.add_host("dual.example", "::1", SERVER)
+    lacking = _Refusing(net, {("::1", None): errno.EADDRNOTAVAIL})  # IPv6 off
+    (endpoint,) = await bind_endpoints(lacking, "dual.example", 0)  # type: ignore[arg-type]
+    assert endpoint.local_address.host == SERVER
+    endpoint.close()
+    nothing = _Refusing(
+        net, {("::1", None): errno.EADDRNOTAVAIL, (SERVER, None): errno.EADDRNOTAVAIL}
+    )
+    with pytest.raises(OSError) as raised:
+        await bind_endpoints(nothing, "dual.example", 0)  # type: ignore[arg-type]
+    assert raised.value.errno == errno.EADDRNOTAVAIL
+    in_use = _Refusing(net, {(SERVER, 7000): errno.EADDRINUSE})  # a fixed port: no retry
+    with pytest.raises(OSError) as raised:
+        await bind_endpoints(in_use, "dual.example", 7000)  # type: ignore[arg-type]
+    assert raised.value.errno == errno.EADDRINUSE
+    assert in_use.binds == [("::1", 7000), (SERVER, 7000)]

@@ -309,6 +309,30 @@ async def test_observe_over_tcp_and_end_when_the_server_goes() -> None:
     assert isinstance(error, ConnectionLostError)
 
 
+async def test_ended_observations_leave_nothing_in_the_servers_machine() -> None:
+    """Registering and leaving again and again on one connection keeps nothing behind."""
+    site, _, counter, _ = make_site()
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_context(site=site, tcp_bind=("::1", 0)) as server,
+            open_context() as client,
+        ):
+            uri = f"coap+tcp://[::1]:{server.stream_addresses[0].port}/counter"
+
+            def served() -> int:
+                stream = server.statistics.stream_messaging
+                assert stream is not None
+                return stream.served_observations
+
+            for _ in range(5):
+                async with client.observe(uri) as notifications:
+                    await notifications.__anext__()
+                    assert served() == 1
+                await wait_until(lambda: counter.observation_count == 0)
+                await wait_until(lambda: served() == 0)
+            assert client.statistics.observations == 0
+
+
 async def ending(notifications: AsyncIterator[Message]) -> BaseException | None:
     """The error an observation ends with (None: it ended without one)."""
     for _ in range(10):
@@ -342,26 +366,70 @@ async def test_connection_dropped_mid_request_fails_it_with_a_typed_error() -> N
             await listeners[0].aclose()
 
 
+class Forwarder:
+    """A TCP forwarder between a client and a server that can drop every connection."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.scopes: list[trio.CancelScope] = []
+        self.accepted = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="::1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._forward, listeners)
+
+    async def _forward(self, downstream: trio.SocketStream) -> None:
+        self.accepted += 1
+        with trio.CancelScope() as scope:
+            self.scopes.append(scope)
+            async with (
+                downstream,
+                await trio.open_tcp_stream("::1", self.port) as upstream,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(self._pump, downstream, upstream)
+                nursery.start_soon(self._pump, upstream, downstream)
+
+    @staticmethod
+    async def _pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+        for _ in range(100_000):
+            data = await source.receive_some(65536)
+            if not data:
+                return
+            await sink.send_all(data)
+
+    def drop(self) -> None:
+        """Close every connection it carries (a new one carries on)."""
+        for scope in self.scopes:
+            scope.cancel()
+        self.scopes.clear()
+
+
 async def test_server_drops_a_connection_under_a_slow_handler() -> None:
     site, _, _, slow = make_site()
     with trio.fail_after(TIMEOUT):
         async with (
             open_context(site=site, tcp_bind=("::1", 0)) as server,
             open_context() as client,
+            trio.open_nursery() as nursery,
         ):
-            port = server.stream_addresses[0].port
+            forwarder = Forwarder(server.stream_addresses[0].port)
+            port = await nursery.start(forwarder.serve)
             request = client.request(Message(code=Code.GET, uri=f"coap+tcp://[::1]:{port}/slow"))
             await slow.started.wait()
-            endpoint = server._stream
-            assert endpoint is not None
-            for remote in list(endpoint._connections):
-                endpoint.close_connection(remote, "test")
+            forwarder.drop()
             with pytest.raises(ConnectionLostError):
                 await request.response
             # A new request opens a new connection and works.
             fine = await client.get(f"coap+tcp://[::1]:{port}/text")
             assert fine.payload == b"hello over tcp"
             assert client.stream_statistics.connections_opened == 2  # type: ignore[union-attr]
+            assert forwarder.accepted == 2
+            # The server saw its first connection go: one is open, the second.
+            await wait_until(lambda: server.stream_statistics.connections == 1)  # type: ignore[union-attr]
+            assert server.stream_statistics.connections_accepted == 2  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
 
 
 async def test_oversized_frame_aborts_that_connection_only() -> None:
@@ -534,3 +602,25 @@ async def test_notifications_over_tcp_are_never_stale_whatever_their_observe_val
         await listeners[0].aclose()
     assert seen == [b"0", b"1", b"2", b"3", b"4"]
     assert dropped == 0
+
+
+async def test_a_listener_bound_by_host_name_listens_on_its_addresses() -> None:
+    import socket
+
+    expected = []
+    for *_, sockaddr in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM):
+        if sockaddr[0] not in expected:
+            expected.append(sockaddr[0])
+    site, _, _, _ = make_site()
+    with trio.fail_after(TIMEOUT):
+        async with open_context(site=site, tcp_bind=("localhost", 0)) as server:
+            addresses = server.stream_addresses
+            assert [a.host for a in addresses] == expected
+            assert len({a.port for a in addresses}) == 1
+            port = addresses[0].port
+            async with open_context() as client:
+                response = await client.get(f"coap+tcp://localhost:{port}/text")
+        with pytest.raises(socket.gaierror, match=r"no-such-host\.invalid"):
+            async with open_context(tcp_bind=("no-such-host.invalid", 0)):
+                pass  # pragma: no cover - never entered
+    assert response.payload == b"hello over tcp"

@@ -72,3 +72,39 @@ async def test_several_binds_report_their_real_ports() -> None:
                 a = await client.get(f"coap://[::1]:{six.port}/six")
                 b = await client.get(f"coap://127.0.0.1:{four.port}/four")
     assert (a.payload, b.payload) == (b"six", b"four")
+
+
+def _addresses_of(name: str) -> list[str]:
+    """What the system resolver gives for ``name``, each address once, in its order."""
+    found: list[str] = []
+    for *_, sockaddr in socket.getaddrinfo(name, 0, type=socket.SOCK_DGRAM):
+        if sockaddr[0] not in found:
+            found.append(str(sockaddr[0]))
+    return found
+
+
+async def test_a_bound_host_name_is_resolved_and_bound_on_every_address() -> None:
+    expected = _addresses_of("localhost")  # 127.0.0.1, and ::1 where the hosts file says so
+    with trio.fail_after(10):
+        async with open_context(bind=("localhost", 0), site=_Echo()) as server:
+            hosts = [address.host for address in server.addresses]
+            ports = {address.port for address in server.addresses}
+            assert hosts == expected
+            assert len(ports) == 1  # one port for all: coap://localhost:PORT, either family
+            (port,) = ports
+            assert port != 0
+            async with open_context() as client:
+                by_name = await client.get(f"coap://localhost:{port}/name")
+                by_address = [
+                    await client.get(f"coap://{f'[{h}]' if ':' in h else h}:{port}/{i}")
+                    for i, h in enumerate(hosts)
+                ]
+    assert by_name.payload == b"name"
+    assert [r.payload for r in by_address] == [str(i).encode() for i in range(len(hosts))]
+
+
+async def test_an_unresolvable_bound_name_raises_gaierror() -> None:
+    with trio.fail_after(10):
+        with pytest.raises(socket.gaierror, match=r"no-such-host\.invalid"):
+            async with open_context(bind=("no-such-host.invalid", 0), site=_Echo()):
+                pass  # pragma: no cover - never entered

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -284,6 +285,24 @@ async def test_put_and_delete_with_write(tmp_path: Path) -> None:
     assert dir_delete.code == Code.METHOD_NOT_ALLOWED
     assert no_parent.code == Code.NOT_FOUND
     assert leftovers == []
+
+
+async def test_put_creates_files_with_the_usual_mode(tmp_path: Path) -> None:
+    previous = os.umask(0o022)  # the usual one, whatever the test runner's is
+    try:
+        with trio.fail_after(20):
+            async with files(tmp_path, write=True) as env:
+                (env.root / "kept.txt").write_bytes(b"")
+                (env.root / "kept.txt").chmod(0o640)
+                created = await env.client.put(f"{BASE}/made.txt", b"new")
+                replaced = await env.client.put(f"{BASE}/kept.txt", b"new")
+                made = stat.S_IMODE((env.root / "made.txt").stat().st_mode)
+                kept = stat.S_IMODE((env.root / "kept.txt").stat().st_mode)
+    finally:
+        os.umask(previous)
+    assert (created.code, replaced.code) == (Code.CREATED, Code.CHANGED)
+    assert made == 0o644  # as other programs create files: not mkstemp's 0600
+    assert kept == 0o640  # a replaced file keeps its permission bits
 
 
 async def test_writes_never_leave_the_root(tmp_path: Path) -> None:

@@ -329,6 +329,16 @@ async def test_link_01_full_listing(autojump_clock: object) -> None:
     assert listed["/path"]["ct"] == ["40"]
 
 
+@pytest.mark.parametrize(
+    ("period", "shown", "max_age"), [(0.5, "0.5", 1), (5, "5", 5), (2.5, "2.5", 3)]
+)
+def test_observable_titles_show_the_real_period(period: float, shown: str, max_age: int) -> None:
+    site = plugtest_site(obs_period=period)
+    for resource in site.observed.values():
+        assert f"changes every period ({shown} s)," in resource.title
+        assert resource.max_age == max_age  # Max-Age is whole seconds: rounded up
+
+
 async def test_link_02_to_08_filters(autojump_clock: object) -> None:
     wkc = f"{BASE}/.well-known/core"
     with trio.fail_after(60):

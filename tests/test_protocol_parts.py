@@ -23,7 +23,7 @@ from coap_trio.numbers.constants import TransmissionParameters
 from coap_trio.options import Options
 from coap_trio.protocol.deadline_fifo import DeadlineFifo
 from coap_trio.protocol.dedup import DedupStore
-from coap_trio.protocol.exchanges import ClientExchange
+from coap_trio.protocol.exchanges import ClientExchange, ClientState
 from coap_trio.protocol.matcher import (
     RECOGNIZED_RESPONSE_OPTIONS,
     Matcher,
@@ -532,7 +532,7 @@ def test_dedup_random_operations_match_a_model(seed: int) -> None:
 
 
 def exchange(remote: str, token: bytes) -> ClientExchange:
-    return ClientExchange(Message(code=Code.GET), remote, token, True)
+    return ClientExchange(Message(code=Code.GET), remote, token, True, ClientState.QUEUED)
 
 
 @pytest.mark.parametrize("length", [-1, 9])
@@ -639,7 +639,7 @@ def test_registration_check_matches_the_typed_observe(raw: list[tuple[int, bytes
     for number, value in sorted(raw, key=lambda item: item[0]):
         opt.add(number, value)
     message = Message(code=Code.GET, opt=opt)
-    assert ClientExchange(message, "a", b"", True).observe == (opt.observe == 0)
+    assert ClientExchange(message, "a", b"", True, ClientState.QUEUED).observe == (opt.observe == 0)
 
 
 def test_matcher_register_find_unregister() -> None:

@@ -31,7 +31,6 @@ from coap_trio.options import Options
 from coap_trio.protocol.config import MessagingConfig
 from coap_trio.protocol.exchanges import (
     ClientExchange,
-    ClientState,
     CloseConnection,
     Event,
     NotificationReceived,
@@ -40,7 +39,8 @@ from coap_trio.protocol.exchanges import (
     ResponseFailed,
     ResponseReceived,
     ServerExchange,
-    ServerState,
+    StreamClientState,
+    StreamServerState,
     Transmit,
 )
 from coap_trio.protocol.framing import (
@@ -174,7 +174,7 @@ def test_first_request_makes_the_connection_csm_first() -> None:
     assert len(exchange.token) == 8
     assert sent[1].mtype is None
     assert sent[1].mid is None
-    assert exchange.state is ClientState.SENT
+    assert exchange.state is StreamClientState.SENT
 
 
 def test_receiving_first_makes_the_connection_and_answers_pings() -> None:
@@ -208,17 +208,14 @@ def test_later_csm_updates_only_what_it_carries() -> None:
 
 def test_bert_agreement_and_size() -> None:
     machine = StreamMessaging(max_message_size=9000)
-    assert not machine.bert_agreed(PEER)  # no connection
     assert machine.bert_size(PEER) is None
     machine.receive(encode_stream(build_csm(20_000)), PEER, 0.0)
-    assert not machine.bert_agreed(PEER)  # the peer did not announce Block-Wise-Transfer
     assert machine.bert_size(PEER) is None
     machine.receive(encode_stream(build_csm(20_000, block_wise_transfer=True)), PEER, 0.0)
-    assert machine.bert_agreed(PEER)
     assert machine.bert_size(PEER) == 8192  # our 9000 is the smaller, minus headroom
     quiet = StreamMessaging(max_message_size=9000, block_wise_transfer=False)
     quiet.receive(encode_stream(build_csm(20_000, block_wise_transfer=True)), PEER, 0.0)
-    assert not quiet.bert_agreed(PEER)  # we did not announce it
+    # we did not announce it:
     assert quiet.bert_size(PEER) is None
 
 
@@ -235,7 +232,7 @@ def test_first_message_not_a_csm_aborts() -> None:
     assert isinstance(failed.error, ConnectionLostError)
     assert isinstance(close, CloseConnection)
     assert close.remote == PEER
-    assert exchange.state is ClientState.DONE
+    assert exchange.state is StreamClientState.DONE
     assert not machine.connected(PEER)
     assert machine.connection_lost(PEER, None, 2.0) == []  # already forgotten
 
@@ -304,8 +301,8 @@ def test_request_response_by_token() -> None:
     assert received.exchange is exchange
     assert received.response.payload == b"22 C"
     assert received.response.token == exchange.token
-    assert exchange.state is ClientState.DONE
-    assert served.state is ServerState.DONE
+    assert exchange.state is StreamClientState.DONE
+    assert served.state is StreamServerState.DONE
     with pytest.raises(LocalProtocolError):
         link.server.respond(served, Message(code=Code.CONTENT), link.now)
     assert link.client.statistics.outstanding_requests == 0
@@ -328,7 +325,7 @@ def test_responses_in_any_order_match_by_token(count: int, rng: random.Random) -
         if isinstance(e, ResponseReceived)
     }
     assert answers == {f"r{i}": f"r{i}".encode() for i in range(count)}
-    assert all(e.state is ClientState.DONE for e in exchanges)
+    assert all(e.state is StreamClientState.DONE for e in exchanges)
 
 
 def test_given_token_is_kept_and_a_duplicate_refused() -> None:
@@ -349,7 +346,7 @@ def test_unknown_token_is_ignored_and_counted() -> None:
     stray = Message(code=Code.CONTENT, token=b"nope", payload=b"x")
     assert machine.receive(encode_stream(stray), PEER, 1.0) == []  # no Reset on streams
     assert machine.statistics.unmatched == 1
-    assert exchange.state is ClientState.SENT
+    assert exchange.state is StreamClientState.SENT
 
 
 def test_empty_and_reserved_codes_are_ignored() -> None:
@@ -471,7 +468,7 @@ def test_abandon_frees_the_token_and_ignores_the_late_response() -> None:
     exchange, _ = machine.send_request(get(), PEER, 0.0)
     assert machine.abandon(exchange, 1.0) == []
     assert machine.abandon(exchange, 1.0) == []
-    assert exchange.state is ClientState.DONE
+    assert exchange.state is StreamClientState.DONE
     assert machine.next_deadline() is None
     late = Message(code=Code.CONTENT, token=exchange.token)
     assert machine.receive(encode_stream(late), PEER, 2.0) == []
@@ -517,7 +514,7 @@ def test_no_response_sends_nothing_and_forget_drops() -> None:
     link.respond(first, None)
     assert len(link.wire) == before
     link.server.forget(second)
-    assert second.state is ServerState.DONE
+    assert second.state is StreamServerState.DONE
     assert link.server.statistics.pending_server_requests == 0
 
 
@@ -544,7 +541,7 @@ def observed_link() -> tuple[Link, ClientExchange, ServerExchange]:
     exchange = link.request(get("obs", observe=0))
     (served,) = link.served()
     link.respond(served, Message(code=Code.CONTENT, observe=1, payload=b"first"))
-    assert exchange.state is ClientState.OBSERVING
+    assert exchange.state is StreamClientState.OBSERVING
     return link, exchange, served
 
 
@@ -562,7 +559,7 @@ def test_observe_every_notification_is_delivered() -> None:
     link.pump(
         SERVER, link.server.notify(served, Message(code=Code.NOT_FOUND), link.now, confirmable=True)
     )
-    assert exchange.state is ClientState.DONE
+    assert exchange.state is StreamClientState.DONE
     assert isinstance(link.client_events(NotificationReceived)[-1], NotificationReceived)
     (gone,) = link.server.notify(served, Message(code=Code.CONTENT, observe=9), link.now)
     assert isinstance(gone, ResponseFailed)
@@ -583,7 +580,7 @@ def test_registration_answered_without_observe_is_no_observation() -> None:
     exchange = link.request(get("obs", observe=0))
     (served,) = link.served()
     link.respond(served, Message(code=Code.CONTENT))
-    assert exchange.state is ClientState.DONE
+    assert exchange.state is StreamClientState.DONE
     (failed,) = link.server.notify(served, Message(code=Code.CONTENT, observe=3), link.now)
     assert isinstance(failed, ResponseFailed)
 
@@ -656,7 +653,7 @@ def test_abort_received() -> None:
     assert isinstance(close, CloseConnection)
     assert close.remote == SERVER
     assert not link.client.connected(SERVER)
-    assert served.state is ServerState.DONE
+    assert served.state is StreamServerState.DONE
 
 
 def test_release_lets_outstanding_requests_finish() -> None:
@@ -703,7 +700,7 @@ def test_release_then_abandon_or_timeout_closes() -> None:
         if isinstance(e, CloseConnection)
     ]
     assert close.remote == PEER
-    assert second.state is ClientState.DONE
+    assert second.state is StreamClientState.DONE
 
 
 # -- ping / pong ------------------------------------------------------------------------------
@@ -720,7 +717,7 @@ def test_ping_pong() -> None:
     assert pong.exchange is exchange
     assert pong.response.code is Code.PONG
     assert pong.response.token == exchange.token
-    assert exchange.state is ClientState.DONE
+    assert exchange.state is StreamClientState.DONE
     assert link.client.next_deadline() is None
     assert link.server.statistics.pings == 1
 
@@ -760,8 +757,8 @@ def test_pings_with_empty_tokens_replace_each_other() -> None:
     machine.receive(encode_stream(build_csm()), PEER, 0.0)
     first, _ = machine.send_ping(PEER, 0.0)
     second, _ = machine.send_ping(PEER, 1.0)
-    assert first.state is ClientState.DONE
-    assert second.state is ClientState.SENT
+    assert first.state is StreamClientState.DONE
+    assert second.state is StreamClientState.SENT
     pong = Message.from_fields(Code.PONG, None, None, b"", Options(), b"", None)
     (answered,) = machine.receive(encode_stream(pong), PEER, 2.0)
     assert isinstance(answered, ResponseReceived)
@@ -778,7 +775,7 @@ def test_empty_token_pong_answers_the_only_ping() -> None:
     (answered,) = machine.receive(encode_stream(pong), PEER, 1.0)
     assert isinstance(answered, ResponseReceived)
     assert answered.exchange is ping
-    assert ping.state is ClientState.DONE
+    assert ping.state is StreamClientState.DONE
     assert machine.next_deadline() is None
 
 
@@ -790,8 +787,8 @@ def test_empty_token_pong_is_unmatched_with_two_pings_outstanding() -> None:
     pong = Message.from_fields(Code.PONG, None, None, b"", Options(), b"", None)
     assert machine.receive(encode_stream(pong), PEER, 1.0) == []
     assert machine.statistics.unmatched == 1
-    assert first.state is ClientState.SENT
-    assert second.state is ClientState.SENT
+    assert first.state is StreamClientState.SENT
+    assert second.state is StreamClientState.SENT
 
 
 # -- Max-Message-Size ---------------------------------------------------------------------------
@@ -817,7 +814,7 @@ def test_large_request_waits_for_the_peers_csm() -> None:
     big = Message(code=Code.PUT, payload=bytes(3000))
     allowed, events = machine.send_request(big, PEER, 0.0)
     assert [m.code for m in frames_of(events)] == [Code.CSM]  # held back
-    assert allowed.state is ClientState.QUEUED
+    assert allowed.state is StreamClientState.QUEUED
     refused, _ = machine.send_request(Message(code=Code.PUT, payload=bytes(9000)), PEER, 0.0)
     assert machine.statistics.queued_requests == 2
     events = machine.receive(encode_stream(build_csm(5000)), PEER, 1.0)
@@ -828,7 +825,7 @@ def test_large_request_waits_for_the_peers_csm() -> None:
     assert isinstance(failed, RequestFailed)
     assert failed.exchange is refused
     assert isinstance(failed.error, MessageTooLargeError)
-    assert allowed.state is ClientState.SENT
+    assert allowed.state is StreamClientState.SENT
     assert machine.statistics.queued_requests == 0
 
 
@@ -843,7 +840,7 @@ def test_waiting_request_abandoned_or_refused_by_the_default_limit() -> None:
     assert failed.exchange is refused
     assert isinstance(failed.error, MessageTooLargeError)
     assert failed.error.limit == 1152
-    assert dropped.state is ClientState.DONE
+    assert dropped.state is StreamClientState.DONE
 
 
 def test_waiting_request_times_out() -> None:

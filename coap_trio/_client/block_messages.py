@@ -19,6 +19,7 @@ from ..options import Options, encode_uint
 from ..protocol.blockwise_client import SendBlock, without_block_options
 
 __all__ = [
+    "Block2FollowUps",
     "UploadTags",
     "block1_request",
     "block2_repeats_payload",
@@ -36,6 +37,7 @@ _NOT_IN_BLOCK2_REQUESTS = frozenset(
     int(n) for n in (_N.BLOCK1, _N.SIZE1, _N.REQUEST_TAG, _N.OBSERVE, _N.BLOCK2)
 )
 _BLOCK1 = int(_N.BLOCK1)
+_REQUEST_TAG = int(_N.REQUEST_TAG)
 
 
 # -- Request-Tags (RFC 9175) ---------------------------------------------------------------
@@ -132,16 +134,19 @@ def block2_repeats_payload(original: Message, uploaded: bool) -> bool:
     return not uploaded and original.code is Code.FETCH
 
 
-def block2_request(original: Message, block: BlockValue, keep_payload: bool) -> Message:
+def block2_request(
+    original: Message, block: BlockValue, keep_payload: bool, request_tag: bytes | None = None
+) -> Message:
     """The request for ``block`` of the response to ``original`` (a new token).
 
     Its options are the original's without Block1, Size1, Request-Tag and
-    Observe, with ``block`` as Block2 (one pass over the sorted items: this
-    runs once per block of a download). Its payload is ``original``'s when
-    ``keep_payload`` (decided once per download by
-    :func:`block2_repeats_payload`), else empty.
+    Observe, with ``block`` as Block2 and ``request_tag`` (not None) as
+    Request-Tag (one pass over the sorted items: this runs once per block of
+    a download). Its payload is ``original``'s when ``keep_payload``, else
+    empty. Both are decided once per download, by :class:`Block2FollowUps`.
     """
     value = (_BLOCK2, encode_uint(block.to_int()))
+    tag = None if request_tag is None else (_REQUEST_TAG, request_tag)
     items: list[tuple[int, bytes]] = []
     placed = False
     for item in original.opt.raw_items:
@@ -151,13 +156,50 @@ def block2_request(original: Message, block: BlockValue, keep_payload: bool) -> 
         if not placed and number > _BLOCK2:
             items.append(value)
             placed = True
+        if tag is not None and number > _REQUEST_TAG:
+            items.append(tag)
+            tag = None
         items.append(item)
     if not placed:
         items.append(value)
+    if tag is not None:
+        items.append(tag)
     payload = original.payload if keep_payload else b""
     options = Options.from_wire(items)
     remote = original.remote
     return Message.from_fields(original.code, original.mtype, None, b"", options, payload, remote)
+
+
+class Block2FollowUps:
+    """How the requests for the later Block2 blocks of one response are made: the one
+    set of rules every download follows (whole responses, streams, notifications).
+
+    ``uploaded``: ``original``'s body went up in Block1 blocks, carrying
+    ``upload_tag`` as Request-Tag (None: the blocks carried the caller's
+    Request-Tag, if any). Then the follow-ups carry that Request-Tag again:
+    it is used in Block1 requests "and in Block2 requests following these"
+    (RFC 9175 §3.2), and a server keeps the representation for the requests
+    of that one upload; without an upload it is dropped. The payload rule is
+    :func:`block2_repeats_payload`.
+    """
+
+    __slots__ = ("keep_payload", "original", "request_tag")
+
+    def __init__(self, original: Message, uploaded: bool, upload_tag: bytes | None = None) -> None:
+        #: The request the response answers.
+        self.original = original
+        #: Whether each follow-up carries ``original``'s payload again.
+        self.keep_payload = block2_repeats_payload(original, uploaded)
+        tag = upload_tag
+        if uploaded and tag is None:
+            tags = original.opt.request_tag
+            tag = tags[0] if tags else None
+        #: The Request-Tag each follow-up carries (None: none).
+        self.request_tag = tag if uploaded else None
+
+    def request(self, block: BlockValue) -> Message:
+        """The request for ``block`` (a new token)."""
+        return block2_request(self.original, block, self.keep_payload, self.request_tag)
 
 
 def has_block_option(message: Message) -> bool:

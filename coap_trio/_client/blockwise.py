@@ -50,9 +50,8 @@ from ..protocol.blockwise_client import (
 )
 from ..protocol.observe import is_newer
 from .block_messages import (
+    Block2FollowUps,
     block1_request,
-    block2_repeats_payload,
-    block2_request,
     has_block_option,
     plain_response,
     upload_key,
@@ -116,24 +115,22 @@ class BlockSender:
 
     async def download(
         self,
-        original: Message,
+        follow_ups: Block2FollowUps,
         first: Message,
         requested: BlockValue | None,
         report: Callable[[int, int | None], None],
         *,
         max_body_size: int | None,
-        uploaded: bool,
     ) -> Message:
-        """Fetch the remaining blocks of ``first`` and return the assembled response
-        (``uploaded``: ``original``'s body went up in Block1 blocks)."""
+        """Fetch the remaining blocks of ``first`` (the response to
+        ``follow_ups.original``) and return the assembled response."""
         bert = self.runner.machine.bert_size(self.remote) is not None
         download = Block2Download(max_body_size=max_body_size, bert=bert)
-        keep_payload = block2_repeats_payload(original, uploaded)
         step = download.start(first, requested)
         while isinstance(step, FetchBlock):
             if not step.restart:
                 report(download.received, download.size)
-            request = block2_request(original, step.block, keep_payload)
+            request = follow_ups.request(step.block)
             step = download.feed(await self.exchange(request))
         report(download.received, download.size)
         assert step.response is not None
@@ -154,7 +151,7 @@ class _InlineDownload(ExchangeOwner):
     __slots__ = (
         "core",
         "download",
-        "keep_payload",
+        "follow_ups",
         "original",
         "remote",
         "report",
@@ -169,7 +166,6 @@ class _InlineDownload(ExchangeOwner):
         remote: Hashable,
         request: Request,
         report: Callable[[int, int | None], None],
-        uploaded: bool,
     ) -> None:
         super().__init__(request.request)
         self.as_is = True  # never block-wise itself
@@ -179,7 +175,8 @@ class _InlineDownload(ExchangeOwner):
         self.request = request
         self.report = report
         self.original = request.request
-        self.keep_payload = block2_repeats_payload(self.original, uploaded)
+        #: Nothing was uploaded (else a task drives the transfer).
+        self.follow_ups = Block2FollowUps(self.original, uploaded=False)
         self.download = Block2Download(
             max_body_size=core.blockwise.max_body_size,
             bert=runner.machine.bert_size(remote) is not None,
@@ -197,7 +194,7 @@ class _InlineDownload(ExchangeOwner):
         if isinstance(step, FetchBlock):
             if not step.restart:
                 self.report(download.received, download.size)
-            self.wire = block2_request(self.original, step.block, self.keep_payload)
+            self.wire = self.follow_ups.request(step.block)
             self.core.send(self, self.runner, self.remote)
             return
         self.report(download.received, download.size)
@@ -330,13 +327,13 @@ class _Transfer:
         if not self.assemble:
             return response
         if wants_blocks(response):
+            follow_ups = Block2FollowUps(original, self.upload is not None, self.tag)
             return await blocks.download(
-                original,
+                follow_ups,
                 response,
                 requested,
                 self._report,
                 max_body_size=self.core.blockwise.max_body_size,
-                uploaded=self.upload is not None,
             )
         return plain_response(response)
 
@@ -393,6 +390,11 @@ class _Transfer:
     def uploaded(self) -> bool:
         """Whether the body went up in Block1 blocks."""
         return self.upload is not None
+
+    @property
+    def upload_tag(self) -> bytes | None:
+        """The Request-Tag this transfer gave its Block1 blocks (None: none of its own)."""
+        return self.tag
 
     def on_done(self) -> None:
         """The Request ended (answered, failed, cancelled): stop and release everything."""
@@ -481,7 +483,6 @@ def take_response(
             remote,
             request,
             transfer._report,
-            uploaded=False,
         )
         transfer.blocks = inline
         inline.start(response, request.wire.opt.block2)
@@ -549,12 +550,11 @@ async def _fetch_notification(
         with scope:
             try:
                 assembled = await blocks.download(
-                    registration,
+                    Block2FollowUps(registration, _N.BLOCK1 in registration.opt),
                     first,
                     None,
                     lambda done, total: None,
                     max_body_size=config.max_body_size,
-                    uploaded=_N.BLOCK1 in registration.opt,
                 )
             except RepresentationChangedError:
                 # Changing while we fetched it: a newer notification is on its way.

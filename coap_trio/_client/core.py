@@ -19,7 +19,7 @@ Must not know about resources, the server side or the wire format.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -28,7 +28,7 @@ from ..errors import CoapError, ConnectFailure, RequestCancelledError, Unresolva
 from ..message import Message
 from ..numbers.codes import Code
 from ..protocol.config import BlockwiseConfig
-from ..protocol.exchanges import ClientExchange, ClientState
+from ..protocol.exchanges import ClientExchange
 from .block_messages import UploadTags, has_block_option
 from .blockwise import Progress, prepare_request, take_notification, take_response
 from .request import ExchangeOwner, Request
@@ -37,8 +37,6 @@ from .routing import RequestRouter
 __all__ = ["ClientCore"]
 
 # Module constants for the response path (an Enum class attribute is slow on 3.11).
-_DONE = ClientState.DONE
-_OBSERVING = ClientState.OBSERVING
 _TOO_LARGE = Code.REQUEST_ENTITY_TOO_LARGE
 
 
@@ -183,7 +181,7 @@ class ClientCore:
             return
         runner, exchange = route
         runner.abandon(exchange)
-        if exchange.state is _DONE:
+        if exchange.done:
             exchange.owner = None  # no reference cycle left to the cyclic GC
 
     def spawn(self, function: Callable[..., Awaitable[Any]], *args: Any) -> bool:
@@ -206,7 +204,7 @@ class ClientCore:
         self, runner: EndpointRunner, exchange: ClientExchange, response: Message
     ) -> None:
         """The response to one of our exchanges arrived (the receive path, per response)."""
-        owner: ExchangeOwner | None = exchange.owner
+        owner = cast("ExchangeOwner | None", exchange.owner)  # only the client sets it
         if owner is None:
             return
         observation = owner.observation
@@ -215,7 +213,7 @@ class ClientCore:
             owner._succeed(response)
             self.inflight.discard(owner)
             observation.in_order = runner.in_order
-            final = exchange.state is not _OBSERVING
+            final = not exchange.observing
             if not take_notification(self, runner, owner, response, final):
                 observation._push(response, final)
             return
@@ -232,13 +230,12 @@ class ClientCore:
         else:
             owner._succeed(response)
             self.inflight.discard(owner)
-        state = exchange.state
-        if state is _DONE:
+        if exchange.done:
             # Request -> exchange -> owner -> Request is a reference cycle:
             # broken here, finished exchanges are freed at once (not by the
             # cyclic GC, whose runs were ~20% of a busy client's CPU).
             exchange.owner = None
-        elif state is _OBSERVING:
+        elif exchange.observing:
             # A plain request that happened to register an observation
             # (Observe=0): nobody will read notifications, so end it;
             # later notifications then get RST (RFC 7641 §3.6).
@@ -248,13 +245,13 @@ class ClientCore:
         self, runner: EndpointRunner, exchange: ClientExchange, response: Message
     ) -> None:
         """A notification (RFC 7641) of one of our observations arrived."""
-        owner: ExchangeOwner | None = exchange.owner
+        owner = cast("ExchangeOwner | None", exchange.owner)  # only the client sets it
         if owner is None:
             return
         observation = owner.observation
         if observation is not None:
             assert isinstance(owner, Request)
-            final = exchange.state is not _OBSERVING
+            final = not exchange.observing
             if not take_notification(self, runner, owner, response, final):
                 observation._push(response, final)
 
@@ -267,13 +264,13 @@ class ClientCore:
         :class:`~coap_trio.errors.ConnectError` (the transport's
         :class:`~coap_trio.errors.ConnectFailure` says how).
         """
-        owner: ExchangeOwner | None = exchange.owner
+        owner = cast("ExchangeOwner | None", exchange.owner)  # only the client sets it
         if owner is None:
             return
         failure = getattr(error, "os_error", None)
         if type(failure) is ConnectFailure:
             error = failure.request_error()
-        if exchange.state is _DONE:
+        if exchange.done:
             exchange.owner = None
         owner._fail(error)
         self.inflight.discard(owner)

@@ -19,7 +19,7 @@ import trio
 from ..errors import CoapError, RequestCancelledError
 from ..message import Message
 from ..numbers.codes import Code
-from ..protocol.exchanges import ClientExchange, ClientState
+from ..protocol.exchanges import ClientExchange
 from ..protocol.observe import NotificationOrder
 from .observation import Observation
 from .request import Request
@@ -74,7 +74,7 @@ async def observe_resource(
         observation._fail(RequestCancelledError("the observation was left"))
         if route is not None:
             runner, exchange = route
-            registered = exchange.state is ClientState.OBSERVING
+            registered = exchange.observing
             # After a response the Request is done but the exchange may still
             # be matched for notifications: end it (later ones get RST).
             runner.abandon(exchange)

@@ -35,6 +35,10 @@ class Transfer(Protocol):
     def uploaded(self) -> bool:
         """Whether the request's body went up in Block1 blocks."""
 
+    @property
+    def upload_tag(self) -> bytes | None:
+        """The Request-Tag its Block1 blocks carried, when it chose one (RFC 9175)."""
+
     def on_done(self) -> None:
         """The request ended (answered, failed, cancelled): stop and release everything."""
 

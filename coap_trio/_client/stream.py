@@ -22,7 +22,7 @@ from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..protocol.blockwise_client import Block2Download, DownloadComplete, FetchBlock
-from .block_messages import block2_repeats_payload, block2_request, wants_blocks
+from .block_messages import Block2FollowUps, wants_blocks
 from .blockwise import BlockSender, Progress
 
 if TYPE_CHECKING:
@@ -50,8 +50,7 @@ class ResponseStream:
     __slots__ = (
         "_blocks",
         "_download",
-        "_keep_payload",
-        "_original",
+        "_follow_ups",
         "_pending",
         "_progress",
         "_step",
@@ -61,18 +60,15 @@ class ResponseStream:
     def __init__(
         self,
         response: Message,
-        original: Message,
+        follow_ups: Block2FollowUps,
         requested: BlockValue | None,
         blocks: BlockSender | None,
         progress: Progress | None,
-        uploaded: bool,
     ) -> None:
         #: The first response (for a block-wise one: block 0 with its options).
         self.response = response
-        self._original = original
-        #: Whether the requests for later blocks carry ``original``'s payload
-        #: (``uploaded``: its body went up in Block1 blocks).
-        self._keep_payload = block2_repeats_payload(original, uploaded)
+        #: How the requests for later blocks are made.
+        self._follow_ups = follow_ups
         self._blocks = blocks
         self._progress = progress
         self._download: Block2Download | None = None
@@ -115,7 +111,7 @@ class ResponseStream:
             raise StopAsyncIteration
         assert self._download is not None
         assert self._blocks is not None
-        request = block2_request(self._original, step.block, self._keep_payload)
+        request = self._follow_ups.request(step.block)
         response = await self._blocks.exchange(request)
         self._step = self._download.feed(response)
         self._report()
@@ -158,8 +154,12 @@ async def open_stream(
         block = response.opt.block2
         if block is not None and block.num != 0:
             raise BadResponseError(f"the first response is block {block}, not block 0")
-    uploaded = request.transfer is not None and request.transfer.uploaded
-    stream = ResponseStream(response, message, request.wire.opt.block2, blocks, progress, uploaded)
+    transfer = request.transfer
+    if transfer is not None:
+        follow_ups = Block2FollowUps(message, transfer.uploaded, transfer.upload_tag)
+    else:
+        follow_ups = Block2FollowUps(message, uploaded=False)
+    stream = ResponseStream(response, follow_ups, request.wire.opt.block2, blocks, progress)
     try:
         yield stream
     finally:

@@ -177,7 +177,8 @@ class RequestDispatcher:
             if observation is not None:
                 if response is not None and response.code.is_successful():
                     exchange.owner = observation
-                    response = observations.start(observation, key, response)
+                    release = functools.partial(runner.end_observation, exchange)
+                    response = observations.start(observation, key, response, release)
                 else:
                     observation.end("the registration was not answered with success")
             self.answer(runner, exchange, response)

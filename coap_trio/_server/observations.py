@@ -61,7 +61,11 @@ class ServerObservations:
             observation.end(reason)
         return len(ended)
 
-    def _forget(self, key: _Key, observation: ServerObservation) -> None:
+    def _forget(
+        self, key: _Key, observation: ServerObservation, release: Callable[[], None] | None
+    ) -> None:
+        if release is not None:
+            release()
         if self._by_key.get(key) is observation:
             del self._by_key[key]
             remote = key[0]
@@ -106,13 +110,23 @@ class ServerObservations:
             return None
         return observation
 
-    def start(self, observation: ServerObservation, key: _Key, response: Message) -> Message:
-        """Register ``observation``, number the registration ``response``, start its task."""
+    def start(
+        self,
+        observation: ServerObservation,
+        key: _Key,
+        response: Message,
+        release: Callable[[], None] | None = None,
+    ) -> Message:
+        """Register ``observation``, number the registration ``response``, start its task.
+
+        ``release`` runs once when the observation ends (the messaging machine
+        forgets what it kept for it).
+        """
         response.opt.observe = observation.sequence.next()
         remote = key[0]
         self._by_key[key] = observation
         self._per_remote[remote] = self._per_remote.get(remote, 0) + 1
 
-        observation.when_ended(functools.partial(self._forget, key, observation))
+        observation.when_ended(functools.partial(self._forget, key, observation, release))
         self._nursery.start_soon(observation.run)
         return response

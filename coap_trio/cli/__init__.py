@@ -65,17 +65,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .client import Console, run_client
 
     try:
-        return _run_trio(run_client, args, Console.system())
+        status = _run_trio(run_client, args, Console.system())
     except BrokenPipeError:  # the reader of our output went away (``| head``)
-        _silence_stdout()
-        return int(ExitStatus.FAILURE)
+        status = int(ExitStatus.OUTPUT_CLOSED)
+    except BaseExceptionGroup as group:
+        if group.split(BrokenPipeError)[1] is not None:
+            raise
+        status = int(ExitStatus.OUTPUT_CLOSED)
+    if status == ExitStatus.OUTPUT_CLOSED:
+        _silence_stdout()  # what is still buffered must not fail again at exit
+    return status
 
 
 def _serve(run: object, *args: object) -> int:
+    import socket
+
     from ..errors import CoapError
 
     try:
         return _run_trio(run, *args)
+    except socket.gaierror as error:  # a --bind name that does not resolve
+        sys.stderr.write(f"coap-trio: cannot serve: {error.strerror or error}\n")
+        return int(ExitStatus.USAGE)
+    except ValueError as error:  # a --bind address refused as malformed
+        sys.stderr.write(f"coap-trio: cannot serve: {error}\n")
+        return int(ExitStatus.USAGE)
     except (OSError, CoapError) as error:  # e.g. the address is in use, no such directory
         sys.stderr.write(f"coap-trio: cannot serve: {error}\n")
         return int(ExitStatus.FAILURE)

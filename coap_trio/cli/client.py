@@ -186,7 +186,16 @@ class _Sink:
         if rendered.note:
             self._console.note(f"coap-trio: {rendered.note}")
         data = rendered.data
-        if separate and data and not data.endswith(b"\n") and _kind_of(response) != "binary":
+        # A notification is a line of its own; on a terminal, so is the last line of a
+        # text payload (else the prompt would follow it). Pipes get the exact bytes.
+        if (
+            data
+            and not data.endswith(b"\n")
+            and (
+                (separate and _kind_of(response) != "binary")
+                or (self._console.stdout_tty and not self._raw)
+            )
+        ):
             data += b"\n"
         self._console.stdout.write(data)
         self._console.stdout.flush()
@@ -235,6 +244,8 @@ async def _one_request(
             sink.write_response(response, response.payload, separate=False)
         return status
     finally:
+        if progress is not None:  # a transfer that did not finish: erase its bar
+            progress.clear()
         sink.close()
 
 
@@ -269,12 +280,25 @@ async def _streamed(
         return status
 
 
-async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+async def _cancel_on_signal(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Cancel ``scope`` at the first SIGINT or SIGTERM (an orderly stop, not an error)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for _ in signals:
             scope.cancel()
             return
+
+
+@attrs.define
+class _Observation:
+    """What ``observe`` has seen so far."""
+
+    #: Responses received (the first one included).
+    seen: int = 0
+    #: Whether the last response carried no Observe option (it ends the observation).
+    final: bool = False
 
 
 async def _observe(
@@ -282,54 +306,72 @@ async def _observe(
 ) -> ExitStatus:
     """Print each response until --count, --duration, a signal, or a final response."""
     outcome: list[ExitStatus] = []
+    observation = _Observation()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+        # The signal receiver is in place before the request goes out.
+        await nursery.start(_cancel_on_signal, nursery.cancel_scope)
         try:
-            outcome.append(await _follow(ctx, message, args, console))
+            outcome.append(await _follow(ctx, message, args, console, observation))
         except CoapError as error:  # reported here: a nursery would wrap it in a group
             outcome.append(_report_error(error, console))
+        except BrokenPipeError:  # the reader of standard output went away (``| head``)
+            outcome.append(ExitStatus.OUTPUT_CLOSED)
         nursery.cancel_scope.cancel()
     if not outcome:  # stopped by a signal
+        if observation.seen == 0:
+            console.error("interrupted before any response")
+            return ExitStatus.INTERRUPTED
         return ExitStatus.OK
     return outcome[0]
 
 
 async def _follow(
-    ctx: Context, message: Message, args: argparse.Namespace, console: Console
+    ctx: Context,
+    message: Message,
+    args: argparse.Namespace,
+    console: Console,
+    observation: _Observation,
 ) -> ExitStatus:
     sink = _Sink(args, console)
     status = ExitStatus.OK
-    seen = 0
     # --timeout bounds the wait for the first response; --duration the whole run.
     first = trio.CancelScope(
         deadline=trio.current_time() + args.timeout if args.timeout else math.inf
     )
+    counted = False
     try:
         with trio.move_on_after(args.duration if args.duration else math.inf), first:
             async with ctx.observe(message) as notifications:
                 async for response in notifications:
                     first.deadline = math.inf
-                    seen += 1
+                    observation.seen += 1
+                    observation.final = response.opt.observe is None
                     status = status_for_code(response.code)
                     if args.verbose:
                         observe = response.opt.observe
                         label = "final" if observe is None else f"observe={observe}"
                         console.note(f"{describe_response(response)} ({label})")
                     sink.write_response(response, response.payload, separate=True)
-                    if args.count is not None and seen >= args.count:
+                    if args.count is not None and observation.seen >= args.count:
+                        counted = True
                         break
     except ObservationError as error:
         _report_error_response(error.response, console)
         return status_for_code(error.response.code)
     finally:
         sink.close()
-    if seen == 0:
+    if observation.seen == 0:
         if first.cancelled_caught:
             console.error(f"no response within --timeout {args.timeout:g} s")
             return ExitStatus.TIMEOUT
         if args.duration:
             console.error(f"no response within --duration {args.duration:g} s")
             return ExitStatus.TIMEOUT
+    elif observation.final and not counted and status is ExitStatus.OK:
+        if observation.seen == 1:
+            console.error("not observable: the response has no Observe option")
+        else:
+            console.error("the server ended the observation: a response without Observe")
     return status
 
 
@@ -372,6 +414,8 @@ async def run_client(args: argparse.Namespace, console: Console) -> ExitStatus:
     except OutputError as error:
         console.error(str(error))
         return ExitStatus.FAILURE
+    except BrokenPipeError:  # the reader of standard output went away (``| head``): no error
+        return ExitStatus.OUTPUT_CLOSED
     except (CoapError, OSError) as error:
         return _report_error(error, console)
 

@@ -36,7 +36,8 @@ class ExitStatus(enum.IntEnum):
     #: Something went wrong that no other status describes (e.g. an output file
     #: could not be written).
     FAILURE = 1
-    #: The command line is wrong: unknown verb or flag, bad URI, bad option value.
+    #: The command line is wrong: unknown verb or flag, bad URI, bad option value, a
+    #: ``serve --bind`` name that does not resolve.
     USAGE = 2
     #: A 4.xx response (client error).
     CLIENT_ERROR = 3
@@ -48,23 +49,31 @@ class ExitStatus(enum.IntEnum):
     NETWORK_ERROR = 6
     #: The peer broke the protocol: an unacceptable response, an unexpected code class.
     PROTOCOL_ERROR = 7
-    #: The URI's scheme needs a transport coap_trio does not have (coaps://, coap+tcp://...).
+    #: The URI's scheme needs a transport coap_trio does not have: coaps:// (DTLS), or
+    #: coap+ws:// and coaps+ws:// without the ``ws`` extra (wsproto).
     UNSUPPORTED_TRANSPORT = 8
-    #: Interrupted (Ctrl-C) while waiting for a single response.
+    #: Interrupted (Ctrl-C) while waiting for a single response, or before the first
+    #: response of ``observe``.
     INTERRUPTED = 130
+    #: Standard output was closed by its reader (``| head``): the command stopped
+    #: quietly, with the status a shell shows for a program that SIGPIPE ended (128 + 13).
+    OUTPUT_CLOSED = 141
 
 
 _DESCRIPTIONS: dict[ExitStatus, str] = {
     ExitStatus.OK: "success: a 2.xx response (ping: answered; observe: ended as asked)",
     ExitStatus.FAILURE: "another failure (e.g. the output file could not be written)",
-    ExitStatus.USAGE: "usage error: bad verb, flag, URI or option value",
+    ExitStatus.USAGE: "usage error: bad verb, flag, URI or option value, unresolvable --bind",
     ExitStatus.CLIENT_ERROR: "a 4.xx response (client error)",
     ExitStatus.SERVER_ERROR: "a 5.xx response (server error)",
     ExitStatus.TIMEOUT: "timeout: no response within --timeout or after all retransmissions",
     ExitStatus.NETWORK_ERROR: "network error: unresolvable host, ICMP unreachable, Reset",
     ExitStatus.PROTOCOL_ERROR: "protocol error: an unacceptable or unexpected response",
-    ExitStatus.UNSUPPORTED_TRANSPORT: "unsupported scheme (coaps://, coap+tcp://, ...)",
+    ExitStatus.UNSUPPORTED_TRANSPORT: (
+        "unsupported scheme: coaps:// (DTLS); coap(s)+ws:// without the ws extra"
+    ),
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C) while waiting for a response",
+    ExitStatus.OUTPUT_CLOSED: "standard output closed by its reader (| head): stopped quietly",
 }
 
 

@@ -245,7 +245,9 @@ class ProgressBar:
     """A one-line progress bar for block-wise transfers, redrawn in place.
 
     Call it as ``progress(done_bytes, total_or_None)`` (the signature
-    ``Context.request(..., progress=)`` uses); :meth:`close` ends the line.
+    ``Context.request(..., progress=)`` uses); :meth:`close` ends the line
+    once the transfer is done, :meth:`clear` erases it when it is not (an
+    error, standard output closed), so no half-drawn bar is left behind.
     Draws at most every ``interval`` seconds, plus the final state.
     """
 
@@ -293,3 +295,11 @@ class ProgressBar:
             self._draw()
             self._stream.write("\n")
             self._stream.flush()
+            self._drawn = False
+
+    def clear(self) -> None:
+        """Erase the bar's line, if one is drawn and not ended; later calls draw anew."""
+        if self._drawn:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._drawn = False

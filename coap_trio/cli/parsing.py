@@ -3,9 +3,9 @@
 Owns how text from the command line becomes values: Content-Format names
 (:func:`parse_content_format`), ``--option NUMBER=VALUE``
 (:func:`parse_option`), ``--bind HOST:PORT`` (:func:`parse_bind`), payload
-sources (:func:`read_payload`), and the :mod:`argparse` parser with every
-verb and flag (:func:`build_parser`). Value parsers raise :class:`UsageError`;
-nothing here performs network I/O.
+sources (:func:`read_payload`), the version (:func:`package_version`), and
+the :mod:`argparse` parser with every verb and flag (:func:`build_parser`).
+Value parsers raise :class:`UsageError`; nothing here performs network I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "METHOD_VERBS",
     "UsageError",
     "build_parser",
+    "package_version",
     "parse_bind",
     "parse_content_format",
     "parse_option",
@@ -183,6 +184,22 @@ def parse_bind(text: str, default_port: int = 5683) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def package_version() -> str:
+    """The installed version of coap-trio, from its package metadata.
+
+    Falls back to ``coap_trio.__version__`` when the package is imported
+    from a source tree that was never installed (no metadata to read).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("coap-trio")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
 def read_payload(text: str | None, file: str | None, stdin: BinaryIO | None = None) -> bytes:
     """The request payload: ``--payload`` text (UTF-8), or the bytes of
     ``--payload-file`` (``-`` reads standard input), or nothing."""
@@ -231,11 +248,24 @@ def _typed(parser: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
-_EPILOG = "exit status:\n" + exit_status_table() + "\n\nSee docs/cli.md for the full reference."
+_SCHEMES = (
+    "URI schemes: coap:// (UDP), coap+tcp://, coaps+tcp:// (TLS), coap+ws://,\n"
+    "coaps+ws:// (WebSockets; these two need the 'ws' extra). coaps:// (DTLS) is\n"
+    "not supported. serve listens on UDP."
+)
+_EPILOG = (
+    _SCHEMES
+    + "\n\nexit status:\n"
+    + exit_status_table()
+    + "\n\nSee docs/cli.md for the full reference."
+)
 
 
 def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
-    parser.add_argument("uri", help="the target, e.g. coap://[::1]:5683/sensors/temp")
+    parser.add_argument(
+        "uri",
+        help="the target, e.g. coap://[::1]:5683/sensors/temp or coap+tcp://host/sensors/temp",
+    )
     if verb in ("post", "put", "fetch", "patch", "ipatch", "get", "delete", "observe"):
         parser.add_argument("--payload", metavar="TEXT", help="request payload (UTF-8 text)")
         parser.add_argument(
@@ -257,7 +287,9 @@ def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
             help="the Content-Format asked for (same names as --content-format)",
         )
         parser.add_argument(
-            "--non", action="store_true", help="send the request as NON (default: CON)"
+            "--non",
+            action="store_true",
+            help="send the request as NON (default: CON; UDP only)",
         )
         parser.add_argument(
             "--option",
@@ -295,7 +327,7 @@ def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
         "-v",
         "--verbose",
         action="store_true",
-        help="show every message sent and received on standard error",
+        help="show every datagram sent and received (UDP) and the response on standard error",
     )
 
 
@@ -309,7 +341,7 @@ _VERB_HELP = {
     "ipatch": "iPATCH (RFC 8132) a resource",
     "observe": "observe a resource (RFC 7641), printing each notification",
     "discover": "list a server's resources (GET /.well-known/core)",
-    "ping": "send a CoAP ping (an empty CON) and wait for its Reset",
+    "ping": "send a CoAP ping (an empty CON; 7.02 Ping over TCP/WebSockets), wait for the answer",
 }
 
 
@@ -320,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="A CoAP (RFC 7252) client and server built on Trio.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"coap-trio {package_version()}",
+        help="print the version of coap-trio and exit",
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in CLIENT_VERBS:
@@ -371,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             type=_typed(parse_bind),
             metavar="HOST:PORT",
-            help="address to serve on, repeatable (default [::]:5683; port 0: any free port)",
+            help="UDP address to serve on, repeatable (default [::]:5683; port 0: any free "
+            "port); a host name is bound on every address it resolves to, on one port",
         )
         site_parser.add_argument(
             "-v", "--verbose", action="store_true", help="log each request on standard error"

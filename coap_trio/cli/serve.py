@@ -15,14 +15,19 @@ processes (``python -m coap_trio serve ... --worker-of PARENT_PID``) that
 share each port through ``SO_REUSEPORT``: the parent picks the ports (port 0:
 it binds once with ``SO_REUSEPORT`` to learn a free one, and holds that
 socket until every worker has bound beside it), prints the ``listening on``
-lines once, then a ``workers:`` line with the workers' process IDs, forwards
-SIGINT and SIGTERM to them and exits 0 when all of them exited 0. The kernel
-hashes each client address to one worker while the set of workers stays the
-same, so a client's deduplication state and observations live in one
-process; state shared between workers (a plugtest resource changed by PUT,
-for instance) is not shared: each worker has its own site. A worker writes
-its own counters to standard error when it stops, and stops by itself when
-its parent is gone.
+lines once, then a ``workers:`` line with the workers' process IDs, stops
+them with SIGTERM at its own SIGINT or SIGTERM, and exits 0 when all of
+them exited 0 (a worker that did not is reported on standard error). The
+workers stay in the parent's process group, so Ctrl-C in a terminal (or
+``kill -- -PGID``) reaches them too: a worker stops at its first SIGINT or
+SIGTERM and ignores later ones (the parent's SIGTERM then), so a signal to
+the whole group ends with status 0 as one to the parent alone does. The
+kernel hashes each client address to one worker while the set of workers
+stays the same, so a client's deduplication state and observations live in
+one process; state shared between workers (a plugtest resource changed by
+PUT, for instance) is not shared: each worker has its own site. A worker
+writes its own counters to standard error when it stops, and stops by
+itself when its parent is gone.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..context import bind_endpoints
 from ..fileserver import FileServerSite, fileserver_site
 from ..hosting import serve_site
 from ..plugtest import DEFAULT_OBS_PERIOD, PlugtestSite, plugtest_site
@@ -89,6 +95,13 @@ async def run_serve(
         if args.verbose:
             network = TracingNetwork(network, log)
     site = _make_site(args)
+    if worker:
+        # Ctrl-C in a terminal signals the whole process group: the worker gets it,
+        # and then the parent's SIGTERM. The first one stops it (the receiver below);
+        # one arriving once that receiver is closed must not kill it on its way out
+        # (the receiver restores these when it closes).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # serve_site raises the Context's errors (an address in use) as themselves.
         async with serve_site(site, binds, network=network) as ctx:
@@ -178,11 +191,8 @@ async def _run_workers(args: argparse.Namespace, report: Callable[[str], None]) 
     processes: list[trio.Process] = []
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
-            for host, port in args.bind or [DEFAULT_BIND]:
-                try:
-                    probes.append(network.open_endpoint(host, port))
-                except ValueError as error:
-                    raise OSError(str(error)) from None
+            for host, port in args.bind or [DEFAULT_BIND]:  # names: every address they have
+                probes += await bind_endpoints(network, host, port)
             binds = [(p.local_address.host, p.local_address.port) for p in probes]
             argv = _worker_argv(args, binds)
             for _ in range(args.workers):
@@ -216,11 +226,24 @@ async def _run_workers(args: argparse.Namespace, report: Callable[[str], None]) 
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
         if failed and failed[0].returncode != 0:
             sys.stderr.write(
-                f"coap-trio: worker {failed[0].pid} exited with status "
-                f"{failed[0].returncode}; stopping the others\n"
+                f"coap-trio: worker {failed[0].pid} {_ended(failed[0])}; stopping the others\n"
             )
         await _stop_workers(processes, signal.SIGTERM)
         for process in processes:
             if process.stdout is not None:
                 await process.stdout.aclose()
+            if process.returncode != 0 and process not in failed[:1]:
+                sys.stderr.write(f"coap-trio: worker {process.pid} {_ended(process)}\n")
     return ExitStatus.FAILURE if any(p.returncode != 0 for p in processes) else ExitStatus.OK
+
+
+def _ended(process: trio.Process) -> str:
+    """How a worker ended: ``exited with status N`` or ``was killed by SIGNAME``."""
+    code = process.returncode
+    assert code is not None
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"

@@ -103,3 +103,6 @@ class MessagingStatistics:
     outstanding_requests: int
     queued_requests: int
     pending_server_requests: int
+    #: Observations whose notifications the machine tracks (over a reliable
+    #: transport, per connection; the UDP machine keeps none: 0).
+    served_observations: int = 0

@@ -1,19 +1,23 @@
 """Exchanges and the events the messaging machine hands to its driver.
 
 Owns the small mutable records of one client exchange (a request we sent)
-and one server exchange (a request we received), their states, and the
-frozen event types. Must not know about trio, sockets or resources.
+and one server exchange (a request we received), the states each machine
+keeps them in (one set per machine: UDP's acknowledgements mean nothing
+on a stream), and the event types. Events are small records with
+``__slots__``, made by the machine and read by the driver, which must not
+change them. Must not know about trio, sockets or resources; the legal
+transitions between the states are tables in each machine's module.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Hashable
-from typing import Any
 
 from ..errors import CoapError
 from ..message import Message
 from ..numbers.types import Type
+from .reliability import Transmission
 
 __all__ = [
     "ClientExchange",
@@ -28,40 +32,83 @@ __all__ = [
     "ResponseReceived",
     "ServerExchange",
     "ServerState",
+    "StreamClientState",
+    "StreamServerState",
     "Transmit",
 ]
 
 
-class ClientState(enum.Enum):
-    """Where a request we sent stands."""
+class ClientState(enum.IntEnum):
+    """Where a request we sent over UDP stands (:class:`~coap_trio.protocol.messaging.Messaging`).
+
+    Its legal transitions are ``CLIENT_TRANSITIONS`` in that module.
+    """
 
     #: Waiting for an NSTART slot or a free message ID towards its remote.
-    QUEUED = "queued"
+    QUEUED = 0
     #: Transmitted; a CON is retransmitted until acknowledged.
-    SENT = "sent"
+    SENT = 1
     #: An empty ACK arrived; waiting for the separate response.
-    ACKNOWLEDGED = "acknowledged"
+    ACKNOWLEDGED = 2
     #: An observation (RFC 7641): the first response came with Observe;
     #: notifications arrive until it is abandoned or a final response ends it.
-    OBSERVING = "observing"
+    OBSERVING = 3
     #: Answered, failed or abandoned; nothing more will happen.
-    DONE = "done"
+    DONE = 4
 
 
-_QUEUED = ClientState.QUEUED  # (a module constant: Enum class attributes are slow on 3.11)
+class StreamClientState(enum.IntEnum):
+    """Where a request we sent over a reliable transport stands (RFC 8323;
+    :class:`~coap_trio.protocol.stream_messaging.StreamMessaging`).
+
+    No ACKNOWLEDGED: nothing is acknowledged on a stream. Its legal
+    transitions are ``CLIENT_TRANSITIONS`` in that module.
+    """
+
+    #: Larger than the default Max-Message-Size: waiting for the peer's CSM.
+    QUEUED = 0
+    #: Transmitted; its response is awaited.
+    SENT = 1
+    #: An observation (RFC 7641, RFC 8323 §7): notifications arrive until it ends.
+    OBSERVING = 3
+    #: Answered, failed or abandoned; nothing more will happen.
+    DONE = 4
 
 
-class ServerState(enum.Enum):
-    """Where a request we received stands."""
+class ServerState(enum.IntEnum):
+    """Where a request we received over UDP stands.
+
+    Its legal transitions are ``SERVER_TRANSITIONS`` in
+    :mod:`~coap_trio.protocol.messaging`.
+    """
 
     #: Being handled; a CON will get a piggybacked response if it is quick.
-    PENDING = "pending"
+    PENDING = 0
     #: The piggyback window passed: an empty ACK went out; a separate response follows.
-    ACKNOWLEDGED = "acknowledged"
-    #: A separate CON response is being (re)transmitted.
-    RESPONDING = "responding"
-    #: The response was sent (and acknowledged, when it was a CON), or given up.
-    DONE = "done"
+    ACKNOWLEDGED = 1
+    #: A separate CON response or notification is being (re)transmitted.
+    RESPONDING = 2
+    #: The response was sent (and acknowledged, when it was a CON), or given up;
+    #: an observation's notifications may still follow (RFC 7641).
+    DONE = 3
+
+
+class StreamServerState(enum.IntEnum):
+    """Where a request we received over a reliable transport stands (RFC 8323).
+
+    Its legal transitions are ``SERVER_TRANSITIONS`` in
+    :mod:`~coap_trio.protocol.stream_messaging`.
+    """
+
+    #: Being handled.
+    PENDING = 0
+    #: Answered (or dropped); an observation's notifications may still follow.
+    DONE = 3
+
+
+# (module constants: an Enum class attribute is slow on 3.11)
+_DONE, _STREAM_DONE = ClientState.DONE, StreamClientState.DONE
+_OBSERVING, _STREAM_OBSERVING = ClientState.OBSERVING, StreamClientState.OBSERVING
 
 
 _OBSERVE = 6  # RFC 7641
@@ -87,7 +134,14 @@ class ClientExchange:
         "transmissions",
     )
 
-    def __init__(self, request: Message, remote: Hashable, token: bytes, con: bool) -> None:
+    def __init__(
+        self,
+        request: Message,
+        remote: Hashable,
+        token: bytes,
+        con: bool,
+        state: ClientState | StreamClientState,
+    ) -> None:
         self.request = request
         self.remote = remote
         self.token = token
@@ -106,18 +160,32 @@ class ClientExchange:
         #: Whether it occupies one of its remote's NSTART slots.
         self.counted = False
         self.mid: int | None = None
-        self.state = _QUEUED
+        #: Its machine's state (the machine moves it, by its transition table).
+        self.state = state
         self.first_sent: float | None = None
         #: The retransmission record while a CON awaits its ACK.
-        self.transmission: Any = None
+        self.transmission: Transmission | None = None
         #: How many times the request has been transmitted so far.
         self.transmissions = 0
         self.deadline_ticket = 0
-        #: Free for the driver (the trio shell keeps its Request object here).
-        self.owner: Any = None
+        #: Free for the driver (the trio shell keeps the object that owns the
+        #: exchange here: the machine never reads it).
+        self.owner: object = None
+
+    @property
+    def done(self) -> bool:
+        """Whether nothing more will happen to it (answered, failed or abandoned)."""
+        state = self.state
+        return state is _DONE or state is _STREAM_DONE
+
+    @property
+    def observing(self) -> bool:
+        """Whether it is an observation still receiving notifications (RFC 7641)."""
+        state = self.state
+        return state is _OBSERVING or state is _STREAM_OBSERVING
 
     def __repr__(self) -> str:
-        return f"<ClientExchange {self.state.value} token={self.token.hex()} mid={self.mid}>"
+        return f"<ClientExchange {self.state.name} token={self.token.hex()} mid={self.mid}>"
 
 
 _CON = Type.CON
@@ -138,21 +206,24 @@ class ServerExchange:
         "transmission",
     )
 
-    def __init__(self, request: Message, remote: Hashable) -> None:
+    def __init__(
+        self, request: Message, remote: Hashable, state: ServerState | StreamServerState
+    ) -> None:
         self.request = request
         self.remote = remote
         self.mid: int = request.mid if request.mid is not None else 0
         self.token = request.token
         self.con = request.mtype is _CON
-        self.state = ServerState.PENDING
+        #: Its machine's state (the machine moves it, by its transition table).
+        self.state = state
         self.ack_ticket = 0
         #: The CON response or notification being retransmitted, if any.
-        self.transmission: Any = None
-        #: Free for the driver.
-        self.owner: Any = None
+        self.transmission: Transmission | None = None
+        #: Free for the driver (the machine never reads it).
+        self.owner: object = None
 
     def __repr__(self) -> str:
-        return f"<ServerExchange {self.state.value} mid={self.mid} token={self.token.hex()}>"
+        return f"<ServerExchange {self.state.name} mid={self.mid} token={self.token.hex()}>"
 
 
 class Event:

@@ -24,6 +24,7 @@ less use their own cancel scopes.
 
 from __future__ import annotations
 
+import enum
 import random
 from collections import deque
 from collections.abc import Hashable
@@ -56,6 +57,8 @@ from .exchanges import (
     ResponseReceived,
     ServerExchange,
     ServerState,
+    StreamClientState,
+    StreamServerState,
     Transmit,
 )
 from .matcher import Matcher, has_unrecognized_critical
@@ -63,10 +66,106 @@ from .midalloc import MessageIdAllocator
 from .reliability import RETRANSMIT, Reliability
 from .timers import TimerHeap
 
-__all__ = ["Messaging", "MessagingConfig", "MessagingStatistics"]
+__all__ = [
+    "CLIENT_TRANSITIONS",
+    "SERVER_TRANSITIONS",
+    "ClientInput",
+    "Messaging",
+    "MessagingConfig",
+    "MessagingStatistics",
+    "ServerInput",
+]
 
 _CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
 _EMPTY = Code.EMPTY
+
+
+class ClientInput(enum.IntEnum):
+    """What moves a :class:`~coap_trio.protocol.exchanges.ClientExchange` (a request we sent)."""
+
+    #: It gets its message ID and goes out (at once, or when NSTART or IDs allow).
+    TRANSMIT = 0
+    #: An empty ACK acknowledged the CON request: a separate response follows.
+    EMPTY_ACK = 1
+    #: Its final response arrived (for a ping: the RST or empty ACK), or, for an
+    #: observation, a notification that ends it.
+    RESPONSE = 2
+    #: A 2.xx with Observe answered a registration: an observation (RFC 7641).
+    REGISTERED = 3
+    #: It ended without a response: timeout, RST, rejected response, network error.
+    FAIL = 4
+    #: The driver gave it up (:meth:`Messaging.abandon`).
+    ABANDON = 5
+
+
+class ServerInput(enum.IntEnum):
+    """What moves a :class:`~coap_trio.protocol.exchanges.ServerExchange` (a request received)."""
+
+    #: The piggyback window passed: the empty ACK went out.
+    ACK_DUE = 0
+    #: :meth:`Messaging.respond`: the response (or none) went out in the ACK, as
+    #: a NON, or as a separate NON; a separate CON then goes on with SEND_CON.
+    RESPOND = 1
+    #: A CON response or notification goes out, to be retransmitted until acknowledged.
+    SEND_CON = 2
+    #: The client acknowledged the CON response or notification.
+    ACKNOWLEDGED = 3
+    #: The CON response or notification was reset, never acknowledged, or found
+    #: no free message ID; or an RST answered a NON one.
+    FAIL = 4
+    #: :meth:`Messaging.forget`: the request will not be handled.
+    FORGET = 5
+
+
+_C, _S, _CI, _SI = ClientState, ServerState, ClientInput, ServerInput
+
+#: The legal moves of a request we sent: ``(state, input) -> next state``. Any
+#: pair not in the table is illegal (a ``KeyError`` in the machine is a bug;
+#: a driver's illegal call is a ``LocalProtocolError``).
+CLIENT_TRANSITIONS: dict[tuple[ClientState | StreamClientState, ClientInput], ClientState] = {
+    (_C.QUEUED, _CI.TRANSMIT): _C.SENT,
+    (_C.QUEUED, _CI.ABANDON): _C.DONE,
+    (_C.SENT, _CI.EMPTY_ACK): _C.ACKNOWLEDGED,
+    (_C.SENT, _CI.RESPONSE): _C.DONE,
+    (_C.SENT, _CI.REGISTERED): _C.OBSERVING,
+    (_C.SENT, _CI.FAIL): _C.DONE,
+    (_C.SENT, _CI.ABANDON): _C.DONE,
+    (_C.ACKNOWLEDGED, _CI.RESPONSE): _C.DONE,
+    (_C.ACKNOWLEDGED, _CI.REGISTERED): _C.OBSERVING,
+    (_C.ACKNOWLEDGED, _CI.FAIL): _C.DONE,
+    (_C.ACKNOWLEDGED, _CI.ABANDON): _C.DONE,
+    (_C.OBSERVING, _CI.RESPONSE): _C.DONE,
+    (_C.OBSERVING, _CI.FAIL): _C.DONE,
+    (_C.OBSERVING, _CI.ABANDON): _C.DONE,
+}
+
+#: The legal moves of a request we received: ``(state, input) -> next state``.
+#: DONE is left again only by an observation's CON notification (RFC 7641).
+SERVER_TRANSITIONS: dict[tuple[ServerState | StreamServerState, ServerInput], ServerState] = {
+    (_S.PENDING, _SI.ACK_DUE): _S.ACKNOWLEDGED,
+    (_S.PENDING, _SI.RESPOND): _S.DONE,
+    (_S.PENDING, _SI.FORGET): _S.DONE,
+    (_S.ACKNOWLEDGED, _SI.RESPOND): _S.DONE,
+    (_S.ACKNOWLEDGED, _SI.FORGET): _S.DONE,
+    (_S.DONE, _SI.SEND_CON): _S.RESPONDING,
+    (_S.DONE, _SI.FAIL): _S.DONE,  # an RST answered a NON response or notification
+    (_S.RESPONDING, _SI.SEND_CON): _S.RESPONDING,
+    (_S.RESPONDING, _SI.ACKNOWLEDGED): _S.DONE,
+    (_S.RESPONDING, _SI.FAIL): _S.DONE,
+}
+
+# The moves of the hot paths, looked up once (module constants: an Enum class
+# attribute is slow on 3.11).
+_QUEUED, _OBSERVING, _DONE = ClientState.QUEUED, ClientState.OBSERVING, ClientState.DONE
+_SENT, _CLIENT_ACKNOWLEDGED = ClientState.SENT, ClientState.ACKNOWLEDGED
+_SENT_NOW = CLIENT_TRANSITIONS[_QUEUED, _CI.TRANSMIT]
+_TRANSMIT, _EMPTY_ACK, _RESPONSE = _CI.TRANSMIT, _CI.EMPTY_ACK, _CI.RESPONSE
+_REGISTERED, _FAIL, _ABANDON = _CI.REGISTERED, _CI.FAIL, _CI.ABANDON
+_PENDING, _ACKNOWLEDGED = ServerState.PENDING, ServerState.ACKNOWLEDGED
+_RESPONDING, _SERVER_DONE = ServerState.RESPONDING, ServerState.DONE
+_ACK_DUE, _RESPOND, _SEND_CON = _SI.ACK_DUE, _SI.RESPOND, _SI.SEND_CON
+_ACKED, _SERVER_FAIL, _FORGET = _SI.ACKNOWLEDGED, _SI.FAIL, _SI.FORGET
+_CLIENT, _SERVER = CLIENT_TRANSITIONS, SERVER_TRANSITIONS
 
 # Timer kinds.
 _ACK_DELAY, _DEADLINE, _MID_WAIT, _SWEEP = range(1, 5)
@@ -77,7 +176,13 @@ _MID_SWEEP_INTERVAL = 30.0
 
 
 class Messaging:
-    """RFC 7252 messaging for one local endpoint. See the module docstring."""
+    """RFC 7252 messaging for one local endpoint. See the module docstring.
+
+    It implements :class:`~coap_trio.protocol.machine.Machine`.
+    """
+
+    #: Datagrams may be reordered: notifications are ordered by their Observe numbers.
+    in_order = False
 
     def __init__(self, config: MessagingConfig | None = None, rng: random.Random | None = None):
         self.config = config = config or MessagingConfig()
@@ -108,6 +213,8 @@ class Messaging:
         self._outstanding: dict[Hashable, int] = {}
         self._queued: dict[Hashable, deque[ClientExchange]] = {}
         self._nstart = params.NSTART
+        #: Always False: a UDP request's deadline is on the timer heap, looked at per request.
+        self.kept_next_deadline = False
         self._sweep_ticket = 0
         self._sweep_at: float | None = None
         self._mids_swept = -_MID_SWEEP_INTERVAL
@@ -153,6 +260,17 @@ class Messaging:
         """None: BERT blocks (RFC 8323 §6) are never used over UDP."""
         return None
 
+    def connection_made(self, remote: Hashable, now: float) -> list[Event]:
+        """Nothing: UDP has no connections."""
+        return []
+
+    def connection_lost(self, remote: Hashable, error: Exception | None, now: float) -> list[Event]:
+        """Nothing: UDP has no connections."""
+        return []
+
+    def end_observation(self, exchange: ServerExchange) -> None:
+        """Nothing: the UDP machine keeps no state for an observation's notifications."""
+
     def mid_available(self, remote: Hashable, now: float) -> bool:
         """Whether a new message towards ``remote`` could get a message ID now."""
         return self._mids.available(remote, now)
@@ -194,7 +312,7 @@ class Messaging:
             if new is None:
                 raise LocalProtocolError("no free token (token_length is too small)")
             token = new
-        exchange = ClientExchange(request, remote, token, mtype is _CON)
+        exchange = ClientExchange(request, remote, token, mtype is _CON, _QUEUED)
         self._matcher.register(exchange)
         return exchange, self._start_or_queue(exchange, now)
 
@@ -205,7 +323,7 @@ class Messaging:
         empty ACK) when it answers, or ``RequestFailed`` with a timeout.
         """
         ping = Message.from_fields(_EMPTY, _CON, None, b"", Options(), b"", remote)
-        exchange = ClientExchange(ping, remote, b"", True)
+        exchange = ClientExchange(ping, remote, b"", True, _QUEUED)
         exchange.ping = True
         return exchange, self._start_or_queue(exchange, now)
 
@@ -245,7 +363,7 @@ class Messaging:
         )
         data = encode(wire)
         exchange.mid = mid
-        exchange.state = ClientState.SENT
+        exchange.state = _SENT_NOW  # (QUEUED, TRANSMIT): only queued exchanges start
         exchange.first_sent = now
         exchange.transmissions = 1
         exchange.counted = True
@@ -270,23 +388,26 @@ class Messaging:
         Idempotent. Starting the next queued request towards the same remote
         may produce events.
         """
-        if exchange.state is ClientState.DONE:
+        if exchange.state is _DONE:
             return []
-        if exchange.state is ClientState.QUEUED:
+        if exchange.state is _QUEUED:
             queue = self._queued.get(exchange.remote)
             if queue is not None and exchange in queue:
                 queue.remove(exchange)
                 if not queue:
                     del self._queued[exchange.remote]
-            exchange.state = ClientState.DONE
+            exchange.state = _CLIENT[_QUEUED, _ABANDON]
             self._matcher.unregister(exchange)
             return []
         events: list[Event] = []
-        self._finish(exchange, now, events)
+        self._finish(exchange, _ABANDON, now, events)
         return events
 
-    def _finish(self, exchange: ClientExchange, now: float, events: list[Event]) -> None:
-        exchange.state = ClientState.DONE
+    def _finish(
+        self, exchange: ClientExchange, cause: ClientInput, now: float, events: list[Event]
+    ) -> None:
+        """End ``exchange`` (``cause``: a response, a failure or abandon) and free what it held."""
+        exchange.state = _CLIENT[exchange.state, cause]
         self._matcher.unregister(exchange)
         if exchange.transmission is not None:
             self._reliability.cancel(exchange.transmission)
@@ -318,7 +439,7 @@ class Messaging:
         ``NotificationReceived``; one without Observe (or an error) ends it.
         """
         if exchange.observe and message.code.is_successful() and message.opt.observe is not None:
-            if exchange.state is ClientState.OBSERVING:
+            if exchange.state is _OBSERVING:
                 events.append(NotificationReceived(exchange, message))
                 return
             if exchange.transmission is not None:
@@ -326,12 +447,12 @@ class Messaging:
                 exchange.transmission = None
             self._timers.cancel(exchange.deadline_ticket)
             exchange.deadline_ticket = 0
-            exchange.state = ClientState.OBSERVING
+            exchange.state = _CLIENT[exchange.state, _REGISTERED]
             self._uncount(exchange, now, events)
             events.append(ResponseReceived(exchange, message))
             return
-        observing = exchange.state is ClientState.OBSERVING
-        self._finish(exchange, now, events)
+        observing = exchange.state is _OBSERVING
+        self._finish(exchange, _RESPONSE, now, events)
         if observing:
             events.append(NotificationReceived(exchange, message))
         else:
@@ -363,7 +484,7 @@ class Messaging:
             if con:
                 self._reset(remote, mid, events)
             return
-        exchange = ServerExchange(message, remote)
+        exchange = ServerExchange(message, remote, _PENDING)
         self._pending[(remote, mid)] = exchange
         if con:
             due = now + self.config.ack_delay
@@ -402,10 +523,10 @@ class Messaging:
         self, exchange: ServerExchange, ticket: int, now: float, events: list[Event]
     ) -> None:
         """The piggyback window of ``exchange`` passed: send the empty ACK now."""
-        if exchange.ack_ticket == ticket and exchange.state is ServerState.PENDING:
+        if exchange.ack_ticket == ticket and exchange.state is _PENDING:
             exchange.ack_ticket = 0
             self._pending.pop((exchange.remote, exchange.mid), None)
-            exchange.state = ServerState.ACKNOWLEDGED
+            exchange.state = _SERVER[_PENDING, _ACK_DUE]
             ack = encode_empty(_ACK, exchange.mid)
             self._seen_con(exchange.remote, exchange.mid, ack, now)
             events.append(Transmit(exchange.remote, ack))
@@ -421,14 +542,15 @@ class Messaging:
         request gets a NON response. The response's token, MID and type are
         set here; its code, options and payload are used as given.
         """
-        if exchange.state is not ServerState.PENDING and exchange.state is not (
-            ServerState.ACKNOWLEDGED
-        ):
+        state = exchange.state
+        answered = _SERVER.get((state, _RESPOND))
+        if answered is None:
             raise LocalProtocolError(f"{exchange!r} was already answered")
+        exchange.state = answered
         events: list[Event] = []
         remote = exchange.remote
         key = (remote, exchange.mid)
-        if exchange.state is ServerState.PENDING:
+        if state is _PENDING:
             self._pending.pop(key, None)
             self._cancel_ack(exchange)
             if exchange.con:
@@ -438,16 +560,13 @@ class Messaging:
                     data = self._encode_response(response, _ACK, exchange.mid, exchange.token)
                 self._seen_con(remote, exchange.mid, data, now)
                 events.append(Transmit(remote, data))
-                exchange.state = ServerState.DONE
                 return events
             self._seen_non(remote, exchange.mid, now)
-            exchange.state = ServerState.DONE
             if response is not None:
                 mtype = response.mtype if response.mtype in (_CON, _NON) else _NON
                 self._send_new(exchange, response, mtype, now, events)
             return events
         # ACKNOWLEDGED: a separate response.
-        exchange.state = ServerState.DONE
         if response is not None:
             mtype = response.mtype if response.mtype in (_CON, _NON) else _CON
             self._send_new(exchange, response, mtype, now, events)
@@ -465,12 +584,14 @@ class Messaging:
         mid = self._mids.allocate(remote, now)
         if mid is None:
             self._counts["overloaded"] += 1
+            if exchange.state is _RESPONDING:  # a superseded CON notification's
+                exchange.state = _SERVER[_RESPONDING, _SERVER_FAIL]
             events.append(ResponseFailed(exchange, NetworkError("no free message ID")))
             return
         data = self._encode_response(response, mtype, mid, exchange.token)
         key = (remote, mid)
         if mtype is _CON:
-            exchange.state = ServerState.RESPONDING
+            exchange.state = _SERVER[exchange.state, _SEND_CON]
             exchange.transmission = self._reliability.send_con(key, data, exchange, now)
         else:
             self._remember_non(key, exchange, now)
@@ -494,7 +615,7 @@ class Messaging:
         ``confirmable`` says, taking over its retransmission counter and
         timeout, so a client that vanished is still detected.
         """
-        if exchange.state in (ServerState.PENDING, ServerState.ACKNOWLEDGED):
+        if (exchange.state, _SEND_CON) not in _SERVER:  # PENDING or ACKNOWLEDGED
             raise LocalProtocolError("answer the registration with respond() first")
         previous = exchange.transmission
         if previous is not None:
@@ -516,16 +637,20 @@ class Messaging:
         )
 
     def forget(self, exchange: ServerExchange) -> None:
-        """Drop a received request that will not be handled (e.g. a full queue).
+        """Drop a received request that will not be handled (e.g. a full queue); harmless
+        once it was answered or forgotten.
 
         Its message ID is not recorded, so a retransmission is processed as
         new, not as a duplicate with nothing to replay.
         """
+        forgotten = _SERVER.get((exchange.state, _FORGET))
+        if forgotten is None:  # answered or forgotten already: harmless
+            return
         key = (exchange.remote, exchange.mid)
         if self._pending.get(key) is exchange:
             del self._pending[key]
         self._cancel_ack(exchange)
-        exchange.state = ServerState.DONE
+        exchange.state = forgotten
 
     # -- input --------------------------------------------------------------------
 
@@ -556,18 +681,18 @@ class Messaging:
             self._counts["unmatched"] += 1
             return
         if isinstance(owner, ServerExchange):
-            owner.state = ServerState.DONE
+            owner.state = _SERVER[owner.state, _ACKED]
             owner.transmission = None
             events.append(ResponseAcknowledged(owner))
             return
         exchange: ClientExchange = owner
         exchange.transmission = None
         if exchange.ping:
-            self._finish(exchange, now, events)
+            self._finish(exchange, _RESPONSE, now, events)
             events.append(ResponseReceived(exchange, message))
             return
         if message.code is _EMPTY:
-            exchange.state = ClientState.ACKNOWLEDGED
+            exchange.state = _CLIENT[exchange.state, _EMPTY_ACK]
             exchange.deadline_ticket = self._timers.schedule(
                 now + self._separate_timeout, (_DEADLINE, exchange)
             )
@@ -575,7 +700,7 @@ class Messaging:
         if message.token != exchange.token or not message.code.is_response():
             # Acknowledges the request but is no valid response to it.
             self._counts["rejected_responses"] += 1
-            self._finish(exchange, now, events)
+            self._finish(exchange, _FAIL, now, events)
             events.append(
                 RequestFailed(
                     exchange, BadResponseError("piggybacked response does not match the request")
@@ -586,7 +711,7 @@ class Messaging:
             # §4.2: rejecting an ACK is silently ignoring it, but it does prove
             # receipt; the request cannot succeed, so it fails now.
             self._counts["rejected_responses"] += 1
-            self._finish(exchange, now, events)
+            self._finish(exchange, _FAIL, now, events)
             events.append(
                 RequestFailed(
                     exchange, BadResponseError("response has an unrecognized critical option")
@@ -601,11 +726,11 @@ class Messaging:
             self._counts["unmatched"] += 1
             return
         if isinstance(owner, ServerExchange):
-            owner.state = ServerState.DONE
+            owner.state = _SERVER[owner.state, _SERVER_FAIL]
             owner.transmission = None
             events.append(ResponseFailed(owner, ResetByPeerError("the client reset the response")))
-        elif owner.state is not ClientState.DONE:
-            self._finish(owner, now, events)
+        elif owner.state is not _DONE:
+            self._finish(owner, _RESPONSE if owner.ping else _FAIL, now, events)
             if owner.ping:
                 events.append(ResponseReceived(owner, message))
             else:
@@ -653,7 +778,7 @@ class Messaging:
         events: list[Event],
     ) -> None:
         exchange = self._matcher.find(remote, message.token)
-        if exchange is None or exchange.state is ClientState.QUEUED:
+        if exchange is None or exchange.state is _QUEUED:
             # §4.3 / RFC 7641 §3.6: unknown token -> RST, for CON and NON alike.
             self._counts["unmatched"] += 1
             self._reset(remote, mid, events, record=now if con else None)
@@ -664,7 +789,7 @@ class Messaging:
             self._counts["rejected_responses"] += 1
             if con:
                 self._reset(remote, mid, events, record=now)
-                self._finish(exchange, now, events)
+                self._finish(exchange, _FAIL, now, events)
                 events.append(
                     RequestFailed(
                         exchange, BadResponseError("response has an unrecognized critical option")
@@ -698,10 +823,10 @@ class Messaging:
         sent = [
             exchange
             for exchange in self._matcher.towards(remote)
-            if exchange.state in (ClientState.SENT, ClientState.ACKNOWLEDGED)
+            if exchange.state is _SENT or exchange.state is _CLIENT_ACKNOWLEDGED
         ]
         for exchange in sent:
-            self._finish(exchange, now, events)
+            self._finish(exchange, _FAIL, now, events)
             events.append(RequestFailed(exchange, NetworkError(str(error), error)))
         return events
 
@@ -743,9 +868,9 @@ class Messaging:
                 self._ack_due(subject, ticket, now, events)
             elif kind == _DEADLINE:
                 client: ClientExchange = subject
-                if client.deadline_ticket == ticket and client.state is not ClientState.DONE:
+                if client.deadline_ticket == ticket and client.state is not _DONE:
                     self._counts["requests_timed_out"] += 1
-                    self._finish(client, now, events)
+                    self._finish(client, _FAIL, now, events)
                     error = RequestTimeoutError(client.transmissions, "no response arrived in time")
                     events.append(RequestFailed(client, error))
             elif kind == _MID_WAIT:
@@ -758,12 +883,12 @@ class Messaging:
     def _give_up(self, owner: Any, transmissions: int, now: float, events: list[Event]) -> None:
         error = RequestTimeoutError(transmissions)
         if isinstance(owner, ServerExchange):
-            owner.state = ServerState.DONE
+            owner.state = _SERVER[owner.state, _SERVER_FAIL]
             owner.transmission = None
             events.append(ResponseFailed(owner, error))
         else:
             self._counts["requests_timed_out"] += 1
-            self._finish(owner, now, events)
+            self._finish(owner, _FAIL, now, events)
             events.append(RequestFailed(owner, error))
 
     def _sweep(self, now: float) -> None:

@@ -52,6 +52,7 @@ resources or URIs.
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Hashable
 from typing import Any
@@ -87,6 +88,8 @@ from .exchanges import (
     ResponseReceived,
     ServerExchange,
     ServerState,
+    StreamClientState,
+    StreamServerState,
     Transmit,
 )
 from .framing import (
@@ -111,24 +114,104 @@ from .signaling import (
 from .stream_state import ConnectionState, PeerSettings, StreamMessagingConfig
 from .timers import TimerHeap
 
-__all__ = ["PeerSettings", "StreamMessaging", "StreamMessagingConfig"]
+__all__ = [
+    "CLIENT_TRANSITIONS",
+    "SERVER_TRANSITIONS",
+    "PeerSettings",
+    "StreamClientInput",
+    "StreamMessaging",
+    "StreamMessagingConfig",
+    "StreamServerInput",
+]
 
 _EMPTY = Code.EMPTY
 _CSM = Code.CSM
 
+
+class StreamClientInput(enum.IntEnum):
+    """What moves a :class:`~coap_trio.protocol.exchanges.ClientExchange` (a request or
+    Ping we sent) on a reliable transport."""
+
+    #: It goes out (at once, or when the peer's CSM allows its size).
+    TRANSMIT = 0
+    #: Its final response (for a Ping: the Pong) arrived, or, for an
+    #: observation, a notification that ends it.
+    RESPONSE = 2
+    #: A 2.xx with Observe answered a registration: an observation (RFC 7641).
+    REGISTERED = 3
+    #: It ended without a response: timeout, rejected response, too large for
+    #: the peer, Release, or the connection's end.
+    FAIL = 4
+    #: The driver gave it up (:meth:`StreamMessaging.abandon`), or a newer Ping
+    #: replaced it (no token to tell them apart).
+    ABANDON = 5
+
+
+class StreamServerInput(enum.IntEnum):
+    """What moves a :class:`~coap_trio.protocol.exchanges.ServerExchange` on a stream."""
+
+    #: :meth:`StreamMessaging.respond`: the response (or none) went out.
+    RESPOND = 1
+    #: :meth:`StreamMessaging.forget`: the request will not be handled.
+    FORGET = 5
+
+
+_C, _S, _CI, _SI = StreamClientState, StreamServerState, StreamClientInput, StreamServerInput
+
+#: The legal moves of a request we sent: ``(state, input) -> next state``. Any
+#: pair not in the table is illegal (a ``KeyError`` in the machine is a bug;
+#: a driver's illegal call is a ``LocalProtocolError``).
+CLIENT_TRANSITIONS: dict[
+    tuple[ClientState | StreamClientState, StreamClientInput], StreamClientState
+] = {
+    (_C.QUEUED, _CI.TRANSMIT): _C.SENT,
+    (_C.QUEUED, _CI.FAIL): _C.DONE,
+    (_C.QUEUED, _CI.ABANDON): _C.DONE,
+    (_C.SENT, _CI.RESPONSE): _C.DONE,
+    (_C.SENT, _CI.REGISTERED): _C.OBSERVING,
+    (_C.SENT, _CI.FAIL): _C.DONE,
+    (_C.SENT, _CI.ABANDON): _C.DONE,
+    (_C.OBSERVING, _CI.RESPONSE): _C.DONE,
+    (_C.OBSERVING, _CI.FAIL): _C.DONE,
+    (_C.OBSERVING, _CI.ABANDON): _C.DONE,
+}
+
+#: The legal moves of a request we received: ``(state, input) -> next state``.
+#: An observation's notifications leave it DONE (nothing is acknowledged).
+SERVER_TRANSITIONS: dict[
+    tuple[ServerState | StreamServerState, StreamServerInput], StreamServerState
+] = {
+    (_S.PENDING, _SI.RESPOND): _S.DONE,
+    (_S.PENDING, _SI.FORGET): _S.DONE,
+}
+
+# The moves of the hot paths, looked up once (module constants: an Enum class
+# attribute is slow on 3.11).
+_QUEUED, _SENT, _OBSERVING = _C.QUEUED, _C.SENT, _C.OBSERVING
+_DONE = _C.DONE
+_SENT_NOW = CLIENT_TRANSITIONS[_QUEUED, _CI.TRANSMIT]
+_ANSWERED = CLIENT_TRANSITIONS[_SENT, _CI.RESPONSE]
+_TRANSMIT, _RESPONSE, _REGISTERED = _CI.TRANSMIT, _CI.RESPONSE, _CI.REGISTERED
+_FAIL, _ABANDON = _CI.FAIL, _CI.ABANDON
+_PENDING, _RESPOND, _FORGET = _S.PENDING, _SI.RESPOND, _SI.FORGET
+_CLIENT, _SERVER = CLIENT_TRANSITIONS, SERVER_TRANSITIONS
+
 #: The kind of a Pong deadline on the timer heap (the heap holds nothing else).
 _PING_TIMER = 0
 _OBSERVABLE_METHODS = (Code.GET, Code.FETCH)
-_SENT = ClientState.SENT
-_DONE = ClientState.DONE
-_QUEUED = ClientState.QUEUED  # (module constants: an Enum class attribute is slow on 3.11)
 
 #: Remotes remembered as closing (frames from them ignored) at most.
 _MAX_CLOSING = 4096
 
 
 class StreamMessaging:
-    """RFC 8323 messaging for one local endpoint and its connections (see the module)."""
+    """RFC 8323 messaging for one local endpoint and its connections (see the module).
+
+    It implements :class:`~coap_trio.protocol.machine.Machine`.
+    """
+
+    #: A reliable, ordered transport: notifications are never stale (RFC 8323 §7).
+    in_order = True
 
     def __init__(
         self,
@@ -205,11 +288,10 @@ class StreamMessaging:
             dedup_evicted=0,
             mid_remotes=0,
             mid_remotes_evicted=0,
-            outstanding_requests=sum(
-                1 for e in self._matcher.pending.values() if e.state is ClientState.SENT
-            ),
+            outstanding_requests=sum(1 for e in self._matcher.pending.values() if e.state is _SENT),
             queued_requests=sum(len(c.waiting) for c in self._connections.values()),
             pending_server_requests=self._serving,
+            served_observations=sum(len(c.observations) for c in self._connections.values()),
         )
 
     def peer_settings(self, remote: Hashable) -> PeerSettings | None:
@@ -218,12 +300,6 @@ class StreamMessaging:
         if conn is None:
             return None
         return PeerSettings(conn.max_message_size, conn.bert, conn.csm_received)
-
-    def bert_agreed(self, remote: Hashable) -> bool:
-        """Whether both we and ``remote`` announced Block-Wise-Transfer (RFC 8323 §6):
-        BERT blocks may then be exchanged with it (of 1024 bytes at least)."""
-        conn = self._connections.get(remote)
-        return conn is not None and conn.bert and self.config.block_wise_transfer
 
     def bert_size(self, remote: Hashable) -> int | None:
         """The largest BERT block payload to use with ``remote`` (RFC 8323 §6), or None
@@ -345,12 +421,12 @@ class StreamMessaging:
         remote = conn.remote
         del self._connections[remote]
         for exchange in list(self._matcher.towards(remote)):
-            self._finish(exchange)
+            self._finish(exchange, _FAIL)
             events.append(RequestFailed(exchange, error))
         conn.waiting.clear()
         for ping in conn.pings.values():
             self._cancel_deadline(ping)
-            ping.state = ClientState.DONE
+            ping.state = _CLIENT[ping.state, _FAIL]
             events.append(RequestFailed(ping, error))
         conn.pings.clear()
         self._serving -= len(conn.serving)
@@ -389,7 +465,7 @@ class StreamMessaging:
             if new is None:
                 raise LocalProtocolError("no free token (token_length is too small)")
             token = new
-        exchange = ClientExchange(request, remote, token, True)
+        exchange = ClientExchange(request, remote, token, True, _QUEUED)
         if self.websocket:
             opt, payload = request.opt, request.payload
             data = self._encode(
@@ -402,13 +478,13 @@ class StreamMessaging:
         if conn is None:
             conn = self._connection(remote, events)
         if conn.released is not None:
-            exchange.state = ClientState.DONE
+            exchange.state = _CLIENT[_QUEUED, _FAIL]
             events.append(RequestFailed(exchange, conn.released))
             return exchange, events
         too_large = len(data) > conn.max_message_size
         if too_large:
             if conn.csm_received:
-                exchange.state = ClientState.DONE
+                exchange.state = _CLIENT[_QUEUED, _FAIL]
                 events.append(
                     RequestFailed(exchange, MessageTooLargeError(len(data), conn.max_message_size))
                 )
@@ -421,7 +497,7 @@ class StreamMessaging:
         # not the earliest, and a driver's timer armed for the earliest stays right.
         self.kept_next_deadline = deadlines.live > 1
         if not too_large:  # (_transmit, inline)
-            exchange.state = _SENT
+            exchange.state = _SENT_NOW  # (QUEUED, TRANSMIT)
             exchange.first_sent = now
             exchange.transmissions = 1
             events.append(Transmit(remote, data))
@@ -430,7 +506,7 @@ class StreamMessaging:
     def _transmit(
         self, exchange: ClientExchange, data: bytes, now: float, events: list[Event]
     ) -> None:
-        exchange.state = ClientState.SENT
+        exchange.state = _CLIENT[exchange.state, _TRANSMIT]
         exchange.first_sent = now
         exchange.transmissions = 1
         events.append(Transmit(exchange.remote, data))
@@ -441,24 +517,25 @@ class StreamMessaging:
         After a Release, abandoning the last outstanding request closes the
         connection (``CloseConnection``).
         """
-        if exchange.state is ClientState.DONE:
+        if exchange.state is _DONE:
             return []
         conn = self._connections.get(exchange.remote)
         if exchange.ping:
             self._cancel_deadline(exchange)
-            exchange.state = ClientState.DONE
+            exchange.state = _CLIENT[exchange.state, _ABANDON]
             if conn is not None and conn.pings.get(exchange.token) is exchange:
                 del conn.pings[exchange.token]
             return []
-        self._finish(exchange)
+        self._finish(exchange, _ABANDON)
         events: list[Event] = []
         if conn is not None:
             conn.waiting = [item for item in conn.waiting if item[0] is not exchange]
             self._close_if_released(conn, now, events)
         return events
 
-    def _finish(self, exchange: ClientExchange) -> None:
-        exchange.state = ClientState.DONE
+    def _finish(self, exchange: ClientExchange, cause: StreamClientInput) -> None:
+        """End ``exchange`` (``cause``: a response, a failure or abandon), free its token."""
+        exchange.state = _CLIENT[exchange.state, cause]
         self._matcher.unregister(exchange)
         self._cancel_deadline(exchange)
 
@@ -476,7 +553,7 @@ class StreamMessaging:
         if conn.released is None or conn.remote not in self._connections:
             return
         for exchange in self._matcher.towards(conn.remote):
-            if exchange.state is not ClientState.OBSERVING:
+            if exchange.state is not _OBSERVING:
                 return
         self._close(conn, conn.released, now, events, "released by the peer")
 
@@ -489,15 +566,15 @@ class StreamMessaging:
         RFC 8323 §7); one without Observe, or an error, ends it.
         """
         if exchange.observe and message.code.is_successful() and message.opt.observe is not None:
-            if exchange.state is ClientState.OBSERVING:
+            if exchange.state is _OBSERVING:
                 events.append(NotificationReceived(exchange, message))
                 return
             self._cancel_deadline(exchange)
-            exchange.state = ClientState.OBSERVING
+            exchange.state = _CLIENT[exchange.state, _REGISTERED]
             events.append(ResponseReceived(exchange, message))
             return
-        observing = exchange.state is ClientState.OBSERVING
-        self._finish(exchange)
+        observing = exchange.state is _OBSERVING
+        self._finish(exchange, _RESPONSE)
         if observing:
             events.append(NotificationReceived(exchange, message))
         else:
@@ -547,7 +624,7 @@ class StreamMessaging:
             return
         if has_unrecognized_critical(message, self._recognized):
             self._counts["rejected_responses"] += 1
-            self._finish(exchange)
+            self._finish(exchange, _FAIL)
             events.append(
                 RequestFailed(
                     exchange, BadResponseError("response has an unrecognized critical option")
@@ -556,7 +633,7 @@ class StreamMessaging:
         elif not exchange.observe and exchange.state is _SENT:
             # The common case, inline: a plain request answered (what _deliver and
             # _finish would do for it).
-            exchange.state = _DONE
+            exchange.state = _ANSWERED  # (SENT, RESPONSE)
             del self._pending[key]  # (Matcher.unregister: it was found under key)
             ticket = exchange.deadline_ticket
             if ticket == IN_FIFO:  # (_cancel_deadline's usual case)
@@ -581,7 +658,7 @@ class StreamMessaging:
             busy.opt.max_age = 2
             events.append(Transmit(conn.remote, self._encode(busy)))
             return
-        exchange = ServerExchange(message, conn.remote)
+        exchange = ServerExchange(message, conn.remote, _PENDING)
         exchange.con = True  # every request over a reliable transport expects its response
         conn.serving.add(exchange)
         self._serving += 1
@@ -607,9 +684,10 @@ class StreamMessaging:
         until a final one, or until the connection ends (``ResponseFailed``).
         Answering after the connection ended sends nothing.
         """
-        if exchange.state is not ServerState.PENDING:
+        answered = _SERVER.get((exchange.state, _RESPOND))
+        if answered is None:
             raise LocalProtocolError(f"{exchange!r} was already answered")
-        exchange.state = ServerState.DONE
+        exchange.state = answered
         conn = self._take(exchange)
         if conn is None or response is None:
             return []
@@ -657,7 +735,7 @@ class StreamMessaging:
         is gone, or the notification is larger than the peer accepts, nothing
         is sent and ``ResponseFailed`` ends the observation.
         """
-        if exchange.state is ServerState.PENDING:
+        if exchange.state is _PENDING:
             raise LocalProtocolError("answer the registration with respond() first")
         conn = self._connections.get(exchange.remote)
         if conn is None or exchange not in conn.observations:
@@ -673,9 +751,13 @@ class StreamMessaging:
         return [Transmit(conn.remote, data)]
 
     def forget(self, exchange: ServerExchange) -> None:
-        """Drop a received request that will not be handled (nothing is sent)."""
+        """Drop a received request that will not be handled (nothing is sent); harmless
+        once it was answered or forgotten."""
+        forgotten = _SERVER.get((exchange.state, _FORGET))
+        if forgotten is None:  # answered or forgotten already: harmless
+            return
         self._take(exchange)
-        exchange.state = ServerState.DONE
+        exchange.state = forgotten
 
     def end_observation(self, exchange: ServerExchange) -> None:
         """Stop treating ``exchange`` as a served observation (it ended in the shell)."""
@@ -699,12 +781,12 @@ class StreamMessaging:
         while token in conn.pings and length:
             token = self._rng.randbytes(length)
         ping = Message.from_fields(Code.PING, None, None, token, Options(), b"", remote)
-        exchange = ClientExchange(ping, remote, token, True)
+        exchange = ClientExchange(ping, remote, token, True, _QUEUED)
         exchange.ping = True
         previous = conn.pings.get(token)
         if previous is not None:  # token_length 0: one Ping at a time, the new one replaces it
             self._cancel_deadline(previous)
-            previous.state = ClientState.DONE
+            previous.state = _CLIENT[previous.state, _ABANDON]
         conn.pings[token] = exchange
         exchange.deadline_ticket = self._timers.schedule(
             now + self.config.ping_timeout, (_PING_TIMER, exchange)
@@ -740,7 +822,7 @@ class StreamMessaging:
                 self._counts["unmatched"] += 1
                 return
             self._cancel_deadline(exchange)
-            exchange.state = ClientState.DONE
+            exchange.state = _CLIENT[exchange.state, _RESPONSE]
             events.append(ResponseReceived(exchange, message))
         elif isinstance(signal, Release):
             self._on_release(conn, signal, now, events)
@@ -756,10 +838,10 @@ class StreamMessaging:
         waiting, conn.waiting = conn.waiting, []
         limit = conn.max_message_size
         for exchange, data in waiting:
-            if exchange.state is not ClientState.QUEUED:
+            if exchange.state is not _QUEUED:
                 continue
             if len(data) > limit:
-                self._finish(exchange)
+                self._finish(exchange, _FAIL)
                 events.append(RequestFailed(exchange, MessageTooLargeError(len(data), limit)))
             else:
                 self._transmit(exchange, data, now, events)
@@ -794,11 +876,11 @@ class StreamMessaging:
         """
         events: list[Event] = []
         for exchange in self._deadlines.pop_due(now):
-            if exchange.state is ClientState.DONE:
+            if exchange.state is _DONE:
                 continue
             conn = self._connections.get(exchange.remote)
             self._counts["requests_timed_out"] += 1
-            self._finish(exchange)
+            self._finish(exchange, _FAIL)
             timed_out = RequestTimeoutError(1, "no response arrived in time")
             events.append(RequestFailed(exchange, timed_out))
             if conn is not None:
@@ -806,10 +888,10 @@ class StreamMessaging:
                 self._close_if_released(conn, now, events)
         for ticket, (_, subject) in self._timers.pop_due(now):
             exchange = subject
-            if exchange.deadline_ticket != ticket or exchange.state is ClientState.DONE:
+            if exchange.deadline_ticket != ticket or exchange.state is _DONE:
                 continue
             conn = self._connections.get(exchange.remote)
-            exchange.state = ClientState.DONE
+            exchange.state = _CLIENT[exchange.state, _FAIL]
             events.append(RequestFailed(exchange, RequestTimeoutError(1, "no Pong arrived")))
             if conn is not None:
                 conn.pings.pop(exchange.token, None)
