@@ -13,6 +13,7 @@ from .context import Context, ContextStatistics, open_context
 from .errors import (
     BadResponseError,
     CoapError,
+    ConnectError,
     ConnectionAbortedByPeerError,
     ConnectionLostError,
     ConnectionReleasedError,
@@ -35,6 +36,7 @@ from .errors import (
     UnresolvableHostError,
     UnsupportedTransportError,
 )
+from .hosting import serve
 from .message import Message
 from .numbers import (
     ACK,
@@ -90,6 +92,7 @@ __all__ = [
     "BlockwiseConfig",
     "CoapError",
     "Code",
+    "ConnectError",
     "ConnectionAbortedByPeerError",
     "ConnectionLostError",
     "ConnectionReleasedError",
@@ -136,4 +139,5 @@ __all__ = [
     "linkformat",
     "open_context",
     "response_errors",
+    "serve",
 ]

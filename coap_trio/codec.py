@@ -79,7 +79,7 @@ def encode_options(items: list[tuple[int, bytes]], payload: bytes) -> bytes:
 
     The part after the token that RFC 7252 §3 and RFC 8323 §3.2 share:
     minimal delta/length headers, then ``0xFF`` and the payload if there is
-    one. Used by :mod:`coap_trio.protocol.framing`; :func:`encode` inlines
+    one. Used by the stream framing (``coap_trio.protocol.framing``); :func:`encode` inlines
     the same loop (its hot path). Raises
     :class:`~coap_trio.errors.MessageEncodeError` for an option value over
     65804 bytes.
@@ -170,7 +170,7 @@ def decode_options(data: bytes, position: int, end: int) -> tuple[list[tuple[int
 
     Returns the ``(number, raw value)`` pairs in wire order and the payload.
     Shared by the UDP codec and the reliable-transport framing
-    (:mod:`coap_trio.protocol.framing`), whose messages end the same way.
+    (``coap_trio.protocol.framing``), whose messages end the same way.
     Raises :class:`~coap_trio.errors.MessageFormatError` (without type, MID
     or version: the caller adds what its header knows) for a truncated
     option, a reserved nibble, an empty payload after the marker or an

@@ -1,19 +1,18 @@
 """The Context: the nursery that owns every endpoint, timer and handler of coap_trio.
 
 Owns the wiring of the trio shell around the sans-I/O messaging machines
-(:class:`~coap_trio.protocol.machine.Machine`): for each transport endpoint
-an :class:`~coap_trio._runner.EndpointRunner` with one receive task (the
-endpoint's ``run``) and one timer task, the client side
-(:class:`~coap_trio._client.core.ClientCore`: requests in flight, routing,
-block-wise transfers, observations) and the server side
-(:class:`~coap_trio._server.dispatch.RequestDispatcher`: a fixed pool of
-handler tasks fed by one bounded queue, observations served, block-wise
-serving through :class:`~coap_trio._server.blockwise.BlockwiseServer` and
-the :class:`~coap_trio._server.responder.Responder`). Received datagrams are
-processed synchronously in the receive task (no task spawn or channel hop
-per datagram): a response ends its waiting request there, a request goes to
-the handler queue. The public methods (:meth:`Context.request`,
-:meth:`Context.observe`, ...) delegate to the two sides.
+(``coap_trio.protocol.machine.Machine``): for each transport endpoint an
+endpoint runner (``coap_trio._runner``) with one receive task (the
+endpoint's ``run``) and one timer task, the client side (``ClientCore`` of
+``coap_trio._client``: requests in flight, routing, block-wise transfers,
+observations) and the server side (``RequestDispatcher`` of
+``coap_trio._server``: a fixed pool of handler tasks fed by one bounded
+queue, observations served, block-wise serving through the block-wise
+server and the responder). Received datagrams are processed synchronously in
+the receive task (no task spawn or channel hop per datagram): a response
+ends its waiting request there, a request goes to the handler queue. The
+public methods (:meth:`Context.request`, :meth:`Context.observe`, ...)
+delegate to the two sides.
 
 Resource handling: leaving ``async with open_context()`` cancels every task,
 closes every socket, and fails every unfinished request with
@@ -215,12 +214,23 @@ class Context:
 
     @property
     def addresses(self) -> list[DatagramRemote]:
-        """The local address of every endpoint (with real ports)."""
+        """The local address of every UDP endpoint, in the order they were bound.
+
+        Each is a :class:`~coap_trio.remote.DatagramRemote`: ``.host`` is
+        the IP address as text (``"::1"``), ``.port`` the real port (also
+        when port 0 was asked for), ``.scheme`` ``"coap"``, and
+        ``.uri_base``, which ``str()`` gives too, the start of a URI for it
+        (``"coap://[::1]:49152"``; the default port is left out).
+        """
         return [runner.endpoint.local_address for runner in self._runners]
 
     @property
     def stream_addresses(self) -> list[DatagramRemote]:
-        """The address of every TCP/TLS/WebSocket listener, with its real port and scheme."""
+        """The address of every TCP/TLS/WebSocket listener, with its real port and scheme.
+
+        :class:`~coap_trio.remote.DatagramRemote` objects as in
+        :attr:`addresses`: ``str()`` of one is e.g. ``"coap+tcp://[::1]:49153"``.
+        """
         return self._stream.addresses if self._stream is not None else []
 
     @property

@@ -28,6 +28,7 @@ other branch of :class:`CoapError`, defined in :mod:`coap_trio.response_errors`.
     │   ├── ResetByPeerError
     │   ├── NetworkError
     │   │   └── ConnectionLostError
+    │   │       ├── ConnectError
     │   │       ├── ConnectionAbortedByPeerError
     │   │       └── ConnectionReleasedError
     │   ├── UnresolvableHostError
@@ -36,6 +37,7 @@ other branch of :class:`CoapError`, defined in :mod:`coap_trio.response_errors`.
     │   ├── ResponseTooLargeError
     │   └── response_errors.ObservationError (it carries a Message)
     ├── IdleTimeoutError (also TimeoutError)
+    ├── ConnectFailure (also OSError)
     ├── LinkFormatError (also ValueError)
     ├── UsageError (the coap-trio command)
     ├── OutputError (the coap-trio command)
@@ -45,8 +47,8 @@ The second bases say what kind of standard error each one is, for code that
 catches those: a :class:`LocalProtocolError` is an invalid argument (a
 message that cannot be encoded, a URI that names no CoAP resource), a
 :class:`LinkFormatError` malformed text (as :class:`json.JSONDecodeError`
-is), and an :class:`IdleTimeoutError` one of the ``OSError`` values a stream
-transport reports the end of a connection with
+is), and an :class:`IdleTimeoutError` or a :class:`ConnectFailure` one of the
+``OSError`` values a stream transport reports the end of a connection with
 (:attr:`NetworkError.os_error`).
 
 Outside this hierarchy, only standard errors: ``ValueError`` and
@@ -72,6 +74,8 @@ __all__ = [
     "BertNotAllowed",
     "BlockOutOfRange",
     "CoapError",
+    "ConnectError",
+    "ConnectFailure",
     "ConnectionAbortedByPeerError",
     "ConnectionLostError",
     "ConnectionReleasedError",
@@ -292,7 +296,7 @@ class ResponseTooLargeError(RequestError):
 class FrameTooLarge(MessageFormatError):  # noqa: N818 -- a public name
     """A stream frame is larger than the receiver accepts (RFC 8323 §5.3.1).
 
-    Raised by :class:`~coap_trio.protocol.framing.StreamDecoder` as soon as
+    Raised by the stream decoder (``coap_trio.protocol.framing``) as soon as
     a frame header announcing more is read, before the body is buffered, and
     by the WebSocket framer when a message grows past the limit. The
     connection cannot continue (the stream cannot be resynchronized), so it
@@ -318,8 +322,39 @@ class ConnectionLostError(NetworkError):
     """The reliable connection (TCP, TLS, WebSocket) to the peer closed or broke.
 
     Every request sent over it and not yet answered fails with this
-    (RFC 8323: responses come back over the same connection only).
+    (RFC 8323: responses come back over the same connection only); with its
+    subclass :class:`ConnectError` when the connection could not be opened.
     """
+
+
+class ConnectError(ConnectionLostError):
+    """The reliable connection (TCP, TLS, WebSocket) to the peer could not be opened.
+
+    The peer refused it, was unreachable, did not accept it within
+    ``StreamLimits.connect_timeout``, or the TLS or WebSocket handshake
+    failed: the message says which, e.g. ``could not connect to
+    coap+tcp://[::1]:5683: refused (...)``, and :attr:`~NetworkError.os_error`
+    is the error the operating system (or :mod:`ssl`) gave. Every request
+    that waited for the connection fails with this.
+    """
+
+
+class ConnectFailure(CoapError, OSError):  # noqa: N818 -- an OSError, as reported
+    """The ``OSError`` a stream transport reports for a connection it could not open.
+
+    Made with the errno of the error behind it (its ``__cause__``) and a
+    message saying what happened; ``str()`` is that message alone. The
+    client turns it into the :class:`ConnectError` of the requests that
+    waited for the connection (:meth:`request_error`).
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def request_error(self) -> ConnectError:
+        """The error of a request that waited for this connection."""
+        cause = self.__cause__
+        return ConnectError(str(self), cause if isinstance(cause, OSError) else self)
 
 
 class ConnectionAbortedByPeerError(ConnectionLostError):

@@ -1,22 +1,67 @@
-"""Hosting a site that has a background task of its own, such as the plugtest or file server.
+"""Serving a site: trio-style until cancelled, or beside a background task of its own.
 
-Owns :func:`serve_site`: open a Context serving a site and run the site's
-``run`` task beside it (ticking observable resources, polling files), both
-ended when the block is left. Must not know what the site serves.
+Owns :func:`serve`, the entry point for a server (like :func:`trio.serve_tcp`:
+``await nursery.start(coap_trio.serve, site)`` binds, reports the bound
+addresses, and serves until cancelled), and :func:`serve_site`: open a
+Context serving a site and run the site's ``run`` task beside it (ticking
+observable resources, polling files, as the plugtest and file servers do),
+both ended when the block is left. Both are built on
+:func:`~coap_trio.context.open_context`. Must not know what the site serves.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import trio
 
 from .context import Context, open_context
 from .interfaces import Resource
+from .remote import DatagramRemote
 
-__all__ = ["RunningSite", "serve_site"]
+__all__ = ["DEFAULT_BIND", "RunningSite", "serve", "serve_site"]
+
+#: Where :func:`serve` listens unless told otherwise: every address, the CoAP port (5683).
+DEFAULT_BIND: tuple[str, int] = ("::", 5683)
+
+
+async def serve(
+    site: Resource,
+    bind: tuple[str, int] | Sequence[tuple[str, int]] = DEFAULT_BIND,
+    *,
+    task_status: trio.TaskStatus[list[DatagramRemote]] = trio.TASK_STATUS_IGNORED,
+    **context_options: Any,
+) -> NoReturn:
+    """Serve ``site`` on ``bind`` until cancelled; report the bound addresses when serving.
+
+    The trio-style entry point of a server, like :func:`trio.serve_tcp`::
+
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(coap_trio.serve, site, ("::1", 0))
+            print(addresses[0].uri_base)  # coap://[::1]:49152
+            ...
+            nursery.cancel_scope.cancel()  # stops serving, closes the sockets
+
+    ``bind`` is one ``(host, port)`` or a sequence of them (port 0: any free
+    port). ``task_status.started()`` is given a list of
+    :class:`~coap_trio.remote.DatagramRemote`: every bound UDP address, then
+    every stream listener's (``tcp_bind``...), each with its real port and
+    its scheme; ``str()`` of one is its URI base (``coap://[::1]:49152``).
+    Any other keyword is passed to :func:`~coap_trio.context.open_context`
+    (``network=`` a :class:`~coap_trio.testing.MemoryNetwork` to serve
+    without sockets, ``tcp_bind=``, ``config=``...).
+
+    Runs until cancelled, then closes every socket it bound; errors of
+    binding (an address in use: ``OSError``) propagate before anything was
+    reported. To run code with the :class:`~coap_trio.context.Context`
+    itself, use :func:`~coap_trio.context.open_context` directly.
+    """
+    async with open_context(bind=bind, site=site, **context_options) as context:
+        task_status.started([*context.addresses, *context.stream_addresses])
+        await trio.sleep_forever()
+    raise AssertionError("unreachable: serving ends only by cancellation")
 
 
 class RunningSite(Resource, Protocol):

@@ -32,6 +32,8 @@ class Message:
     option can be given by keyword (``content_format=ContentFormat.JSON``,
     ``observe=0``, ``uri_path=("a", "b")``...). Fields left as None
     (``mtype``, ``mid``) are filled in by the layer that sends the message.
+    The ``payload`` is bytes, a bytearray or a memoryview (kept as bytes);
+    anything else raises TypeError (encode text first: ``text.encode()``).
 
     Attribute names follow aiocoap's (``code``, ``mtype``, ``mid``,
     ``token``, ``opt``, ``payload``, ``remote``).
@@ -62,7 +64,7 @@ class Message:
         mtype: Type | None = None,
         mid: int | None = None,
         token: bytes = b"",
-        payload: bytes = b"",
+        payload: bytes | bytearray | memoryview = b"",
         opt: Options | None = None,
         uri: str | None = None,
         remote: object = None,
@@ -76,7 +78,7 @@ class Message:
         if len(token) > 8:
             raise ValueError(f"token of {len(token)} bytes is longer than 8")
         self.token = token if type(token) is bytes else bytes(token)
-        self.payload = payload if type(payload) is bytes else bytes(payload)
+        self.payload = payload if type(payload) is bytes else _as_payload(payload)
         if opt is not None:
             self.opt = opt
             self.remote = remote
@@ -179,9 +181,11 @@ class Message:
                     value = Type(value)
                 elif name == "mid" and value is not None and not 0 <= value <= 0xFFFF:
                     raise ValueError(f"message ID {value} is not in 0..65535")
-                elif name in ("token", "payload"):
+                elif name == "payload":
+                    value = value if type(value) is bytes else _as_payload(value)
+                elif name == "token":
                     value = bytes(value)
-                    if name == "token" and len(value) > 8:
+                    if len(value) > 8:
                         raise ValueError(f"token of {len(value)} bytes is longer than 8")
                 setattr(message, name, value)
             elif name in _OPTION_KEYWORDS:
@@ -234,6 +238,22 @@ class Message:
         if self.payload:
             parts.append(f"{len(self.payload)}B")
         return f"<Message {' '.join(parts)}>"
+
+
+def _as_payload(payload: object) -> bytes:
+    """``payload`` as bytes when it is bytes-like; TypeError for anything else.
+
+    ``bytes()`` alone would turn ``5`` into five zero bytes and a list of ints
+    into bytes: a payload is given as bytes, a bytearray or a memoryview only.
+    """
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return bytes(payload)
+    if isinstance(payload, str):
+        raise TypeError(
+            "a payload is bytes, bytearray or memoryview, not str:"
+            " encode the text first, e.g. payload=text.encode()"
+        )
+    raise TypeError(f"a payload is bytes, bytearray or memoryview, not {type(payload).__name__}")
 
 
 def _is_remote_like(remote: object) -> bool:

@@ -393,7 +393,8 @@ class ObservableResource(Resource):
 
     def end_observations(self, response: Message | None = None) -> None:
         """End every observation with a final notification (default 4.04 Not Found,
-        as RFC 7641 §3.2 asks when a resource goes away). :class:`Site.remove`
+        as RFC 7641 §3.2 asks when a resource goes away).
+        :meth:`Site.remove <coap_trio.resource.Site.remove>`
         calls this for the resources it removes."""
         final = response if response is not None else Message(code=Code.NOT_FOUND)
         if not final.code.is_error():

@@ -16,6 +16,7 @@ authors' convenience.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar
 from urllib.parse import quote
@@ -124,8 +125,11 @@ class Resource:
     methods ``render_get``, ``render_post``, ``render_put``,
     ``render_delete``, ``render_fetch``, ``render_patch`` and
     ``render_ipatch`` that a subclass defines; any other method answers
-    4.05 (:class:`MethodNotAllowed`). A handler returns the response or
-    raises a :class:`RenderableError`; a response left at code 0.00 gets
+    4.05 (:class:`MethodNotAllowed`). A handler is a coroutine method
+    (``async def``) that returns the response :class:`~coap_trio.message.Message`
+    or raises a :class:`RenderableError`; a handler that is not async, or
+    returns anything else (``None``...), fails with a TypeError naming it,
+    which the server logs and answers 5.00. A response left at code 0.00 gets
     the method's usual success code (2.05 for GET/FETCH, 2.02 for DELETE,
     2.04 otherwise).
 
@@ -192,7 +196,7 @@ class Resource:
         code = request.code
         name = _HANDLER_NAMES.get(code)
         handler: _Handler | None = None if name is None else getattr(self, name, None)
-        if handler is None:
+        if handler is None or name is None:
             raise MethodNotAllowed(f"{code.name_printable} is not allowed here")
         safe = code in _SAFE
         if code in _WITH_PAYLOAD and self.accepted_formats is not None:
@@ -213,7 +217,16 @@ class Resource:
                     valid.opt.max_age = self.max_age
                 return valid
 
-        response = await handler(request)
+        pending = handler(request)
+        try:
+            response = await pending
+        except TypeError:
+            if not inspect.isawaitable(pending):
+                raise _handler_error(self, name, "is not async: define it with async def") from None
+            raise
+        if not isinstance(response, Message):
+            returned = "None" if response is None else f"a {type(response).__name__}"
+            raise _handler_error(self, name, f"returned {returned}, not the response Message")
         if response.code == Code.EMPTY:
             response.code = (
                 Code.CONTENT if safe else Code.DELETED if code == Code.DELETE else Code.CHANGED
@@ -266,6 +279,11 @@ class Resource:
 
     #: :func:`created`, reachable as ``self.created(...)`` from a handler.
     created = staticmethod(created)
+
+
+def _handler_error(resource: Resource, name: str, problem: str) -> TypeError:
+    """The error of a handler that broke its contract: which one, and what it did."""
+    return TypeError(f"{type(resource).__qualname__}.{name} {problem}")
 
 
 def _check_preconditions(request: Message, etag: bytes | None) -> None:

@@ -9,6 +9,8 @@ certificate; leaving a Context closes its connections.
 from __future__ import annotations
 
 import gc
+import re
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -26,7 +28,13 @@ from coap_trio import (
     UnsupportedTransportError,
     open_context,
 )
-from coap_trio.errors import CoapError, ConnectionLostError, RequestTimeoutError
+from coap_trio.errors import (
+    CoapError,
+    ConnectError,
+    ConnectionLostError,
+    NetworkError,
+    RequestTimeoutError,
+)
 from coap_trio.protocol.config import MessagingConfig
 from coap_trio.protocol.exchanges import ClientExchange
 from coap_trio.protocol.framing import StreamDecoder, decode_frame, encode_stream
@@ -468,6 +476,52 @@ async def test_dtls_and_unknown_schemes_are_still_unsupported() -> None:
                 client.request(Message(code=Code.GET, uri=uri))
 
 
+def closed_tcp_port() -> int:
+    """A loopback TCP port nobody listens on (bound, then closed at once)."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+        sock.bind(("::1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("scheme", ["coap+tcp", "coap+ws"])
+async def test_a_refused_connection_says_it_was_refused(scheme: str) -> None:
+    port = closed_tcp_port()
+    uri = f"{scheme}://[::1]:{port}"
+    with trio.fail_after(TIMEOUT):
+        async with open_context() as client:
+            with pytest.raises(ConnectError) as raised:
+                await client.get(f"{uri}/anything")
+            with pytest.raises(
+                ConnectError, match=re.escape(f"could not connect to {uri}: refused")
+            ):
+                await client.ping(f"{uri}/")
+            with pytest.raises(ConnectError, match="refused"):
+                async with client.observe(f"{uri}/observed") as notifications:
+                    await notifications.__anext__()
+    error = raised.value
+    assert str(error).startswith(f"could not connect to {uri}: refused (")
+    assert "broke" not in str(error)
+    assert isinstance(error, NetworkError)
+    assert isinstance(error.os_error, ConnectionRefusedError)
+
+
+async def test_a_connection_that_is_never_accepted_says_it_timed_out() -> None:
+    """The kernel completes the TCP handshake, but nobody answers TLS: connect_timeout."""
+    _, client_ssl = tls_contexts()
+    limits = StreamLimits(connect_timeout=0.5)
+    with trio.fail_after(TIMEOUT):
+        listeners = await trio.open_tcp_listeners(0, host="::1")  # never accepts
+        port = listeners[0].socket.getsockname()[1]
+        async with open_context(client_ssl_context=client_ssl, stream_limits=limits) as client:
+            uri = f"coaps+tcp://[::1]:{port}"
+            with pytest.raises(
+                ConnectError, match=re.escape(f"could not connect to {uri}: timed out")
+            ):
+                await client.get(f"{uri}/anything")
+        await listeners[0].aclose()
+
+
 async def test_tls_refuses_an_unverified_server() -> None:
     site, _, _, _ = make_site()
     server_ssl, _ = tls_contexts()
@@ -477,7 +531,9 @@ async def test_tls_refuses_an_unverified_server() -> None:
             open_context() as client,  # the system's trust store: trustme's CA is not in it
         ):
             port = server.stream_addresses[0].port
-            with pytest.raises(ConnectionLostError, match="CERTIFICATE_VERIFY_FAILED"):
+            with pytest.raises(
+                ConnectError, match=r"TLS handshake failed.*CERTIFICATE_VERIFY_FAILED"
+            ):
                 await client.get(f"coaps+tcp://[::1]:{port}/text")
 
 

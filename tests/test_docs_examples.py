@@ -16,8 +16,9 @@ A ``text`` block preceded by ``<!-- output -->`` is what the group of the
 runnable block above it prints, exactly.
 
 Running a group: its blocks are executed in order, as ``__main__``, with
-``trio.run`` replaced by a recorder and ``coap_trio.open_context`` defaulting
-to one seeded :class:`~coap_trio.testing.MemoryNetwork`. The recorded
+``trio.run`` replaced by a recorder and ``coap_trio.open_context`` (also as
+``coap_trio.serve`` uses it) defaulting to one seeded
+:class:`~coap_trio.testing.MemoryNetwork`. The recorded
 programs then run in document order in one trio run on
 ``MockClock(autojump_threshold=0)``: a server is started in the background
 and given one virtual second to bind, any other program is awaited until it
@@ -44,10 +45,11 @@ import trio.testing
 
 import coap_trio
 import coap_trio.context
+import coap_trio.hosting
 from coap_trio.testing import MemoryNetwork
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-#: The pages whose examples are checked (the generated api.md, the CLI page and
+#: The pages whose examples are checked (the CLI page and
 #: architecture.md hold no Python examples of this kind).
 PAGES = ["index.md", "quickstart.md", "tutorial.md", "testing.md", "from-aiocoap.md"]
 #: Virtual seconds a group may take before it counts as hung.
@@ -230,6 +232,7 @@ def test_example_runs(
     monkeypatch.setattr(trio, "run", recorder)
     monkeypatch.setattr(coap_trio, "open_context", opener)
     monkeypatch.setattr(coap_trio.context, "open_context", opener)
+    monkeypatch.setattr(coap_trio.hosting, "open_context", opener)  # coap_trio.serve's
     namespace: dict[str, Any] = {"__name__": "__main__"}
     for block in group.blocks:
         recorder.block = block

@@ -267,6 +267,28 @@ def test_copy_validates_like_the_constructor(changes: dict[str, Any]) -> None:
         _sample().copy(**changes)
 
 
+def test_a_memoryview_payload_is_kept_as_bytes() -> None:
+    message = Message(payload=memoryview(b"view"))
+    assert message.payload == b"view"
+    assert type(message.payload) is bytes
+
+
+@pytest.mark.parametrize("payload", [5, 0, [104, 105], (1,), None, 1.5, object()])
+def test_a_payload_that_is_not_bytes_like_is_a_type_error(payload: object) -> None:
+    with pytest.raises(TypeError, match=r"bytes, bytearray or memoryview, not \w+") as caught:
+        Message(payload=payload)  # type: ignore[arg-type]
+    assert type(payload).__name__ in str(caught.value)
+    with pytest.raises(TypeError, match="bytes, bytearray or memoryview"):
+        _sample().copy(payload=payload)
+
+
+def test_a_str_payload_is_a_type_error_that_says_to_encode_it() -> None:
+    with pytest.raises(TypeError, match=r"not str: .*\.encode\(\)"):
+        Message(payload="text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"not str: .*\.encode\(\)"):
+        _sample().copy(payload="text")
+
+
 def test_copy_turns_byte_likes_into_bytes() -> None:
     clone = _sample().copy(token=bytearray(b"t"), payload=bytearray(b"p"))
     assert type(clone.token) is bytes

@@ -573,6 +573,46 @@ async def test_handler_raising_value_error_answers_a_bare_5_00(
     assert any(r.exc_info and "secret" in str(r.exc_info[1]) for r in caplog.records)
 
 
+class ContractBreakers(Resource):
+    """Handlers that break the contract: GET returns None, POST is no coroutine function."""
+
+    async def render_get(self, request: Message) -> Message:
+        return None  # type: ignore[return-value]
+
+    def render_post(self, request: Message) -> Message:  # type: ignore[override]
+        return Message(code=Code.CHANGED)
+
+
+@pytest.mark.parametrize(
+    ("method", "problem"),
+    [
+        ("get", "ContractBreakers.render_get returned None, not the response Message"),
+        ("post", "ContractBreakers.render_post is not async: define it with async def"),
+    ],
+)
+async def test_a_handler_that_breaks_its_contract_is_logged_by_name_and_answers_5_00(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    problem: str,
+) -> None:
+    net = MemoryNetwork(seed=0)
+    site = Site()
+    site.add(("thing",), ContractBreakers())
+    with trio.fail_after(VIRTUAL_LIMIT), caplog.at_level(logging.ERROR, logger="coap_trio"):
+        async with server_and_client(net, site) as (server, client):
+            response = await getattr(client, method)(f"{BASE}/thing")
+            assert server.statistics.handler_errors == 1
+    assert response.code is Code.INTERNAL_SERVER_ERROR
+    assert response.payload == b""
+    failures = [r for r in caplog.records if r.name == "coap_trio.server"]
+    assert len(failures) == 1
+    assert problem in failures[0].getMessage()
+    assert isinstance(failures[0].exc_info[1], TypeError)  # type: ignore[index]
+    assert "NoneType" not in failures[0].getMessage()
+    assert "can't be used in 'await' expression" not in failures[0].getMessage()
+
+
 # -- No-Response (RFC 7967) ---------------------------------------------------------------------
 
 #: path -> response class it produces

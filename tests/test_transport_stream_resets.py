@@ -23,6 +23,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Request
 
 from coap_trio import CONTENT, Code, Message, open_context
+from coap_trio.errors import ConnectFailure
 from coap_trio.protocol.framing import encode_stream
 from coap_trio.remote import DatagramRemote
 from coap_trio.resource import Resource, Site
@@ -236,7 +237,12 @@ async def test_a_server_resetting_us_is_reported_and_the_client_goes_on(scheme: 
             client.endpoint.send(frame(b"first"), remote)
             await wait_until(lambda: bool(client.lost))
             assert client.lost[0][0] == remote
-            assert isinstance(client.lost[0][1], RESET_ERRORS)
+            error = client.lost[0][1]
+            if scheme != "coap+tcp":  # reset in the TLS handshake: never opened
+                assert isinstance(error, ConnectFailure)
+                assert str(error).startswith(f"could not connect to {remote}: reset by the peer")
+                error = error.__cause__
+            assert isinstance(error, RESET_ERRORS)
             assert client.endpoint.connection_statistics.failed == 1
             if scheme == "coap+tcp":  # the endpoint still opens a new connection
                 nursery.start_soon(serve_raw, listeners[0], answer)

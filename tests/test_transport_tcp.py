@@ -18,7 +18,7 @@ import pytest
 import trio
 import trustme
 
-from coap_trio.errors import FrameTooLarge, IdleTimeoutError
+from coap_trio.errors import ConnectFailure, FrameTooLarge, IdleTimeoutError
 from coap_trio.message import Message
 from coap_trio.numbers.codes import Code
 from coap_trio.protocol.framing import decode_frame, encode_stream, encode_websocket
@@ -164,7 +164,11 @@ async def test_connection_refused_is_reported() -> None:
                 remote = client.endpoint.remote_for("::1", port, "coap+tcp")
                 client.endpoint.send(frame(), remote)
                 await wait_until(lambda: bool(client.lost))
-                assert isinstance(client.lost[0][1], ConnectionRefusedError)
+                failure = client.lost[0][1]
+                assert isinstance(failure, ConnectFailure)  # never opened: says so, and why
+                assert failure.errno == errno.ECONNREFUSED
+                assert isinstance(failure.__cause__, ConnectionRefusedError)
+                assert str(failure).startswith(f"could not connect to {remote}: refused (")
                 assert client.endpoint.statistics.send_dropped == 1
 
 
@@ -436,6 +440,9 @@ async def test_handshakes_are_bounded_by_the_connect_timeout() -> None:
 
             await give_up("coaps+tcp")
             await give_up("coap+ws")
-            assert [type(error) for _, error in client.lost] == [TimeoutError, TimeoutError]
+            failures = [error for _, error in client.lost]
+            assert [type(error) for error in failures] == [ConnectFailure, ConnectFailure]
+            assert [type(error.__cause__) for error in failures] == [TimeoutError, TimeoutError]
+            assert all(": timed out (" in str(error) for error in failures)
             assert client.made == []
         await listeners[0].aclose()

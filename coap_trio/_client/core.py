@@ -24,7 +24,7 @@ from typing import Any, cast
 import trio
 
 from .._runner import EndpointRunner
-from ..errors import CoapError, RequestCancelledError, UnresolvableHostError
+from ..errors import CoapError, ConnectFailure, RequestCancelledError, UnresolvableHostError
 from ..message import Message
 from ..numbers.codes import Code
 from ..protocol.config import BlockwiseConfig
@@ -258,10 +258,18 @@ class ClientCore:
     def request_failed(
         self, runner: EndpointRunner, exchange: ClientExchange, error: CoapError
     ) -> None:
-        """One of our exchanges ended without a response."""
+        """One of our exchanges ended without a response.
+
+        A connection that could not be opened fails its requests with
+        :class:`~coap_trio.errors.ConnectError` (the transport's
+        :class:`~coap_trio.errors.ConnectFailure` says how).
+        """
         owner = cast("ExchangeOwner | None", exchange.owner)  # only the client sets it
         if owner is None:
             return
+        failure = getattr(error, "os_error", None)
+        if type(failure) is ConnectFailure:
+            error = failure.request_error()
         if exchange.done:
             exchange.owner = None
         owner._fail(error)

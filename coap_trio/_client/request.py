@@ -4,23 +4,7 @@ Owns the user-facing handle of one request and how waiting on it maps onto
 the sans-I/O exchange: the result arrives from the Context's endpoint task
 (no task per request), cancelling the waiter abandons the exchange.
 
-Decided behaviours:
-
-* ``await request.response`` may be done any number of times, by any
-  number of tasks: each gets the same response (or the same error type).
-* A request whose response is never awaited still runs to its end
-  (response, timeout, reset) and is then cleaned up; nothing leaks.
-* When the *last* task awaiting ``.response`` is cancelled before the
-  response arrived, the exchange is abandoned: no more retransmissions, the
-  token is freed, and later awaits raise :class:`RequestCancelledError`.
-  Awaiting again *before* that cancellation completes keeps it alive.
-* :meth:`Request.cancel` abandons the exchange explicitly; awaiting then
-  raises :class:`RequestCancelledError`.
-* Leaving the Context fails every unfinished request with
-  :class:`RequestCancelledError`.
-* A block-wise transfer (RFC 7959) is one Request: ``.response`` is the
-  assembled response, and cancelling (either way above) stops the transfer
-  before its next block goes out.
+Decided behaviours: listed in the docstring of :class:`Request`.
 
 Must not know about sockets or the wire format.
 """
@@ -91,8 +75,24 @@ class ExchangeOwner:
 class Request(ExchangeOwner):
     """A request in flight (the :class:`coap_trio.interfaces.Request` contract).
 
-    Created by ``Context.request(message)``; see the module docstring for
-    waiting, cancellation and cleanup rules.
+    Created by ``Context.request(message)``. Waiting, cancellation and
+    cleanup:
+
+    * ``await request.response`` may be done any number of times, by any
+      number of tasks: each gets the same response (or the same error type).
+    * A request whose response is never awaited still runs to its end
+      (response, timeout, reset) and is then cleaned up; nothing leaks.
+    * When the *last* task awaiting ``.response`` is cancelled before the
+      response arrived, the exchange is abandoned: no more retransmissions, the
+      token is freed, and later awaits raise :class:`RequestCancelledError`.
+      Awaiting again *before* that cancellation completes keeps it alive.
+    * :meth:`Request.cancel` abandons the exchange explicitly; awaiting then
+      raises :class:`RequestCancelledError`.
+    * Leaving the Context fails every unfinished request with
+      :class:`RequestCancelledError`.
+    * A block-wise transfer (RFC 7959) is one Request: ``.response`` is the
+      assembled response, and cancelling (either way above) stops the transfer
+      before its next block goes out.
     """
 
     __slots__ = (

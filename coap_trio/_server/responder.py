@@ -124,8 +124,8 @@ class Responder:
                 raise TypeError(f"render returned {response.code}, not a response code")
         except RenderableError as error:
             response = error.to_message()
-        except Exception:
+        except Exception as error:
             self.handler_errors += 1
-            logger.exception("handler failed for %r", request)
+            logger.exception("handler failed for %r: %s", request, error)
             response = Message(code=Code.INTERNAL_SERVER_ERROR)
         return response

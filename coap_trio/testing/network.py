@@ -412,7 +412,7 @@ class MemoryNetwork:
     def open_endpoint(self, host: str, port: int) -> MemoryEndpoint:
         """Bind a new endpoint to an IP literal (or wildcard) and port; port 0 picks one.
 
-        Port 0 takes the next port of :data:`EPHEMERAL_PORTS` not bound on any
+        Port 0 takes the next port from 49152 up (``EPHEMERAL_PORTS``) not bound on any
         address, so ports are reproducible. ``OSError(EADDRINUSE)`` when the
         address and port are bound already; ValueError for a host that is not
         an IP literal or a port out of range.

@@ -33,7 +33,10 @@ connection that fails (refused, reset, TLS or WebSocket handshake failure,
 an oversized or malformed frame, a full send buffer, idleness) is closed and
 reported once through ``on_connection_lost`` with an ``OSError`` saying why
 (for an oversized frame a ``ConnectionAbortedError`` with ``errno.EMSGSIZE``,
-caused by the :class:`~coap_trio.errors.FrameTooLarge` the framer raised).
+caused by the :class:`~coap_trio.errors.FrameTooLarge` the framer raised; for
+a connection of ours that could not be opened a
+:class:`~coap_trio.errors.ConnectFailure` saying whether it was refused,
+unreachable or timed out, caused by the error behind it).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from ..errors import FrameTooLarge, IdleTimeoutError
+from ..errors import ConnectFailure, FrameTooLarge, IdleTimeoutError
 from ..remote import DatagramRemote
 from .base import DatagramHandler, EndpointStatistics, ErrorHandler
 from .stream_connection import Framer, StreamConnection
@@ -105,7 +108,7 @@ class StreamLimits:
 
 @attrs.frozen
 class StreamStatistics:
-    """Counters of a :class:`StreamEndpoint`."""
+    """Counters of the reliable transports' connections (``Context.stream_statistics``)."""
 
     #: Connections open now (client and server side).
     connections: int
@@ -494,6 +497,8 @@ class StreamEndpoint:
             error.__cause__ = reason
         elif reason is None and connection.client:
             error = ConnectionResetError(errno.ECONNRESET, "the server closed the connection")
+        elif reason is not None and connection.client and not connection.open:
+            error = _connect_failure(remote, reason)
         else:
             error = reason
         if self.on_connection_lost is not None:
@@ -507,6 +512,30 @@ def _abort_frame(diagnostic: str) -> bytes:
     if length < 13:
         return bytes([length << 4]) + b"\xe5" + payload
     return bytes([13 << 4, length - 13]) + b"\xe5" + payload
+
+
+#: The errnos of a destination the network cannot reach.
+_UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN})
+
+
+def _connect_failure(remote: DatagramRemote, reason: OSError) -> ConnectFailure:
+    """What a client connection that never opened reports: what happened, and why."""
+    if isinstance(reason, ConnectionRefusedError):
+        what = "refused"
+    elif reason.errno in _UNREACHABLE:
+        what = "unreachable"
+    elif isinstance(reason, TimeoutError):
+        what = "timed out"
+    elif isinstance(reason, ConnectionResetError | BrokenPipeError):
+        what = "reset by the peer"
+    elif isinstance(reason, ssl.SSLError):
+        what = "the TLS handshake failed"
+    else:
+        what = "failed"
+    detail = reason.strerror if isinstance(reason.strerror, str) else str(reason)
+    failure = ConnectFailure(reason.errno, f"could not connect to {remote}: {what} ({detail})")
+    failure.__cause__ = reason
+    return failure
 
 
 def _as_os_error(exc: BaseException) -> OSError:
