@@ -24,6 +24,7 @@ __all__ = [
     "ClientState",
     "CloseConnection",
     "Event",
+    "GroupResponseReceived",
     "NotificationReceived",
     "RequestFailed",
     "RequestReceived",
@@ -122,6 +123,7 @@ class ClientExchange:
         "counted",
         "deadline_ticket",
         "first_sent",
+        "group",
         "mid",
         "observe",
         "owner",
@@ -148,6 +150,9 @@ class ClientExchange:
         self.con = con
         #: An empty CON sent to provoke an RST (§4.3), not a request.
         self.ping = False
+        #: A request to a multicast group (RFC 7252 §8.1): responses from any
+        #: member match it by token, each one a ``GroupResponseReceived``.
+        self.group = False
         #: A registration (GET/FETCH with Observe=0): more than one response may come.
         #: (``opt.observe == 0`` without decoding options: the items are in wire
         #: order, so the scan stops at the first number past Observe.)
@@ -267,6 +272,17 @@ class RequestFailed(Event):
 
 class NotificationReceived(Event):
     """A further response (RFC 7641 notification) of an observing ``exchange``."""
+
+    __slots__ = ("exchange", "response")
+
+    def __init__(self, exchange: ClientExchange, response: Message) -> None:
+        self.exchange = exchange
+        self.response = response
+
+
+class GroupResponseReceived(Event):
+    """One member's response to the multicast request ``exchange`` (RFC 7252 §8.2);
+    ``response.remote`` is the member. The exchange stays open for more."""
 
     __slots__ = ("exchange", "response")
 

@@ -29,6 +29,9 @@ class Machine(Protocol):
     #: ordered transport): an observation's notifications are then never stale
     #: (RFC 8323 §7), and no Observe-number reordering check is needed.
     in_order: bool
+    #: Whether requests arrive through a multicast group (RFC 7252 §8.2): the
+    #: driver then answers after a Leisure and never with an error response.
+    multicast: bool
     #: Whether the last :meth:`send_request` left :meth:`next_deadline` where it
     #: was (a driver whose timer is armed for the earliest need not look again).
     kept_next_deadline: bool
@@ -44,6 +47,13 @@ class Machine(Protocol):
         self, request: Message, remote: Hashable, now: float
     ) -> tuple[ClientExchange, list[Event]]:
         """Start a request towards ``remote``; its exchange and the events to carry out."""
+        ...
+
+    def send_group_request(
+        self, request: Message, group: Hashable, now: float
+    ) -> tuple[ClientExchange, list[Event]]:
+        """Start a request to a multicast group (RFC 7252 §8.1): every member's
+        response is a ``GroupResponseReceived`` until :meth:`abandon`."""
         ...
 
     def send_ping(self, remote: Hashable, now: float) -> tuple[ClientExchange, list[Event]]:

@@ -67,6 +67,9 @@ class Matcher:
         #: The outstanding exchanges by (remote, token): read by the owning
         #: state machine's response path; changed through the methods below.
         self.pending: dict[tuple[Hashable, bytes], ClientExchange] = {}
+        #: Multicast requests by token alone: their responses come from members
+        #: (any remote), not from the group address they were sent to.
+        self.groups: dict[bytes, ClientExchange] = {}
         # The operating system's randomness is drawn a block at a time (one
         # getrandom() call per 512 tokens instead of one per request); a seeded
         # Random is asked per token, so its sequence stays what tests expect.
@@ -74,6 +77,8 @@ class Matcher:
 
     def new_token(self, remote: Hashable) -> bytes | None:
         """A token not in use towards ``remote``; None if the (tiny) token space is full."""
+        if self.groups:  # (rare) a group's token must not be reused towards anyone
+            return self._new_token_beside_groups(remote)
         pending = self.pending
         take = self._random.take
         length = self._token_length
@@ -86,23 +91,39 @@ class Matcher:
                 return token
         return None
 
+    def _new_token_beside_groups(self, remote: Hashable) -> bytes | None:
+        take, length, groups = self._random.take, self._token_length, self.groups
+        for _ in range(16):
+            token = take(length)
+            if (remote, token) not in self.pending and token not in groups:
+                return token
+        return None
+
     def in_use(self, remote: Hashable, token: bytes) -> bool:
-        """Whether ``token`` is outstanding towards ``remote``."""
-        return (remote, token) in self.pending
+        """Whether ``token`` is outstanding towards ``remote`` (or by a multicast request)."""
+        return (remote, token) in self.pending or token in self.groups
 
     def register(self, exchange: ClientExchange) -> None:
-        """Start expecting responses for ``exchange``."""
+        """Start expecting responses for ``exchange`` (from any member, for a group request)."""
         self.pending[(exchange.remote, exchange.token)] = exchange
+        if exchange.group:
+            self.groups[exchange.token] = exchange
 
     def unregister(self, exchange: ClientExchange) -> None:
         """Stop expecting responses for ``exchange`` (idempotent)."""
         key = (exchange.remote, exchange.token)
         if self.pending.get(key) is exchange:
             del self.pending[key]
+        if exchange.group and self.groups.get(exchange.token) is exchange:
+            del self.groups[exchange.token]
 
     def find(self, remote: Hashable, token: bytes) -> ClientExchange | None:
-        """The exchange waiting for a response with this token from this remote."""
-        return self.pending.get((remote, token))
+        """The exchange waiting for a response with this token from this remote, or
+        the multicast request with this token (a member answers from its own address)."""
+        exchange = self.pending.get((remote, token))
+        if exchange is None and self.groups:
+            return self.groups.get(token)
+        return exchange
 
     def towards(self, remote: Hashable) -> Iterator[ClientExchange]:
         """Every outstanding exchange with ``remote`` (a scan; for rare events)."""

@@ -49,6 +49,7 @@ from .exchanges import (
     ClientExchange,
     ClientState,
     Event,
+    GroupResponseReceived,
     NotificationReceived,
     RequestFailed,
     RequestReceived,
@@ -70,6 +71,7 @@ __all__ = [
     "CLIENT_TRANSITIONS",
     "SERVER_TRANSITIONS",
     "ClientInput",
+    "GroupMessaging",
     "Messaging",
     "MessagingConfig",
     "MessagingStatistics",
@@ -183,6 +185,8 @@ class Messaging:
 
     #: Datagrams may be reordered: notifications are ordered by their Observe numbers.
     in_order = False
+    #: Requests arrive by unicast (see :class:`GroupMessaging` for a multicast group).
+    multicast = False
 
     def __init__(self, config: MessagingConfig | None = None, rng: random.Random | None = None):
         self.config = config = config or MessagingConfig()
@@ -316,6 +320,36 @@ class Messaging:
         self._matcher.register(exchange)
         return exchange, self._start_or_queue(exchange, now)
 
+    def send_group_request(
+        self, request: Message, group: Hashable, now: float
+    ) -> tuple[ClientExchange, list[Event]]:
+        """Start a request to the multicast group ``group`` (RFC 7252 §8.1).
+
+        It goes out as NON (a CON is refused: ``LocalProtocolError``) with a
+        fresh token. Every member's response, from the member's own address,
+        matches it by token and becomes a ``GroupResponseReceived``; the
+        exchange stays open (no deadline, an RST from one member does not end
+        it) until :meth:`abandon`, which the driver calls when its window
+        ends. ``request`` is not modified.
+        """
+        if not request.code.is_request():
+            raise LocalProtocolError(f"{request.code} is not a request code")
+        if request.mtype is not None and request.mtype is not _NON:
+            raise LocalProtocolError("a multicast request is sent as NON (RFC 7252 §8.1)")
+        token = request.token
+        if token:
+            if self._matcher.in_use(group, token):
+                raise LocalProtocolError(f"token {token.hex()} is already in use")
+        else:
+            new = self._matcher.new_token(group)
+            if new is None:
+                raise LocalProtocolError("no free token (token_length is too small)")
+            token = new
+        exchange = ClientExchange(request, group, token, False, _QUEUED)
+        exchange.group = True
+        self._matcher.register(exchange)
+        return exchange, self._start_or_queue(exchange, now)
+
     def send_ping(self, remote: Hashable, now: float) -> tuple[ClientExchange, list[Event]]:
         """Send a CoAP ping (an empty CON, §4.3) to ``remote``.
 
@@ -371,7 +405,7 @@ class Messaging:
         key = (remote, mid)
         if exchange.con:
             exchange.transmission = self._reliability.send_con(key, data, exchange, now)
-        else:
+        elif not exchange.group:  # (a group request lasts until the driver abandons it)
             self._remember_non(key, exchange, now)
             exchange.deadline_ticket = self._timers.schedule(
                 now + self._non_timeout, (_DEADLINE, exchange)
@@ -436,8 +470,12 @@ class Messaging:
 
         A registration answered with a 2.xx carrying Observe stays matched
         (state OBSERVING) and frees its NSTART slot; every later response is a
-        ``NotificationReceived``; one without Observe (or an error) ends it.
+        ``NotificationReceived``; one without Observe (or an error) ends it. A
+        multicast request's responses are each a ``GroupResponseReceived``.
         """
+        if exchange.group:
+            events.append(GroupResponseReceived(exchange, message))
+            return
         if exchange.observe and message.code.is_successful() and message.opt.observe is not None:
             if exchange.state is _OBSERVING:
                 events.append(NotificationReceived(exchange, message))
@@ -787,7 +825,9 @@ class Messaging:
             return
         if has_unrecognized_critical(message, self.config.recognized_response_options):
             self._counts["rejected_responses"] += 1
-            if con:
+            if con and exchange.group:  # one member's bad response ends nothing
+                self._reset(remote, mid, events, record=now)
+            elif con:
                 self._reset(remote, mid, events, record=now)
                 self._finish(exchange, _FAIL, now, events)
                 events.append(
@@ -900,3 +940,40 @@ class Messaging:
         candidates = [t for t in (next_dedup, next_non) if t is not None]
         if candidates:
             self._ensure_sweep(min(candidates))
+
+
+class GroupMessaging(Messaging):
+    """The messaging machine of a multicast group endpoint (RFC 7252 §8.2).
+
+    What arrives here was sent to a group: only NON requests are taken (a
+    multicast request is NON, §8.1); anything else, and a datagram that does
+    not decode, is dropped and counted without an answer — no RST, no ACK
+    (§8.2: a server must not answer a multicast request with Reset, and
+    nothing else sent to a group calls for an answer). Requests are
+    deduplicated and answered like unicast NON requests (a NON response, from
+    the unicast address the driver sends from); whether and when to answer
+    (Leisure, §8.2.1; no error responses) is the driver's decision.
+    """
+
+    #: Requests arrive through a multicast group.
+    multicast = True
+
+    def receive(self, data: bytes, remote: Hashable, now: float) -> list[Event]:
+        """Process one datagram sent to the group by ``remote``."""
+        counts = self._counts
+        counts["datagrams_received"] += 1
+        try:
+            message = decode(data, remote)
+        except MessageFormatError:
+            counts["malformed"] += 1
+            return []
+        if message.mtype is not _NON or not message.code.is_request():
+            counts["unmatched"] += 1
+            return []
+        mid: int = message.mid  # type: ignore[assignment]  # (decoded: always set)
+        if self._dedup.lookup(remote, mid, now) is not None or (remote, mid) in self._pending:
+            counts["duplicates"] += 1
+            return []
+        events: list[Event] = []
+        self._on_request(message, remote, mid, False, now, events)
+        return events

@@ -212,6 +212,8 @@ class StreamMessaging:
 
     #: A reliable, ordered transport: notifications are never stale (RFC 8323 §7).
     in_order = True
+    #: Connections are unicast.
+    multicast = False
 
     def __init__(
         self,
@@ -502,6 +504,12 @@ class StreamMessaging:
             exchange.transmissions = 1
             events.append(Transmit(remote, data))
         return exchange, events
+
+    def send_group_request(
+        self, request: Message, group: Hashable, now: float
+    ) -> tuple[ClientExchange, list[Event]]:
+        """Refused (``LocalProtocolError``): multicast is a UDP feature (RFC 7252 §8)."""
+        raise LocalProtocolError("multicast requests need UDP (RFC 7252 §8)")
 
     def _transmit(
         self, exchange: ClientExchange, data: bytes, now: float, events: list[Event]
