@@ -5,6 +5,7 @@ underscore are private. See ``docs/architecture.md`` for the layers.
 """
 
 from . import codec, linkformat, response_errors
+from ._client.multicast import GroupResponses
 from ._client.observation import Observation
 from ._client.request import Request
 from ._client.stream import ResponseStream
@@ -64,6 +65,7 @@ from .numbers import (
 from .observable import ObservableResource
 from .options import Options
 from .protocol.config import BlockwiseConfig, MessagingConfig
+from .remote import DatagramRemote, MulticastRemote
 from .resource import Resource, Site
 from .response_errors import ObservationError
 from .transports.stream import StreamLimits, StreamStatistics
@@ -99,9 +101,11 @@ __all__ = [
     "ContentFormat",
     "Context",
     "ContextStatistics",
+    "DatagramRemote",
     "FormatErrorKind",
     "FrameErrorKind",
     "FrameTooLarge",
+    "GroupResponses",
     "InvalidURIError",
     "LocalProtocolError",
     "Message",
@@ -109,6 +113,7 @@ __all__ = [
     "MessageFormatError",
     "MessageTooLargeError",
     "MessagingConfig",
+    "MulticastRemote",
     "NetworkError",
     "ObservableResource",
     "Observation",

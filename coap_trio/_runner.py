@@ -27,6 +27,7 @@ from .protocol.exchanges import (
     ClientExchange,
     CloseConnection,
     Event,
+    GroupResponseReceived,
     NotificationReceived,
     RequestFailed,
     RequestReceived,
@@ -61,6 +62,11 @@ class ClientSink(Protocol):
         self, runner: EndpointRunner, exchange: ClientExchange, error: CoapError
     ) -> None:
         """``exchange`` ended without a response (timeout, reset, connection lost...)."""
+
+    def group_response_received(
+        self, runner: EndpointRunner, exchange: ClientExchange, response: Message
+    ) -> None:
+        """One member's response to the multicast request ``exchange`` (RFC 7252 §8.2)."""
 
 
 class ServerSink(Protocol):
@@ -108,6 +114,7 @@ class EndpointRunner:
             ResponseFailed: self._response_failed,
             ResponseAcknowledged: self._response_acknowledged,
             CloseConnection: self._close_connection,
+            GroupResponseReceived: self._group_response_received,
         }
         self._timer_scope: trio.CancelScope | None = None
         #: trio.current_time without its two wrapper calls (the run's clock does not change).
@@ -117,6 +124,8 @@ class EndpointRunner:
         self._remotes: dict[tuple[str, int], DatagramRemote] = {}
         #: A reliable, ordered transport (RFC 8323): notifications are never stale.
         self.in_order = machine.in_order
+        #: The endpoint of a multicast group (RFC 7252 §8.2): answers wait a Leisure.
+        self.multicast = machine.multicast
 
     # -- the endpoint's callbacks ----------------------------------------------------------
 
@@ -173,6 +182,13 @@ class EndpointRunner:
             self.kick()
         return exchange
 
+    def send_group_request(self, message: Message, group: DatagramRemote) -> ClientExchange:
+        """Send a request to a multicast group (RFC 7252 §8.1); its exchange, open until
+        :meth:`abandon`."""
+        exchange, events = self.machine.send_group_request(message, group, self._now())
+        self.perform(events)
+        return exchange
+
     def send_ping(self, remote: DatagramRemote) -> ClientExchange:
         """Send a CoAP ping to ``remote`` (RFC 7252 §4.3, RFC 8323 §5.4); its exchange."""
         exchange, events = self.machine.send_ping(remote, self._now())
@@ -227,6 +243,9 @@ class EndpointRunner:
 
     def _request_received(self, event: RequestReceived) -> None:
         self._on_request(self, event.exchange)
+
+    def _group_response_received(self, event: GroupResponseReceived) -> None:
+        self._client.group_response_received(self, event.exchange, event.response)
 
     def _response_failed(self, event: ResponseFailed) -> None:
         self._server.response_failed(event.exchange, event.error)

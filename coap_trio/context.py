@@ -52,6 +52,7 @@ import trio
 
 from ._client.blockwise import Progress
 from ._client.core import ClientCore
+from ._client.multicast import GroupResponses, group_request
 from ._client.observation import Observation
 from ._client.observe import observe_resource
 from ._client.request import Request
@@ -67,7 +68,7 @@ from .message import Message
 from .numbers.codes import Code
 from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
 from .protocol.machine import Machine
-from .protocol.messaging import Messaging
+from .protocol.messaging import GroupMessaging, Messaging
 from .protocol.stream_messaging import StreamMessaging
 from .remote import DatagramRemote
 from .transports.base import DatagramEndpoint, DatagramNetwork, EndpointStatistics
@@ -123,6 +124,11 @@ class ContextStatistics:
     #: The messaging counters of the reliable transports (RFC 8323: TCP, TLS,
     #: WebSockets; all their connections), once one is in use; else None.
     stream_messaging: MessagingStatistics | None = None
+    #: The messaging counters of each multicast group endpoint (``multicast_groups``).
+    group_messaging: tuple[MessagingStatistics, ...] = ()
+    #: Server: requests received through a group that got no answer because it
+    #: would have been an error response (RFC 7252 §8.2), or declined.
+    multicast_unanswered: int = 0
 
 
 class Context:
@@ -144,6 +150,7 @@ class Context:
         max_observations: int = 100_000,
         max_observations_per_remote: int = 1_000,
         blockwise: BlockwiseConfig | None = None,
+        multicast_leisure: float = 5.0,
     ) -> None:
         self._nursery = nursery
         blockwise_config = blockwise or BlockwiseConfig()
@@ -158,6 +165,8 @@ class Context:
             Responder(site, max_payload=max_request_payload) if site is not None else None,
             ServerObservations(nursery, max_observations, max_observations_per_remote),
             BlockwiseServer(blockwise_config, trio.current_time),
+            leisure=multicast_leisure,
+            rng=rng,
         )
         #: Requests in flight, routing, block-wise transfers, observations' plumbing.
         self._client = ClientCore(
@@ -166,6 +175,8 @@ class Context:
         #: Every TCP/TLS/WebSocket connection and listener (RFC 8323), and its runner.
         self._stream: StreamEndpoint | None = None
         self._stream_runner: EndpointRunner | None = None
+        #: The endpoints of the multicast groups joined (server side, RFC 7252 §8.2).
+        self._group_runners: list[EndpointRunner] = []
 
     # -- setup ---------------------------------------------------------------------
 
@@ -181,6 +192,23 @@ class Context:
         await self._nursery.start(_run_endpoint, runner)
         self._nursery.start_soon(runner.run_timers)
         return runner
+
+    async def _join_group(self, group: str, port: int, interface: str | None) -> None:
+        """Join ``group`` on ``port``; answers go out through a unicast endpoint of its family."""
+        ipv6 = ipaddress.ip_address(group.partition("%")[0]).version == 6
+        reply = None
+        for runner in self._runners:
+            host = runner.endpoint.local_address.host
+            if (":" in host) == ipv6 or (not ipv6 and host == "::"):
+                reply = runner.endpoint
+                break
+        if reply is None:
+            reply = (await self._open_endpoint("::" if ipv6 else "0.0.0.0", 0)).endpoint
+        endpoint = self._network.open_group_endpoint(group, port, reply, interface)
+        runner = self._runner(endpoint, GroupMessaging(self._config, self._rng))
+        self._group_runners.append(runner)
+        await self._nursery.start(_run_endpoint, runner)
+        self._nursery.start_soon(runner.run_timers)
 
     async def _open_streams(
         self,
@@ -250,6 +278,8 @@ class Context:
             stream_messaging=(
                 self._stream_runner.machine.statistics if self._stream_runner is not None else None
             ),
+            group_messaging=tuple(r.machine.statistics for r in self._group_runners),
+            multicast_unanswered=server.multicast_unanswered,
             handler_queue_depth=len(server.queue),
             overloaded_responses=server.overloaded,
             dropped_requests=server.dropped,
@@ -346,6 +376,27 @@ class Context:
             deregister_timeout=deregister_timeout,
             reregister=reregister,
         )
+
+    def multicast(
+        self, target: str | Message, *, timeout: float = 5.0, max_responses: int = 1000
+    ) -> AbstractAsyncContextManager[GroupResponses]:
+        """Send one request to a multicast group and read every member's response
+        (RFC 7252 §8): ``async with ctx.multicast(uri) as responses:`` then
+        ``async for remote, response in responses:``.
+
+        ``target`` is a ``coap://`` URI of a group (``coap://[ff02::fd]/...``,
+        ``coap://224.0.1.187/...``; a GET is built) or a request message to
+        one. It goes out as NON with a fresh token, kept open for the whole
+        window: responses from every member match it, each yielded with the
+        member's address, until ``timeout`` seconds pass; then the iteration
+        ends. Leaving the block ends the window early; answers arriving later
+        get RST. At most ``max_responses`` wait unread (later ones are
+        dropped and counted in :attr:`GroupResponses.dropped`). A CON message
+        is refused (``LocalProtocolError``: multicast requests are NON, §8.1),
+        and so is a scheme other than ``coap://``.
+        """
+        message = Message(code=Code.GET, uri=target) if isinstance(target, str) else target
+        return group_request(self._client.router, message, timeout, max_responses)
 
     async def ping(self, uri: str) -> float:
         """Send a CoAP ping to the host of ``uri``; returns the round-trip time in seconds
@@ -523,6 +574,9 @@ async def open_context(
     max_observations: int = 100_000,
     max_observations_per_remote: int = 1_000,
     blockwise: BlockwiseConfig | None = None,
+    multicast_groups: Sequence[str | tuple[str, int]] = (),
+    multicast_interface: str | None = None,
+    multicast_leisure: float = 5.0,
     tcp_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
     tls_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
     ws_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
@@ -553,6 +607,17 @@ async def open_context(
     client; beyond that a registration is served without Observe.
     Block-wise transfers (RFC 7959) follow ``blockwise`` (block size, the
     limits on assembled bodies and kept representations).
+
+    Multicast (RFC 7252 §8): ``multicast_groups`` lists the groups to join —
+    an address (All-CoAP-Nodes: ``224.0.1.187``, ``ff02::fd``, ``ff05::fd``;
+    port 5683) or a ``(group, port)`` pair — on ``multicast_interface`` (a
+    name or an index; None: the system's choice; a link-local IPv6 group
+    needs one). Requests sent to a group are served like others, except that
+    the answer waits a random time up to ``multicast_leisure`` seconds
+    (§8.2.1), goes out from a unicast address of ours, and is never an error
+    response nor an empty ACK or RST (§8.2); a resource with
+    ``multicast = False`` does not answer them. ``Context.multicast`` sends
+    group requests.
 
     Reliable transports (RFC 8323): ``coap+tcp://``, ``coaps+tcp://``,
     ``coap+ws://`` and ``coaps+ws://`` requests open one connection per
@@ -586,6 +651,7 @@ async def open_context(
             max_observations,
             max_observations_per_remote,
             blockwise,
+            multicast_leisure,
         )
         try:
             if site is not None:
@@ -595,6 +661,9 @@ async def open_context(
                     await context._start_endpoint(endpoint)
             for _ in range(extra):
                 await context._open_endpoint("::", 0)
+            for entry in multicast_groups:
+                group, group_port = (entry, 5683) if isinstance(entry, str) else entry
+                await context._join_group(group, group_port, multicast_interface)
             listeners = [
                 (host, port, scheme, ssl_context if STREAM_SCHEMES[scheme] else None)
                 for scheme, binding in (

@@ -13,7 +13,7 @@ from typing import Any
 
 from .uri import format_hostinfo
 
-__all__ = ["DatagramRemote"]
+__all__ = ["DatagramRemote", "MulticastRemote"]
 
 _MAPPED_PREFIX = "::ffff:"
 
@@ -76,3 +76,34 @@ class DatagramRemote(tuple[tuple[Any, ...], str]):
 
     def __str__(self) -> str:
         return self.uri_base
+
+    @property
+    def group(self) -> str | None:
+        """The multicast group a request from this peer was sent to (None: unicast)."""
+        return None
+
+
+class MulticastRemote(DatagramRemote):
+    """A peer whose request reached us through a multicast group (RFC 7252 §8.2).
+
+    Its address is the peer's own, as for any :class:`DatagramRemote`;
+    :attr:`group` is the group address the request was sent to. Handlers
+    see it on ``request.remote`` (a resource can decline such requests: see
+    :attr:`coap_trio.resource.Resource.multicast`), and the answer goes to
+    the peer by unicast, from the server's unicast address.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls, sockaddr: tuple[Any, ...], scheme: str = "coap", group: str = ""
+    ) -> MulticastRemote:
+        return tuple.__new__(cls, (tuple(sockaddr), scheme, group))
+
+    @property
+    def group(self) -> str:
+        """The group address the request was sent to."""
+        return self[-1]  # (the third item: (sockaddr, scheme, group))
+
+    def __repr__(self) -> str:
+        return f"MulticastRemote(sockaddr={self[0]!r}, scheme={self[1]!r}, group={self.group!r})"

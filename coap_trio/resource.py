@@ -26,6 +26,7 @@ from .linkformat import Link, filter_links, serialize
 from .message import Message
 from .numbers.codes import Code
 from .numbers.contentformat import ContentFormat
+from .remote import MulticastRemote
 from .response_errors import (
     BadOption,
     BadRequest,
@@ -170,6 +171,10 @@ class Resource:
     obs: bool = False
     #: Whether the resource is left out of ``/.well-known/core``.
     hidden: bool = False
+    #: Whether requests that reach it through a multicast group (RFC 7252 §8.2;
+    #: ``request.remote`` is then a :class:`~coap_trio.remote.MulticastRemote`)
+    #: are answered. False: the :class:`Site` routing to it answers nothing.
+    multicast: bool = True
 
     # Whether the class overrides current_etag (set by __init_subclass__).
     _conditional: ClassVar[bool] = False
@@ -391,8 +396,15 @@ class Site:
         return self._route(request)
 
     async def render(self, request: Message) -> Message:
-        """Render ``request`` with the resource its Uri-Path routes to (NotFound: 4.04)."""
+        """Render ``request`` with the resource its Uri-Path routes to (NotFound: 4.04).
+
+        A request through a multicast group to a resource whose ``multicast``
+        attribute is False is answered NotFound, which the server does not
+        send to a group request (RFC 7252 §8.2): the resource stays silent.
+        """
         resource, routed = self._route(request)
+        if type(request.remote) is MulticastRemote and not getattr(resource, "multicast", True):
+            raise NotFound()
         return await resource.render(routed)
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:

@@ -31,6 +31,7 @@ from ..protocol.config import BlockwiseConfig
 from ..protocol.exchanges import ClientExchange
 from .block_messages import UploadTags, has_block_option
 from .blockwise import Progress, prepare_request, take_notification, take_response
+from .multicast import GroupResponses
 from .request import ExchangeOwner, Request
 from .routing import RequestRouter
 
@@ -254,6 +255,14 @@ class ClientCore:
             final = not exchange.observing
             if not take_notification(self, runner, owner, response, final):
                 observation._push(response, final)
+
+    def group_response_received(
+        self, runner: EndpointRunner, exchange: ClientExchange, response: Message
+    ) -> None:
+        """One member's response to a multicast request of ours (RFC 7252 §8.2)."""
+        owner = exchange.owner
+        if isinstance(owner, GroupResponses):
+            owner.push(response)
 
     def request_failed(
         self, runner: EndpointRunner, exchange: ClientExchange, error: CoapError

@@ -15,6 +15,7 @@ nursery and gives it the pieces.
 from __future__ import annotations
 
 import functools
+import random
 
 import trio
 
@@ -50,8 +51,18 @@ class RequestDispatcher:
         responder: Responder | None,
         observations: ServerObservations,
         blockwise: BlockwiseServer,
+        *,
+        leisure: float = 5.0,
+        rng: random.Random | None = None,
     ) -> None:
         self._nursery = nursery
+        #: The longest wait before answering a request received through a
+        #: multicast group (RFC 7252 §8.2.1: Leisure; DEFAULT_LEISURE is 5 s).
+        self.leisure = leisure
+        self._rng = rng if rng is not None else random.Random()
+        #: Requests through a group not answered: the answer would have been an
+        #: error response, or nothing (RFC 7252 §8.2).
+        self.multicast_unanswered = 0
         self.site = site
         #: The prechecks and the error mapping around ``site`` (None: not serving).
         self.responder = responder
@@ -117,9 +128,30 @@ class RequestDispatcher:
         """``remote`` went away: the observations it registered end."""
         self.observations.end_remote(remote, reason)
 
+    def answer(
+        self, runner: EndpointRunner, exchange: ServerExchange, response: Message | None
+    ) -> None:
+        """Send ``response`` (None: nothing, the request is done) for ``exchange``.
+
+        A request received through a multicast group (RFC 7252 §8.2) gets no
+        error response (nor nothing at all: None ends it), and a successful
+        one only after a random wait within the Leisure (§8.2.1).
+        """
+        if not runner.multicast:
+            runner.respond(exchange, response)
+            return
+        if response is None or not response.code.is_successful():
+            self.multicast_unanswered += 1
+            runner.respond(exchange, None)
+            return
+        delay = self._rng.uniform(0.0, self.leisure) if self.leisure > 0 else 0.0
+        self._nursery.start_soon(self._answer_later, runner, exchange, response, delay)
+
     @staticmethod
-    def answer(runner: EndpointRunner, exchange: ServerExchange, response: Message | None) -> None:
-        """Send ``response`` (None: nothing, the request is done) for ``exchange``."""
+    async def _answer_later(
+        runner: EndpointRunner, exchange: ServerExchange, response: Message, delay: float
+    ) -> None:
+        await trio.sleep(delay)
         runner.respond(exchange, response)
 
     def start_handlers(self, concurrency: int, queue: int) -> None:

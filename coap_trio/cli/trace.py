@@ -98,6 +98,13 @@ class TracingNetwork:
         """Open an endpoint of the wrapped network, traced."""
         return _TracingEndpoint(self._inner.open_endpoint(host, port), self._report)
 
+    def open_group_endpoint(
+        self, group: str, port: int, reply: DatagramEndpoint, interface: str | None = None
+    ) -> DatagramEndpoint:
+        """Join a multicast group through the wrapped network, traced."""
+        inner = self._inner.open_group_endpoint(group, port, reply, interface)
+        return _TracingEndpoint(inner, self._report)
+
     async def resolve(self, host: str, port: int) -> list[str]:
         """Resolve through the wrapped network."""
         return await self._inner.resolve(host, port)

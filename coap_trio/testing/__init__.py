@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .capture import CapturedDatagram, Fate, NetworkStatistics
     from .conditions import LinkConditions
-    from .network import MemoryEndpoint, MemoryNetwork
+    from .network import MemoryEndpoint, MemoryGroupEndpoint, MemoryNetwork
 
 __all__ = [
     "CapturedDatagram",
     "Fate",
     "LinkConditions",
     "MemoryEndpoint",
+    "MemoryGroupEndpoint",
     "MemoryNetwork",
     "NetworkStatistics",
 ]
@@ -35,6 +36,7 @@ _HOMES = {
     "Fate": ".capture",
     "LinkConditions": ".conditions",
     "MemoryEndpoint": ".network",
+    "MemoryGroupEndpoint": ".network",
     "MemoryNetwork": ".network",
     "NetworkStatistics": ".capture",
 }

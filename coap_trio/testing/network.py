@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import heapq
+import ipaddress
 import itertools
 import math
 import os
@@ -34,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..remote import DatagramRemote
-from ..transports.base import DatagramHandler, EndpointStatistics, ErrorHandler
+from ..remote import DatagramRemote, MulticastRemote
+from ..transports.base import DatagramEndpoint, DatagramHandler, EndpointStatistics, ErrorHandler
 from ._addresses import IPV4_WILDCARD, IPV6_WILDCARD, canonical_host, check_port, is_wildcard
 from .capture import CaptureBuffer, CapturedDatagram, Fate, NetworkStatistics
 from .conditions import ConditionTable, LinkConditions, judge
@@ -257,6 +258,38 @@ class MemoryEndpoint:
             on_error(report.remote, report.error)
 
 
+class MemoryGroupEndpoint(MemoryEndpoint):
+    """A member of a multicast group on a :class:`MemoryNetwork` (RFC 7252 §8).
+
+    Made by :meth:`MemoryNetwork.open_group_endpoint`: it receives a copy of
+    every datagram sent to the group and port (each copy meets the link
+    conditions on its own, as on a real network), reports the senders as
+    :class:`~coap_trio.remote.MulticastRemote`, and sends through its
+    ``reply`` endpoint, so that answers come from a unicast address.
+    """
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        local: DatagramRemote,
+        reply: DatagramEndpoint,
+    ) -> None:
+        super().__init__(network, local, local)
+        self._reply = reply
+        #: The group address joined.
+        self.group: str = local.host
+
+    def send(self, data: bytes, remote: DatagramRemote) -> None:
+        """Send through the reply endpoint (a unicast address)."""
+        self._reply.send(data, remote)
+
+    def _schedule_arrival(
+        self, when: float, order: OrderKey, data: bytes, source: DatagramRemote
+    ) -> None:
+        marked = MulticastRemote(source.sockaddr, source.scheme, self.group)
+        super()._schedule_arrival(when, order, data, marked)
+
+
 #: The ports handed out, in order, for binds to port 0.
 EPHEMERAL_PORTS = range(49152, 65536)
 
@@ -327,6 +360,8 @@ class MemoryNetwork:
         #: Whether unreachable destinations are reported to senders (see the class docs).
         self.icmp_unreachable = icmp_unreachable
         self._bindings: dict[tuple[str, int], MemoryEndpoint] = {}
+        #: Group members by (group, port).
+        self._groups: dict[tuple[str, int], list[MemoryGroupEndpoint]] = {}
         self._ports_in_use: dict[int, int] = {}
         self._next_port = EPHEMERAL_PORTS.start
         self._hosts = HostTable()
@@ -432,6 +467,22 @@ class MemoryNetwork:
         self._ports_in_use[port] = self._ports_in_use.get(port, 0) + 1
         return endpoint
 
+    def open_group_endpoint(
+        self, group: str, port: int, reply: DatagramEndpoint, interface: str | None = None
+    ) -> MemoryGroupEndpoint:
+        """Join the multicast ``group`` on ``port``: the new member receives a copy of
+        everything sent there (see :class:`MemoryGroupEndpoint`); it answers through
+        ``reply``. Any number of members may join one group and port; ``interface``
+        is accepted and ignored (the network has one link). ValueError unless
+        ``group`` is a multicast literal."""
+        canonical = canonical_host(group)
+        check_port(port)
+        if not ipaddress.ip_address(canonical).is_multicast:
+            raise ValueError(f"not a multicast address: {group!r}")
+        member = MemoryGroupEndpoint(self, DatagramRemote((canonical, port), "coap"), reply)
+        self._groups.setdefault((canonical, port), []).append(member)
+        return member
+
     def replay(self, record: CapturedDatagram) -> None:
         """Send a captured datagram again, from its source to its destination, now.
 
@@ -486,6 +537,14 @@ class MemoryNetwork:
         self._source_sends[src_host, src_port] = sends + 1
 
         conditions = self._conditions.lookup(src_host, dst_host)
+        members = self._groups.get((dst_host, dst_port)) if self._groups else None
+        if members:
+            self._sent += 1
+            for number, member in enumerate(members):
+                self._deliver_copies(
+                    sender, member, data, destination, conditions, triple, copy, sends, number
+                )
+            return
         delays: list[float | None] = [0.0]
         if not conditions.is_perfect:
             seed = hashlib.blake2b(triple + repr((self._seed, copy)).encode(), digest_size=16)
@@ -527,8 +586,64 @@ class MemoryNetwork:
             )
             self._capture.add((now, *order), record)
 
+    def _deliver_copies(
+        self,
+        sender: MemoryEndpoint,
+        member: MemoryGroupEndpoint,
+        data: bytes,
+        destination: DatagramRemote,
+        conditions: LinkConditions,
+        triple: bytes,
+        copy: int,
+        sends: int,
+        number: int,
+    ) -> None:
+        """The copies of one datagram sent to a group that reach one ``member``."""
+        now = trio.current_time()
+        source = sender.source_address
+        src_host, src_port = source.sockaddr[:2]
+        delays: list[float | None] = [0.0]
+        if not conditions.is_perfect:
+            salt = repr((self._seed, copy, "member", number)).encode()
+            seed = hashlib.blake2b(triple + salt, digest_size=16)
+            delays = judge(conditions, random.Random(int.from_bytes(seed.digest())).random)
+        if len(delays) > 1:
+            self._duplicated += 1
+        for index, delay in enumerate(delays):
+            order = (src_host, src_port, sends, number * 16 + index)
+            fate: Fate = "dropped"
+            deliver_at = None
+            if delay is None:
+                self._dropped += 1
+            else:
+                fate = "delivered"
+                deliver_at = now + delay
+                self._in_flight += 1
+                member._schedule_arrival(deliver_at, order, data, source)
+            record = CapturedDatagram(
+                time=now,
+                source=source,
+                destination=destination,
+                data=data,
+                copy=copy,
+                fate=fate,
+                deliver_at=deliver_at,
+                duplicate=index > 0,
+            )
+            self._capture.add((now, *order), record)
+
     def _release(self, endpoint: MemoryEndpoint, *, discarded: int) -> None:
         """Unbind a closing endpoint and account for the copies it never delivered."""
+        if isinstance(endpoint, MemoryGroupEndpoint):
+            key = endpoint.local_address.sockaddr[:2]
+            members = self._groups.get(key)
+            if members is not None and endpoint in members:
+                members.remove(endpoint)
+                if not members:
+                    del self._groups[key]
+            self._in_flight -= discarded
+            self._discarded += discarded
+            return
         host, port = endpoint.local_address.sockaddr[:2]
         if self._bindings.get((host, port)) is endpoint:
             del self._bindings[host, port]

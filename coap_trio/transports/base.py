@@ -107,6 +107,20 @@ class DatagramNetwork(Protocol):
         """Bind a new endpoint (port 0: any free port)."""
         ...
 
+    def open_group_endpoint(
+        self, group: str, port: int, reply: DatagramEndpoint, interface: str | None = None
+    ) -> DatagramEndpoint:
+        """Join the multicast ``group`` (an IP literal) and receive what is sent to it on
+        ``port`` (RFC 7252 §8).
+
+        ``interface`` names the interface to join on (a name or an index; None:
+        the system's choice). Datagrams are reported from
+        :class:`~coap_trio.remote.MulticastRemote` peers; what the endpoint
+        sends goes out through ``reply``, a unicast endpoint of the same
+        family, so answers come from a unicast address (§8.2).
+        """
+        ...
+
     async def resolve(self, host: str, port: int) -> list[str]:
         """IP addresses for a host name, preferred first. Raises OSError when unresolvable."""
         ...

@@ -23,10 +23,10 @@ from typing import Any
 
 import trio
 
-from ..remote import DatagramRemote
-from .base import DatagramHandler, EndpointStatistics, ErrorHandler
+from ..remote import DatagramRemote, MulticastRemote
+from .base import DatagramEndpoint, DatagramHandler, EndpointStatistics, ErrorHandler
 
-__all__ = ["UDPEndpoint", "UDPNetwork"]
+__all__ = ["UDPEndpoint", "UDPGroupEndpoint", "UDPNetwork"]
 
 _MAX_DATAGRAM = 65535
 _RCVBUF = 4 * 1024 * 1024  # asked for; the OS may cap it (Linux: net.core.rmem_max)
@@ -124,6 +124,48 @@ class UDPNetwork:
                         size //= 2
             sock.bind((address, port, 0, scope) if family == socket.AF_INET6 else (address, port))
             return UDPEndpoint(sock, outbox_capacity=self._outbox_capacity)
+        except BaseException:
+            sock.close()
+            raise
+
+    def open_group_endpoint(
+        self, group: str, port: int, reply: DatagramEndpoint, interface: str | None = None
+    ) -> UDPGroupEndpoint:
+        """Join the multicast ``group`` on ``interface`` and receive what is sent to it on
+        ``port`` (see :class:`UDPGroupEndpoint`).
+
+        The socket is bound to the group address itself (only datagrams sent
+        to the group arrive), with ``SO_REUSEADDR`` (and ``SO_REUSEPORT``
+        where it exists) so that other servers on this host can join the same
+        group and port. ``interface`` is a name (``"eth0"``) or an index
+        (``"2"``); None lets the system choose. ValueError when ``group`` is
+        not a multicast literal; OSError when joining or binding fails.
+        """
+        family, address, scope = _parse_ip(group, port)
+        packed = socket.inet_pton(family, address)
+        if not (packed[0] == 0xFF if family == socket.AF_INET6 else 224 <= packed[0] <= 239):
+            raise ValueError(f"not a multicast address: {group!r}")
+        index = 0
+        if interface is not None:
+            index = int(interface) if interface.isdigit() else socket.if_nametoindex(interface)
+        index = index or scope
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            reuse = getattr(socket, "SO_REUSEPORT", None)
+            if reuse is not None:
+                sock.setsockopt(socket.SOL_SOCKET, reuse, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((address, port, 0, index))
+                membership = packed + struct.pack("@I", index)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, membership)
+            else:
+                sock.bind((address, port))
+                # struct ip_mreqn: the group, any local address, the interface index.
+                membership = packed + bytes(4) + struct.pack("@i", index)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+            return UDPGroupEndpoint(sock, address, reply, outbox_capacity=0)
         except BaseException:
             sock.close()
             raise
@@ -414,4 +456,56 @@ class UDPEndpoint:
             if len(self._remotes) >= _REMOTE_CACHE_LIMIT:
                 self._remotes.clear()
             remote = self._remotes[address] = DatagramRemote(address)
+        return remote
+
+
+class UDPGroupEndpoint(UDPEndpoint):
+    """A socket that joined a multicast group: it receives what is sent to the group.
+
+    Made by :meth:`UDPNetwork.open_group_endpoint`. Peers are reported as
+    :class:`~coap_trio.remote.MulticastRemote` (their own address, and the
+    group); what is sent through it goes out through ``reply``, a unicast
+    endpoint of the same family, so that answers come from a unicast
+    address (RFC 7252 §8.2) and the group socket is only ever read.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        group: str,
+        reply: DatagramEndpoint,
+        *,
+        outbox_capacity: int = 0,
+        batch_limit: int = 256,
+    ) -> None:
+        super().__init__(sock, outbox_capacity=outbox_capacity, batch_limit=batch_limit)
+        #: The group address joined.
+        self.group = group
+        self._reply = reply
+        self._reply_remotes: dict[DatagramRemote, DatagramRemote] = {}
+
+    def send(self, data: bytes, remote: DatagramRemote) -> None:
+        """Send through the reply endpoint, to ``remote`` as that endpoint addresses it."""
+        target = self._reply_remotes.get(remote)
+        if target is None:
+            try:
+                sockaddr = remote.sockaddr
+                host = remote.host
+                if len(sockaddr) == 4 and sockaddr[3]:  # a scoped (link-local) peer
+                    host = f"{host}%{sockaddr[3]}"
+                target = self._reply.remote_for(host, remote.port)
+            except (OSError, ValueError):
+                return  # a peer the reply endpoint's family cannot reach
+            if len(self._reply_remotes) >= _REMOTE_CACHE_LIMIT:
+                self._reply_remotes.clear()
+            self._reply_remotes[remote] = target
+        self._reply.send(data, target)
+
+    def _remote(self, address: tuple[Any, ...]) -> DatagramRemote:
+        """The interned remote for a socket address, marked with the group."""
+        remote = self._remotes.get(address)
+        if remote is None:
+            if len(self._remotes) >= _REMOTE_CACHE_LIMIT:
+                self._remotes.clear()
+            remote = self._remotes[address] = MulticastRemote(address, "coap", self.group)
         return remote
