@@ -23,6 +23,7 @@ other branch of :class:`CoapError`, defined in :mod:`coap_trio.response_errors`.
     │   ├── BlockOutOfRange
     │   ├── DtlsDecodeError
     │   ├── BertNotAllowed
+    │   ├── DtlsPkiError (a DTLS peer's certificate or key refused)
     │   └── BadResponseError (also RequestError)
     ├── RequestError
     │   ├── RequestTimeoutError
@@ -81,6 +82,7 @@ __all__ = [
     "ConnectionReleasedError",
     "DtlsAlertError",
     "DtlsDecodeError",
+    "DtlsPkiError",
     "FormatErrorKind",
     "FrameErrorKind",
     "FrameTooLarge",
@@ -413,6 +415,24 @@ class BertNotAllowed(RemoteProtocolError):  # noqa: N818 -- a public name
 
     #: The response code a server should send.
     code: ClassVar[Code] = Code.BAD_REQUEST
+
+
+class DtlsPkiError(RemoteProtocolError):
+    """A DTLS peer's credentials were refused: its certificate chain, raw
+    public key, ECDHE parameters or signature.
+
+    The handshake ends with a fatal alert; :attr:`alert` is its
+    AlertDescription number (RFC 5246 §7.2.2), for instance 42
+    bad_certificate or 48 unknown_ca. Importable from
+    ``coap_trio.protocol.dtls.pki``, which names the numbers it uses.
+    """
+
+    #: The TLS AlertDescription to send (RFC 5246 §7.2.2).
+    alert: int
+
+    def __init__(self, message: str, alert: int) -> None:
+        super().__init__(message)
+        self.alert = alert
 
 
 class IdleTimeoutError(CoapError, TimeoutError):
