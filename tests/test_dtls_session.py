@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from dtls_helpers import IDENTITY, KEY, Link, Pki, psk_client, psk_server, rpk_credentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coap_trio.errors import (
     DtlsAlertError,
@@ -451,3 +453,46 @@ def test_illegal_moves_are_local_errors() -> None:
     with pytest.raises(LocalProtocolError):
         client.start(0.0)
     assert RecordLayer  # the record layer is the session's own
+
+
+# Whatever arrives, receive() raises nothing
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["server", "client", "established"]))
+def test_arbitrary_datagrams_never_raise(data: bytes, who: str) -> None:
+    if who == "server":
+        session = psk_server()
+    elif who == "client":
+        session = psk_client()
+        session.start(0.0)
+    else:
+        link = Link(psk_client(), psk_server())
+        link.handshake()
+        session = link.client
+    received = session.receive(data, 1.0)
+    assert all(isinstance(d, bytes) for d in received.datagrams)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 7), st.integers(0, 2000), st.binary(min_size=1, max_size=8))
+def test_mutated_handshakes_never_raise(index: int, at: int, noise: bytes) -> None:
+    """A live handshake whose ``index``-th datagram is corrupted on the way, then timers run."""
+    link = Link(psk_client(), psk_server())
+    queue = [("c2s", d) for d in link.client.start(0.0)]
+    count = 0
+    while queue and count < 20:
+        direction, datagram = queue.pop(0)
+        if count == index:
+            corrupted = bytearray(datagram)
+            at %= len(corrupted)
+            corrupted[at : at + len(noise)] = noise
+            datagram = bytes(corrupted)
+        count += 1
+        if direction == "c2s":
+            queue += [("s2c", d) for d in link.to_server([datagram])]
+        else:
+            queue += [("c2s", d) for d in link.to_client([datagram])]
+    link.run([], until=120.0)  # retransmissions finish or fail the handshake, typed
+    for session in (link.client, link.server):
+        assert session.state in (DtlsState.ESTABLISHED, DtlsState.FAILED, DtlsState.IDLE)

@@ -7,7 +7,8 @@ with an 8-byte tag: nonce = 4-byte write IV || 8-byte explicit nonce, the
 explicit nonce being epoch || sequence number and sent before the
 ciphertext; additional data = epoch || sequence number || type || version ||
 plaintext length, RFC 5246 §6.2.3.3) and the sliding anti-replay window
-(§4.1.2.6, 64 records per epoch).
+(§4.1.2.6, 64 records per protected epoch; epoch 0 has none, since
+anyone can forge its records).
 
 A record that cannot be read, belongs to no epoch we can read, replays one
 already accepted or fails authentication is dropped and counted in
@@ -177,7 +178,10 @@ class ReplayWindow:
         """Mark a record that authenticated as received."""
         if sequence > self._top:
             shift = sequence - self._top
-            self._bits = ((self._bits << shift) | 1) & ((1 << REPLAY_WINDOW_SIZE) - 1)
+            if shift >= REPLAY_WINDOW_SIZE:
+                self._bits = 1  # a jump past the window forgets it (no 2^48-bit shifts)
+            else:
+                self._bits = ((self._bits << shift) | 1) & ((1 << REPLAY_WINDOW_SIZE) - 1)
             self._top = sequence
         else:
             self._bits |= 1 << (self._top - sequence)
@@ -315,19 +319,21 @@ class RecordLayer:
         if record.version != DTLS_1_2 and not (epoch == 0 and record.version == DTLS_1_0):
             self.statistics.bad_version += 1
             return None
+        cipher = self._read_ciphers[epoch]
+        if cipher is None:
+            # Epoch 0 is unauthenticated: a window there would let one forged record
+            # with a high number lock out the real ones. The handshake layer drops
+            # repeated messages by message_seq.
+            return record.fragment
         window = self._windows[epoch]
         if not window.check(record.sequence):
             self.statistics.replayed += 1
             return None
-        cipher = self._read_ciphers[epoch]
-        if cipher is None:
-            plaintext: bytes | None = record.fragment
-        else:
-            plaintext = cipher.open(
-                record.content_type, record.version, record.seq_num, record.fragment
-            )
-            if plaintext is None or len(plaintext) > MAX_PLAINTEXT:
-                self.statistics.bad_record_mac += 1
-                return None
+        plaintext = cipher.open(
+            record.content_type, record.version, record.seq_num, record.fragment
+        )
+        if plaintext is None or len(plaintext) > MAX_PLAINTEXT:
+            self.statistics.bad_record_mac += 1
+            return None
         window.update(record.sequence)
         return plaintext
