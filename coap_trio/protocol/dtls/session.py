@@ -271,6 +271,10 @@ class _Item:
     message: tuple[int, int, bytes] | None = None
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _refuse(description: int, message: str) -> HandshakeError:
     """Our refusal: raised inside the session, sent as a fatal alert, reported as Failed."""
     return HandshakeError(message, int(description))
@@ -284,7 +288,12 @@ def _alert_name(description: int) -> str:
 
 
 class DtlsSession:
-    """One peer's DTLS 1.2 session: handshake, then protected application data."""
+    """One peer's DTLS 1.2 session: handshake, then protected application data.
+
+    ``server_name`` is the host a client asked for, checked against the
+    server's certificate; ``random_bytes`` gives the hello randoms; ``clock``
+    gives the wall-clock time certificates are checked at (default: now, UTC).
+    """
 
     def __init__(
         self,
@@ -294,7 +303,7 @@ class DtlsSession:
         config: DtlsConfig | None = None,
         server_name: str | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.role = role
         self.credentials = credentials
@@ -306,7 +315,7 @@ class DtlsSession:
         #: Set when the handshake completed.
         self.peer: HandshakeComplete | None = None
         self._random = random_bytes
-        self._clock = clock
+        self._clock = clock or _utc_now
         self._records = RecordLayer()
         self._reassembler = msg.Reassembler(max_message_size=self.config.max_message_size)
         self._send_seq = 0
