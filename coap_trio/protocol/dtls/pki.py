@@ -32,6 +32,7 @@ No I/O, no clock: the validation time is an argument.
 from __future__ import annotations
 
 import ipaddress
+import warnings
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -40,6 +41,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
@@ -182,14 +184,32 @@ def peer_public_key_from_rpk(
     return key
 
 
+#: What cryptography raises for a certificate it cannot (or will not) read.
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,  # an attribute value of a type its OID does not allow
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    CryptographyDeprecationWarning,
+)
+
+
 def _parse_certificate(der: bytes, position: int) -> x509.Certificate:
     try:
-        certificate = x509.load_der_x509_certificate(der)
-        # Parsed lazily by cryptography: read them now, so that a malformed
-        # extension or key is refused here rather than deep in validation.
-        _ = certificate.extensions
-        certificate.public_key()
-    except (ValueError, UnsupportedAlgorithm) as error:
+        with warnings.catch_warnings():
+            # What cryptography still loads but deprecates (a serial number
+            # that is not positive, against RFC 5280) is refused too.
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            certificate = x509.load_der_x509_certificate(der)
+            # Parsed lazily by cryptography: read them now, so that a malformed
+            # name, extension or key is refused here rather than deep in validation.
+            subject_of(certificate)
+            certificate.issuer.rfc4514_string()
+            _ = certificate.extensions
+            certificate.public_key()
+    except _PARSE_ERRORS as error:
         raise DtlsPkiError(
             f"certificate {position} does not parse: {error}", ALERT_BAD_CERTIFICATE
         ) from None
