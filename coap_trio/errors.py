@@ -21,16 +21,21 @@ other branch of :class:`CoapError`, defined in :mod:`coap_trio.response_errors`.
     │   │   └── FrameTooLarge
     │   ├── SignalingError
     │   ├── BlockOutOfRange
+    │   ├── DtlsDecodeError
     │   ├── BertNotAllowed
+    │   ├── DtlsPkiError (a DTLS peer's certificate or key refused)
     │   └── BadResponseError (also RequestError)
     ├── RequestError
     │   ├── RequestTimeoutError
     │   ├── ResetByPeerError
     │   ├── NetworkError
-    │   │   └── ConnectionLostError
-    │   │       ├── ConnectError
-    │   │       ├── ConnectionAbortedByPeerError
-    │   │       └── ConnectionReleasedError
+    │   │   ├── ConnectionLostError
+    │   │   │   ├── ConnectError
+    │   │   │   ├── ConnectionAbortedByPeerError
+    │   │   │   └── ConnectionReleasedError
+    │   │   ├── HandshakeError
+    │   │   │   └── HandshakeTimeoutError
+    │   │   └── DtlsAlertError
     │   ├── UnresolvableHostError
     │   ├── RequestCancelledError
     │   ├── RepresentationChangedError
@@ -79,9 +84,14 @@ __all__ = [
     "ConnectionAbortedByPeerError",
     "ConnectionLostError",
     "ConnectionReleasedError",
+    "DtlsAlertError",
+    "DtlsDecodeError",
+    "DtlsPkiError",
     "FormatErrorKind",
     "FrameErrorKind",
     "FrameTooLarge",
+    "HandshakeError",
+    "HandshakeTimeoutError",
     "IdleTimeoutError",
     "InvalidURIError",
     "LinkFormatError",
@@ -442,6 +452,24 @@ class BertNotAllowed(RemoteProtocolError):  # noqa: N818 -- a public name
     code: ClassVar[Code] = Code.BAD_REQUEST
 
 
+class DtlsPkiError(RemoteProtocolError):
+    """A DTLS peer's credentials were refused: its certificate chain, raw
+    public key, ECDHE parameters or signature.
+
+    The handshake ends with a fatal alert; :attr:`alert` is its
+    AlertDescription number (RFC 5246 §7.2.2), for instance 42
+    bad_certificate or 48 unknown_ca. Importable from
+    ``coap_trio.protocol.dtls.pki``, which names the numbers it uses.
+    """
+
+    #: The TLS AlertDescription to send (RFC 5246 §7.2.2).
+    alert: int
+
+    def __init__(self, message: str, alert: int) -> None:
+        super().__init__(message)
+        self.alert = alert
+
+
 class IdleTimeoutError(CoapError, TimeoutError):
     """A stream connection closed after ``idle_timeout`` seconds without traffic.
 
@@ -460,3 +488,70 @@ class UsageError(CoapError):
 
 class OutputError(CoapError):
     """The coap-trio command could not write a payload (``--output`` FILE cannot be created...)."""
+
+
+class DtlsDecodeError(RemoteProtocolError):
+    """A DTLS record or handshake message that cannot be read (RFC 6347).
+
+    Raised only by the parsers of ``coap_trio.protocol.dtls``; the DTLS
+    engine turns it into a dropped record or a ``decode_error`` alert, so it
+    does not reach the user.
+    """
+
+    #: Byte offset where reading failed, within what was being read.
+    offset: int
+
+    def __init__(self, message: str, offset: int = 0) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class HandshakeError(NetworkError):
+    """The DTLS handshake with the peer failed on our side.
+
+    Its parameters were refused, a message broke the protocol, the peer's
+    Finished did not check out (a wrong pre-shared key), or its certificate or
+    key was not trusted. :attr:`alert` is the fatal alert we sent the peer.
+    """
+
+    #: The alert description sent to the peer (RFC 5246 §7.2), if one was.
+    alert: int | None
+
+    def __init__(self, message: str, alert: int | None = None) -> None:
+        super().__init__(message)
+        self.alert = alert
+
+
+class HandshakeTimeoutError(HandshakeError):
+    """The DTLS handshake did not finish in time: the peer stopped answering our flights.
+
+    RFC 6347 §4.2.4: each flight is retransmitted with a doubling timer
+    until the handshake's time is up.
+    """
+
+    #: Seconds the handshake lasted before it was given up.
+    elapsed: float
+
+    def __init__(self, elapsed: float) -> None:
+        super().__init__(f"no answer to the DTLS handshake within {elapsed:.0f} s")
+        self.elapsed = elapsed
+
+
+class DtlsAlertError(NetworkError):
+    """The peer ended the DTLS session with a fatal alert (RFC 5246 §7.2).
+
+    During the handshake the alert may say why it refused us
+    (``handshake_failure`` 40, ``decrypt_error`` 51 for a wrong pre-shared
+    key, ``unknown_psk_identity`` 115...); a ``close_notify`` is not an error.
+    """
+
+    #: The alert level: 1 (warning) or 2 (fatal).
+    level: int
+    #: The alert description (RFC 5246 §7.2, RFC 4279, RFC 5746).
+    description: int
+
+    def __init__(self, level: int, description: int, name: str | None = None) -> None:
+        label = name or f"alert {description}"
+        super().__init__(f"the peer sent a fatal DTLS alert: {label} ({description})")
+        self.level = level
+        self.description = description
