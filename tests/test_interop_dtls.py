@@ -37,7 +37,6 @@ SERVERS = ["coap-server-openssl", "coap-server-gnutls"]
 CLIENTS = ["coap-client-openssl", "coap-client-gnutls"]
 
 
-
 @pytest.fixture(scope="module")
 def pki() -> Pki:
     return Pki()

@@ -391,7 +391,33 @@ async def _run(args: argparse.Namespace, console: Console) -> ExitStatus:
     async with _context(args, console) as ctx:
         if args.verb == "observe":
             return await _observe(ctx, message, args, console)
+        if args.verb == "discover" and args.multicast:
+            return await _discover_group(ctx, message, args, console)
         return await _one_request(ctx, message, args, console)
+
+
+async def _discover_group(
+    ctx: Context, message: Message, args: argparse.Namespace, console: Console
+) -> ExitStatus:
+    """Discovery across a multicast group (RFC 7252 §8, RFC 6690): each member's
+    links under a ``# <member> <code>`` line, as they arrive; exit status 5 when no
+    member answered within ``--wait`` seconds."""
+    message.mtype = Type.NON
+    sink = _Sink(args, console)
+    answered = 0
+    try:
+        async with ctx.multicast(message, timeout=args.wait) as responses:
+            async for remote, response in responses:
+                answered += 1
+                console.stdout.write(f"# {remote} {response.code}\n".encode())
+                sink.write_response(response, response.payload, separate=True)
+                console.stdout.flush()
+    finally:
+        sink.close()
+    if not answered:
+        console.error(f"no member of the group answered within {args.wait:g} s")
+        return ExitStatus.TIMEOUT
+    return ExitStatus.OK
 
 
 async def run_client(args: argparse.Namespace, console: Console) -> ExitStatus:

@@ -383,6 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
                 help="stop after SECONDS",
             )
         if verb == "discover":
+            sub.add_argument(
+                "--multicast",
+                action="store_true",
+                help="URI names a multicast group (e.g. coap://224.0.1.187, coap://[ff02::fd%%eth0]): "
+                "print every member's resources, each under a line naming the member",
+            )
+            sub.add_argument(
+                "--wait",
+                type=_positive_float,
+                default=5.0,
+                metavar="SECONDS",
+                help="with --multicast: how long to collect answers (default 5; servers "
+                "wait up to their Leisure, 5 s by default, before answering)",
+            )
             sub.add_argument("--rt", metavar="TYPE", help="only resources with this rt (* ends)")
             sub.add_argument(
                 "--if", dest="if_", metavar="INTERFACE", help="only resources with this if"
