@@ -3,7 +3,7 @@
 Owns what RFC 7252 and friends ask of a server regardless of the resource:
 unrecognized critical options (§5.4.1: 4.02 Bad Option for a CON, silence for
 a NON, before any handler runs), Proxy-Uri / Proxy-Scheme on a server that is
-no proxy (5.05), payloads above a configurable size (4.13 with Size1),
+no proxy (5.05: the site has no ``proxy``), payloads above a configurable size (4.13 with Size1),
 handler errors (a :class:`~coap_trio.response_errors.RenderableError`
 becomes its response; any other exception, or a result that is no response
 message, 5.00 with no details on the wire, logged), and which response
@@ -43,7 +43,8 @@ _PROXY_SCHEME = int(_N.PROXY_SCHEME)
 #: Critical options a request may carry that this server handles today: the
 #: same set the client accepts in responses (one definition, in the matcher).
 #: Uri-Host/Uri-Port are accepted (no virtual hosting: they are ignored),
-#: Proxy-Uri/Proxy-Scheme are recognized and refused with 5.05; Block1/Block2
+#: Proxy-Uri/Proxy-Scheme are recognized and refused with 5.05 unless the site has a
+#: proxy (``Site(proxy=...)``); Block1/Block2
 #: go to the block-wise layer. OSCORE, EDHOC and Q-Block1/2 are not handled
 #: yet: 4.02.
 RECOGNIZED_REQUEST_OPTIONS = RECOGNIZED_RESPONSE_OPTIONS
@@ -97,10 +98,13 @@ class Responder:
                 return False
             return BadOption("unrecognized critical option").to_message()
         # One pass over the options; any Proxy-Uri / Proxy-Scheme left here is
-        # well-formed (a malformed critical option was answered 4.02 above).
+        # well-formed (a malformed critical option was answered 4.02 above). A
+        # site with a proxy (Site(proxy=...)) routes such requests to it.
         for number, _ in request.opt.raw_items:
             if number in (_PROXY_URI, _PROXY_SCHEME):
-                return ProxyingNotSupported().to_message()
+                if getattr(self.site, "proxy", None) is None:
+                    return ProxyingNotSupported().to_message()
+                break
         limit = self.max_payload if max_payload is None else max_payload
         if len(request.payload) > limit:
             self.oversized += 1
