@@ -26,7 +26,8 @@ def test_a_stored_response_is_fresh_for_its_max_age() -> None:
     cache = ResponseCache()
     assert cache.store(key(request()), TARGET, GET, content(max_age=30), now=100.0)
     hit = cache.lookup(key(request()), now=110.4)
-    assert hit is not None and hit.fresh
+    assert hit is not None
+    assert hit.fresh
     assert hit.max_age == 19  # what is left, rounded down
     assert hit.response.payload == b"21.5"
     assert cache.lookup(key(request()), now=130.0) is None  # stale, no ETag: dropped
@@ -39,7 +40,8 @@ def test_without_max_age_a_response_is_fresh_for_sixty_seconds() -> None:
     cache = ResponseCache()
     cache.store(key(request()), TARGET, GET, content(), now=0.0)
     hit = cache.lookup(key(request()), now=DEFAULT_MAX_AGE - 0.5)
-    assert hit is not None and hit.fresh
+    assert hit is not None
+    assert hit.fresh
     assert cache.lookup(key(request()), now=DEFAULT_MAX_AGE + 0.5) is None
 
 
@@ -47,15 +49,21 @@ def test_a_stale_response_with_an_etag_is_kept_for_validation() -> None:
     cache = ResponseCache()
     cache.store(key(request()), TARGET, GET, content(max_age=0, etag=(b"e1",)), now=0.0)
     stale = cache.lookup(key(request()), now=1.0)
-    assert stale is not None and not stale.fresh and stale.etag == b"e1"
+    assert stale is not None
+    assert not stale.fresh
+    assert stale.etag == b"e1"
     # A 2.03 with another ETag does not refresh it; one with its ETag does.
     other = Message(code=Code.VALID, etag=(b"e2",), max_age=5)
     assert cache.revalidated(key(request()), other, now=2.0) is None
     valid = Message(code=Code.VALID, etag=(b"e1",), max_age=5)
     refreshed = cache.revalidated(key(request()), valid, now=2.0)
-    assert refreshed is not None and refreshed.fresh and refreshed.max_age == 5
+    assert refreshed is not None
+    assert refreshed.fresh
+    assert refreshed.max_age == 5
     again = cache.lookup(key(request()), now=6.0)
-    assert again is not None and again.fresh and again.response.opt.max_age == 5
+    assert again is not None
+    assert again.fresh
+    assert again.response.opt.max_age == 5
     assert cache.statistics.revalidated == 1
 
 
@@ -108,9 +116,11 @@ def test_a_change_marks_the_targets_responses_not_fresh() -> None:
     cache.response_for_unsafe(TARGET, Message(code=Code.CHANGED))
     assert cache.lookup(key(request()), now=1.0) is None
     kept = cache.lookup(key(json), now=1.0)
-    assert kept is not None and not kept.fresh  # kept to be validated
+    assert kept is not None
+    assert not kept.fresh  # kept to be validated
     other = cache.lookup(key(request(), "coap://h/other"), now=1.0)
-    assert other is not None and other.fresh
+    assert other is not None
+    assert other.fresh
 
 
 def test_least_recently_used_goes_first() -> None:
