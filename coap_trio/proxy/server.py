@@ -127,9 +127,7 @@ async def open_proxy(
                 if http_bind is not None:
                     from .http import serve_http
 
-                    server.http_addresses = await nursery.start(
-                        serve_http, upstream, forward.allow, http_bind
-                    )
+                    server.http_addresses = await nursery.start(serve_http, forward, http_bind)
                 yield server
         except BaseException as error:  # re-raised below, outside the nursery
             body_error = error
