@@ -29,7 +29,7 @@ from typing import Any
 import trio
 from interop_helpers import LIBCOAP_INDEX_PREFIX, libcoap_server
 
-from coap_trio import CONTENT, GET, PUT, Code, Message, ObservableResource, Resource, Site
+from coap_trio import CONTENT, GET, Code, Message, ObservableResource, Resource, Site
 from coap_trio.cli.trace import TracingNetwork
 from coap_trio.context import open_context
 from coap_trio.proxy import ProxyServer, open_proxy
