@@ -20,6 +20,7 @@ its target (:meth:`Upstream.observe <coap_trio.proxy.upstream.Upstream.observe>`
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -66,6 +67,12 @@ def proxy_target(request: Message) -> str:
         if scheme not in DEFAULT_PORTS:
             raise ProxyingNotSupported(f"no proxying to {scheme}://")
         uri = build_uri(opt, None)
+    return _normalized(uri)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalized(uri: str) -> str:
+    """A Proxy-Uri checked and normalized (cached: clients repeat their URIs)."""
     match = _SCHEME.match(uri)
     if match is None or "://" not in uri:
         raise BadRequest("Proxy-Uri is not an absolute URI")
