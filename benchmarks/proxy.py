@@ -10,7 +10,9 @@ process pinned to one CPU (the origin shares it; the load generator gets
 the other when there are two):
 
 * coap_trio: ``python -m coap_trio serve proxy --bind [::1]:0 --allow
-  coap://[::1]`` (its cache on, default bounds);
+  coap://[::1] --upstream-endpoints 16`` (its cache on, default bounds; 16
+  ports upstream, since RFC 7252 §4.4 lets one port send 65,536 messages to
+  one destination per 247 s and a run sends more);
 * libcoap: ``coap-server-notls -P ,proxy.invalid`` (a forward proxy
   connecting to the target itself; it keeps no cache).
 
@@ -54,6 +56,9 @@ PER_SOCKET = 8
 #: target itself; a name it is known by is needed, else it answers every request
 #: as the final endpoint instead of forwarding.
 LIBCOAP_PROXY = ["-P", ",proxy.invalid"]
+#: coap_trio's proxy sends upstream from this many ports: RFC 7252 §4.4 allows one
+#: port 65,536 message IDs per destination per 247 s, fewer than a run sends.
+UPSTREAM_ENDPOINTS = 16
 #: Seconds after which a request counts as lost and another is sent in its place.
 LOST_AFTER = 2.0
 
@@ -157,7 +162,7 @@ def run_generator(port: int, origin: int, mode: str, duration: float) -> dict[st
 def start_coap_trio_proxy(cpus: list[int] | None) -> _peers.Peer:
     """``coap-trio serve proxy`` on a free port of [::1], pinned to ``cpus``."""
     argv = [sys.executable, "-m", "coap_trio", "serve", "proxy", "--bind", f"[{_peers.HOST}]:0"]
-    argv += ["--allow", f"coap://[{_peers.HOST}]"]
+    argv += ["--allow", f"coap://[{_peers.HOST}]", "--upstream-endpoints", str(UPSTREAM_ENDPOINTS)]
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

@@ -151,6 +151,7 @@ async def _run_proxy(
             http_bind=args.http_bind,
             http_to_http=args.http_targets,
             network=network,
+            client_endpoints=args.upstream_endpoints,
         ) as proxy:
             for address in proxy.context.addresses:
                 report(f"listening on {format_address(address.host, address.port)}")

@@ -75,6 +75,7 @@ async def open_proxy(
     http_to_http: bool = False,
     network: DatagramNetwork | None = None,
     client_bind: tuple[str, int] | None = None,
+    client_endpoints: int = 1,
     nstart: int = DEFAULT_NSTART,
     **context_options: Any,
 ) -> AsyncIterator[ProxyServer]:
@@ -89,8 +90,10 @@ async def open_proxy(
     replaced). ``http_bind`` also listens for HTTP/1.1 (the cross-proxy,
     RFC 8075); with ``http_to_http`` CoAP clients may reach ``http://``
     targets too (Proxy-Scheme ``http``). ``network`` (default real UDP) is
-    used by both Contexts; the upstream one binds ``client_bind`` (default
-    any address, any port) and allows ``nstart`` requests in flight per
+    used by both Contexts; the upstream one sends from ``client_endpoints``
+    local ports (the first bound to ``client_bind`` when given, else any
+    address, any port; RFC 7252 §4.4 lets one port send about 265 requests
+    per second to one destination, sustained: a busy proxy needs more) and allows ``nstart`` requests in flight per
     destination (RFC 7252 §4.7; see :data:`DEFAULT_NSTART`). Other keywords go to the serving
     :func:`~coap_trio.context.open_context`.
     """
@@ -99,7 +102,11 @@ async def open_proxy(
         cache = ResponseCache()
     body_error: BaseException | None = None
     async with (
-        open_context(network=network, bind=client_bind) as client,
+        open_context(
+            network=network,
+            bind=client_bind,
+            client_endpoints=client_endpoints if client_bind is None else client_endpoints - 1,
+        ) as client,
         trio.open_nursery() as nursery,
     ):
         client.set_nstart(nstart)
