@@ -93,8 +93,9 @@ async def open_proxy(
     used by both Contexts; the upstream one sends from ``client_endpoints``
     local ports (the first bound to ``client_bind`` when given, else any
     address, any port; RFC 7252 §4.4 lets one port send about 265 requests
-    per second to one destination, sustained: a busy proxy needs more) and allows ``nstart`` requests in flight per
-    destination (RFC 7252 §4.7; see :data:`DEFAULT_NSTART`). Other keywords go to the serving
+    per second to one destination, sustained: a busy proxy needs more) and
+    allows ``nstart`` requests in flight per destination (RFC 7252 §4.7; see
+    :data:`DEFAULT_NSTART`). Other keywords go to the serving
     :func:`~coap_trio.context.open_context`.
     """
     served = site if site is not None else Site()
