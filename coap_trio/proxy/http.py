@@ -389,7 +389,10 @@ class _HttpServer:
                 await _send(stream, connection, 413, [], b"body too large\n")
                 return
             status, headers, payload = await self._answer(request, bytes(body))
-            await _send(stream, connection, status, headers, payload)
+            with trio.move_on_after(self.idle_timeout) as sending:  # a client that reads not
+                await _send(stream, connection, status, headers, payload)
+            if sending.cancelled_caught:
+                return
             if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                 return
             try:

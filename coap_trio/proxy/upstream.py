@@ -369,6 +369,9 @@ class Upstream:
             final = GatewayTimeout("no response from upstream").to_message()
         except CoapError as error:
             final = BadGateway(_failure(error)).to_message()
+        except Exception:  # a bug must not take the proxy's other observations down
+            logger.exception("the shared observation of %r failed", shared.message)
+            final = Message(code=Code.INTERNAL_SERVER_ERROR)
         finally:
             shared.done = True
             shared.first.set()
