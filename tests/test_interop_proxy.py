@@ -277,6 +277,30 @@ async def test_curl_validation_gets_304() -> None:
     assert second[2] == b""
 
 
+# -- other transports upstream ----------------------------------------------------------------
+
+
+async def test_forwarding_to_coap_over_tcp_and_websockets() -> None:
+    site = Site()
+    store = Store()
+    site.add(["store"], store)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            open_context(site=site, tcp_bind=("::1", 0), ws_bind=("::1", 0)) as origin_ctx,
+            our_proxy() as (_, coap, _),
+            open_context() as ctx,
+        ):
+            answers = []
+            for address in origin_ctx.stream_addresses:
+                message = Message(code=GET)
+                message.set_request_uri(f"{address.uri_base}/store", proxy=coap)
+                answers.append((address.scheme, await ctx.request(message).response))
+    assert sorted(scheme for scheme, _ in answers) == ["coap+tcp", "coap+ws"]
+    for _, response in answers:
+        assert response.code is CONTENT
+        assert response.payload == b"initial"
+
+
 # -- CoAP to HTTP ---------------------------------------------------------------------------
 
 
@@ -304,6 +328,11 @@ async def test_a_coap_client_reaches_an_http_resource() -> None:
                 message = Message(code=GET)
                 message.set_request_uri(f"http://127.0.0.1:{server.server_port}/x", proxy=coap)
                 response = await ctx.request(message).response
+                by_scheme = Message(code=GET, uri=coap, proxy_scheme="http")
+                by_scheme.opt.uri_host = "127.0.0.1"
+                by_scheme.opt.uri_port = server.server_port
+                by_scheme.opt.uri_path = ("y",)
+                via_scheme = await ctx.request(by_scheme).response
                 missing = Message(code=GET)
                 missing.set_request_uri(f"http://127.0.0.1:{server.server_port}/x", proxy=coap)
                 missing.code = Code.DELETE
@@ -316,6 +345,7 @@ async def test_a_coap_client_reaches_an_http_resource() -> None:
     assert response.payload == b'{"hello": "http"}'
     assert int(response.opt.content_format or 0) == 50
     assert response.opt.max_age == 7
+    assert via_scheme.code is CONTENT  # Proxy-Scheme http with Uri-Host and Uri-Port
     assert unsupported.code is Code.NOT_IMPLEMENTED  # the stdlib server has no DELETE: 501
 
 

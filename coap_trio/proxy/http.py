@@ -44,7 +44,14 @@ import trio
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.contentformat import ContentFormat
-from ..response_errors import BadGateway, RenderableError, ServerNotImplemented
+from ..response_errors import (
+    BadGateway,
+    BadRequest,
+    NotFound,
+    RenderableError,
+    ServerNotImplemented,
+    UnsupportedContentFormat,
+)
 from ..uri import split_uri
 from .forward import ForwardProxy
 
@@ -206,15 +213,6 @@ def _etags_from(value: bytes) -> list[bytes]:
     return tags
 
 
-class _HttpError(Exception):
-    """An HTTP error answered by the proxy itself."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-        self.text = text
-
-
 def _target_uri(target: bytes) -> str:
     """The CoAP URI an HTTP request target names (``/hc/URI`` or absolute-form)."""
     text = target.decode("utf-8", "replace")
@@ -223,7 +221,7 @@ def _target_uri(target: bytes) -> str:
         return rest if "://" in rest else unquote(rest)
     if text.lower().startswith("coap"):
         return text
-    raise _HttpError(404, "not a proxied URI: use /hc/coap://host/path")
+    raise NotFound("not a proxied URI: use /hc/coap://host/path")
 
 
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -234,21 +232,24 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
 def coap_request(
     method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes
 ) -> Message:
-    """The CoAP request (with Proxy-Uri) for an HTTP request; raises _HttpError."""
+    """The CoAP request (with Proxy-Uri) for an HTTP request.
+
+    Raises the RenderableError of what cannot be mapped (404, 415, 501 once in HTTP).
+    """
     code = _HTTP_TO_CODE.get(method)
     if code is None:
-        raise _HttpError(501, f"{method.decode('ascii', 'replace')} is not mapped to CoAP")
+        raise ServerNotImplemented(f"{method.decode('ascii', 'replace')} is not mapped to CoAP")
     uri = _target_uri(target)
     message = Message(code=code, payload=body)
     try:
         message.opt.proxy_uri = uri
     except ValueError:
-        raise _HttpError(414, "the target URI is too long") from None
+        raise BadRequest("the target URI is too long") from None
     content_type = _header(headers, b"content-type")
     if content_type is not None:
         content_format = _content_format(content_type.decode("latin-1"))
         if content_format is None:
-            raise _HttpError(415, "no CoAP Content-Format for this Content-Type")
+            raise UnsupportedContentFormat("no CoAP Content-Format for this Content-Type")
         message.opt.content_format = content_format
     accept = _header(headers, b"accept")
     if accept is not None:
@@ -408,8 +409,6 @@ class _HttpServer:
             message = coap_request(request.method, request.target, headers, body)
             target = self.forward.target(message)
             response = await self.forward.render(message)
-        except _HttpError as refusal:
-            return refusal.status, [(b"server", _SERVER)], refusal.text.encode() + b"\n"
         except RenderableError as error:
             response = error.to_message()
             target = ""
