@@ -184,7 +184,9 @@ async def test_three_libcoap_observers_through_our_proxy_one_registration() -> N
 # -- curl through the HTTP-CoAP cross-proxy ------------------------------------------------------
 
 
-async def test_curl_to_libcoap_through_the_cross_proxy() -> None:
+async def test_curl_to_libcoap_through_the_cross_proxy(tmp_path: Path) -> None:
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(MIB)
     with trio.fail_after(TEST_TIMEOUT):
         async with libcoap_server("::1") as server, our_proxy() as (_, _, web):
             index = await curl(f"{web}/hc/{server.uri('/')}")
@@ -199,6 +201,16 @@ async def test_curl_to_libcoap_through_the_cross_proxy() -> None:
             )
             back = await curl(f"{web}/hc/{server.uri('/example_data')}")
             missing = await curl(f"{web}/hc/{server.uri('/no/such/thing')}")
+            large_put = await curl(
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                f"@{upload}",
+                f"{web}/hc/{server.uri('/example_data')}",
+            )
+            large_get = await curl(f"{web}/hc/{server.uri('/example_data')}")
     assert index[0] == 200
     assert index[2].startswith(LIBCOAP_INDEX_PREFIX)
     assert index[1]["cache-control"] == "max-age=196607"
@@ -206,6 +218,9 @@ async def test_curl_to_libcoap_through_the_cross_proxy() -> None:
     assert back[0] == 200
     assert back[2] == b"from curl"
     assert missing[0] == 404
+    assert large_put[0] in (201, 204)  # 1 MiB up in Block1 blocks to libcoap
+    assert large_get[0] == 200
+    assert hashlib.sha256(large_get[2]).digest() == hashlib.sha256(MIB).digest()
 
 
 async def test_curl_to_coap_trio_through_the_cross_proxy(tmp_path: Path) -> None:
