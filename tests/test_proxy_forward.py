@@ -293,6 +293,23 @@ async def test_a_server_without_proxy_still_answers_5_05(autojump_clock: Any) ->
     assert response.code is Code.PROXYING_NOT_SUPPORTED
 
 
+async def test_unknown_critical_options_safe_to_forward_are_forwarded(
+    autojump_clock: Any,
+) -> None:
+    async with environment() as env:
+        safe = env.via_proxy(GET, "coap://10.0.0.2/hello")
+        safe.opt.add(65001, b"x")  # critical, safe to forward, unknown to both
+        forwarded = await env.client.request(safe).response
+        unsafe = env.via_proxy(GET, "coap://10.0.0.2/hello")
+        unsafe.opt.add(65003, b"x")  # critical and unsafe: the proxy must understand it
+        refused = await env.client.request(unsafe).response
+        upstream = env.upstream_requests()
+    assert forwarded.code is Code.BAD_OPTION  # the origin's answer, passed back
+    assert upstream[0].opt.get_all(65001) == (b"x",)
+    assert refused.code is Code.BAD_GATEWAY  # RFC 7252 §5.7.1
+    assert len(upstream) == 1
+
+
 # -- Hop-Limit ------------------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 
 Owns what RFC 7252 and friends ask of a server regardless of the resource:
 unrecognized critical options (§5.4.1: 4.02 Bad Option for a CON, silence for
-a NON, before any handler runs), Proxy-Uri / Proxy-Scheme on a server that is
+a NON, before any handler runs; a request for the site's proxy keeps them, as
+the proxy forwards those that are safe to forward), Proxy-Uri / Proxy-Scheme on a server that is
 no proxy (5.05: the site has no ``proxy``), payloads above a configurable size (4.13 with Size1),
 handler errors (a :class:`~coap_trio.response_errors.RenderableError`
 becomes its response; any other exception, or a result that is no response
@@ -19,6 +20,7 @@ from ..interfaces import Resource
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
+from ..options import is_malformed
 from ..protocol.matcher import RECOGNIZED_RESPONSE_OPTIONS, has_unrecognized_critical
 from ..response_errors import (
     BadOption,
@@ -57,6 +59,16 @@ DEFAULT_MAX_PAYLOAD = 16_384
 _NO_RESPONSE_BITS = {2: 0x02, 4: 0x08, 5: 0x10}
 
 
+def _malformed_known_critical(request: Message, recognized: frozenset[int]) -> bool:
+    """Whether a critical option this server knows has a malformed value (§5.4.1)."""
+    previous = -1
+    for number, value in request.opt.raw_items:
+        if number & 1 and number in recognized and is_malformed(number, value, number == previous):
+            return True
+        previous = number
+    return False
+
+
 def suppressed_by_no_response(request: Message, code: Code) -> bool:
     """Whether the request's No-Response option asks not to answer with ``code``."""
     value = request.opt.no_response
@@ -93,7 +105,10 @@ class Responder:
         ``None`` to go on and handle it. ``max_payload`` replaces
         :attr:`max_payload` for this request (a BERT block may be larger).
         """
-        if has_unrecognized_critical(request, self.recognized_options):
+        if has_unrecognized_critical(request, self.recognized_options) and not (
+            self._forwards(request)
+            and not _malformed_known_critical(request, self.recognized_options)
+        ):
             if not confirmable:
                 return False
             return BadOption("unrecognized critical option").to_message()
@@ -110,6 +125,14 @@ class Responder:
             self.oversized += 1
             return RequestEntityTooLarge(f"payloads up to {limit} bytes", size1=limit).to_message()
         return None
+
+    def _forwards(self, request: Message) -> bool:
+        """Whether ``request`` goes to the site's proxy, which forwards the critical
+        options it does not know when they are safe to forward (RFC 7252 §5.7.1) and
+        answers 5.02 for the unsafe ones."""
+        return getattr(self.site, "proxy", None) is not None and any(
+            number in (_PROXY_URI, _PROXY_SCHEME) for number, _ in request.opt.raw_items
+        )
 
     async def render(self, request: Message) -> Message:
         """Render ``request`` with the site; errors become their response (never raises).
