@@ -29,7 +29,10 @@ also runs alone and says more about its method):
   client (coap_trio, aiocoap, ``coap-client-notls -b 1024``) against every
   server;
 * ``tcp`` (tcp.py): client requests/s over ONE ``coap+tcp`` connection to
-  ``coap-server-notls`` with 64 in flight, coap_trio vs aiocoap (RFC 8323).
+  ``coap-server-notls`` with 64 in flight, coap_trio vs aiocoap (RFC 8323);
+* ``proxy`` (proxy.py): proxied requests/s (64 in flight, Proxy-Uri) through
+  ``coap-trio serve proxy`` and libcoap's ``coap-server-notls -P`` to one
+  ``coap-server-notls``, every request a cache miss, then all cache hits.
 
 Each figure is the median of ``--runs`` runs (observe and block-wise:
 ``--slow-runs``); runs that do not count are listed under the table with the
@@ -58,10 +61,11 @@ import blockwise
 import client
 import codec
 import observe
+import proxy
 import server
 import tcp
 
-SCENARIOS = ("codec", "server", "workers", "client", "observe", "blockwise", "tcp")
+SCENARIOS = ("codec", "server", "workers", "client", "observe", "blockwise", "tcp", "proxy")
 
 
 @dataclass
@@ -376,6 +380,29 @@ def run_blockwise(args: argparse.Namespace, table: Table) -> None:
         )
 
 
+def run_proxy(args: argparse.Namespace, table: Table) -> None:
+    pargs = argparse.Namespace(duration=args.duration, runs=args.runs)
+    results = proxy.measure_proxies(pargs, log=_log)
+    rates = proxy.medians(results)
+    for (name, mode), runs in results.items():
+        for i, r in enumerate(runs):
+            if r["other"] or r["lost"]:
+                table.notes.append(
+                    f"proxy {mode}, {name}: run {i + 1} had {r['other']} other answers "
+                    f"and {r['lost']} lost requests"
+                )
+    for mode in proxy.MODES:
+        ours, theirs = rates[("coap_trio", mode)], rates[("libcoap", mode)]
+        table.add(
+            "proxy",
+            f"proxied GETs/s, {mode}, 64 in flight",
+            f"{_ratio(ours, theirs):.2f}x libcoap's proxy",
+            "",
+            coap_trio=f"{ours:,.0f}",
+            libcoap=f"{theirs:,.0f}",
+        )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "codec": run_codec,
     "server": run_server,
@@ -384,6 +411,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "observe": run_observe,
     "blockwise": run_blockwise,
     "tcp": run_tcp,
+    "proxy": run_proxy,
 }
 
 

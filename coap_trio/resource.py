@@ -51,6 +51,7 @@ __all__ = [
     "Site",
     "UnsupportedContentFormat",
     "created",
+    "is_proxy_request",
     "path_to_target",
 ]
 
@@ -77,6 +78,8 @@ _PCHAR_SAFE = "!$&'()*+,;=:@"
 # Option numbers of If-Match and If-None-Match (RFC 7252 §5.10.8).
 _IF_MATCH = 1
 _IF_NONE_MATCH = 5
+# Option numbers of Proxy-Uri and Proxy-Scheme (RFC 7252 §5.10.2).
+_PROXY_OPTIONS = frozenset({35, 39})
 
 
 def path_to_target(path: Sequence[str]) -> str:
@@ -89,6 +92,11 @@ def path_to_target(path: Sequence[str]) -> str:
         "%2E" * len(segment) if segment in (".", "..") else quote(segment, safe=_PCHAR_SAFE)
         for segment in path
     )
+
+
+def is_proxy_request(request: Message) -> bool:
+    """Whether ``request`` asks a forward proxy: it carries Proxy-Uri or Proxy-Scheme."""
+    return any(number in _PROXY_OPTIONS for number, _ in request.opt.raw_items)
 
 
 def _split(value: str | Sequence[str], separator: str) -> tuple[str, ...]:
@@ -328,9 +336,18 @@ class Site:
     it. A ``Site`` nested in another one should normally be created with
     ``well_known_core=False``: the outer site's listing already includes
     the nested resources.
+
+    With ``proxy`` (a resource, such as
+    :class:`coap_trio.proxy.ForwardProxy`), every request carrying
+    Proxy-Uri or Proxy-Scheme (RFC 7252 §5.7) goes to it, whatever its
+    Uri-Path; without, the server answers such requests 5.05 Proxying Not
+    Supported before any resource runs.
     """
 
-    def __init__(self, *, well_known_core: bool = True) -> None:
+    def __init__(
+        self, *, well_known_core: bool = True, proxy: interfaces.Resource | None = None
+    ) -> None:
+        self._proxy = proxy
         self._exact: dict[tuple[str, ...], interfaces.Resource] = {}
         self._subtrees: dict[tuple[str, ...], interfaces.Resource] = {}
         # Everything added, in insertion order, keyed by (path, is_subtree).
@@ -377,7 +394,21 @@ class Site:
             raise KeyError(key)
         self._depth = max(map(len, self._subtrees), default=-1)
 
+    @property
+    def proxy(self) -> interfaces.Resource | None:
+        """The resource serving requests with Proxy-Uri or Proxy-Scheme (None: refused, 5.05).
+
+        May be set while serving."""
+        return self._proxy
+
+    @proxy.setter
+    def proxy(self, proxy: interfaces.Resource | None) -> None:
+        self._proxy = proxy
+
     def _route(self, request: Message) -> tuple[interfaces.Resource, Message]:
+        proxy = self._proxy
+        if proxy is not None and is_proxy_request(request):
+            return proxy, request
         path = request.opt.uri_path
         resource = self._exact.get(path)
         if resource is not None:

@@ -2,8 +2,9 @@
 
 Owns what RFC 7252 and friends ask of a server regardless of the resource:
 unrecognized critical options (§5.4.1: 4.02 Bad Option for a CON, silence for
-a NON, before any handler runs), Proxy-Uri / Proxy-Scheme on a server that is
-no proxy (5.05), payloads above a configurable size (4.13 with Size1),
+a NON, before any handler runs; a request for the site's proxy keeps them, as
+the proxy forwards those that are safe to forward), Proxy-Uri / Proxy-Scheme on a server that is
+no proxy (5.05: the site has no ``proxy``), payloads above a configurable size (4.13 with Size1),
 handler errors (a :class:`~coap_trio.response_errors.RenderableError`
 becomes its response; any other exception, or a result that is no response
 message, 5.00 with no details on the wire, logged), and which response
@@ -19,6 +20,7 @@ from ..interfaces import Resource
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
+from ..options import is_malformed
 from ..protocol.matcher import RECOGNIZED_RESPONSE_OPTIONS, has_unrecognized_critical
 from ..response_errors import (
     BadOption,
@@ -43,7 +45,8 @@ _PROXY_SCHEME = int(_N.PROXY_SCHEME)
 #: Critical options a request may carry that this server handles today: the
 #: same set the client accepts in responses (one definition, in the matcher).
 #: Uri-Host/Uri-Port are accepted (no virtual hosting: they are ignored),
-#: Proxy-Uri/Proxy-Scheme are recognized and refused with 5.05; Block1/Block2
+#: Proxy-Uri/Proxy-Scheme are recognized and refused with 5.05 unless the site has a
+#: proxy (``Site(proxy=...)``); Block1/Block2
 #: go to the block-wise layer. OSCORE, EDHOC and Q-Block1/2 are not handled
 #: yet: 4.02.
 RECOGNIZED_REQUEST_OPTIONS = RECOGNIZED_RESPONSE_OPTIONS
@@ -54,6 +57,16 @@ DEFAULT_MAX_PAYLOAD = 16_384
 
 # RFC 7967 §2.1: the bits of No-Response that suppress a response class.
 _NO_RESPONSE_BITS = {2: 0x02, 4: 0x08, 5: 0x10}
+
+
+def _malformed_known_critical(request: Message, recognized: frozenset[int]) -> bool:
+    """Whether a critical option this server knows has a malformed value (§5.4.1)."""
+    previous = -1
+    for number, value in request.opt.raw_items:
+        if number & 1 and number in recognized and is_malformed(number, value, number == previous):
+            return True
+        previous = number
+    return False
 
 
 def suppressed_by_no_response(request: Message, code: Code) -> bool:
@@ -92,20 +105,34 @@ class Responder:
         ``None`` to go on and handle it. ``max_payload`` replaces
         :attr:`max_payload` for this request (a BERT block may be larger).
         """
-        if has_unrecognized_critical(request, self.recognized_options):
+        if has_unrecognized_critical(request, self.recognized_options) and not (
+            self._forwards(request)
+            and not _malformed_known_critical(request, self.recognized_options)
+        ):
             if not confirmable:
                 return False
             return BadOption("unrecognized critical option").to_message()
         # One pass over the options; any Proxy-Uri / Proxy-Scheme left here is
-        # well-formed (a malformed critical option was answered 4.02 above).
+        # well-formed (a malformed critical option was answered 4.02 above). A
+        # site with a proxy (Site(proxy=...)) routes such requests to it.
         for number, _ in request.opt.raw_items:
             if number in (_PROXY_URI, _PROXY_SCHEME):
-                return ProxyingNotSupported().to_message()
+                if getattr(self.site, "proxy", None) is None:
+                    return ProxyingNotSupported().to_message()
+                break
         limit = self.max_payload if max_payload is None else max_payload
         if len(request.payload) > limit:
             self.oversized += 1
             return RequestEntityTooLarge(f"payloads up to {limit} bytes", size1=limit).to_message()
         return None
+
+    def _forwards(self, request: Message) -> bool:
+        """Whether ``request`` goes to the site's proxy, which forwards the critical
+        options it does not know when they are safe to forward (RFC 7252 §5.7.1) and
+        answers 5.02 for the unsafe ones."""
+        return getattr(self.site, "proxy", None) is not None and any(
+            number in (_PROXY_URI, _PROXY_SCHEME) for number, _ in request.opt.raw_items
+        )
 
     async def render(self, request: Message) -> Message:
         """Render ``request`` with the site; errors become their response (never raises).

@@ -80,10 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(run: object, *args: object) -> int:
     import socket
 
-    from ..errors import CoapError
+    from ..errors import CoapError, UsageError
 
     try:
         return _run_trio(run, *args)
+    except UsageError as error:  # e.g. a malformed --allow pattern
+        sys.stderr.write(f"coap-trio: {error}\n")
+        return int(ExitStatus.USAGE)
     except socket.gaierror as error:  # a --bind name that does not resolve
         sys.stderr.write(f"coap-trio: cannot serve: {error.strerror or error}\n")
         return int(ExitStatus.USAGE)

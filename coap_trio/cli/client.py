@@ -94,7 +94,12 @@ def build_request(args: argparse.Namespace, console: Console) -> Message:
     :class:`~coap_trio.uri.InvalidURIError` (bad URI).
     """
     verb = args.verb
-    message = Message(code=_METHODS[verb], uri=args.uri)
+    proxy = getattr(args, "proxy", None)
+    if proxy is not None and not args.uri.lower().startswith("coap"):
+        message = Message(code=_METHODS[verb])  # an http:// target, for a cross-proxy
+        message.set_request_uri(args.uri, proxy=proxy)
+    else:
+        message = Message(code=_METHODS[verb], uri=args.uri)
     if args.non:
         message.mtype = Type.NON
     if verb == "discover":
@@ -115,6 +120,9 @@ def build_request(args: argparse.Namespace, console: Console) -> Message:
         message.opt.accept = args.accept
     for number, raw in args.option:
         message.opt.add(number, raw)
+    if proxy is not None and message.opt.proxy_uri is None:
+        # The whole target URI (discovery's path and query included) goes in Proxy-Uri.
+        message.set_request_uri(message.get_request_uri(), proxy=proxy)
     return message
 
 

@@ -281,6 +281,12 @@ def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
         )
     if verb != "ping":
         parser.add_argument(
+            "--proxy",
+            metavar="URI",
+            help="send the request through the forward proxy at URI (coap://host:port); "
+            "the target URI then goes in Proxy-Uri and may be http:// for a cross-proxy",
+        )
+        parser.add_argument(
             "--accept",
             metavar="FORMAT",
             type=_typed(parse_content_format),
@@ -386,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--multicast",
                 action="store_true",
-                help="URI names a multicast group (e.g. coap://224.0.1.187, coap://[ff02::fd%%eth0]): "
-                "print every member's resources, each under a line naming the member",
+                help="URI names a multicast group (e.g. coap://224.0.1.187, "
+                "coap://[ff02::fd%%eth0]): print every member's resources, each under "
+                "a line naming the member",
             )
             sub.add_argument(
                 "--wait",
@@ -403,12 +410,83 @@ def build_parser() -> argparse.ArgumentParser:
             )
     serve = verbs.add_parser(
         "serve",
-        help="run a server (plugtest or fileserver) until Ctrl-C or SIGTERM",
+        help="run a server (plugtest, fileserver or proxy) until Ctrl-C or SIGTERM",
         description="Run a server until Ctrl-C or SIGTERM; prints its bound addresses first.",
     )
     sites = serve.add_subparsers(dest="site", required=True, metavar="SITE")
     plugtest = sites.add_parser("plugtest", help="the ETSI CoAP plugtest resources")
     fileserver = sites.add_parser("fileserver", help="serve the files of a directory")
+    proxy = sites.add_parser(
+        "proxy",
+        help="a forward proxy (RFC 7252 §5.7) with a cache, and an HTTP-CoAP cross-proxy",
+        description="Forward CoAP requests carrying Proxy-Uri or Proxy-Scheme to the "
+        "destinations --allow names (none by default: an open proxy is an amplifier), "
+        "and with --http-bind, HTTP requests for /hc/coap://host/path (RFC 8075).",
+    )
+    proxy.add_argument(
+        "--bind",
+        action="append",
+        type=_typed(parse_bind),
+        metavar="HOST:PORT",
+        help="UDP address to serve CoAP on, repeatable (default [::]:5683; port 0: any free port)",
+    )
+    proxy.add_argument(
+        "--http-bind",
+        action="append",
+        type=_typed(lambda text: parse_bind(text, default_port=8080)),
+        metavar="HOST:PORT",
+        help="TCP address to serve the HTTP-CoAP cross-proxy on, repeatable (default port 8080)",
+    )
+    proxy.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a destination served: [SCHEME://]HOST[:PORT], * globs allowed ('*': all), "
+        "repeatable; without any, every proxied request is refused (4.03)",
+    )
+    proxy.add_argument(
+        "--via", metavar="URI", help="send every request on through the next proxy at URI"
+    )
+    proxy.add_argument(
+        "--http-targets",
+        action="store_true",
+        help="let CoAP clients reach http:// and https:// URIs too (Proxy-Scheme http)",
+    )
+    proxy.add_argument("--no-cache", action="store_true", help="keep no responses")
+    proxy.add_argument(
+        "--cache-entries",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="responses kept at most (default 10000)",
+    )
+    proxy.add_argument(
+        "--cache-bytes",
+        type=_positive_int,
+        default=64 * 1024 * 1024,
+        metavar="BYTES",
+        help="bytes of responses kept at most (default 64 MiB)",
+    )
+    proxy.add_argument(
+        "--upstream-endpoints",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="local UDP ports requests go upstream from (default 1; each sends about "
+        "265 requests/s to one destination, sustained, RFC 7252 §4.4)",
+    )
+    proxy.add_argument(
+        "--upstream-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="answer 5.04 when the destination has not answered within SECONDS (default 60)",
+    )
+    proxy.add_argument(
+        "-v", "--verbose", action="store_true", help="log each datagram on standard error"
+    )
+    proxy.set_defaults(workers=1, worker_of=None)
     fileserver.add_argument("directory", help="the directory to serve")
     fileserver.add_argument("--write", action="store_true", help="allow PUT and DELETE of files")
     plugtest.add_argument(

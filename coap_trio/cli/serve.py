@@ -1,4 +1,4 @@
-"""``coap-trio serve``: run the plugtest or file-server site until Ctrl-C or SIGTERM.
+"""``coap-trio serve``: run the plugtest, file-server or proxy site until Ctrl-C or SIGTERM.
 
 Owns the server side of the command: building the site
 (:func:`coap_trio.plugtest.plugtest_site` or
@@ -8,7 +8,9 @@ changes on disk), opening a Context bound to
 every ``--bind`` address, printing the real bound addresses on standard
 output (one ``listening on coap://...`` line each, flushed, so a parent
 process can read the port when it asked for port 0), and stopping cleanly
-(exit status 0) on SIGINT or SIGTERM.
+(exit status 0) on SIGINT or SIGTERM. ``serve proxy`` runs
+:func:`coap_trio.proxy.open_proxy` instead (its HTTP listeners, with
+``--http-bind``, get ``listening on http://...`` lines).
 
 With ``--workers N`` (N > 1) the process becomes a parent of N worker
 processes (``python -m coap_trio serve ... --worker-of PARENT_PID``) that
@@ -43,6 +45,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..context import bind_endpoints
+from ..errors import UsageError
 from ..fileserver import FileServerSite, fileserver_site
 from ..hosting import serve_site
 from ..plugtest import DEFAULT_OBS_PERIOD, PlugtestSite, plugtest_site
@@ -83,6 +86,8 @@ async def run_serve(
 ) -> ExitStatus:
     """Serve until SIGINT or SIGTERM; ``report`` gets the ``listening on`` lines,
     ``log`` (standard error) every datagram with ``-v``, and a worker's counters."""
+    if args.site == "proxy":
+        return await _run_proxy(args, report, log)
     if args.workers > 1 and args.worker_of is None:
         return await _run_workers(args, report)
     binds = args.bind or [DEFAULT_BIND]
@@ -113,6 +118,47 @@ async def run_serve(
                     nursery.start_soon(_cancel_when_orphaned, args.worker_of, nursery.cancel_scope)
             if worker:
                 log(f"coap-trio worker {os.getpid()}: {_counters(ctx.statistics)}")
+    return ExitStatus.OK
+
+
+async def _run_proxy(
+    args: argparse.Namespace, report: Callable[[str], None], log: Callable[[str], None]
+) -> ExitStatus:
+    """``serve proxy``: a forward proxy (and the HTTP cross-proxy) until a signal."""
+    from ..proxy import AllowList, ResponseCache, open_proxy
+
+    try:
+        allow = AllowList(args.allow)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if not allow:
+        log("coap-trio: no --allow: every proxied request is refused (4.03)")
+    network: TracingNetwork | None = None
+    if args.verbose:
+        from ..transports.udp import UDPNetwork
+
+        network = TracingNetwork(UDPNetwork(), log)
+    cache: ResponseCache | bool = False
+    if not args.no_cache:
+        cache = ResponseCache(max_entries=args.cache_entries, max_bytes=args.cache_bytes)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_proxy(
+            args.bind or [DEFAULT_BIND],
+            allow=allow,
+            cache=cache,
+            timeout=args.upstream_timeout,
+            via=args.via,
+            http_bind=args.http_bind,
+            http_to_http=args.http_targets,
+            network=network,
+            client_endpoints=args.upstream_endpoints,
+        ) as proxy:
+            for address in proxy.context.addresses:
+                report(f"listening on {format_address(address.host, address.port)}")
+            for host, port in proxy.http_addresses:
+                report(f"listening on http://{_bind_text(host, port)}")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
     return ExitStatus.OK
 
 
