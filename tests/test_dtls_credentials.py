@@ -16,9 +16,9 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from dtls_certificates import NOW, Issuer, der, key_pem, p256_key, pem, rsa_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pki_helpers import NOW, Issuer, der, key_pem, p256_key, pem, rsa_key
 
 from coap_trio.protocol.dtls import pki
 from coap_trio.protocol.dtls.credentials import (
@@ -63,7 +63,7 @@ def test_defaults_allow_nothing_and_are_hashable() -> None:
     assert hash(credentials) == hash(DtlsCredentials())
     assert credentials == DtlsCredentials()
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        credentials.psk = b"x"  # type: ignore[misc]
+        credentials.psk = b"x"
 
 
 def test_client_psk() -> None:
@@ -107,11 +107,11 @@ def test_psk_bounds_inclusive() -> None:
 
 def test_psks_are_bytes() -> None:
     with pytest.raises(TypeError):
-        DtlsCredentials(psk_identity="client", psk=b"secret")  # type: ignore[arg-type]
+        DtlsCredentials(psk_identity="client", psk=b"secret")
     with pytest.raises(TypeError):
-        DtlsCredentials(psk_table={b"client": "secret"})  # type: ignore[dict-item]
+        DtlsCredentials(psk_table={b"client": "secret"})
     with pytest.raises(TypeError):
-        DtlsCredentials(psk_hint="hint")  # type: ignore[arg-type]
+        DtlsCredentials(psk_hint="hint")
 
 
 def test_server_psk_table_is_a_read_only_copy() -> None:
@@ -120,7 +120,7 @@ def test_server_psk_table_is_a_read_only_copy() -> None:
     table[b"mallory"] = b"three"
     assert dict(credentials.psk_table) == {b"alice": b"one", b"bob": b"two"}
     with pytest.raises(TypeError):
-        credentials.psk_table[b"mallory"] = b"three"  # type: ignore[index]
+        credentials.psk_table[b"mallory"] = b"three"
     assert credentials.has_psk
     assert credentials.suites(server=True) == (PSK,)
     assert credentials.suites(server=False) == ()
@@ -200,12 +200,12 @@ def test_keys_must_be_p256(root: Issuer) -> None:
     with pytest.raises(ValueError, match="secp384r1"):
         DtlsCredentials(certificate_chain=[leaf], private_key=p384)
     with pytest.raises(ValueError, match="not ECDSA P-256"):
-        DtlsCredentials(private_key=rsa_key(), raw_public_key=True)  # type: ignore[arg-type]
+        DtlsCredentials(private_key=rsa_key(), raw_public_key=True)
 
 
 def test_chain_entries_are_certificates() -> None:
     with pytest.raises(TypeError):
-        DtlsCredentials(trusted_cas=[b"DER"])  # type: ignore[list-item]
+        DtlsCredentials(trusted_cas=[b"DER"])
 
 
 def test_raw_public_key_credentials() -> None:
@@ -221,7 +221,7 @@ def test_trusted_raw_public_keys_are_stored_canonical() -> None:
     point = canonical[-65:]
     compressed_body = canonical[2:23] + b"\x03\x22\x00" + bytes([2 + (point[-1] & 1)]) + point[1:33]
     compressed = b"\x30" + bytes([len(compressed_body)]) + compressed_body
-    credentials = DtlsCredentials(trusted_raw_public_keys=[compressed])  # type: ignore[arg-type]
+    credentials = DtlsCredentials(trusted_raw_public_keys=[compressed])
     assert credentials.trusted_raw_public_keys == frozenset({canonical})
     assert pki.peer_public_key_from_rpk(compressed, credentials.trusted_raw_public_keys) == public
 
@@ -238,7 +238,7 @@ def test_trusted_raw_public_keys_are_p256_spkis(bad: bytes) -> None:
     with pytest.raises(ValueError, match="trusted raw public key"):
         DtlsCredentials(trusted_raw_public_keys=frozenset({bad}))
     with pytest.raises(TypeError):
-        DtlsCredentials(trusted_raw_public_keys=frozenset({"text"}))  # type: ignore[arg-type]
+        DtlsCredentials(trusted_raw_public_keys=frozenset({"text"}))
 
 
 def test_client_auth_needs_something_to_check_against(root: Issuer) -> None:
@@ -292,7 +292,7 @@ def test_from_files_certificate_key_and_ca(
     cacert = write(tmp_path, "ca.pem", pem(root.certificate), pem(other_root.certificate))
     credentials = DtlsCredentials.from_files(cert=cert, key=key_file, cacert=cacert)
     assert credentials.certificate_chain == (leaf,)
-    assert pki.spki_der(credentials.private_key.public_key()) == pki.spki_der(key.public_key())  # type: ignore[union-attr]
+    assert pki.spki_der(credentials.private_key.public_key()) == pki.spki_der(key.public_key())
     assert credentials.trusted_cas == (root.certificate, other_root.certificate)
     assert credentials.verify_peer
     assert not credentials.raw_public_key
@@ -472,7 +472,7 @@ def test_any_file_contents_raise_only_value_error(contents: bytes, argument: str
         path.write_bytes(contents)
         arguments: dict[str, object] = {argument: [path] if argument == "trusted_rpk" else path}
         try:
-            credentials = DtlsCredentials.from_files(**arguments)  # type: ignore[arg-type]
+            credentials = DtlsCredentials.from_files(**arguments)
         except ValueError:
             return
     assert isinstance(credentials, DtlsCredentials)
