@@ -1,7 +1,7 @@
 """A DTLS peer's certificate chain and raw public key, checked (protocol/dtls/pki.py).
 
 Certificates come from trustme (ECDSA P-256 CAs, as a test peer would use)
-and from tests/pki_helpers.py (built with cryptography, every extension and
+and from tests/dtls_certificates.py (built with cryptography, every extension and
 date chosen). Each refusal is a DtlsPkiError with the alert the engine sends.
 """
 
@@ -15,9 +15,7 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pki_helpers import (
+from dtls_certificates import (
     AGREEMENT_ONLY,
     CLIENT_AUTH,
     NOT_AFTER,
@@ -30,6 +28,8 @@ from pki_helpers import (
     rsa_key,
     self_signed,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coap_trio.errors import DtlsPkiError, RemoteProtocolError
 from coap_trio.protocol.dtls import pki

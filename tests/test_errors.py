@@ -122,6 +122,7 @@ def test_the_docstring_tree_names_every_error_under_a_base_it_has() -> None:
         ("coap_trio.protocol.blockwise", "BlockOutOfRange"),
         ("coap_trio.protocol.blockwise", "BertNotAllowed"),
         ("coap_trio.protocol.signaling", "SignalingError"),
+        ("coap_trio.protocol.dtls.pki", "DtlsPkiError"),
         ("coap_trio.transports.stream_connection", "IdleTimeoutError"),
         ("coap_trio.cli.parsing", "UsageError"),
         ("coap_trio.cli.client", "OutputError"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import types
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.utils import CryptographyDeprecationWarning
 
 from ...errors import DtlsPkiError
 from .pki import public_key_from_spki, spki_der
@@ -178,7 +180,10 @@ class DtlsCredentials:
                 raise ValueError("a certificate chain needs its private key")
             if self.raw_public_key:
                 raise ValueError("raw_public_key presents the key instead of certificate_chain")
-            leaf_key = self.certificate_chain[0].public_key()
+            try:
+                leaf_key = self.certificate_chain[0].public_key()
+            except UnsupportedAlgorithm as error:
+                raise ValueError(f"the first certificate's key: {error}") from None
             if spki_der(leaf_key) != spki_der(key.public_key()):
                 raise ValueError("the private key is not the key of the first certificate")
         elif self.raw_public_key:
@@ -344,7 +349,12 @@ class _Pem:
             label, block = match.group(1), match.group(0)
             try:
                 if label == b"CERTIFICATE":
-                    pem.certificates.append(x509.load_pem_x509_certificate(block))
+                    with warnings.catch_warnings():
+                        # Refused as a peer's would be (pki.validate_chain).
+                        warnings.simplefilter("error", CryptographyDeprecationWarning)
+                        certificate = x509.load_pem_x509_certificate(block)
+                    certificate.public_key()
+                    pem.certificates.append(certificate)
                 elif label in _PRIVATE_KEY_LABELS:
                     private = serialization.load_pem_private_key(block, password=None)
                     if not isinstance(private, ec.EllipticCurvePrivateKey):
@@ -357,7 +367,12 @@ class _Pem:
                     pem.public_keys.append(public)
                 elif label == b"ENCRYPTED PRIVATE KEY":
                     raise ValueError("an encrypted private key; give it unencrypted")
-            except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+            except (
+                ValueError,
+                TypeError,
+                UnsupportedAlgorithm,
+                CryptographyDeprecationWarning,
+            ) as error:
                 label_text = label.decode("ascii")
                 raise ValueError(f"{name}: {label_text} block does not load: {error}") from None
         return pem
