@@ -21,7 +21,19 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
     )
 
 from .algorithms import A128GCM, AES_CCM_16_64_128, ALGORITHMS, CHACHA20_POLY1305, Aead
+from .binding import ClientBinding, ServerBinding
 from .context import SecurityContext
+from .engine import (
+    OscoreConfig,
+    OscoreEngine,
+    OscoreStatistics,
+    RequestRejected,
+    RequestVerified,
+    ResponseRejected,
+    ResponseRepeat,
+    ResponseVerified,
+    is_protected,
+)
 from .replay import MemorySequenceStore, ReplayWindow, SequenceStore
 
 __all__ = [
@@ -30,8 +42,19 @@ __all__ = [
     "ALGORITHMS",
     "CHACHA20_POLY1305",
     "Aead",
+    "ClientBinding",
     "MemorySequenceStore",
+    "OscoreConfig",
+    "OscoreEngine",
+    "OscoreStatistics",
     "ReplayWindow",
+    "RequestRejected",
+    "RequestVerified",
+    "ResponseRejected",
+    "ResponseRepeat",
+    "ResponseVerified",
     "SecurityContext",
     "SequenceStore",
+    "ServerBinding",
+    "is_protected",
 ]
