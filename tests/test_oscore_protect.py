@@ -90,8 +90,8 @@ def pair(
 
 def wire(message: Message) -> Message:
     """``message`` through the codec both ways, as a peer receives it."""
-    if message.mtype is None:
-        message = message.copy(mtype=Type.CON, mid=1)
+    mid = 1 if message.mid is None else message.mid
+    message = message.copy(mtype=message.mtype or Type.CON, mid=mid)
     return codec.decode(codec.encode(message))
 
 
