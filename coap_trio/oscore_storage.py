@@ -48,11 +48,11 @@ class FileSequenceStore:
         not such a JSON object: using the context anyway could reuse nonces.
         """
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
         try:
-            data = json.loads(text)
+            data = json.loads(raw)
             value = data["next-to-send"]
         except (ValueError, TypeError, KeyError):
             raise CredentialsError(f"{self.path}: not a sequence number file") from None

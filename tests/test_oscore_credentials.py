@@ -17,6 +17,8 @@ from typing import Any
 import aiocoap.credentials
 import aiocoap.oscore
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coap_trio import codec
 from coap_trio.errors import CredentialsError
@@ -31,6 +33,7 @@ from coap_trio.oscore_credentials import (
     load_security_context,
     parse_credentials,
 )
+from coap_trio.oscore_storage import FileSequenceStore
 from coap_trio.protocol.oscore import (
     A128GCM,
     OscoreEngine,
@@ -313,3 +316,57 @@ def test_relative_directories_can_be_taken_from_another_base(tmp_path: Path) -> 
         load_credentials(file)
     credentials = load_credentials(file, base=tmp_path / "elsewhere")
     assert credentials.for_uri("coap://x/") is not None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+entry_values = (
+    json_values
+    | st.builds(lambda d: {"oscore": {"basedir": d}}, st.sampled_from(["ctx", "nope", "."]))
+    | st.sampled_from([":a", ":b", "coap://x"])
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    data=st.dictionaries(
+        st.sampled_from(["coap://*", ":a", ":b", "coap://x/*"]), entry_values, max_size=4
+    )
+    | json_values,
+    uri=st.sampled_from(["coap://x/y", ":a", "coap://z"]),
+)
+def test_the_credentials_parser_raises_only_credentials_errors(
+    tmp_path_factory: pytest.TempPathFactory, data: object, uri: str
+) -> None:
+    base = tmp_path_factory.getbasetemp() / "fuzz"
+    if not (base / "ctx" / "settings.json").exists():
+        write(
+            base / "ctx" / "settings.json",
+            {"sender-id_hex": "01", "recipient-id_hex": "02", "secret_ascii": SECRET},
+        )
+    try:
+        credentials = parse_credentials(data, base)
+        context = credentials.for_uri(uri)
+    except CredentialsError:
+        return
+    assert context is None or context.sender_id == b"\x01"
+
+
+@settings(deadline=None, max_examples=200)
+@given(content=st.binary(max_size=60) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_the_sequence_file_reader_raises_only_credentials_errors(
+    tmp_path_factory: pytest.TempPathFactory, content: bytes
+) -> None:
+    path = tmp_path_factory.getbasetemp() / "sequence-fuzz.json"
+    path.write_bytes(content)
+    try:
+        value = FileSequenceStore(path).load()
+    except CredentialsError:
+        return
+    assert isinstance(value, int)
+    assert value >= 0

@@ -40,7 +40,7 @@ from coap_trio.protocol.oscore.option import (
     decode_oscore_option,
     encode_oscore_option,
 )
-from coap_trio.protocol.oscore.protect import aad
+from coap_trio.protocol.oscore.protect import aad, parse_plaintext, plaintext
 
 SECRET = bytes(range(1, 17))
 
@@ -394,3 +394,19 @@ def test_flipping_any_bit_of_a_protected_request_is_caught(position: int, bit: i
         # the decrypted request is then the original one.
         assert result.request.payload == b"payload"
         assert result.request.opt.uri_path == ("r",)
+
+
+@settings(deadline=None, max_examples=500)
+@given(st.binary(max_size=80))
+def test_the_plaintext_parser_takes_any_bytes(data: bytes) -> None:
+    """§5.3: a decrypted plaintext that is not a CoAP message body is a DECODE failure."""
+    failure = None
+    try:
+        code, items, payload = parse_plaintext(data)
+    except OscoreVerificationError as error:
+        failure = error.failure
+    if failure is not None:
+        assert failure is OscoreFailure.DECODE
+        return
+    assert code == data[0]
+    assert parse_plaintext(plaintext(code, items, payload)) == (code, items, payload)
