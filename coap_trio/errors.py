@@ -15,7 +15,11 @@ other branch of :class:`CoapError`, defined in :mod:`coap_trio.response_errors`.
     │   ├── MessageEncodeError
     │   ├── InvalidURIError
     │   ├── UnsupportedTransportError
-    │   └── MessageTooLargeError (also RequestError)
+    │   ├── MessageTooLargeError (also RequestError)
+    │   ├── OscoreProtectError (OSCORE: a message this context cannot protect)
+    │   │   ├── SequenceNumberExhaustedError
+    │   │   └── SequenceStoreError
+    │   └── CredentialsError (OSCORE credentials that cannot be loaded)
     ├── RemoteProtocolError
     │   ├── MessageFormatError
     │   │   └── FrameTooLarge
@@ -24,7 +28,8 @@ other branch of :class:`CoapError`, defined in :mod:`coap_trio.response_errors`.
     │   ├── DtlsDecodeError
     │   ├── BertNotAllowed
     │   ├── DtlsPkiError (a DTLS peer's certificate or key refused)
-    │   └── BadResponseError (also RequestError)
+    │   ├── BadResponseError (also RequestError)
+    │   └── OscoreVerificationError (also RequestError)
     ├── RequestError
     │   ├── RequestTimeoutError
     │   ├── ResetByPeerError
@@ -84,6 +89,7 @@ __all__ = [
     "ConnectionAbortedByPeerError",
     "ConnectionLostError",
     "ConnectionReleasedError",
+    "CredentialsError",
     "DtlsAlertError",
     "DtlsDecodeError",
     "DtlsPkiError",
@@ -100,6 +106,9 @@ __all__ = [
     "MessageFormatError",
     "MessageTooLargeError",
     "NetworkError",
+    "OscoreFailure",
+    "OscoreProtectError",
+    "OscoreVerificationError",
     "OutputError",
     "RemoteProtocolError",
     "RepresentationChangedError",
@@ -108,6 +117,8 @@ __all__ = [
     "RequestTimeoutError",
     "ResetByPeerError",
     "ResponseTooLargeError",
+    "SequenceNumberExhaustedError",
+    "SequenceStoreError",
     "SignalingError",
     "UnresolvableHostError",
     "UnsupportedTransportError",
@@ -555,3 +566,92 @@ class DtlsAlertError(NetworkError):
         super().__init__(f"the peer sent a fatal DTLS alert: {label} ({description})")
         self.level = level
         self.description = description
+
+
+class OscoreFailure(enum.Enum):
+    """Why an OSCORE-protected message failed to verify (RFC 8613 §7.4, §8.2, §8.4).
+
+    The value is the diagnostic text RFC 8613 suggests where it suggests one.
+    The OSCORE engine (``coap_trio.protocol.oscore``) says which response,
+    if any, each one gets.
+    """
+
+    #: The OSCORE option or the COSE object did not decode (§8.2 step 2):
+    #: reserved flag bits, a truncated value, no payload, a request without
+    #: 'kid' or Partial IV, a plaintext that is not a CoAP message.
+    DECODE = "Failed to decode COSE"
+    #: No security context for the 'kid' (and 'kid context') (§8.2 step 2).
+    CONTEXT_NOT_FOUND = "Security context not found"
+    #: The AEAD did not verify: wrong key, altered message or AAD (§8.2 step 6).
+    DECRYPTION = "Decryption failed"
+    #: The Partial IV was seen before or is below the replay window (§7.4);
+    #: for a response: a second response, or a notification older than the
+    #: latest (§7.4.1).
+    REPLAY = "Replay detected"
+    #: The replay window is not known (after a restart): the request is
+    #: answered with a protected 4.01 and an Echo value (Appendix B.1.2).
+    FRESHNESS = "Freshness not verified"
+    #: An unprotected request to a resource that requires OSCORE.
+    UNPROTECTED = "OSCORE required"
+    #: An unprotected response to a protected request (typically the peer's
+    #: own OSCORE error, which RFC 8613 §8.2 sends unprotected).
+    UNPROTECTED_RESPONSE = "Response not protected"
+    #: A response with an Inner Observe option to a request without one (§4.1.3.5.2).
+    UNEXPECTED_OBSERVE = "Observe in a response to a request without it"
+    #: An OSCORE message larger than the configured maximum unfragmented size
+    #: (§4.1.3.4.2): discarded.
+    TOO_LARGE = "Message too large"
+
+
+class OscoreVerificationError(RemoteProtocolError, RequestError):
+    """An OSCORE message that did not verify (RFC 8613 §8.2, §8.4).
+
+    The OSCORE engine never raises it: its verification results carry it
+    (with the response to send, if any), and a client request whose response
+    cannot be verified may end with it.
+    """
+
+    #: What went wrong.
+    failure: OscoreFailure
+    #: More about it, for logs (never key material).
+    detail: str
+
+    def __init__(self, failure: OscoreFailure, detail: str = "") -> None:
+        super().__init__(failure, detail)
+        self.failure = failure
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.failure.value}: {self.detail}" if self.detail else self.failure.value
+
+
+class OscoreProtectError(LocalProtocolError):
+    """A message cannot be protected with OSCORE (RFC 8613 §8.1, §8.3).
+
+    Raised for a message that already carries an OSCORE option (nested OSCORE
+    is not supported, §4.1.3.7), a Proxy-Uri that cannot be decomposed
+    (§4.1.3.3), and by its subclasses.
+    """
+
+
+class SequenceNumberExhaustedError(OscoreProtectError):
+    """The Sender Sequence Number passed its maximum, 2**40 - 1 (RFC 8613 §7.2.1).
+
+    The security context protects nothing more; a new one must be
+    established.
+    """
+
+
+class SequenceStoreError(OscoreProtectError):
+    """The Sender Sequence Number could not be persisted (RFC 8613 Appendix B.1.1).
+
+    The sequence number was not used: protecting again retries the write.
+    The cause (an ``OSError``...) is chained.
+    """
+
+
+class CredentialsError(LocalProtocolError):
+    """An OSCORE credentials file or security context directory that cannot be used.
+
+    The message names the file and the entry.
+    """

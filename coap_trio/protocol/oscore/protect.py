@@ -1,0 +1,222 @@
+"""Protecting and opening OSCORE messages (RFC 8613 §5, §8.1-§8.4).
+
+Owns the transformation of one message: the plaintext (Code, Inner options,
+payload marker and payload, §5.3), the AAD (the external_aad array in the
+COSE Enc_structure, §5.4), the Outer Code (§4.2), the OSCORE option
+(§6.1), encryption with the Sender Key and decryption with the Recipient
+Key, and the decrypted message put back together (§8.2 step 7, §8.4 step 6).
+
+Which security context, whether a Partial IV is fresh, what to answer and
+what to count are the engine's (:mod:`~coap_trio.protocol.oscore.engine`).
+Functions that open a message return None or raise
+:class:`~coap_trio.errors.OscoreVerificationError`; functions that protect
+raise :class:`~coap_trio.errors.OscoreProtectError`. Must not know about
+transports, time or files.
+"""
+
+from __future__ import annotations
+
+import cbor2
+
+from ...codec import decode_options, encode_options
+from ...errors import (
+    MessageEncodeError,
+    MessageFormatError,
+    OscoreFailure,
+    OscoreProtectError,
+    OscoreVerificationError,
+)
+from ...message import Message
+from ...numbers.codes import CODE_TABLE, Code
+from ...options import Options
+from .binding import ClientBinding, ServerBinding
+from .classes import merge_options, split_options
+from .context import SecurityContext
+from .option import CompressedHeader, encode_oscore_option
+
+__all__ = [
+    "OSCORE_VERSION",
+    "aad",
+    "decrypted_message",
+    "external_aad",
+    "open_ciphertext",
+    "outer_request_code",
+    "outer_response_code",
+    "parse_plaintext",
+    "plaintext",
+    "protect_request",
+    "protect_response",
+]
+
+#: The oscore_version of the external_aad (§5.4).
+OSCORE_VERSION = 1
+
+_OSCORE = 9
+_OBSERVE = 6
+
+
+def external_aad(algorithm_id: int, request_kid: bytes, request_piv: bytes) -> bytes:
+    """The aad_array of §5.4, CBOR-encoded: ``[1, [alg_aead], request_kid, request_piv, h'']``.
+
+    There are no Class I options, so the options element is empty.
+    """
+    return cbor2.dumps([OSCORE_VERSION, [algorithm_id], request_kid, request_piv, b""])
+
+
+def aad(algorithm_id: int, request_kid: bytes, request_piv: bytes) -> bytes:
+    """The AAD: the Enc_structure ``["Encrypt0", h'', external_aad]`` (§5.4, RFC 8152 §5.3)."""
+    return cbor2.dumps(["Encrypt0", b"", external_aad(algorithm_id, request_kid, request_piv)])
+
+
+def plaintext(code: int, inner: list[tuple[int, bytes]], payload: bytes) -> bytes:
+    """The plaintext of §5.3: the Code, the Inner options, 0xFF and the payload if any."""
+    try:
+        return bytes((code,)) + encode_options(inner, payload)
+    except MessageEncodeError as error:
+        raise OscoreProtectError(str(error)) from None
+
+
+def parse_plaintext(data: bytes) -> tuple[Code, list[tuple[int, bytes]], bytes]:
+    """The Code, Inner options and payload of a decrypted plaintext (§5.3).
+
+    Raises :class:`~coap_trio.errors.OscoreVerificationError`
+    (:attr:`~coap_trio.errors.OscoreFailure.DECODE`) when it is not a CoAP
+    message body or carries an OSCORE option.
+    """
+    if not data:
+        raise OscoreVerificationError(OscoreFailure.DECODE, "empty plaintext")
+    try:
+        items, payload = decode_options(data, 1, len(data))
+    except MessageFormatError as error:
+        detail = f"plaintext: {error.kind.value}"
+        raise OscoreVerificationError(OscoreFailure.DECODE, detail) from None
+    if any(number == _OSCORE for number, _ in items):
+        raise OscoreVerificationError(OscoreFailure.DECODE, "an Inner OSCORE option")
+    return CODE_TABLE[data[0]], items, payload
+
+
+def outer_request_code(request: Message) -> Code:
+    """0.05 FETCH for a request with Observe, 0.02 POST otherwise (§4.2, §4.1.3.5)."""
+    return Code.FETCH if _OBSERVE in request.opt else Code.POST
+
+
+def outer_response_code(response: Message) -> Code:
+    """2.05 Content for a response with Observe, 2.04 Changed otherwise (§4.2, §4.1.3.5)."""
+    return Code.CONTENT if _OBSERVE in response.opt else Code.CHANGED
+
+
+def _outer_message(
+    original: Message, code: Code, outer: list[tuple[int, bytes]], option: bytes, body: bytes
+) -> Message:
+    items = [*outer, (_OSCORE, option)]
+    items.sort(key=_number)
+    return Message.from_fields(
+        code,
+        original.mtype,
+        original.mid,
+        original.token,
+        Options.from_wire(items),
+        body,
+        original.remote,
+    )
+
+
+def protect_request(context: SecurityContext, request: Message) -> tuple[Message, ClientBinding]:
+    """The OSCORE request for ``request`` and what the client keeps for its responses (§8.1).
+
+    Takes the next Sender Sequence Number as Partial IV; the OSCORE option
+    carries it, the 'kid' (our Sender ID) and, when the context has one, the
+    ID Context as 'kid context'. Type, message ID, token and remote are
+    copied. Raises :class:`~coap_trio.errors.OscoreProtectError` (and its
+    subclasses for an exhausted or unstorable sequence number).
+    """
+    code = request.code
+    if not code.is_request():
+        raise OscoreProtectError(f"{code.dotted} is not a request code")
+    inner, outer = split_options(request.opt.raw_items, request=True)
+    body = plaintext(code, inner, request.payload)
+    piv = context.new_partial_iv()
+    kid = context.sender_id
+    nonce = context.nonce(kid, piv)
+    option = encode_oscore_option(
+        CompressedHeader(partial_iv=piv, kid_context=context.id_context, kid=kid)
+    )
+    associated = aad(context.algorithm.cose_id, kid, piv)
+    ciphertext = context.sender_cipher.seal(nonce, body, associated)
+    observe = request.opt.observe == 0
+    protected = _outer_message(request, outer_request_code(request), outer, option, ciphertext)
+    return protected, ClientBinding(context, piv, request, observe=observe)
+
+
+def protect_response(
+    response: Message, binding: ServerBinding, *, new_partial_iv: bool = False
+) -> Message:
+    """The OSCORE response for ``response`` to the request of ``binding`` (§8.3).
+
+    The request's nonce is reused (no Partial IV in the response) only when
+    ``binding.nonce_reusable`` and the response is neither a notification
+    nor asked ``new_partial_iv``; otherwise the next Sender Sequence Number
+    is the response's Partial IV. Notifications (responses with Observe)
+    always carry their own (§4.1.3.5.2, §8.3.1). Raises
+    :class:`~coap_trio.errors.OscoreProtectError` and its subclasses.
+    """
+    code = response.code
+    if not code.is_response():
+        raise OscoreProtectError(f"{code.dotted} is not a response code")
+    context = binding.context
+    inner, outer = split_options(response.opt.raw_items, request=False)
+    body = plaintext(code, inner, response.payload)
+    notification = _OBSERVE in response.opt
+    if binding.nonce_reusable and not notification and not new_partial_iv:
+        binding.nonce_reusable = False
+        nonce = context.nonce(binding.request_kid, binding.request_piv)
+        header = CompressedHeader()
+    else:
+        piv = context.new_partial_iv()
+        binding.nonce_reusable = False  # a later response cannot tell which came first
+        nonce = context.nonce(context.sender_id, piv)
+        header = CompressedHeader(partial_iv=piv)
+    associated = aad(context.algorithm.cose_id, binding.request_kid, binding.request_piv)
+    ciphertext = context.sender_cipher.seal(nonce, body, associated)
+    return _outer_message(
+        response, outer_response_code(response), outer, encode_oscore_option(header), ciphertext
+    )
+
+
+def open_ciphertext(
+    context: SecurityContext,
+    ciphertext: bytes,
+    nonce: bytes,
+    request_kid: bytes,
+    request_piv: bytes,
+) -> bytes | None:
+    """The plaintext of ``ciphertext`` under the Recipient Key, or None when it does not verify."""
+    if len(ciphertext) < context.algorithm.tag_length + 1:  # + the Code byte
+        return None
+    associated = aad(context.algorithm.cose_id, request_kid, request_piv)
+    return context.recipient_cipher.open(nonce, ciphertext, associated)
+
+
+def decrypted_message(protected: Message, data: bytes) -> Message:
+    """The original message: ``protected``'s header fields, the plaintext's Code,
+    options merged (§8.2 step 7, §8.4 step 6) and payload.
+
+    Raises :class:`~coap_trio.errors.OscoreVerificationError`
+    (:attr:`~coap_trio.errors.OscoreFailure.DECODE`) for a plaintext that is
+    not a CoAP message body.
+    """
+    code, inner, payload = parse_plaintext(data)
+    items = merge_options(protected.opt.raw_items, inner)
+    return Message.from_fields(
+        code,
+        protected.mtype,
+        protected.mid,
+        protected.token,
+        Options.from_wire(items),
+        payload,
+        protected.remote,
+    )
+
+
+def _number(item: tuple[int, bytes]) -> int:
+    return item[0]
