@@ -32,7 +32,10 @@ also runs alone and says more about its method):
   ``coap-server-notls`` with 64 in flight, coap_trio vs aiocoap (RFC 8323);
 * ``proxy`` (proxy.py): proxied requests/s (64 in flight, Proxy-Uri) through
   ``coap-trio serve proxy`` and libcoap's ``coap-server-notls -P`` to one
-  ``coap-server-notls``, every request a cache miss, then all cache hits.
+  ``coap-server-notls``, every request a cache miss, then all cache hits;
+* ``multicast`` (multicast.py, as root: it makes a network namespace): one
+  group GET answered by 50 coap_trio responders, coap_trio's client against
+  ``coap-client-notls``: answers taken per round and CPU ms per round.
 
 Each figure is the median of ``--runs`` runs (observe and block-wise:
 ``--slow-runs``); runs that do not count are listed under the table with the
@@ -60,12 +63,23 @@ import _peers
 import blockwise
 import client
 import codec
+import multicast
 import observe
 import proxy
 import server
 import tcp
 
-SCENARIOS = ("codec", "server", "workers", "client", "observe", "blockwise", "tcp", "proxy")
+SCENARIOS = (
+    "codec",
+    "server",
+    "workers",
+    "client",
+    "observe",
+    "blockwise",
+    "tcp",
+    "proxy",
+    "multicast",
+)
 
 
 @dataclass
@@ -403,6 +417,31 @@ def run_proxy(args: argparse.Namespace, table: Table) -> None:
         )
 
 
+def run_multicast(args: argparse.Namespace, table: Table) -> None:
+    if os.geteuid() != 0:
+        table.notes.append("multicast: not run (it needs root to make a network namespace)")
+        return
+    responders, rounds = (10, 3) if args.quick else (50, 20)
+    figures = multicast.summary(multicast.measure(responders, rounds, 0.2))
+    ours, theirs = figures["coap_trio"], figures["libcoap"]
+    table.add(
+        "multicast",
+        f"answers taken of {responders}, per group GET",
+        "",
+        "all" if ours[0] == responders else "NOT all",
+        coap_trio=f"{ours[0]:.0f}",
+        libcoap=f"{theirs[0]:.0f}",
+    )
+    table.add(
+        "multicast",
+        f"client CPU ms per group GET ({responders} answers)",
+        f"{_ratio(theirs[1], ours[1]):.2f}x libcoap's speed",
+        "",
+        coap_trio=f"{ours[1]:.2f}",
+        libcoap=f"{theirs[1]:.2f}",
+    )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "codec": run_codec,
     "server": run_server,
@@ -412,6 +451,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "blockwise": run_blockwise,
     "tcp": run_tcp,
     "proxy": run_proxy,
+    "multicast": run_multicast,
 }
 
 
