@@ -574,7 +574,7 @@ async def open_context(
     max_observations: int = 100_000,
     max_observations_per_remote: int = 1_000,
     blockwise: BlockwiseConfig | None = None,
-    multicast_groups: Sequence[str | tuple[str, int]] = (),
+    multicast_groups: Sequence[str | tuple[str, int] | tuple[str, int, str]] = (),
     multicast_interface: str | None = None,
     multicast_leisure: float = 5.0,
     tcp_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
@@ -610,9 +610,11 @@ async def open_context(
 
     Multicast (RFC 7252 §8): ``multicast_groups`` lists the groups to join —
     an address (All-CoAP-Nodes: ``224.0.1.187``, ``ff02::fd``, ``ff05::fd``;
-    port 5683) or a ``(group, port)`` pair — on ``multicast_interface`` (a
-    name or an index; None: the system's choice; a link-local IPv6 group
-    needs one). Requests sent to a group are served like others, except that
+    port 5683), a ``(group, port)`` pair, or a ``(group, port, interface)``
+    triple to join it on one interface (list a group once per interface to
+    join it on several) — on ``multicast_interface`` unless a triple names
+    another (a name or an index; None: the system's choice; a link-local
+    IPv6 group needs one). Requests sent to a group are served like others, except that
     the answer waits a random time up to ``multicast_leisure`` seconds
     (§8.2.1), goes out from a unicast address of ours, and is never an error
     response nor an empty ACK or RST (§8.2); a resource with
@@ -635,7 +637,8 @@ async def open_context(
     if network is None:
         from .transports.udp import UDPNetwork
 
-        network = UDPNetwork()
+        # A group's socket shares the port of a wildcard bind only if both reuse it.
+        network = UDPNetwork(reuse_address=bool(multicast_groups))
     binds = _as_binds(bind)
     extra = client_endpoints if client_endpoints is not None else (0 if binds else 1)
     body_error: BaseException | None = None
@@ -662,8 +665,12 @@ async def open_context(
             for _ in range(extra):
                 await context._open_endpoint("::", 0)
             for entry in multicast_groups:
-                group, group_port = (entry, 5683) if isinstance(entry, str) else entry
-                await context._join_group(group, group_port, multicast_interface)
+                if isinstance(entry, str):
+                    await context._join_group(entry, 5683, multicast_interface)
+                elif len(entry) == 2:
+                    await context._join_group(entry[0], entry[1], multicast_interface)
+                else:
+                    await context._join_group(entry[0], entry[1], entry[2])
             listeners = [
                 (host, port, scheme, ssl_context if STREAM_SCHEMES[scheme] else None)
                 for scheme, binding in (

@@ -43,9 +43,11 @@ class Hello(Resource):
 async def main():
     site = Site()
     site.add(("hello",), Hello())
+    # The first member binds the wildcard: groups must not reach its unicast socket.
+    host = "::" if sys.argv[2] == "wildcard" else sys.argv[1]
     async with open_context(
-        bind=(sys.argv[1], 5683), site=site, multicast_groups=["224.0.1.187"],
-        multicast_leisure=1.0,
+        bind=(host, 5683), site=site,
+        multicast_groups=["224.0.1.187", ("ff02::fd", 5683, "eth0")], multicast_leisure=1.0,
     ):
         print("ready", flush=True)
         await trio.sleep(60)
@@ -60,12 +62,31 @@ def run(*command: str) -> None:
 
 def add_member(number: int, address: str, children: list[subprocess.Popen[bytes]]) -> int:
     """A namespace joined to br0 with ``address``; returns the pid that holds it."""
-    holder = subprocess.Popen(["unshare", "-n", "sleep", "120"])
+    holder = subprocess.Popen(
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            "sysctl -qw net.ipv6.conf.default.accept_dad=0; exec sleep 120",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     children.append(holder)
     pid = holder.pid
-    for _ in range(100):  # until the holder runs in its own namespace
+    for _ in range(100):  # until the holder runs in its own namespace, DAD off
         if os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net"):
-            break
+            inside_dad = [
+                "nsenter",
+                "-t",
+                str(pid),
+                "-n",
+                "sysctl",
+                "-n",
+                "net.ipv6.conf.default.accept_dad",
+            ]
+            if subprocess.run(inside_dad, capture_output=True, check=False).stdout.strip() == b"0":
+                break
         time.sleep(0.01)
     run(
         "ip",
@@ -89,13 +110,13 @@ def add_member(number: int, address: str, children: list[subprocess.Popen[bytes]
     return pid
 
 
-async def our_client() -> list[list[str]]:
+async def our_client(uri: str, window: float) -> list[list[str]]:
     from coap_trio import open_context
 
     seen = []
     async with (
         open_context() as ctx,
-        ctx.multicast(f"coap://{GROUP}/.well-known/core", timeout=WINDOW) as responses,
+        ctx.multicast(uri, timeout=window) as responses,
     ):
         async for remote, response in responses:
             seen.append([remote.host, str(response.code), response.payload.decode()])
@@ -105,6 +126,7 @@ async def our_client() -> list[list[str]]:
 def main() -> None:
     import trio
 
+    run("sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
     run("ip", "link", "set", "lo", "up")
     run("ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
     run("ip", "link", "set", "br0", "up")
@@ -135,9 +157,9 @@ def main() -> None:
                 )
             )
         ours = []
-        for pid, address in zip(pids[2:], OUR_MEMBERS, strict=True):
+        for pid, address, kind in zip(pids[2:], OUR_MEMBERS, ("wildcard", "specific"), strict=True):
             server = subprocess.Popen(
-                ["nsenter", "-t", str(pid), "-n", sys.executable, "-c", SERVER, address],
+                ["nsenter", "-t", str(pid), "-n", sys.executable, "-c", SERVER, address, kind],
                 stdout=subprocess.PIPE,
             )
             children.append(server)
@@ -148,7 +170,8 @@ def main() -> None:
             if b"ready" not in line:
                 raise RuntimeError("a coap_trio member did not start")
         time.sleep(0.3)  # libcoap's servers are up by now
-        seen_by_ours = trio.run(our_client)
+        seen_by_ours = trio.run(our_client, f"coap://{GROUP}/.well-known/core", WINDOW)
+        seen_over_ipv6 = trio.run(our_client, "coap://[ff02::fd%br0]/hello", 2.0)
         discovery = subprocess.run(
             [
                 "coap-client-notls",
@@ -187,6 +210,7 @@ def main() -> None:
                 {
                     "our_cli": [cli.returncode, cli.stdout.decode(errors="replace")],
                     "ours": seen_by_ours,
+                    "ours_ipv6": seen_over_ipv6,
                     "libcoap_client": discovery.stdout.decode(errors="replace")
                     + discovery.stderr.decode(errors="replace"),
                 }

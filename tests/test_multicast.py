@@ -213,3 +213,28 @@ async def test_a_full_buffer_drops_and_counts(autojump_clock: trio.testing.MockC
     assert len(read) == 1
     assert responses.dropped == 2
     assert responses.received == 3
+
+
+async def test_an_ipv6_group_is_served_the_same_way(autojump_clock: trio.testing.MockClock) -> None:
+    network = MemoryNetwork(seed=7, default_host="fd00::1")
+    members = ("fd00::2", "fd00::3")
+    with trio.fail_after(100):
+        async with AsyncExitStack() as stack:
+            for number, host in enumerate(members):
+                site = Site()
+                site.add(("hello",), Hello(host))
+                await stack.enter_async_context(
+                    open_context(
+                        network=network,
+                        bind=(host, 5683),
+                        site=site,
+                        multicast_groups=["ff02::fd"],
+                        multicast_leisure=0.5,
+                        rng=random.Random(number),
+                    )
+                )
+            client = await stack.enter_async_context(open_context(network=network))
+            seen = await collect(client, "coap://[ff02::fd]/hello", timeout=1.0)
+    assert sorted((r.host, m.payload) for r, m, _ in seen) == [
+        (host, host.encode()) for host in members
+    ]

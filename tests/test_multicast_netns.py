@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,10 +60,14 @@ def test_our_group_request_is_answered_by_libcoap_and_coap_trio_members(
 def test_libcoap_multicast_discovery_is_answered_by_our_servers(lab: dict[str, object]) -> None:
     output = lab["libcoap_client"]
     assert isinstance(output, str)
-    answers = [line for line in output.splitlines() if "c:2.05" in line]
-    assert sum("'</hello>'" in line for line in answers) == 2
-    assert sum("General Info" in line for line in answers) == 2
-    assert all("t:NON" in line for line in answers)
+    # coap-client -v 6 shows each message as "v:1 t:NON c:2.05 i:MID {token} [ options ] ::
+    # 'payload'" (the payload printed again after it, without a line break).
+    answers = re.findall(r"v:1 t:(\w+) c:2\.05 i:(\w+) \{01\} \[[^\]]*\] :: '([^']*)'", output)
+    payloads = [payload for _, _, payload in answers]
+    assert payloads.count("</hello>") == 2
+    assert sum("General Info" in payload for payload in payloads) == 2
+    assert len(answers) == 4
+    assert {kind for kind, _, _ in answers} == {"NON"}
 
 
 def test_coap_trio_discover_multicast_prints_each_member(lab: dict[str, object]) -> None:
@@ -73,3 +78,15 @@ def test_coap_trio_discover_multicast_prints_each_member(lab: dict[str, object])
     headers = sorted(line for line in output.splitlines() if line.startswith("# "))
     assert headers == [f"# coap://10.9.0.{n} 2.05 Content" for n in (11, 12, 13, 14)]
     assert output.count("</hello>") == 2
+
+
+def test_an_ipv6_link_local_group_is_answered_by_each_of_our_members_once(
+    lab: dict[str, object],
+) -> None:
+    """ff02::fd on the bridge: our two members (one bound to the wildcard, whose
+    unicast socket must not take the group's datagrams too) answer once each."""
+    seen = lab["ours_ipv6"]
+    assert isinstance(seen, list)
+    assert sorted(payload for _, _, payload in seen) == ["10.9.0.13", "10.9.0.14"]
+    assert len({host for host, _, _ in seen}) == 2
+    assert all(host.startswith("fe80::") for host, _, _ in seen)

@@ -52,6 +52,10 @@ if sys.platform == "linux":
     # struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info, ee_data
     _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
     _ANCBUFSIZE = socket.CMSG_SPACE(512)
+    # IP(V6)_MULTICAST_ALL 0: a socket receives only the groups it joined itself
+    # (by default Linux hands it every group any socket joined, if the port fits).
+    _IP_MULTICAST_ALL = 49
+    _IPV6_MULTICAST_ALL = 29
 
 
 def _parse_ip(host: str, port: int) -> tuple[socket.AddressFamily, str, int]:
@@ -91,12 +95,18 @@ class UDPNetwork:
     ``reuse_port`` sets ``SO_REUSEPORT`` on every socket before binding, so that
     several processes can serve one port (the kernel spreads remotes over them
     by a hash of the addresses; where the option is missing, opening an
-    endpoint raises OSError).
+    endpoint raises OSError). ``reuse_address`` sets ``SO_REUSEADDR``, which
+    lets a socket that joined a multicast group (:meth:`open_group_endpoint`)
+    take the same port as a wildcard bind (``[::]:5683`` beside
+    ``[ff02::fd]:5683``).
     """
 
-    def __init__(self, *, outbox_capacity: int = 1024, reuse_port: bool = False) -> None:
+    def __init__(
+        self, *, outbox_capacity: int = 1024, reuse_port: bool = False, reuse_address: bool = False
+    ) -> None:
         self._outbox_capacity = outbox_capacity
         self._reuse_port = reuse_port
+        self._reuse_address = reuse_address
 
     def open_endpoint(self, host: str, port: int) -> UDPEndpoint:
         """Bind a UDP socket synchronously and wrap it in an endpoint.
@@ -110,6 +120,8 @@ class UDPNetwork:
         try:
             if family == socket.AF_INET6 and address == "::":
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            if self._reuse_address:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if self._reuse_port:
                 reuse = getattr(socket, "SO_REUSEPORT", None)
                 if reuse is None:
@@ -122,6 +134,11 @@ class UDPNetwork:
                         break
                     except OSError:
                         size //= 2
+            if sys.platform == "linux":  # unicast only: groups arrive on their own sockets
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_ALL, 0)
             sock.bind((address, port, 0, scope) if family == socket.AF_INET6 else (address, port))
             return UDPEndpoint(sock, outbox_capacity=self._outbox_capacity)
         except BaseException:
