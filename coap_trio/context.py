@@ -61,6 +61,7 @@ from ._client.stream import ResponseStream, open_stream
 from ._runner import EndpointRunner
 from ._server.blockwise import BlockwiseServer
 from ._server.dispatch import RequestDispatcher
+from ._server.echo import AmplificationGuard
 from ._server.observations import ServerObservations
 from ._server.responder import DEFAULT_MAX_PAYLOAD, Responder
 from .interfaces import Resource
@@ -129,6 +130,9 @@ class ContextStatistics:
     #: Server: requests received through a group that got no answer because it
     #: would have been an error response (RFC 7252 §8.2), or declined.
     multicast_unanswered: int = 0
+    #: Server: responses replaced by a 4.01 Echo challenge because they were larger
+    #: than ``amplification_factor`` times the request of an unverified client.
+    amplification_challenges: int = 0
 
 
 class Context:
@@ -151,6 +155,7 @@ class Context:
         max_observations_per_remote: int = 1_000,
         blockwise: BlockwiseConfig | None = None,
         multicast_leisure: float = 5.0,
+        amplification_factor: float | None = None,
     ) -> None:
         self._nursery = nursery
         blockwise_config = blockwise or BlockwiseConfig()
@@ -167,6 +172,11 @@ class Context:
             BlockwiseServer(blockwise_config, trio.current_time),
             leisure=multicast_leisure,
             rng=rng,
+            amplification=(
+                AmplificationGuard(trio.current_time, factor=amplification_factor)
+                if amplification_factor is not None
+                else None
+            ),
         )
         #: Requests in flight, routing, block-wise transfers, observations' plumbing.
         self._client = ClientCore(
@@ -280,6 +290,9 @@ class Context:
             ),
             group_messaging=tuple(r.machine.statistics for r in self._group_runners),
             multicast_unanswered=server.multicast_unanswered,
+            amplification_challenges=(
+                server.amplification.challenges if server.amplification is not None else 0
+            ),
             handler_queue_depth=len(server.queue),
             overloaded_responses=server.overloaded,
             dropped_requests=server.dropped,
@@ -577,6 +590,7 @@ async def open_context(
     multicast_groups: Sequence[str | tuple[str, int] | tuple[str, int, str]] = (),
     multicast_interface: str | None = None,
     multicast_leisure: float = 5.0,
+    amplification_factor: float | None = None,
     tcp_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
     tls_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
     ws_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
@@ -621,6 +635,17 @@ async def open_context(
     ``multicast = False`` does not answer them. ``Context.multicast`` sends
     group requests.
 
+    Amplification (RFC 7252 §11.3, RFC 9175 §2.4): with
+    ``amplification_factor`` (3 is the RFC's figure) a response over UDP that
+    is larger than that many times its request goes to a client address not
+    verified yet as a 4.01 with an Echo option instead; a client that repeats
+    the request with the Echo value is verified for 10 minutes (a bounded
+    table). Off by default: libcoap's 4.3.1 client repeats with the Echo value,
+    but aiocoap's 0.4.17 client stops at the 4.01. Our client always answers
+    an Echo challenge by itself (once per request), and resources may ask for
+    Echo freshness of unsafe requests (:attr:`Resource.echo_unsafe
+    <coap_trio.resource.Resource.echo_unsafe>`).
+
     Reliable transports (RFC 8323): ``coap+tcp://``, ``coaps+tcp://``,
     ``coap+ws://`` and ``coaps+ws://`` requests open one connection per
     destination on first use (kept until idle). ``tcp_bind``, ``tls_bind``
@@ -655,6 +680,7 @@ async def open_context(
             max_observations_per_remote,
             blockwise,
             multicast_leisure,
+            amplification_factor,
         )
         try:
             if site is not None:
