@@ -284,7 +284,7 @@ def test_dedup_lookup_and_expiry_boundary() -> None:
     assert entry is not None
     assert entry[1] == b"reply"
     assert entry[0] == 15.0
-    assert store.lookup("a", 1, 14.999) is entry
+    assert store.lookup("a", 1, 14.999) == entry
     assert store.lookup("a", 1, 15.0) is None  # expired at its expiry time
     assert store.lookup("b", 1, 6.0) is None
     assert store.lookup("a", 2, 6.0) is None
@@ -413,7 +413,7 @@ def test_dedup_rerecord_replaces_and_sweep_skips_the_stale_item() -> None:
     assert entry[1] == b"new"
     # The first queue item is stale: skipped, not deleting the live entry.
     assert store.sweep(10.0) == 15.0
-    assert store.lookup("a", 1, 12.0) is entry
+    assert store.lookup("a", 1, 12.0) == entry
     assert store.sweep(15.0) is None
     assert len(store) == 0
     assert store.remotes == 0
