@@ -802,6 +802,22 @@ def test_reliability_fire_after_ack_is_stale() -> None:
     assert rel.retransmissions == 0
 
 
+def test_reliability_fire_after_reset_is_stale() -> None:
+    rel, timers = reliability()
+    transmission = rel.send_con(("a", 1), b"data", "owner", 0.0)
+    [(first, _)] = due(timers, 1.0)
+    assert rel.fire(transmission, first, 1.0) == b"data"  # one retransmission, then the RST
+    ticket = transmission.ticket
+    assert rel.reset(("a", 1), 1.5) == "owner"
+    # No live timer is left for it: nothing surfaces, no deadline is kept alive...
+    assert timers.next_deadline() is None
+    assert due(timers, 100.0) == []
+    # ...and its old ticket fires nothing.
+    assert transmission.ticket == 0
+    assert rel.fire(transmission, ticket, 3.0) is None
+    assert (rel.retransmissions, rel.awaiting_ack) == (1, 0)
+
+
 def test_reliability_fire_after_cancel_is_stale() -> None:
     rel, timers = reliability()
     transmission = rel.send_con(("a", 1), b"data", "owner", 0.0)
