@@ -78,8 +78,8 @@ class DedupStore:
     """Finished incoming exchanges, for duplicate detection and reply replay.
 
     ``max_total`` and ``max_per_remote`` bound the entries kept in all and
-    per remote (each at least 1, ``max_total`` below 2**29; ValueError otherwise); a new entry
-    beyond either evicts the oldest one (of its remote, or overall).
+    per remote (each at least 1, ``max_total`` below 2**29, or ValueError);
+    a new entry beyond either evicts the oldest one (of its remote, or overall).
     """
 
     def __init__(self, max_total: int = 200_000, max_per_remote: int = 20_000) -> None:
