@@ -29,10 +29,15 @@ of 200,000 entries must not make full collections scan its objects
 piggyback window). Only the per-remote deques are tracked.
 
 A dictionary from which old keys are deleted as new ones arrive grows its
-table to three times its live keys at each resize (CPython sizes it from
-``used * 3``), 105 bytes per entry at 200,000; copying it every half-bound
-of insertions keeps the table at 1.5 to 3 times, 52 bytes per entry. The
-copy costs what a resize costs, a little more often.
+table to three to six times its live keys at each resize (CPython sizes it
+from ``used * 3``), 105 bytes per entry at 200,000. A copy of it is sized
+from ``used * 1.5``, and lasts until its free slots are used (a deletion
+frees none): copying it then keeps the table at 1.5 to 3 times, 52 bytes
+per entry at 200,000. The copy costs what a resize costs, a little more
+often. When a copy would leave fewer free slots than a quarter of its
+keys (live keys just under two thirds of a power of two), the copies come
+every quarter of the keys' number of insertions instead, and the table
+also grows in between.
 
 Must not know about messages beyond their bytes, or about sockets and time
 sources: ``now`` is always an argument.
@@ -181,7 +186,7 @@ class DedupStore:
         """Copy the dictionary to a table sized for its live keys (see the module's notes)."""
         self._entries = dict(self._entries)
         self._inserted = 0
-        self._rebuild_after = max(len(self._entries) // 2, _MIN_REBUILD)
+        self._rebuild_after = max(_free_slots(len(self._entries)), _MIN_REBUILD)
 
     def _evict_oldest_of(self, number: int) -> None:
         # Over the bound, the remote has at least two entries: its queue is a deque.
@@ -246,3 +251,16 @@ class DedupStore:
     def remotes(self) -> int:
         """How many remotes have entries."""
         return len(self._numbers)
+
+
+def _free_slots(keys: int) -> int:
+    """Insertions a copied dictionary of ``keys`` keys takes before it would grow.
+
+    At least a quarter of ``keys``. CPython 3.11 sizes the copy of a
+    dictionary with deleted entries to the power of two at or above 1.5 times
+    its keys, two thirds of which are usable (``tests/test_dedup_store.py``
+    measures the effect); where it does otherwise, the copies only come more
+    or less often than they need to.
+    """
+    size = 1 << max(3, ((3 * keys + 1) // 2 - 1).bit_length())
+    return max(size * 2 // 3 - keys, keys // 4)
