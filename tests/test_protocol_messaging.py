@@ -1541,3 +1541,43 @@ def test_lossy_network_scenarios(seed: int) -> None:
     starts = [rng.choice([0.0, 0.5, 3.0, 30.0]) for _ in range(8)]
     plan = [(rng.choice([0, 1, 1, 1, 2]), rng.choice([0.0, 0.1, 2.0])) for _ in range(60)]
     run_scenario(kinds, starts, plan, rng.choice([1, 3]))
+
+
+def test_reset_after_retransmissions_leaves_no_timer() -> None:
+    client = lone()
+    exchange, _events = client.send_request(get(), SERVER, 0.0)
+    assert exchange.mid is not None
+    retransmitted = []
+    for when, event in drive(client, 10.0):  # two retransmissions by 10 s (at 2-3 s, 6-9 s)
+        assert isinstance(event, Transmit)
+        retransmitted.append(when)
+    assert len(retransmitted) == 2
+    [failed] = client.receive(empty(RST, exchange.mid), SERVER, 10.0)
+    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed.error, ResetByPeerError)
+    assert client.next_deadline() is None  # the retransmission timer is gone, not just stale
+    assert [e for _, e in drive(client, 10_000.0)] == []
+    assert client.statistics.retransmissions == 2
+
+
+def test_reset_of_a_con_notification_leaves_no_timer() -> None:
+    server = lone()
+    [received] = server.receive(
+        make(CON, GET, 0x77, TOKEN, b"", ((6, b""), *URI_PATH_X)), CLIENT, 0.0
+    )
+    assert isinstance(received, RequestReceived)
+    server.respond(received.exchange, content(b"v1", observe=1), 0.0)
+    [sent] = transmits(
+        server.notify(received.exchange, content(b"v2", observe=2), 1.0, confirmable=True)
+    )
+    mid = decode(sent.data).mid
+    assert mid is not None
+    retransmitted = [e for _, e in drive(server, 4.5) if isinstance(e, Transmit)]
+    assert len(retransmitted) == 1  # one retransmission (at 3-4 s), then the RST
+    [failed] = server.receive(empty(RST, mid), CLIENT, 4.5)
+    assert isinstance(failed, ResponseFailed)
+    assert isinstance(failed.error, ResetByPeerError)
+    # Only the sweep of the registration's deduplication entry is left.
+    assert server.next_deadline() == EXCHANGE_LIFETIME
+    assert [e for _, e in drive(server, 10_000.0)] == []
+    assert server.statistics.retransmissions == 1
