@@ -38,6 +38,7 @@ towards its destination.
 
 from __future__ import annotations
 
+import copy
 import errno
 import ipaddress
 import random
@@ -45,7 +46,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -66,6 +67,7 @@ from ._server.responder import DEFAULT_MAX_PAYLOAD, Responder
 from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
+from .numbers.optionnumbers import OptionNumber
 from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
 from .protocol.machine import Machine
 from .protocol.messaging import GroupMessaging, Messaging
@@ -74,6 +76,10 @@ from .remote import DatagramRemote
 from .transports.base import DatagramEndpoint, DatagramNetwork, EndpointStatistics
 from .transports.stream import STREAM_SCHEMES, StreamEndpoint, StreamLimits, StreamStatistics
 from .transports.websocket import require_wsproto
+
+if TYPE_CHECKING:
+    from .oscore_credentials import CredentialsMap
+    from .protocol.oscore.engine import OscoreStatistics
 
 __all__ = ["Context", "ContextStatistics", "bind_endpoints", "open_context"]
 
@@ -129,6 +135,14 @@ class ContextStatistics:
     #: Server: requests received through a group that got no answer because it
     #: would have been an error response (RFC 7252 §8.2), or declined.
     multicast_unanswered: int = 0
+    #: The counters of OSCORE (RFC 8613), both sides: protected, verified,
+    #: failures by kind, Echo challenges; None for a Context without credentials.
+    oscore: OscoreStatistics | None = None
+    #: Server: requests refused before any handler by OSCORE (a failed
+    #: verification, or no OSCORE for a resource that requires it).
+    oscore_refused: int = 0
+    #: Client: responses and notifications discarded because they did not verify.
+    oscore_rejected_responses: int = 0
 
 
 class Context:
@@ -151,6 +165,7 @@ class Context:
         max_observations_per_remote: int = 1_000,
         blockwise: BlockwiseConfig | None = None,
         multicast_leisure: float = 5.0,
+        oscore: CredentialsMap | None = None,
     ) -> None:
         self._nursery = nursery
         blockwise_config = blockwise or BlockwiseConfig()
@@ -158,20 +173,47 @@ class Context:
         self._config = config
         self._rng = rng
         self._runners: list[EndpointRunner] = []
+        responder = Responder(site, max_payload=max_request_payload) if site is not None else None
+        observations = ServerObservations(nursery, max_observations, max_observations_per_remote)
+        block_server = BlockwiseServer(blockwise_config, trio.current_time)
+        router = RequestRouter(network, self._runners, dns_ttl)
         #: Received requests: prechecks, the handler pool, block-wise, observations.
-        self._server = RequestDispatcher(
-            nursery,
-            site,
-            Responder(site, max_payload=max_request_payload) if site is not None else None,
-            ServerObservations(nursery, max_observations, max_observations_per_remote),
-            BlockwiseServer(blockwise_config, trio.current_time),
-            leisure=multicast_leisure,
-            rng=rng,
-        )
+        self._server: RequestDispatcher
         #: Requests in flight, routing, block-wise transfers, observations' plumbing.
-        self._client = ClientCore(
-            nursery, RequestRouter(network, self._runners, dns_ttl), blockwise_config
-        )
+        self._client: ClientCore
+        if oscore is None:
+            self._server = RequestDispatcher(
+                nursery,
+                site,
+                responder,
+                observations,
+                block_server,
+                leisure=multicast_leisure,
+                rng=rng,
+            )
+            self._client = ClientCore(nursery, router, blockwise_config)
+        else:
+            # (OSCORE needs the oscore extra: imported only when credentials are given.)
+            from ._client.oscore import OscoreClientCore
+            from ._server.oscore import OscoreDispatcher
+            from .protocol.oscore.engine import OscoreEngine
+
+            engine = OscoreEngine(oscore.contexts)
+            self._server = OscoreDispatcher(
+                nursery,
+                site,
+                responder,
+                observations,
+                block_server,
+                engine,
+                leisure=multicast_leisure,
+                rng=rng,
+            )
+            self._client = OscoreClientCore(
+                nursery, router, blockwise_config, engine, oscore.for_uri
+            )
+        #: The credentials given to open_context (None: no OSCORE).
+        self._credentials = oscore
         #: Every TCP/TLS/WebSocket connection and listener (RFC 8323), and its runner.
         self._stream: StreamEndpoint | None = None
         self._stream_runner: EndpointRunner | None = None
@@ -298,7 +340,29 @@ class Context:
             observations_refused=server.observations.refused,
             requests_in_flight=len(self._client.inflight),
             upload_tags_in_use=len(self._client.upload_tags),
+            **self._oscore_counters(),
         )
+
+    def _oscore_counters(self) -> dict[str, Any]:
+        server = self._server
+        client = self._client
+        engine = getattr(server, "engine", None)
+        if engine is None:
+            return {}
+        return {
+            "oscore": copy.deepcopy(engine.statistics),
+            "oscore_refused": getattr(server, "oscore_refused", 0),
+            "oscore_rejected_responses": getattr(client, "rejected", 0),
+        }
+
+    @property
+    def credentials(self) -> CredentialsMap | None:
+        """The OSCORE credentials the Context was opened with (None: no OSCORE).
+
+        Requests whose URI matches one of its entries are protected; its
+        security contexts verify the protected requests a server receives.
+        """
+        return self._credentials
 
     def set_nstart(self, nstart: int) -> None:
         """Allow ``nstart`` outstanding requests per remote (RFC 7252 §4.7; default 1)."""
@@ -584,6 +648,7 @@ async def open_context(
     ssl_context: ssl.SSLContext | None = None,
     client_ssl_context: ssl.SSLContext | None = None,
     stream_limits: StreamLimits | None = None,
+    oscore: CredentialsMap | None = None,
 ) -> AsyncIterator[Context]:
     """Open a CoAP context; everything it starts ends when the block is left.
 
@@ -631,11 +696,37 @@ async def open_context(
     certificate and host name). ``stream_limits`` bounds connections,
     frame size, send buffers and idle time
     (:class:`~coap_trio.transports.stream.StreamLimits`).
+
+    OSCORE (RFC 8613; the ``oscore`` extra): ``oscore`` is a
+    :class:`~coap_trio.oscore_credentials.CredentialsMap`, read from a JSON
+    credentials file in aiocoap's ``--credentials`` format
+    (:func:`~coap_trio.oscore_credentials.load_credentials`) or made with
+    :meth:`~coap_trio.oscore_credentials.CredentialsMap.from_contexts`.
+    Client: a request whose URI matches an entry is protected with its
+    security context, every block of a block-wise transfer included, and
+    its responses and notifications are verified before anything else
+    looks at them (one that fails ends the request with
+    :class:`~coap_trio.errors.OscoreVerificationError`; a notification
+    that fails is dropped); a server's Echo challenge after its restart is
+    answered by sending the request once more. Server: protected requests
+    are verified with the map's security contexts before they are queued
+    for a handler (a failure is answered as RFC 8613 §8.2 says, counted in
+    :attr:`ContextStatistics.oscore`, and reaches no handler), handlers see
+    an :class:`~coap_trio.remote.OscoreRemote` on ``request.remote``, and
+    responses and notifications are protected on the way out; a resource
+    (or a :class:`~coap_trio.resource.Site`) with ``requires_oscore`` gets
+    only protected requests, a plain one is answered 4.01. Over UDP, TCP,
+    TLS and WebSockets alike.
     """
     if network is None:
         from .transports.udp import UDPNetwork
 
         network = UDPNetwork()
+    config = config or MessagingConfig()
+    if oscore is not None:
+        # The machines pass responses carrying OSCORE on (verified above them).
+        recognized = config.recognized_response_options | {int(OptionNumber.OSCORE)}
+        config = attrs.evolve(config, recognized_response_options=recognized)
     binds = _as_binds(bind)
     extra = client_endpoints if client_endpoints is not None else (0 if binds else 1)
     body_error: BaseException | None = None
@@ -643,7 +734,7 @@ async def open_context(
         context = Context(
             nursery,
             network,
-            config or MessagingConfig(),
+            config,
             site,
             rng,
             dns_ttl,
@@ -652,6 +743,7 @@ async def open_context(
             max_observations_per_remote,
             blockwise,
             multicast_leisure,
+            oscore,
         )
         try:
             if site is not None:
