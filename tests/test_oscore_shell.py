@@ -451,3 +451,38 @@ async def test_a_class_e_option_in_the_clear_is_discarded_and_counted(
                 header = decode_oscore_option(answer.opt.oscore or b"")
                 assert header.partial_iv is None  # the response reused the request's nonce
                 nursery.cancel_scope.cancel()
+
+
+# -- the reliable transports, on loopback ------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["coap+tcp", "coap+ws"])
+async def test_oscore_over_tcp_and_websockets(scheme: str) -> None:
+    """RFC 8323 transports carry OSCORE like UDP: the machines are below it."""
+    client_context, server_context = contexts()
+    site, resources = make_site()
+    server_credentials = CredentialsMap.from_contexts({"*": server_context})
+    client_credentials = CredentialsMap.from_contexts({f"{scheme}://127.0.0.1*": client_context})
+    binds = (
+        {"tcp_bind": ("127.0.0.1", 0)} if scheme == "coap+tcp" else {"ws_bind": ("127.0.0.1", 0)}
+    )
+    with trio.fail_after(20):
+        async with (
+            open_context(
+                site=site, oscore=server_credentials, client_endpoints=0, **binds
+            ) as server,
+            open_context(oscore=client_credentials) as client,
+        ):
+            base = str(server.stream_addresses[0])
+            response = await client.get(f"{base}/secret")
+            assert (response.code, response.payload) == (Code.CONTENT, b"for 01")
+            response = await client.get(f"{base}/large")
+            assert response.payload == bytes(range(256)) * 20
+            async with client.observe(f"{base}/counter") as notifications:
+                async for notification in notifications:
+                    assert notification.payload == b"0"
+                    break
+            statistics = server.statistics.oscore
+            assert statistics is not None
+            assert statistics.requests_verified >= 3
+            assert resources["secret"].rendered == 1
