@@ -33,6 +33,10 @@ also runs alone and says more about its method):
 * ``proxy`` (proxy.py): proxied requests/s (64 in flight, Proxy-Uri) through
   ``coap-trio serve proxy`` and libcoap's ``coap-server-notls -P`` to one
   ``coap-server-notls``, every request a cache miss, then all cache hits.
+* ``oscore`` (oscore.py): OSCORE-protected requests/s (RFC 8613), server
+  (pre-protected requests from a raw generator) and client (64 in flight
+  against a coap_trio OSCORE server), coap_trio vs aiocoap, and the bytes
+  one security context takes.
 
 Each figure is the median of ``--runs`` runs (observe and block-wise:
 ``--slow-runs``); runs that do not count are listed under the table with the
@@ -61,11 +65,22 @@ import blockwise
 import client
 import codec
 import observe
+import oscore
 import proxy
 import server
 import tcp
 
-SCENARIOS = ("codec", "server", "workers", "client", "observe", "blockwise", "tcp", "proxy")
+SCENARIOS = (
+    "codec",
+    "server",
+    "workers",
+    "client",
+    "observe",
+    "blockwise",
+    "tcp",
+    "proxy",
+    "oscore",
+)
 
 
 @dataclass
@@ -403,6 +418,36 @@ def run_proxy(args: argparse.Namespace, table: Table) -> None:
         )
 
 
+def run_oscore(args: argparse.Namespace, table: Table) -> None:
+    oargs = argparse.Namespace(runs=args.runs, duration=args.duration, sockets=8)
+    results = oscore.measure(oargs, log=_log)
+    rates = oscore.medians(results)
+    for side, figure in (
+        ("server", "OSCORE requests/s served, 64 in flight from a raw generator"),
+        ("client", "OSCORE requests/s of a client, 64 in flight, to a coap_trio server"),
+    ):
+        ratio = _ratio(rates[side]["coap_trio"], rates[side]["aiocoap"])
+        table.add(
+            "oscore",
+            figure,
+            f"{ratio:.1f}x aiocoap",
+            f">= {oscore.TARGET_RATIO:g}x: {_verdict(ratio >= oscore.TARGET_RATIO)}",
+            **{name: f"{value:,.0f}" for name, value in rates[side].items()},
+        )
+    table.add(
+        "oscore",
+        "bytes per security context (tracemalloc, 10,000 contexts)",
+        "",
+        "",
+        **{name: f"{value:,.0f}" for name, value in results["bytes"].items()},
+    )
+    for library, shares in results["client_server_cpu"].items():
+        table.notes.append(
+            f"oscore client, {library}: the server's CPU share over each client process: "
+            + ", ".join(f"{share:.0%}" for share in shares)
+        )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "codec": run_codec,
     "server": run_server,
@@ -412,6 +457,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "blockwise": run_blockwise,
     "tcp": run_tcp,
     "proxy": run_proxy,
+    "oscore": run_oscore,
 }
 
 
