@@ -424,7 +424,9 @@ def run_oscore(args: argparse.Namespace, table: Table) -> None:
     rates = oscore.medians(results)
     for side, figure in (
         ("server", "OSCORE requests/s served, 64 in flight from a raw generator"),
+        ("server_per_cpu", "OSCORE requests served per server CPU-second"),
         ("client", "OSCORE requests/s of a client, 64 in flight, to a coap_trio server"),
+        ("client_per_cpu", "OSCORE requests per client CPU-second"),
     ):
         ratio = _ratio(rates[side]["coap_trio"], rates[side]["aiocoap"])
         table.add(
