@@ -36,6 +36,8 @@ PUBLIC_MODULES = [
     "coap_trio.numbers.types",
     "coap_trio.observable",
     "coap_trio.options",
+    "coap_trio.oscore_credentials",
+    "coap_trio.oscore_storage",
     "coap_trio.plugtest",
     "coap_trio.proxy",
     "coap_trio.proxy.allow",

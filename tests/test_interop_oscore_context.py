@@ -369,3 +369,54 @@ async def test_aiocoap_client_against_coap_trio_serve_with_credentials(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def run_coap_trio(*argv: str) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(TIMEOUT):
+        return await trio.run_process(
+            [sys.executable, "-m", "coap_trio", *argv],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+async def test_the_command_line_reports_a_response_that_does_not_verify(
+    credentials: dict[str, Path], tmp_path: Path
+) -> None:
+    """Our server knows another key for Sender ID 01: it answers 4.00 in the clear."""
+    write_context(tmp_path / "other", CLIENT_ID, SERVER_ID)
+    settings = json.loads((tmp_path / "other" / "settings.json").read_text())
+    settings["secret_hex"] = "ff" * 16
+    (tmp_path / "other" / "settings.json").write_text(json.dumps(settings))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"coap://[::1]*": {"oscore": {"basedir": "other/"}}}))
+    site = Site()
+    site.add(["hello"], Hello())
+    async with open_context(
+        bind=("::1", 0), site=site, oscore=load_credentials(credentials["server"])
+    ) as ctx:
+        base = f"coap://[::1]:{ctx.addresses[0].port}"
+        result = await run_coap_trio("get", "--credentials", str(wrong), f"{base}/hello")
+        assert result.returncode == 7, result.stderr
+        assert result.stderr.decode().strip() == (
+            "coap-trio: protocol error: Response not protected: 4.00 Bad Request: Decryption failed"
+        )
+        result = await run_coap_trio("get", f"{base}/hello")  # no credentials at all
+        assert result.returncode == 3, result.stderr
+        assert b"4.01 Unauthorized: OSCORE required" in result.stderr
+        assert ctx.statistics.oscore_refused == 2
+
+
+async def test_unusable_credentials_are_usage_errors(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"coap://*": {"oscore": {"basedir": "missing/"}}}')
+    result = await run_coap_trio("get", "--credentials", str(broken), "coap://[::1]:9/")
+    assert result.returncode == 2
+    assert b"--credentials:" in result.stderr
+    assert b"missing" in result.stderr
+    result = await run_coap_trio(
+        "serve", "plugtest", "--workers", "2", "--credentials", str(broken), "--bind", "[::1]:0"
+    )
+    assert result.returncode == 2
+    assert b"--credentials cannot be used with --workers" in result.stderr
