@@ -79,6 +79,8 @@ from .transports.websocket import require_wsproto
 
 if TYPE_CHECKING:
     from .oscore_credentials import CredentialsMap
+    from .protocol.oscore.context import SecurityContext
+    from .protocol.oscore.edhoc import EdhocCredentials
     from .protocol.oscore.engine import OscoreStatistics
 
 __all__ = ["Context", "ContextStatistics", "bind_endpoints", "open_context"]
@@ -143,6 +145,12 @@ class ContextStatistics:
     oscore_refused: int = 0
     #: Client: responses and notifications discarded because they did not verify.
     oscore_rejected_responses: int = 0
+    #: Server: EDHOC exchanges (RFC 9528) completed, refused (answered 4.00),
+    #: waiting for their message_3 now, and dropped before it (expired or evicted).
+    edhoc_completed: int = 0
+    edhoc_refused: int = 0
+    edhoc_pending: int = 0
+    edhoc_evicted: int = 0
 
 
 class Context:
@@ -166,6 +174,7 @@ class Context:
         blockwise: BlockwiseConfig | None = None,
         multicast_leisure: float = 5.0,
         oscore: CredentialsMap | None = None,
+        edhoc: EdhocCredentials | None = None,
     ) -> None:
         self._nursery = nursery
         blockwise_config = blockwise or BlockwiseConfig()
@@ -181,6 +190,10 @@ class Context:
         self._server: RequestDispatcher
         #: Requests in flight, routing, block-wise transfers, observations' plumbing.
         self._client: ClientCore
+        if oscore is None and edhoc is not None:
+            from . import oscore_credentials
+
+            oscore = oscore_credentials.CredentialsMap({})
         if oscore is None:
             self._server = RequestDispatcher(
                 nursery,
@@ -198,6 +211,11 @@ class Context:
             from ._server.oscore import OscoreDispatcher
             from .protocol.oscore.engine import OscoreEngine
 
+            responders = None
+            if edhoc is not None and site is not None:
+                from .protocol.oscore.edhoc import EdhocResponders
+
+                responders = EdhocResponders(edhoc)
             engine = OscoreEngine(oscore.contexts)
             self._server = OscoreDispatcher(
                 nursery,
@@ -208,9 +226,10 @@ class Context:
                 engine,
                 leisure=multicast_leisure,
                 rng=rng,
+                edhoc=responders,
             )
             self._client = OscoreClientCore(
-                nursery, router, blockwise_config, engine, oscore.for_uri
+                nursery, router, blockwise_config, engine, oscore.for_uri, edhoc
             )
         #: The credentials given to open_context (None: no OSCORE).
         self._credentials = oscore
@@ -349,11 +368,20 @@ class Context:
         engine = getattr(server, "engine", None)
         if engine is None:
             return {}
-        return {
+        counters = {
             "oscore": copy.deepcopy(engine.statistics),
             "oscore_refused": getattr(server, "oscore_refused", 0),
             "oscore_rejected_responses": getattr(client, "rejected", 0),
         }
+        responders = getattr(server, "edhoc", None)
+        if responders is not None:
+            counters.update(
+                edhoc_completed=responders.completed,
+                edhoc_refused=getattr(server, "edhoc_refused", 0),
+                edhoc_pending=len(responders),
+                edhoc_evicted=responders.evicted,
+            )
+        return counters
 
     @property
     def credentials(self) -> CredentialsMap | None:
@@ -461,6 +489,33 @@ class Context:
         """
         message = Message(code=Code.GET, uri=target) if isinstance(target, str) else target
         return group_request(self._client.router, message, timeout, max_responses)
+
+    async def edhoc(self, uri: str, credentials: EdhocCredentials | None = None) -> SecurityContext:
+        """Establish an OSCORE security context with a server by EDHOC (RFC 9528).
+
+        ``uri``'s origin (``coap://host:port``; its path is ignored) is asked
+        at ``/.well-known/edhoc``, as the initiator, with ``credentials``
+        (default: the ``edhoc`` given to :func:`open_context`); from then on,
+        requests to that origin are protected with the new context. With
+        ``credentials.combined`` (the default) message_3 travels in front of
+        the first such request (the EDHOC + OSCORE request, RFC 9668), else
+        in a request of its own, answered with message_4. Raises
+        :class:`~coap_trio.errors.EdhocError` when the exchange fails (an
+        untrusted server, an error answer), :class:`~coap_trio.errors.LocalProtocolError`
+        on a Context opened without ``oscore`` or ``edhoc``.
+        """
+        from ._client.oscore import OscoreClientCore
+        from .errors import LocalProtocolError
+
+        client = self._client
+        if not isinstance(client, OscoreClientCore):
+            raise LocalProtocolError("EDHOC needs a Context opened with oscore= or edhoc=")
+        chosen = credentials if credentials is not None else client.edhoc_credentials
+        if chosen is None:
+            raise LocalProtocolError("no EDHOC credentials: give them here or to open_context")
+        origin = Message(code=Code.GET, uri=uri).remote
+        assert origin is not None
+        return await client.edhoc(str(getattr(origin, "uri_base", origin)), chosen)
 
     async def ping(self, uri: str) -> float:
         """Send a CoAP ping to the host of ``uri``; returns the round-trip time in seconds
@@ -649,6 +704,7 @@ async def open_context(
     client_ssl_context: ssl.SSLContext | None = None,
     stream_limits: StreamLimits | None = None,
     oscore: CredentialsMap | None = None,
+    edhoc: EdhocCredentials | None = None,
 ) -> AsyncIterator[Context]:
     """Open a CoAP context; everything it starts ends when the block is left.
 
@@ -717,13 +773,23 @@ async def open_context(
     (or a :class:`~coap_trio.resource.Site`) with ``requires_oscore`` gets
     only protected requests, a plain one is answered 4.01. Over UDP, TCP,
     TLS and WebSockets alike.
+
+    EDHOC (RFC 9528, on lakers): ``edhoc`` is this side's
+    :class:`~coap_trio.protocol.oscore.edhoc.EdhocCredentials`. Serving, the
+    Context answers ``/.well-known/edhoc`` as the responder (at most 64
+    exchanges waiting for their message_3, each for 60 s; the contexts
+    established, at most 1,024, verify requests like the configured ones,
+    the EDHOC + OSCORE request of RFC 9668 included, and handlers see the
+    client's credential on :attr:`OscoreRemote.credential
+    <coap_trio.remote.OscoreRemote.credential>`); as a client,
+    :meth:`Context.edhoc` establishes a context with a server.
     """
     if network is None:
         from .transports.udp import UDPNetwork
 
         network = UDPNetwork()
     config = config or MessagingConfig()
-    if oscore is not None:
+    if oscore is not None or edhoc is not None:
         # The machines pass responses carrying OSCORE on (verified above them).
         recognized = config.recognized_response_options | {int(OptionNumber.OSCORE)}
         config = attrs.evolve(config, recognized_response_options=recognized)
@@ -744,6 +810,7 @@ async def open_context(
             blockwise,
             multicast_leisure,
             oscore,
+            edhoc,
         )
         try:
             if site is not None:

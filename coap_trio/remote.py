@@ -117,7 +117,8 @@ class OscoreRemote(DatagramRemote):
     protected: its address and scheme are the peer's, as for any
     :class:`DatagramRemote`, and :attr:`recipient_id` and :attr:`id_context`
     name the security context that verified it, the identity a handler
-    authorizes (the Recipient ID is the peer's Sender ID, its 'kid'). Two
+    authorizes (the Recipient ID is the peer's Sender ID, its 'kid'; for a
+    context established with EDHOC, :attr:`credential` is the peer's). Two
     are equal when address, scheme and context are, so a peer's protected
     and plain requests never share server state (a block-wise upload, a
     kept representation). A plain request's remote is a
@@ -133,8 +134,9 @@ class OscoreRemote(DatagramRemote):
         scheme: str = "coap",
         recipient_id: bytes = b"",
         id_context: bytes | None = None,
+        credential: bytes | None = None,
     ) -> OscoreRemote:
-        return tuple.__new__(cls, (tuple(sockaddr), scheme, recipient_id, id_context))
+        return tuple.__new__(cls, (tuple(sockaddr), scheme, recipient_id, id_context, credential))
 
     @property
     def recipient_id(self) -> bytes:
@@ -146,6 +148,14 @@ class OscoreRemote(DatagramRemote):
     def id_context(self) -> bytes | None:
         """The ID Context of the security context (None: it has none)."""
         value: bytes | None = _items(self)[3]
+        return value
+
+    @property
+    def credential(self) -> bytes | None:
+        """The peer's credential (a CBOR-encoded CCS) that EDHOC authenticated when
+        the security context was established with it (RFC 9528); None for a
+        context from configuration, whose keys are the authentication."""
+        value: bytes | None = _items(self)[4]
         return value
 
     def __repr__(self) -> str:

@@ -106,6 +106,19 @@ class Secret(Resource):
         return Message(code=Code.CONTENT, payload=b"for " + remote.recipient_id.hex().encode())
 
 
+class Whoami(Resource):
+    """Requires OSCORE; records who asked."""
+
+    requires_oscore = True
+
+    def __init__(self) -> None:
+        self.remotes: list[object] = []
+
+    async def render_get(self, request: Message) -> Message:
+        self.remotes.append(request.remote)
+        return Message(code=Code.CONTENT)
+
+
 class Counter(ObservableResource):
     def __init__(self) -> None:
         super().__init__()
@@ -121,6 +134,7 @@ def make_site() -> tuple[Site, dict[str, Any]]:
         "large": Large(),
         "secret": Secret(),
         "counter": Counter(),
+        "whoami": Whoami(),
     }
     site = Site()
     for name, resource in resources.items():
@@ -486,3 +500,73 @@ async def test_oscore_over_tcp_and_websockets(scheme: str) -> None:
             assert statistics is not None
             assert statistics.requests_verified >= 3
             assert resources["secret"].rendered == 1
+
+
+# -- EDHOC (RFC 9528) then OSCORE, on the MemoryNetwork ---------------------------------------
+
+
+@asynccontextmanager
+async def edhoc_pair(
+    *, combined: bool = True, trusted: bool = True
+) -> AsyncIterator[tuple[Context, Context, dict[str, Any], bytes]]:
+    """A server with EDHOC credentials (trusting the client's, when ``trusted``) and a
+    client with its own; yields them, the resources and the client's credential."""
+    from coap_trio.protocol.oscore.edhoc import EdhocCredentials
+
+    server_edhoc = EdhocCredentials.generate(b"\x0b", "server")
+    client_edhoc = EdhocCredentials.generate(
+        b"\x0a", "client", peers=(server_edhoc.credential,), combined=combined
+    )
+    other = EdhocCredentials.generate(b"\x0a", "someone else")
+    peers = (client_edhoc.credential if trusted else other.credential,)
+    server_edhoc = EdhocCredentials(server_edhoc.private_key, server_edhoc.credential, peers)
+    network = MemoryNetwork(seed=21)
+    site, resources = make_site()
+    async with (
+        open_context(bind=(SERVER, 5683), site=site, network=network, edhoc=server_edhoc) as server,
+        open_context(bind=(CLIENT, 0), network=network, edhoc=client_edhoc) as client,
+    ):
+        yield client, server, resources, client_edhoc.credential
+
+
+@pytest.mark.parametrize("combined", [True, False], ids=["combined", "message-4"])
+async def test_edhoc_then_oscore_and_the_handler_sees_the_clients_credential(
+    autojump_clock: object, combined: bool
+) -> None:
+    with trio.fail_after(LIMIT):
+        async with edhoc_pair(combined=combined) as (client, server, resources, credential):
+            plain = await client.get(f"{BASE}/secret")  # no context yet: sent in the clear
+            assert plain.code == Code.UNAUTHORIZED
+            context = await client.edhoc(f"{BASE}/any/path")
+            assert context.sender_id != context.recipient_id
+            # Combined: message_3 waits for the first protected request.
+            assert server.statistics.edhoc_pending == (1 if combined else 0)
+            response = await client.get(f"{BASE}/whoami")
+            assert response.code == Code.CONTENT
+            statistics = server.statistics
+            assert statistics.edhoc_completed == 1
+            assert statistics.edhoc_pending == 0
+            assert statistics.oscore is not None
+            assert statistics.oscore.requests_verified == 1
+            (remote,) = resources["whoami"].remotes
+            assert isinstance(remote, OscoreRemote)
+            assert remote.credential == credential
+            assert remote.recipient_id == context.sender_id
+            # Block-wise and later requests use the same context.
+            large = await client.get(f"{BASE}/large")
+            assert large.payload == bytes(range(256)) * 20
+            assert (await client.get(f"{BASE}/secret")).code == Code.CONTENT
+
+
+async def test_edhoc_with_an_untrusted_client_fails_and_reaches_no_handler(
+    autojump_clock: object,
+) -> None:
+    from coap_trio.errors import EdhocError
+
+    with trio.fail_after(LIMIT):
+        async with edhoc_pair(combined=False, trusted=False) as (client, server, resources, _):
+            with pytest.raises(EdhocError, match=r"4\.00: EDHOC failed"):
+                await client.edhoc(BASE)
+            assert server.statistics.edhoc_refused == 1
+            assert server.statistics.edhoc_completed == 0
+            assert resources["secret"].rendered == 0

@@ -10,6 +10,12 @@ rest of the client (block-wise, observations, the waiting Request) sees it.
 A 4.01 with an Echo value from a server that lost its replay window is
 answered by sending the request once more, by itself (RFC 9175 §2.4).
 
+It also runs EDHOC (RFC 9528) as the initiator (:meth:`OscoreClientCore.edhoc`):
+message_1 and message_2 through ``/.well-known/edhoc``, then message_3 in
+its own exchange or in front of the first request the new context protects
+(the EDHOC + OSCORE request, RFC 9668); the context then serves the URIs of
+that origin.
+
 A Context without credentials uses the plain :class:`ClientCore`: nothing
 here costs it anything. Must not know about resources, the server side or
 the wire format.
@@ -17,14 +23,18 @@ the wire format.
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Callable, Hashable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import trio
 
 from .._runner import EndpointRunner
-from ..errors import OscoreFailure, OscoreVerificationError
+from ..errors import EdhocError, OscoreFailure, OscoreVerificationError
 from ..message import Message
+from ..numbers.codes import Code
+from ..numbers.optionnumbers import OptionNumber
 from ..protocol.config import BlockwiseConfig
 from ..protocol.exchanges import ClientExchange
 from ..protocol.oscore.binding import ClientBinding
@@ -34,6 +44,9 @@ from .core import ClientCore
 from .request import ExchangeOwner
 from .routing import RequestRouter
 
+if TYPE_CHECKING:
+    from ..protocol.oscore.edhoc import EdhocCredentials
+
 __all__ = ["OscoreClientCore", "SecurityContextLookup"]
 
 #: Finds the security context for a request URI (None: the request goes unprotected).
@@ -41,6 +54,10 @@ SecurityContextLookup = Callable[[str], "SecurityContext | None"]
 
 #: Request URIs whose security context is remembered (the cache is cleared when full).
 _LOOKUP_CACHE_SIZE = 1024
+_EDHOC = int(OptionNumber.EDHOC)
+_WELL_KNOWN_EDHOC = (".well-known", "edhoc")
+#: Our C_I candidates: the one-byte CBOR integers (RFC 9528 §3.3.2).
+_CONNECTION_IDS = [bytes([n]) for n in range(24)] + [bytes([0x20 + n]) for n in range(24)]
 
 
 class OscoreClientCore(ClientCore):
@@ -53,19 +70,26 @@ class OscoreClientCore(ClientCore):
         blockwise: BlockwiseConfig,
         engine: OscoreEngine,
         lookup: SecurityContextLookup,
+        edhoc: EdhocCredentials | None = None,
     ) -> None:
         super().__init__(nursery, router, blockwise)
         #: Protects requests and verifies responses (shared with the server side).
         self.engine = engine
+        #: Our EDHOC credentials, for :meth:`edhoc` (None: it needs them given).
+        self.edhoc_credentials = edhoc
         self._lookup = lookup
         self._contexts: dict[str, SecurityContext | None] = {}
+        #: Contexts established with EDHOC, by URI pattern (they win over the map's).
+        self._established: dict[str, SecurityContext] = {}
+        #: message_3 of a context whose first request is still to go (RFC 9668).
+        self._message_3: dict[SecurityContext, bytes] = {}
         #: Responses discarded because they did not verify (notifications
         #: included); the engine counts them by kind.
         self.rejected = 0
 
     def context_for(self, message: Message) -> SecurityContext | None:
         """The security context protecting ``message``, by its request URI (cached)."""
-        if message.remote is None:
+        if message.remote is None or message.opt.uri_path == _WELL_KNOWN_EDHOC:
             return None
         uri = message.get_request_uri()
         contexts = self._contexts
@@ -75,8 +99,19 @@ class OscoreClientCore(ClientCore):
             pass
         if len(contexts) >= _LOOKUP_CACHE_SIZE:
             contexts.clear()
-        context = contexts[uri] = self._lookup(uri)
+        context = contexts[uri] = self._find(uri)
         return context
+
+    def _find(self, uri: str) -> SecurityContext | None:
+        matching = [pattern for pattern in self._established if _match(pattern, uri)]
+        if matching:
+            return self._established[max(matching, key=len)]
+        return self._lookup(uri)
+
+    def use_context(self, pattern: str, context: SecurityContext) -> None:
+        """Protect requests to URIs matching ``pattern`` (``*``: any text) with ``context``."""
+        self._established[pattern] = context
+        self._contexts.clear()
 
     def send(self, owner: ExchangeOwner, runner: EndpointRunner, remote: Hashable) -> None:
         """Send ``owner.wire``, protected when its URI has a security context.
@@ -89,6 +124,11 @@ class OscoreClientCore(ClientCore):
             super().send(owner, runner, remote)
             return
         protected, binding = self.engine.protect_request(owner.wire, context)
+        if self._message_3:
+            message_3 = self._message_3.pop(context, None)
+            if message_3 is not None:  # the EDHOC + OSCORE request (RFC 9668 §3.2)
+                protected.opt.add(_EDHOC, b"")
+                protected.payload = message_3 + protected.payload
         self._send_protected(owner, runner, remote, protected, binding)
 
     @staticmethod
@@ -103,6 +143,47 @@ class OscoreClientCore(ClientCore):
         exchange = runner.send_request(protected, remote)
         exchange.owner = owner
         owner.exchange = (runner, exchange)
+
+    # -- EDHOC (RFC 9528) ------------------------------------------------------------
+
+    async def edhoc(self, origin: str, credentials: EdhocCredentials) -> SecurityContext:
+        """Establish a security context with the server at ``origin`` (``scheme://host:port``).
+
+        Requests to ``origin/*`` use it from then on. Raises
+        :class:`~coap_trio.errors.EdhocError` (and what requests raise).
+        """
+        from ..protocol.oscore.edhoc import EdhocInitiator
+
+        in_use = {context.recipient_id for context in self.engine.contexts}
+        in_use.update(context.recipient_id for context in self._established.values())
+        free = [c for c in _CONNECTION_IDS if c not in in_use] or _CONNECTION_IDS
+        initiator = EdhocInitiator(credentials, random.choice(free))
+        target = f"{origin}/.well-known/edhoc"
+        message_2 = await self._edhoc_exchange(target, initiator.message_1())
+        initiator.take_message_2(message_2)
+        if credentials.combined:
+            message_3 = initiator.message_3()
+            assert initiator.context is not None
+            context = initiator.context
+            self._message_3[context] = message_3
+        else:
+            message_4 = await self._edhoc_exchange(target, initiator.message_3_request())
+            initiator.take_message_4(message_4)
+            assert initiator.context is not None
+            context = initiator.context
+        old = self._established.get(f"{origin}/*")
+        if old is not None:
+            self._message_3.pop(old, None)
+        self.use_context(f"{origin}/*", context)
+        return context
+
+    async def _edhoc_exchange(self, target: str, payload: bytes) -> bytes:
+        message = Message(code=Code.POST, uri=target, payload=payload)
+        response = await self.request(message).response
+        if response.code != Code.CHANGED:
+            text = response.payload.decode("utf-8", "replace")
+            raise EdhocError(f"{target} answered {response.code.dotted}: {text}".rstrip(": "))
+        return response.payload
 
     # -- the runner's ClientSink ---------------------------------------------------------
 
@@ -166,3 +247,7 @@ def _rejection(result: ResponseRejected) -> OscoreVerificationError:
         detail = f"{response.code.dotted} {response.code.name_printable}"
         return OscoreVerificationError(error.failure, f"{detail}: {text}" if text else detail)
     return error
+
+
+def _match(pattern: str, uri: str) -> bool:
+    return re.fullmatch(re.escape(pattern).replace("\\*", ".*"), uri) is not None
