@@ -420,3 +420,129 @@ async def test_unusable_credentials_are_usage_errors(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert b"--credentials cannot be used with --workers" in result.stderr
+
+
+# -- EDHOC then OSCORE, with aiocoap ----------------------------------------------------------
+
+
+def aiocoap_edhoc_entry(
+    own: Any = None, *, peer: bytes | None = None, combined: bool | None = None
+) -> dict[Any, Any]:
+    """An aiocoap ``edhoc-oscore`` credentials entry (as its EDN files would hold it)."""
+    import cbor2
+
+    entry: dict[Any, Any] = {"suite": 2, "method": 3}
+    if own is not None:
+        entry["own_cred_style"] = "by-key-id"
+        entry["own_cred"] = {14: cbor2.loads(own.credential)}
+        entry["private_key"] = {1: 2, -1: 1, -4: own.private_key}
+    if peer is not None:
+        entry["peer_cred"] = {14: cbor2.loads(peer)}
+    if combined is not None:
+        entry["use_combined_edhoc"] = combined
+    return {"edhoc-oscore": entry}
+
+
+@pytest.mark.parametrize("combined", [True, False], ids=["combined", "message-4"])
+async def test_our_edhoc_client_against_aiocoaps_server(combined: bool) -> None:
+    import aiocoap
+    import aiocoap.credentials
+    import aiocoap.resource
+    from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+
+    from coap_trio.protocol.oscore.edhoc import EdhocCredentials
+
+    class Hello(aiocoap.resource.Resource):  # type: ignore[misc]
+        async def render_get(self, request: Any) -> Any:
+            return aiocoap.Message(code=aiocoap.CONTENT, payload=b"hello over EDHOC")
+
+    server_edhoc = EdhocCredentials.generate(b"\x0b", "aiocoap server")
+    client_edhoc = EdhocCredentials.generate(
+        b"\x0a", "coap_trio client", peers=(server_edhoc.credential,), combined=combined
+    )
+    site = aiocoap.resource.Site()
+    site.add_resource(["hello"], Hello())
+    server_credentials = aiocoap.credentials.CredentialsMap()
+    with trio.fail_after(TIMEOUT):
+        async with (
+            aiocoap_server(
+                "::1",
+                site=OscoreSiteWrapper(site, server_credentials),
+                server_credentials=server_credentials,
+            ) as server,
+            open_context(edhoc=client_edhoc) as ctx,
+        ):
+            origin = server.uri("").rstrip("/")
+            server_credentials.load_from_dict(
+                {
+                    f"{origin}/*": aiocoap_edhoc_entry(server_edhoc),
+                    ":client": aiocoap_edhoc_entry(peer=client_edhoc.credential),
+                }
+            )
+            await ctx.edhoc(origin)
+            for _ in range(3):
+                response = await ctx.get(f"{origin}/hello")
+                assert (response.code, response.payload) == (Code.CONTENT, b"hello over EDHOC")
+            statistics = ctx.statistics.oscore
+            assert statistics is not None
+            assert statistics.responses_verified == 3
+
+
+#: aiocoap's client library with EDHOC credentials (a CBOR file, argv[1]) GETting
+#: argv[2] three times; prints each payload.
+AIOCOAP_EDHOC_CLIENT = """
+import asyncio, sys
+import cbor2
+import aiocoap
+
+async def main():
+    context = await aiocoap.Context.create_client_context()
+    with open(sys.argv[1], "rb") as file:
+        context.client_credentials.load_from_dict(cbor2.load(file))
+    for _ in range(3):
+        request = aiocoap.Message(code=aiocoap.GET, uri=sys.argv[2])
+        print((await context.request(request).response).payload.decode(), flush=True)
+    await context.shutdown()
+
+asyncio.run(asyncio.wait_for(main(), 20))
+"""
+
+
+@pytest.mark.parametrize("combined", [True, False], ids=["combined", "message-4"])
+async def test_aiocoaps_edhoc_client_against_our_server(tmp_path: Path, combined: bool) -> None:
+    import cbor2
+
+    from coap_trio.protocol.oscore.edhoc import EdhocCredentials
+
+    client_edhoc = EdhocCredentials.generate(b"\x0a", "aiocoap client")
+    server_edhoc = EdhocCredentials.generate(
+        b"\x0b", "coap_trio server", peers=(client_edhoc.credential,)
+    )
+    site = Site()
+    hello = Hello()
+    site.add(["hello"], hello)
+    with trio.fail_after(TIMEOUT):
+        async with open_context(bind=("::1", 0), site=site, edhoc=server_edhoc) as ctx:
+            origin = f"coap://[::1]:{ctx.addresses[0].port}"
+            file = tmp_path / "client-credentials.cbor"
+            entry = aiocoap_edhoc_entry(client_edhoc, peer=server_edhoc.credential)
+            entry["edhoc-oscore"]["use_combined_edhoc"] = combined
+            file.write_bytes(cbor2.dumps({f"{origin}/*": entry}))
+            result = await trio.run_process(
+                [sys.executable, "-c", AIOCOAP_EDHOC_CLIENT, str(file), f"{origin}/hello"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr.decode()[-3000:]
+            statistics = ctx.statistics
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("hello client ") for line in lines)
+    # aiocoap 0.4.17's client runs EDHOC again for each request (it keeps no
+    # established context between requests): three exchanges, each completed.
+    assert statistics.edhoc_completed == 3
+    assert statistics.edhoc_refused == 0
+    assert statistics.oscore is not None
+    assert statistics.oscore.requests_verified == 3
+    assert len(hello.clients) == 3
