@@ -35,7 +35,11 @@ also runs alone and says more about its method):
   ``coap-server-notls``, every request a cache miss, then all cache hits;
 * ``multicast`` (multicast.py, as root: it makes a network namespace): one
   group GET answered by 50 coap_trio responders, coap_trio's client against
-  ``coap-client-notls``: answers taken per round and CPU ms per round.
+  ``coap-client-notls``: answers taken per round and CPU ms per round;
+* ``oscore`` (oscore.py): OSCORE-protected requests/s (RFC 8613), server
+  (pre-protected requests from a raw generator) and client (64 in flight
+  against a coap_trio OSCORE server), coap_trio vs aiocoap, and the bytes
+  one security context takes.
 
 Each figure is the median of ``--runs`` runs (observe and block-wise:
 ``--slow-runs``); runs that do not count are listed under the table with the
@@ -65,6 +69,7 @@ import client
 import codec
 import multicast
 import observe
+import oscore
 import proxy
 import server
 import tcp
@@ -79,6 +84,7 @@ SCENARIOS = (
     "tcp",
     "proxy",
     "multicast",
+    "oscore",
 )
 
 
@@ -442,6 +448,38 @@ def run_multicast(args: argparse.Namespace, table: Table) -> None:
     )
 
 
+def run_oscore(args: argparse.Namespace, table: Table) -> None:
+    oargs = argparse.Namespace(runs=args.runs, duration=args.duration, sockets=8)
+    results = oscore.measure(oargs, log=_log)
+    rates = oscore.medians(results)
+    for side, figure in (
+        ("server", "OSCORE requests/s served, 64 in flight from a raw generator"),
+        ("server_per_cpu", "OSCORE requests served per server CPU-second"),
+        ("client", "OSCORE requests/s of a client, 64 in flight, to a coap_trio server"),
+        ("client_per_cpu", "OSCORE requests per client CPU-second"),
+    ):
+        ratio = _ratio(rates[side]["coap_trio"], rates[side]["aiocoap"])
+        table.add(
+            "oscore",
+            figure,
+            f"{ratio:.1f}x aiocoap",
+            f">= {oscore.TARGET_RATIO:g}x: {_verdict(ratio >= oscore.TARGET_RATIO)}",
+            **{name: f"{value:,.0f}" for name, value in rates[side].items()},
+        )
+    table.add(
+        "oscore",
+        "bytes per security context (tracemalloc, 10,000 contexts)",
+        "",
+        "",
+        **{name: f"{value:,.0f}" for name, value in results["bytes"].items()},
+    )
+    for library, shares in results["client_server_cpu"].items():
+        table.notes.append(
+            f"oscore client, {library}: the server's CPU share over each client process: "
+            + ", ".join(f"{share:.0%}" for share in shares)
+        )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "codec": run_codec,
     "server": run_server,
@@ -452,6 +490,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "tcp": run_tcp,
     "proxy": run_proxy,
     "multicast": run_multicast,
+    "oscore": run_oscore,
 }
 
 

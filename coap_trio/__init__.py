@@ -65,7 +65,7 @@ from .numbers import (
 from .observable import ObservableResource
 from .options import Options
 from .protocol.config import BlockwiseConfig, MessagingConfig
-from .remote import DatagramRemote, MulticastRemote
+from .remote import DatagramRemote, MulticastRemote, OscoreRemote
 from .resource import Resource, Site
 from .response_errors import ObservationError
 from .transports.stream import StreamLimits, StreamStatistics
@@ -121,6 +121,7 @@ __all__ = [
     "OptionNumber",
     "Options",
     "Origin",
+    "OscoreRemote",
     "RemoteProtocolError",
     "RepresentationChangedError",
     "Request",

@@ -1,7 +1,8 @@
 """Addresses of datagram peers, as the messaging layer sees them.
 
 Owns :class:`DatagramRemote`: a hashable, canonical peer address (the socket
-address exactly as a receive call reports it, plus the URI scheme), which
+address exactly as a receive call reports it, plus the URI scheme), its
+marked forms for handlers (:class:`MulticastRemote`, :class:`OscoreRemote`), which
 the sans-I/O state machines use as a dictionary key and which
 :meth:`coap_trio.message.Message.get_request_uri` reads scheme, host and
 port from. Must not know about sockets or trio; transports create these.
@@ -9,11 +10,11 @@ port from. Must not know about sockets or trio; transports create these.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from .uri import format_hostinfo
 
-__all__ = ["DatagramRemote", "MulticastRemote"]
+__all__ = ["DatagramRemote", "MulticastRemote", "OscoreRemote"]
 
 _MAPPED_PREFIX = "::ffff:"
 
@@ -107,3 +108,64 @@ class MulticastRemote(DatagramRemote):
 
     def __repr__(self) -> str:
         return f"MulticastRemote(sockaddr={self[0]!r}, scheme={self[1]!r}, group={self.group!r})"
+
+
+class OscoreRemote(DatagramRemote):
+    """A peer whose request verified with an OSCORE security context (RFC 8613).
+
+    Handlers see it on ``request.remote`` of every request that was
+    protected: its address and scheme are the peer's, as for any
+    :class:`DatagramRemote`, and :attr:`recipient_id` and :attr:`id_context`
+    name the security context that verified it, the identity a handler
+    authorizes (the Recipient ID is the peer's Sender ID, its 'kid'; for a
+    context established with EDHOC, :attr:`credential` is the peer's). Two
+    are equal when address, scheme and context are, so a peer's protected
+    and plain requests never share server state (a block-wise upload, a
+    kept representation). A plain request's remote is a
+    :class:`DatagramRemote`: ``isinstance(request.remote, OscoreRemote)``
+    tells whether a request was protected.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        sockaddr: tuple[Any, ...],
+        scheme: str = "coap",
+        recipient_id: bytes = b"",
+        id_context: bytes | None = None,
+        credential: bytes | None = None,
+    ) -> OscoreRemote:
+        return tuple.__new__(cls, (tuple(sockaddr), scheme, recipient_id, id_context, credential))
+
+    @property
+    def recipient_id(self) -> bytes:
+        """The Recipient ID of the security context: the peer's Sender ID ('kid')."""
+        value: bytes = _items(self)[2]
+        return value
+
+    @property
+    def id_context(self) -> bytes | None:
+        """The ID Context of the security context (None: it has none)."""
+        value: bytes | None = _items(self)[3]
+        return value
+
+    @property
+    def credential(self) -> bytes | None:
+        """The peer's credential (a CBOR-encoded CCS) that EDHOC authenticated when
+        the security context was established with it (RFC 9528); None for a
+        context from configuration, whose keys are the authentication."""
+        value: bytes | None = _items(self)[4]
+        return value
+
+    def __repr__(self) -> str:
+        context = "" if self.id_context is None else f", id_context={self.id_context.hex()!r}"
+        return (
+            f"OscoreRemote(sockaddr={self[0]!r}, scheme={self[1]!r}, "
+            f"recipient_id={self.recipient_id.hex()!r}{context})"
+        )
+
+
+def _items(remote: DatagramRemote) -> tuple[Any, ...]:
+    """``remote`` as the plain tuple it is (a subclass may have more items)."""
+    return cast(tuple[Any, ...], remote)

@@ -198,6 +198,12 @@ class Resource:
     #: ``request.remote`` is then a :class:`~coap_trio.remote.MulticastRemote`)
     #: are answered. False: the :class:`Site` routing to it answers nothing.
     multicast: bool = True
+    #: Whether only OSCORE-protected requests reach it (RFC 8613): on a
+    #: Context opened with OSCORE credentials, a plain request routed here
+    #: is answered 4.01 Unauthorized before any handler runs, and counted.
+    #: Handlers of protected requests see an
+    #: :class:`~coap_trio.remote.OscoreRemote` on ``request.remote``.
+    requires_oscore: bool = False
 
     # Whether the class overrides current_etag (set by __init_subclass__).
     _conditional: ClassVar[bool] = False
@@ -379,11 +385,22 @@ class Site:
     Proxy-Uri or Proxy-Scheme (RFC 7252 §5.7) goes to it, whatever its
     Uri-Path; without, the server answers such requests 5.05 Proxying Not
     Supported before any resource runs.
+
+    With ``requires_oscore`` every resource of the site (nested sites
+    included) requires OSCORE, as the attribute of the same name on a
+    :class:`Resource` does for one resource.
     """
 
     def __init__(
-        self, *, well_known_core: bool = True, proxy: interfaces.Resource | None = None
+        self,
+        *,
+        well_known_core: bool = True,
+        proxy: interfaces.Resource | None = None,
+        requires_oscore: bool = False,
     ) -> None:
+        #: Whether every resource of the site requires OSCORE (see
+        #: :attr:`Resource.requires_oscore`).
+        self.requires_oscore = requires_oscore
         self._proxy = proxy
         self._exact: dict[tuple[str, ...], interfaces.Resource] = {}
         self._subtrees: dict[tuple[str, ...], interfaces.Resource] = {}

@@ -27,6 +27,22 @@ from sphinx.ext import napoleon
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import coap_trio
+import coap_trio.context
+from coap_trio.oscore_credentials import CredentialsMap
+from coap_trio.protocol.oscore.context import SecurityContext
+from coap_trio.protocol.oscore.edhoc import EdhocCredentials
+from coap_trio.protocol.oscore.engine import OscoreStatistics
+
+# The Context names the types of the oscore extra only for type checkers (so
+# that importing coap_trio does not import cryptography); autodoc evaluates
+# signatures in the module's namespace, so they are put there for the build.
+for _name, _value in (
+    ("CredentialsMap", CredentialsMap),
+    ("EdhocCredentials", EdhocCredentials),
+    ("OscoreStatistics", OscoreStatistics),
+    ("SecurityContext", SecurityContext),
+):
+    setattr(coap_trio.context, _name, _value)
 
 project = "coap_trio"
 author = "coap_trio developers"

@@ -65,6 +65,7 @@ COAP_TRIO_NAMES = [
     "OptionNumber",
     "Options",
     "Origin",
+    "OscoreRemote",
     "PATCH",
     "POST",
     "PUT",

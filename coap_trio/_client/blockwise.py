@@ -548,7 +548,7 @@ def take_notification(
     core.spawn(
         _fetch_notification,
         BlockSender(core, runner, exchange.remote),
-        exchange.request,
+        request.wire,  # (the exchange's request may be its OSCORE form)
         response,
         final,
         observation,

@@ -14,13 +14,16 @@ import argparse
 import ipaddress
 import sys
 from collections.abc import Callable
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from ..errors import UsageError
+from ..errors import CredentialsError, UsageError
 from ..numbers.contentformat import ContentFormat
 from ..numbers.optionnumbers import OptionFormat, OptionNumber, option_spec, registered_options
 from ..options import encode_uint
 from .exitcodes import exit_status_table
+
+if TYPE_CHECKING:
+    from ..oscore_credentials import CredentialsMap
 
 T = TypeVar("T")
 
@@ -219,6 +222,22 @@ def read_payload(text: str | None, file: str | None, stdin: BinaryIO | None = No
         raise UsageError(f"--payload-file {file!r}: {error.strerror or error}") from None
 
 
+def read_credentials(path: str) -> CredentialsMap:
+    """The OSCORE credentials of ``--credentials`` (aiocoap's JSON format).
+
+    Raises :class:`~coap_trio.errors.UsageError` naming the file and entry at
+    fault, or the missing ``oscore`` extra.
+    """
+    try:
+        from ..oscore_credentials import load_credentials
+    except ImportError as error:
+        raise UsageError(f"--credentials: {error}") from None
+    try:
+        return load_credentials(path)
+    except CredentialsError as error:
+        raise UsageError(f"--credentials: {error}") from None
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -322,6 +341,13 @@ def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
             "-o",
             metavar="FILE",
             help="write the payload to FILE (raw bytes) instead of standard output",
+        )
+    if verb != "ping":
+        parser.add_argument(
+            "--credentials",
+            metavar="FILE",
+            help="OSCORE credentials (RFC 8613): a JSON file in aiocoap's --credentials "
+            "format; a request whose URI matches an entry is protected",
         )
     parser.add_argument(
         "--timeout",
@@ -515,6 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="serve from N processes sharing each port (SO_REUSEPORT; default 1)",
         )
         site_parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
+        site_parser.add_argument(
+            "--credentials",
+            metavar="FILE",
+            help="OSCORE credentials (RFC 8613), aiocoap's JSON format: requests protected "
+            "with its security contexts are verified and answered protected (not with "
+            "--workers: processes must not share a security context)",
+        )
     verbs.add_parser("demo", help="serve and query real CoAP over loopback, and print it")
     verbs.add_parser("codec-demo", help="encode and decode a request and a response")
     return parser

@@ -50,6 +50,7 @@ from ..fileserver import FileServerSite, fileserver_site
 from ..hosting import serve_site
 from ..plugtest import DEFAULT_OBS_PERIOD, PlugtestSite, plugtest_site
 from .exitcodes import ExitStatus
+from .parsing import read_credentials
 from .trace import TracingNetwork
 
 if TYPE_CHECKING:
@@ -88,10 +89,16 @@ async def run_serve(
     ``log`` (standard error) every datagram with ``-v``, and a worker's counters."""
     if args.site == "proxy":
         return await _run_proxy(args, report, log)
+    if args.workers > 1 and args.credentials:
+        raise UsageError(
+            "--credentials cannot be used with --workers (processes would share "
+            "a security context, and reuse its nonces)"
+        )
     if args.workers > 1 and args.worker_of is None:
         return await _run_workers(args, report)
     binds = args.bind or [DEFAULT_BIND]
     worker = args.worker_of is not None
+    credentials = read_credentials(args.credentials) if args.credentials else None
     network: UDPNetwork | TracingNetwork | None = None
     if args.verbose or worker:
         from ..transports.udp import UDPNetwork
@@ -109,7 +116,7 @@ async def run_serve(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # serve_site raises the Context's errors (an address in use) as themselves.
-        async with serve_site(site, binds, network=network) as ctx:
+        async with serve_site(site, binds, network=network, oscore=credentials) as ctx:
             for address in ctx.addresses:
                 report(f"listening on {format_address(address.host, address.port)}")
             async with trio.open_nursery() as nursery:
