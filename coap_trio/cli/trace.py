@@ -14,7 +14,7 @@ from collections.abc import Callable
 import trio
 
 from .. import codec
-from ..errors import MessageFormatError
+from ..errors import MessageFormatError, RequestError
 from ..remote import DatagramRemote
 from ..transports.base import (
     DatagramEndpoint,
@@ -73,7 +73,7 @@ class _TracingEndpoint:
                 report(f"<- {remote}  {describe_datagram(data, remote)}")
             on_datagrams(batch)
 
-        def failed(remote: DatagramRemote, error: OSError) -> None:
+        def failed(remote: DatagramRemote, error: OSError | RequestError) -> None:
             report(f"!! {remote}  {error}")
             on_error(remote, error)
 

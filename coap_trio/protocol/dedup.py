@@ -127,6 +127,24 @@ class DedupStore:
         if not queue:
             del self._per_remote[remote]
 
+    def forget(self, remote: Hashable) -> int:
+        """Drop every entry of ``remote`` (its security session ended); returns how many.
+
+        Their items left in the overall order are stale and skipped, as those
+        of replaced entries are.
+        """
+        queue = self._per_remote.pop(remote, None)
+        self._live.pop(remote, None)
+        if queue is None:
+            return 0
+        entries = self._entries
+        forgotten = 0
+        for key, entry in queue if isinstance(queue, deque) else (queue,):
+            if entries.get(key) is entry:
+                del entries[key]
+                forgotten += 1
+        return forgotten
+
     def sweep(self, now: float) -> float | None:
         """Drop expired entries from the front; returns when to sweep next (or None)."""
         order = self._order
