@@ -689,7 +689,7 @@ async def open_context(
     (:class:`~coap_trio.transports.stream.StreamLimits`).
 
     DTLS (``coaps://``, RFC 7252 §9; the ``dtls`` extra): ``dtls`` is the
-    :class:`~coap_trio.protocol.dtls.credentials.DtlsCredentials` of both
+    :class:`~coap_trio.DtlsCredentials` of both
     sides: with them, ``coaps://`` requests open one DTLS session per
     destination on first use (reused by later requests; closed after the
     idle time), and ``dtls_bind`` (``(host, port)`` pairs like ``bind``)
@@ -699,7 +699,7 @@ async def open_context(
     identity, certificate subject or raw public key fingerprint).
     ``dtls_limits`` bounds sessions in total, per address and in handshake,
     and sets the idle and handshake timeouts
-    (:class:`~coap_trio.transports.dtls.DtlsLimits`). A handshake that fails
+    (:class:`~coap_trio.DtlsLimits`). A handshake that fails
     fails the requests to that peer with a
     :class:`~coap_trio.errors.HandshakeError` (our refusal, or
     :class:`~coap_trio.errors.HandshakeTimeoutError`) or a

@@ -27,6 +27,15 @@ from sphinx.ext import napoleon
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import coap_trio
+import coap_trio.context
+
+# The DTLS names the Context's signatures import under ``if TYPE_CHECKING:``
+# only (they need the ``dtls`` extra, which the Context does not import
+# unless asked to): given to its module here, so that autodoc can evaluate
+# those signatures (else it would fall back to their text, and resolve the
+# other names in them as bare words).
+for _name in ("DtlsCredentials", "DtlsLimits", "DtlsEndpointStatistics"):
+    setattr(coap_trio.context, _name, getattr(coap_trio, _name))
 
 project = "coap_trio"
 author = "coap_trio developers"

@@ -8,14 +8,14 @@ endpoint runner above it, it is an ordinary
 datagram and ``on_datagrams`` gets the decrypted ones, so the messaging on
 top is the unchanged UDP machine (CoAP over DTLS is CoAP over UDP, §9.1).
 The sessions are the sans-I/O engine's
-(:class:`~coap_trio.protocol.dtls.session.DtlsSession`); this module gives
+(``coap_trio.protocol.dtls.session.DtlsSession``); this module gives
 them datagrams, the time (trio's clock, and the wall clock certificates
 are checked at) and a timer task. Must not know CoAP beyond telling a
 request from other messages (only a request, or a ping, opens a session).
 
 - **Serving** (``serve=True``): a datagram from an address without a session
   goes through the stateless cookie check
-  (:class:`~coap_trio.protocol.dtls.cookie.CookieVerifier`): a ClientHello
+  (``coap_trio.protocol.dtls.cookie.CookieVerifier``): a ClientHello
   without a valid cookie is answered with a HelloVerifyRequest and nothing
   is kept; only one that echoes its cookie (its sender proved it receives at
   that address) may start a session, within the limits on sessions in total,
@@ -231,7 +231,7 @@ def _is_client_hello(data: bytes) -> bool:
 class DtlsEndpoint:
     """Sessions of DTLS 1.2 over an inner datagram endpoint (see the module).
 
-    ``credentials`` serve both roles (:class:`~coap_trio.protocol.dtls.credentials.DtlsCredentials`:
+    ``credentials`` serve both roles (:class:`~coap_trio.DtlsCredentials`:
     a PSK and identity, or a certificate or raw public key, to be a client;
     a PSK table, or a certificate or raw public key, to serve). With
     ``serve`` false, ClientHellos are ignored (a client-only endpoint).
