@@ -121,8 +121,10 @@ class DtlsLimits:
     idle_timeout: float = 300.0
     #: A handshake fails this long after its first flight, seconds.
     handshake_timeout: float = 60.0
-    #: Datagrams waiting for a client session's handshake, per session.
-    max_queued: int = 32
+    #: Datagrams waiting for a client session's handshake, per session (a
+    #: retransmission counted once): what NSTART lets out towards one peer
+    #: (``set_nstart``) should fit, or the rest waits for its own retransmission.
+    max_queued: int = 64
     #: Largest datagram sent: handshake flights are cut to fit (RFC 7252 §4.6: 1152).
     mtu: int = 1152
 
@@ -538,6 +540,12 @@ class DtlsEndpoint:
         errors: _Errors = []
         for data, inner in batch:
             peer = sessions.get(inner[0])
+            if peer is not None and data[:1] == b"\x17":  # application data: the fast path
+                plaintext = peer.session.receive_application_data(data)
+                if plaintext is not None:
+                    peer.seen = now
+                    delivered.append((plaintext, peer.remote))
+                    continue
             if peer is None:
                 peer = self._admit(data, inner, now, None, errors)
                 if peer is None:
