@@ -1399,6 +1399,22 @@ def test_a_failed_session_ends_a_sent_ping_and_the_notifications_in_flight() -> 
     assert drive(server, 1000.0) == []  # nothing retransmitted
 
 
+def test_an_rst_to_an_earlier_non_notification_stops_the_con_one_in_flight() -> None:
+    server = lone()
+    request = make(CON, GET, 0x10, TOKEN, options=[(6, b""), *URI_PATH_X])
+    [received] = [e for e in server.receive(request, CLIENT, 0.0) if isinstance(e, RequestReceived)]
+    server.respond(received.exchange, content(observe=1), 0.01)
+    [non] = decoded(server.notify(received.exchange, content(observe=2), 0.1))
+    [con] = decoded(server.notify(received.exchange, content(observe=3), 0.2, confirmable=True))
+    assert (non.mtype, con.mtype) == (NON, CON)
+    assert non.mid is not None and con.mid is not None
+    events = server.receive(empty(RST, non.mid), CLIENT, 0.3)  # the observer is gone
+    assert only(events, ResponseFailed).exchange is received.exchange
+    # The CON notification is no longer retransmitted, and its late ACK is unmatched.
+    assert server.receive(empty(ACK, con.mid), CLIENT, 0.4) == []
+    assert drive(server, 1000.0) == []
+
+
 def test_a_failed_session_forgets_its_deduplication_entries() -> None:
     # A reply of one session is never replayed into the next one (another peer, maybe).
     server = lone()

@@ -766,6 +766,8 @@ class Messaging:
             self._counts["unmatched"] += 1
             return
         if isinstance(owner, ServerExchange):
+            if owner.transmission is not None:  # (an RST to an earlier NON notification)
+                self._reliability.cancel(owner.transmission)
             owner.state = _SERVER[owner.state, _SERVER_FAIL]
             owner.transmission = None
             events.append(ResponseFailed(owner, ResetByPeerError("the client reset the response")))
