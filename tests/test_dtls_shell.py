@@ -12,6 +12,7 @@ client that restarts on the same port. No sockets, no real sleeps.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from dtls_helpers import IDENTITY, KEY, rpk_credentials
 
+import coap_trio
 from coap_trio import (
     Code,
     Context,
@@ -481,6 +483,24 @@ async def test_a_restarted_client_replaces_its_session(autojump_clock: object) -
 
 
 # -- configuration ------------------------------------------------------------------------------
+
+
+async def test_serve_reports_the_dtls_addresses_too(autojump_clock: object) -> None:
+    network = MemoryNetwork()
+    serving = functools.partial(
+        coap_trio.serve,
+        site()[0],
+        network=network,
+        dtls_bind=(SERVER, PORT),
+        dtls=PSK_SERVER,
+    )
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            udp, over_dtls = await nursery.start(serving, (SERVER, 5683))
+            assert (udp.scheme, over_dtls.scheme) == ("coap", "coaps")
+            async with open_context(network=network, dtls=PSK_CLIENT) as client:
+                assert (await client.get(f"{over_dtls}/who")).payload == IDENTITY
+            nursery.cancel_scope.cancel()
 
 
 async def test_coaps_needs_credentials(autojump_clock: object) -> None:

@@ -1407,7 +1407,8 @@ def test_an_rst_to_an_earlier_non_notification_stops_the_con_one_in_flight() -> 
     [non] = decoded(server.notify(received.exchange, content(observe=2), 0.1))
     [con] = decoded(server.notify(received.exchange, content(observe=3), 0.2, confirmable=True))
     assert (non.mtype, con.mtype) == (NON, CON)
-    assert non.mid is not None and con.mid is not None
+    assert non.mid is not None
+    assert con.mid is not None
     events = server.receive(empty(RST, non.mid), CLIENT, 0.3)  # the observer is gone
     assert only(events, ResponseFailed).exchange is received.exchange
     # The CON notification is no longer retransmitted, and its late ACK is unmatched.

@@ -235,6 +235,30 @@ async def test_a_client_endpoint_takes_no_hello(autojump_clock: object) -> None:
         assert up.endpoint.dtls_statistics.datagrams_dropped == 1
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [DtlsLimits(max_handshakes=1), DtlsLimits(max_sessions_per_address=1)],
+    ids=["handshakes", "per-address"],
+)
+async def test_a_hello_beyond_a_server_limit_is_refused_and_counted(
+    limits: DtlsLimits, autojump_clock: object
+) -> None:
+    async with running(limits=limits) as up:
+        first, second = psk_client(), psk_client()
+        up.inner.deliver(first.start(trio.current_time())[0], PEER)
+        (verify,) = up.inner.take(PEER)
+        up.inner.deliver(first.receive(verify, trio.current_time()).datagrams[0], PEER)
+        assert up.inner.take(PEER)  # the server's flight: a session (in its handshake)
+        other = ("::1", 40001, 0, 0)
+        up.inner.deliver(second.start(trio.current_time())[0], other)
+        (verify,) = up.inner.take(other)  # a cookie costs nothing: still answered
+        up.inner.deliver(second.receive(verify, trio.current_time()).datagrams[0], other)
+        assert up.inner.take(other) == []  # its valid ClientHello: refused, no session
+        statistics = up.endpoint.dtls_statistics
+        assert statistics.sessions_refused == 1
+        assert statistics.sessions == 1
+
+
 # -- records: tampered, replayed ------------------------------------------------------------------
 
 

@@ -350,12 +350,6 @@ class DtlsEndpoint:
         to): a session opened to it checks the server's certificate against ``server_name``."""
         return DtlsRemote(self._inner.remote_for(address, port)[0], server_name=server_name)
 
-    def peer_of(self, remote: DatagramRemote) -> DtlsPeer | None:
-        """Who the peer at ``remote``'s address proved to be in its current session (None:
-        no session, or its handshake is not done)."""
-        peer = self._sessions.get(remote[0])
-        return None if peer is None else peer.remote.peer
-
     def send(self, data: bytes, remote: DatagramRemote) -> None:
         """Send a CoAP datagram in the session with ``remote``; never blocks or raises.
 
