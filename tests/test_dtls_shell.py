@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -30,6 +31,7 @@ from coap_trio import (
     Context,
     DtlsAlertError,
     DtlsCredentials,
+    DtlsEndpointStatistics,
     DtlsLimits,
     DtlsPeer,
     DtlsRemote,
@@ -120,19 +122,19 @@ async def server(
     network: MemoryNetwork,
     credentials: DtlsCredentials = PSK_SERVER,
     served: Site | None = None,
-    **options: object,
+    **options: Any,
 ) -> AsyncIterator[Context]:
     async with open_context(
         network=network,
         site=served if served is not None else site()[0],
         dtls_bind=(SERVER, PORT),
         dtls=credentials,
-        **options,  # type: ignore[arg-type]
+        **options,
     ) as ctx:
         yield ctx
 
 
-def only_dtls(ctx: Context):  # type: ignore[no-untyped-def]
+def only_dtls(ctx: Context) -> DtlsEndpointStatistics:
     (statistics,) = ctx.statistics.dtls
     return statistics
 
@@ -278,7 +280,7 @@ async def test_a_wrong_psk_fails_every_request_typed_and_nothing_is_served(
     network = MemoryNetwork()
     served, store, _, _ = site()
     wrong = DtlsCredentials(psk_identity=IDENTITY, psk=b"not the key")
-    errors: list[BaseException] = []
+    errors: list[DtlsAlertError] = []
     with trio.fail_after(DEADLINE):
         async with (
             server(network, served=served) as srv,

@@ -15,6 +15,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import attrs
 import pytest
@@ -68,7 +69,13 @@ class FakeInner:
         if self.keep:
             self.sent.append((data, remote))
 
-    async def run(self, on_datagrams, on_error, *, task_status=trio.TASK_STATUS_IGNORED):  # type: ignore[no-untyped-def]
+    async def run(
+        self,
+        on_datagrams: Callable[[list[tuple[bytes, DatagramRemote]]], None],
+        on_error: Callable[[DatagramRemote, OSError | RequestError], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         self.handler, self.error_handler = on_datagrams, on_error
         task_status.started()
         await trio.sleep_forever()
@@ -98,11 +105,9 @@ class Up:
 
 
 @asynccontextmanager
-async def running(
-    credentials: DtlsCredentials = PSK_SERVER, **options: object
-) -> AsyncIterator[Up]:
+async def running(credentials: DtlsCredentials = PSK_SERVER, **options: Any) -> AsyncIterator[Up]:
     inner = FakeInner()
-    endpoint = DtlsEndpoint(inner, credentials, **options)  # type: ignore[arg-type]
+    endpoint = DtlsEndpoint(inner, credentials, **options)
     up = Up(endpoint, inner)
     async with trio.open_nursery() as nursery:
         await nursery.start(endpoint.run, up.received.extend, lambda r, e: up.errors.append((r, e)))
@@ -171,7 +176,7 @@ def with_cookie(up: Up, hello: m.ClientHello, version: int = DTLS_1_2) -> list[b
     return up.inner.take()
 
 
-def client_hello(**changes: object) -> m.ClientHello:
+def client_hello(**changes: Any) -> m.ClientHello:
     hello = m.ClientHello(
         DTLS_1_2, bytes(32), b"", b"", (m.TLS_PSK_WITH_AES_128_CCM_8,), b"\x00", ()
     )
