@@ -401,9 +401,12 @@ async def test_what_waits_for_a_handshake_is_bounded_then_sent(autojump_clock: o
     async with running(DtlsCredentials(psk_identity=IDENTITY, psk=KEY), limits=limits) as up:
         remote = up.endpoint.remote_for("::1", 40000)
         requests = [get_request(mid) for mid in range(6)]
-        for request in [requests[0], requests[0], *requests[1:]]:  # one sent twice
+        up.endpoint.send(requests[0], remote)
+        up.endpoint.send(get_request(99) + bytes(1 << 14), remote)  # more than a record holds
+        assert up.endpoint.dtls_statistics.sends_dropped == 1
+        for request in requests:  # the first one again: it waits once
             up.endpoint.send(request, remote)
-        assert up.endpoint.dtls_statistics.sends_dropped == 2  # mids 4 and 5
+        assert up.endpoint.dtls_statistics.sends_dropped == 3  # and mids 4 and 5
         server = DtlsSession(Role.SERVER, PSK_SERVER)
         # (no cookie exchange: the test's server skips it)
         data: list[bytes] = []

@@ -680,6 +680,9 @@ class DtlsEndpoint:
 
     def _send_otherwise(self, data: bytes, remote: DatagramRemote, peer: _Peer | None) -> None:
         """:meth:`send` off its fast path: queue for a handshake, open one, or drop."""
+        if len(data) > MAX_PLAINTEXT:  # (one record carries at most 2^14 bytes)
+            self._sends_dropped += 1
+            return
         if peer is not None:
             queue = peer.queue
             if peer.session.state in _HANDSHAKING and queue is not None:
@@ -691,7 +694,7 @@ class DtlsEndpoint:
                 return
             self._sends_dropped += 1  # replaced, too large, or a server handshake
             return
-        if self._closed or not _opens_session(data) or len(data) > MAX_PLAINTEXT:
+        if self._closed or not _opens_session(data):
             self._sends_dropped += 1
             return
         refusal = self._client_refusal(remote)
