@@ -100,7 +100,13 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'coap_trio' has no attribute {name!r}")
     from importlib import import_module
 
-    value = getattr(import_module(f".{module}", __name__), name)
+    try:
+        imported = import_module(f".{module}", __name__)
+    except ImportError as error:
+        raise ImportError(
+            f"coap_trio.{name} needs the 'dtls' extra: pip install 'coap-trio[dtls]' ({error})"
+        ) from error
+    value = getattr(imported, name)
     globals()[name] = value
     return value
 

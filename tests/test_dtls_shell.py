@@ -513,3 +513,52 @@ async def test_coaps_needs_credentials(autojump_clock: object) -> None:
     with pytest.raises(ValueError, match="dtls_bind needs dtls="):
         async with open_context(network=network, dtls_bind=(SERVER, PORT)):
             pass
+
+
+_WITHOUT_CRYPTOGRAPHY = """
+import sys
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "cryptography":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, Absent())
+import trio
+import coap_trio
+from coap_trio.testing import MemoryNetwork
+
+async def main():
+    async with coap_trio.open_context(network=MemoryNetwork()) as ctx:
+        try:
+            await ctx.get("coaps://10.0.0.2/x")
+        except coap_trio.UnsupportedTransportError as error:
+            print("coaps:", error)
+
+trio.run(main)
+print("loaded:", sorted(m for m in sys.modules if m.startswith("coap_trio.protocol.dtls")))
+try:
+    coap_trio.DtlsCredentials
+except ImportError as error:
+    print("import:", error)
+"""
+
+
+def test_without_the_dtls_extra_everything_else_works() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_CRYPTOGRAPHY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert (
+        lines[0]
+        == "coaps: coaps:// needs DTLS credentials: open_context(dtls=DtlsCredentials(...))"
+    )
+    assert lines[1] == "loaded: []"  # a Context without DTLS imports none of it
+    assert lines[2].startswith("import: coap_trio.DtlsCredentials needs the 'dtls' extra")
