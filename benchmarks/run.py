@@ -39,7 +39,12 @@ also runs alone and says more about its method):
 * ``oscore`` (oscore.py): OSCORE-protected requests/s (RFC 8613), server
   (pre-protected requests from a raw generator) and client (64 in flight
   against a coap_trio OSCORE server), coap_trio vs aiocoap, and the bytes
-  one security context takes.
+  one security context takes;
+* ``dtls`` (dtls.py): coaps:// with a pre-shared key: bytes per established
+  session (server RSS, coap_trio and ``coap-server-openssl``), PSK
+  handshakes per second against each (coap_trio's engine as the client),
+  and coap_trio's client's requests/s over one DTLS session relative to
+  plain UDP in the same run, against each server.
 
 Each figure is the median of ``--runs`` runs (observe and block-wise:
 ``--slow-runs``); runs that do not count are listed under the table with the
@@ -67,6 +72,7 @@ import _peers
 import blockwise
 import client
 import codec
+import dtls
 import multicast
 import observe
 import oscore
@@ -85,6 +91,7 @@ SCENARIOS = (
     "proxy",
     "multicast",
     "oscore",
+    "dtls",
 )
 
 
@@ -480,6 +487,46 @@ def run_oscore(args: argparse.Namespace, table: Table) -> None:
         )
 
 
+def run_dtls(args: argparse.Namespace, table: Table) -> None:
+    dargs = argparse.Namespace(
+        sessions=300 if args.quick else 2000,
+        duration=args.duration,
+        warmup=args.warmup,
+        runs=args.runs,
+        parts=list(dtls.PARTS),
+    )
+    figures = dtls.measure_all(dargs, log=_log)
+    table.notes.extend(figures.notes)
+    ours = figures.session_bytes["coap_trio"]
+    table.add(
+        "dtls",
+        f"bytes per established PSK session (server RSS, {dargs.sessions:,} sessions)",
+        "python-mbedtls: ~46 KB (not run here)",
+        f"<= 8 KB: {_verdict(ours <= dtls.TARGET_SESSION_BYTES)}",
+        coap_trio=f"{ours:,.0f}",
+        libcoap=f"{figures.session_bytes['libcoap']:,.0f}",
+    )
+    rates = figures.handshake_rates
+    table.add(
+        "dtls",
+        "PSK handshakes/s, 16 in flight (coap_trio's engine as the client)",
+        f"{_ratio(rates['coap_trio'], rates['libcoap']):.2f}x coap-server-openssl",
+        "",
+        coap_trio=f"{rates['coap_trio']:,.0f}",
+        libcoap=f"{rates['libcoap']:,.0f}",
+    )
+    for name, share in figures.shares.items():
+        udp = figures.request_rates[(name, "coap")]
+        over_dtls = figures.request_rates[(name, "coaps")]
+        table.add(
+            "dtls",
+            f"coap_trio client, GET/s over one DTLS session to the {name} server, 64 in flight",
+            f"{share:.0%} of plain UDP ({udp:,.0f}/s) in the same run",
+            f">= 50%: {_verdict(share >= dtls.TARGET_SHARE)}",
+            coap_trio=f"{over_dtls:,.0f}",
+        )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "codec": run_codec,
     "server": run_server,
@@ -491,6 +538,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "proxy": run_proxy,
     "multicast": run_multicast,
     "oscore": run_oscore,
+    "dtls": run_dtls,
 }
 
 

@@ -80,9 +80,11 @@ from .transports.websocket import require_wsproto
 
 if TYPE_CHECKING:
     from .oscore_credentials import CredentialsMap
+    from .protocol.dtls.credentials import DtlsCredentials
     from .protocol.oscore.context import SecurityContext
     from .protocol.oscore.edhoc import EdhocCredentials
     from .protocol.oscore.engine import OscoreStatistics
+    from .transports.dtls import DtlsEndpoint, DtlsEndpointStatistics, DtlsLimits
 
 __all__ = ["Context", "ContextStatistics", "bind_endpoints", "open_context"]
 
@@ -155,6 +157,13 @@ class ContextStatistics:
     edhoc_refused: int = 0
     edhoc_pending: int = 0
     edhoc_evicted: int = 0
+    #: The messaging counters of each DTLS endpoint (``coaps://``), in the order
+    #: of :attr:`Context.dtls_addresses`.
+    dtls_messaging: tuple[MessagingStatistics, ...] = ()
+    #: The sessions of each DTLS endpoint, same order: sessions and handshakes
+    #: now, handshakes completed and failed, cookies sent, sessions refused at
+    #: a limit, records dropped (tampered, replayed, malformed)...
+    dtls: tuple[DtlsEndpointStatistics, ...] = ()
 
 
 class Context:
@@ -250,6 +259,8 @@ class Context:
         self._stream_runner: EndpointRunner | None = None
         #: The endpoints of the multicast groups joined (server side, RFC 7252 §8.2).
         self._group_runners: list[EndpointRunner] = []
+        #: The DTLS endpoints (coaps://) and their runners.
+        self._dtls: list[tuple[DtlsEndpoint, EndpointRunner]] = []
 
     # -- setup ---------------------------------------------------------------------
 
@@ -311,6 +322,31 @@ class Context:
         await self._nursery.start(_run_endpoint, runner)
         self._nursery.start_soon(runner.run_timers)
 
+    async def _open_dtls(
+        self,
+        binds: list[tuple[str, int]],
+        credentials: DtlsCredentials,
+        limits: DtlsLimits | None,
+    ) -> None:
+        """Bind the DTLS endpoints (or, without ``binds``, one to send from); route coaps."""
+        from .transports.dtls import DtlsEndpoint
+
+        endpoints = [
+            DtlsEndpoint(inner, credentials, limits=limits)
+            for host, port in binds
+            for inner in await bind_endpoints(self._network, host, port)
+        ]
+        if not endpoints:  # a client: it serves no handshakes
+            inner = self._network.open_endpoint("::", 0)
+            endpoints.append(DtlsEndpoint(inner, credentials, limits=limits, serve=False))
+        for endpoint in endpoints:
+            endpoint.keep_alive = self._server.observations.has_remote
+            runner = self._runner(endpoint, Messaging(self._config, self._rng))
+            self._dtls.append((endpoint, runner))
+            await self._nursery.start(_run_endpoint, runner)
+            self._nursery.start_soon(runner.run_timers)
+        self._client.router.set_dtls(self._dtls)
+
     # -- introspection -------------------------------------------------------------
 
     @property
@@ -335,6 +371,16 @@ class Context:
         return self._stream.addresses if self._stream is not None else []
 
     @property
+    def dtls_addresses(self) -> list[DatagramRemote]:
+        """The address of every DTLS endpoint (``dtls_bind``), with its real port.
+
+        :class:`~coap_trio.remote.DtlsRemote` objects, scheme ``coaps``:
+        ``str()`` of one is e.g. ``"coaps://[::1]:49154"``. Empty without
+        ``dtls_bind`` (a client's DTLS endpoint is not listed).
+        """
+        return [endpoint.local_address for endpoint, _ in self._dtls if endpoint.serving]
+
+    @property
     def stream_statistics(self) -> StreamStatistics | None:
         """The connection counters of the reliable transports (RFC 8323)."""
         return self._stream.connection_statistics if self._stream is not None else None
@@ -352,6 +398,8 @@ class Context:
                 self._stream_runner.machine.statistics if self._stream_runner is not None else None
             ),
             group_messaging=tuple(r.machine.statistics for r in self._group_runners),
+            dtls_messaging=tuple(runner.machine.statistics for _, runner in self._dtls),
+            dtls=tuple(endpoint.dtls_statistics for endpoint, _ in self._dtls),
             multicast_unanswered=server.multicast_unanswered,
             amplification_challenges=(
                 server.amplification.challenges if server.amplification is not None else 0
@@ -413,6 +461,8 @@ class Context:
             runner.machine.set_nstart(nstart)
         if self._stream_runner is not None:
             self._stream_runner.machine.set_nstart(nstart)
+        for _, runner in self._dtls:
+            runner.machine.set_nstart(nstart)
 
     # -- client --------------------------------------------------------------------
 
@@ -421,7 +471,8 @@ class Context:
 
         Returns at once; the exchange runs whether or not ``.response`` is
         awaited. Raises :class:`~coap_trio.errors.UnsupportedTransportError`
-        for schemes without a transport yet (``coaps://`` ...), and
+        for a scheme this context has no transport for (``coaps://`` without
+        ``dtls`` credentials, an unknown scheme), and
         :class:`~coap_trio.errors.LocalProtocolError` for a message that is no
         request or has no destination.
 
@@ -721,6 +772,9 @@ async def open_context(
     stream_limits: StreamLimits | None = None,
     oscore: CredentialsMap | None = None,
     edhoc: EdhocCredentials | None = None,
+    dtls_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
+    dtls: DtlsCredentials | None = None,
+    dtls_limits: DtlsLimits | None = None,
 ) -> AsyncIterator[Context]:
     """Open a CoAP context; everything it starts ends when the block is left.
 
@@ -812,6 +866,25 @@ async def open_context(
     client's credential on :attr:`OscoreRemote.credential
     <coap_trio.remote.OscoreRemote.credential>`); as a client,
     :meth:`Context.edhoc` establishes a context with a server.
+
+    DTLS (``coaps://``, RFC 7252 §9; the ``dtls`` extra): ``dtls`` is the
+    :class:`~coap_trio.DtlsCredentials` of both
+    sides: with them, ``coaps://`` requests open one DTLS session per
+    destination on first use (reused by later requests; closed after the
+    idle time), and ``dtls_bind`` (``(host, port)`` pairs like ``bind``)
+    serves the site over DTLS there too (see :attr:`Context.dtls_addresses`),
+    beside UDP and the streams. Handlers see who a peer proved to be on
+    ``request.remote.peer`` (:class:`~coap_trio.remote.DtlsPeer`: its PSK
+    identity, certificate subject or raw public key fingerprint).
+    ``dtls_limits`` bounds sessions in total, per address and in handshake,
+    and sets the idle and handshake timeouts
+    (:class:`~coap_trio.DtlsLimits`). A handshake that fails
+    fails the requests to that peer with a
+    :class:`~coap_trio.errors.HandshakeError` (our refusal, or
+    :class:`~coap_trio.errors.HandshakeTimeoutError`) or a
+    :class:`~coap_trio.errors.DtlsAlertError` (the peer's). Without ``dtls``,
+    ``coaps://`` raises :class:`~coap_trio.errors.UnsupportedTransportError`
+    and ``dtls_bind`` ``ValueError``.
     """
     if network is None:
         from .transports.udp import UDPNetwork
@@ -824,6 +897,9 @@ async def open_context(
         recognized = config.recognized_response_options | {int(OptionNumber.OSCORE)}
         config = attrs.evolve(config, recognized_response_options=recognized)
     binds = _as_binds(bind)
+    dtls_binds = _as_binds(dtls_bind)
+    if dtls_binds and dtls is None:
+        raise ValueError("dtls_bind needs dtls= credentials (DtlsCredentials)")
     extra = client_endpoints if client_endpoints is not None else (0 if binds else 1)
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
@@ -871,6 +947,8 @@ async def open_context(
             await context._open_streams(
                 listeners, stream_limits or StreamLimits(), client_ssl_context
             )
+            if dtls is not None:
+                await context._open_dtls(dtls_binds, dtls, dtls_limits)
             yield context
         except BaseException as error:  # re-raised below, unwrapped
             body_error = error

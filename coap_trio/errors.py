@@ -278,7 +278,8 @@ class RequestCancelledError(RequestError):
 
 
 class UnsupportedTransportError(LocalProtocolError):
-    """The URI's scheme needs a transport this stack does not provide yet (coaps://, ...)."""
+    """The URI's scheme needs a transport this context does not have: ``coaps://`` in a
+    context opened without DTLS credentials, ``coap+ws://`` without the ``ws`` extra."""
 
 
 class InvalidURIError(LocalProtocolError):

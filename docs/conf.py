@@ -44,6 +44,14 @@ for _name, _value in (
 ):
     setattr(coap_trio.context, _name, _value)
 
+# The DTLS names the Context's signatures import under ``if TYPE_CHECKING:``
+# only (they need the ``dtls`` extra, which the Context does not import
+# unless asked to): given to its module here, so that autodoc can evaluate
+# those signatures (else it would fall back to their text, and resolve the
+# other names in them as bare words).
+for _name in ("DtlsCredentials", "DtlsLimits", "DtlsEndpointStatistics"):
+    setattr(coap_trio.context, _name, getattr(coap_trio, _name))
+
 project = "coap_trio"
 author = "coap_trio developers"
 copyright = "coap_trio developers"

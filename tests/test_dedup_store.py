@@ -200,3 +200,21 @@ def test_numbers_of_departed_remotes_are_reused_safely() -> None:
     assert store.lookup("b", 6, 15.0) == (24.0, b"b6")
     assert store.lookup("a", 6, 15.0) is None
     assert (len(store), store.remotes, store.evicted) == (1, 1, 2)
+
+
+def test_forget_drops_one_remotes_entries_and_frees_its_number() -> None:
+    store = DedupStore(max_total=100, max_per_remote=10)
+    for mid in range(5):
+        store.record("a", mid, b"\x60\x00" + mid.to_bytes(2, "big"), 100.0, 0.0)
+        store.record("b", mid, None, 100.0, 0.0)
+    store.record("a", 3, b"reply", 100.0, 1.0)  # a replaced entry: a stale value queued
+    assert store.forget("a") == 5
+    assert store.forget("a") == 0
+    assert all(store.lookup("a", mid, 2.0) is None for mid in range(5))
+    assert all(store.lookup("b", mid, 2.0) == (100.0, None) for mid in range(5))
+    assert len(store) == 5
+    store.record("a", 1, b"again", 100.0, 3.0)  # the remote comes back with a new number
+    assert store.lookup("a", 1, 4.0) == (103.0, b"again")
+    for _ in range(20):  # the stale values of the forgotten remote are skipped by eviction
+        store.record("c", _, None, 100.0, 5.0)
+    assert len(store) <= 100

@@ -53,6 +53,7 @@ PUBLIC_MODULES = [
     "coap_trio.testing",
     "coap_trio.testing.pytest_plugin",
     "coap_trio.transports.base",
+    "coap_trio.transports.dtls",
     "coap_trio.transports.udp",
     "coap_trio.uri",
 ]

@@ -145,7 +145,7 @@ class RequestDispatcher:
             guard = self.amplification
             if guard is not None and response is not None and not runner.in_order:
                 remote = exchange.remote
-                if isinstance(remote, DatagramRemote):
+                if isinstance(remote, DatagramRemote) and remote.scheme == "coap":  # not coaps://
                     response = guard.check(remote.host, exchange.request, response)
             runner.respond(exchange, response)
             return

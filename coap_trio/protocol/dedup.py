@@ -227,6 +227,33 @@ class DedupStore:
                 return
             queue.popleft()
 
+    def forget(self, remote: Hashable) -> int:
+        """Drop every entry of ``remote`` (its security session ended); returns how many.
+
+        Their values left in the overall order are stale and skipped, as those
+        of replaced entries are.
+        """
+        number = self._numbers.get(remote)
+        if number is None:
+            return 0
+        queue = self._queues[number]
+        values = () if queue is None else (queue,) if isinstance(queue, bytes) else tuple(queue)
+        entries = self._entries
+        forgotten = 0
+        for value in values:
+            _, field, mid = _unpack(value)
+            key = (field >> 2) << 16 | mid
+            if entries.get(key) is value:
+                del entries[key]
+                forgotten += 1
+        # The remote has no live entry left: its number is free again.
+        self._live[number] = 0
+        self._queues[number] = None
+        del self._numbers[remote]
+        self._remote_of[number] = None
+        self._free.append(number)
+        return forgotten
+
     def sweep(self, now: float) -> float | None:
         """Drop expired entries from the front; returns when to sweep next (or None)."""
         order = self._order
