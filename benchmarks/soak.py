@@ -427,6 +427,8 @@ def run_server_soak(args: argparse.Namespace, log: Callable[[str], None] = print
             report = json.loads(line)
             if "elapsed" in report:  # the final result: the last interval, then stop
                 soak.generator = report
+                if report["elapsed"] - previous["t"] < args.interval / 2:
+                    break  # just after the last report: nothing new to sample
                 report = {**report, "t": report["elapsed"]}
             if not peer.alive():
                 soak.alive = False
