@@ -82,6 +82,7 @@ import tracemalloc
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import _peers
@@ -618,6 +619,8 @@ class ClientSoak:
     outcomes: Counter[str]
     seconds: float
     settled_in: float
+    #: Where the traced memory still held at the end was allocated (the largest first).
+    held_by: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -657,15 +660,19 @@ async def _operation(
                 outcomes["timed out"] += 1
         else:
             how = rng.randrange(3)
+            seen = 0
             with trio.move_on_after(rng.uniform(0.0, 0.005) if how == 2 else 5.0) as scope:
                 async with ctx.observe(base + paths.observed) as notifications:
-                    seen = 0
-                    async for _ in notifications:
+                    async for response in notifications:
                         seen += 1
+                        if seen == 1 and response.opt.observe is None:
+                            outcomes["observation refused (no Observe)"] += 1
                         if seen > how:
                             break
-            if scope.cancelled_caught:
-                outcomes["observation cancelled" if how == 2 else "observation stuck"] += 1
+            if scope.cancelled_caught and how == 2:
+                outcomes["observation cancelled"] += 1
+            elif scope.cancelled_caught:  # waited 5 s for a notification
+                outcomes[f"observation waiting after {seen} of {how + 1}"] += 1
             else:
                 outcomes[f"observation left after {how + 1}"] += 1
     except CoapError as error:
@@ -756,8 +763,15 @@ def run_client_soak(args: argparse.Namespace, log: Callable[[str], None] = print
                 seconds = trio.current_time() - started
                 settled_in = await _settle(ctx, before, args.settle)
                 after = take_stock(ctx)
+                held_by = []
+                if tracemalloc.is_tracing():
+                    snapshot = tracemalloc.take_snapshot()
+                    for stat in snapshot.statistics("lineno")[:8]:
+                        frame = stat.traceback[0]
+                        where = f"{Path(frame.filename).name}:{frame.lineno}"
+                        held_by.append(f"{where} {stat.size / 1024:,.0f} KiB in {stat.count:,}")
                 tracemalloc.stop()
-                return ClientSoak(before, after, outcomes, seconds, settled_in)
+                return ClientSoak(before, after, outcomes, seconds, settled_in, held_by)
 
         soak = trio.run(main)
     finally:
@@ -813,6 +827,8 @@ def report_client_soak(soak: ClientSoak, log: Callable[[str], None] = print) -> 
     for name, first, last in rows:
         log(f"  {name:34} {first:>10} {last:>10}")
     log(f"  outcomes: {dict(sorted(soak.outcomes.items()))}")
+    if soak.held_by:
+        log(f"  traced memory held at the end, by line: {'; '.join(soak.held_by)}")
     verdict = "BACK TO THE START" if not soak.problems else "NOT BACK: " + "; ".join(soak.problems)
     log(f"  verdict: {verdict}")
 
