@@ -40,7 +40,11 @@ timeouts (no answer within 1 s) and the server's CPU share. The verdict:
 descriptors are the same in every sample, every interval answered
 requests, and the server is still running at the end.
 
-**client**: one ``open_context()`` in this process against a server in a
+**client**: one ``open_context(client_endpoints=N)`` in this process (N
+sized so that the operations never wait for a message ID: RFC 7252 allows
+one endpoint 65,536 per remote per EXCHANGE_LIFETIME; ``--endpoints``),
+with ``ctx.set_nstart(--nstart)`` (default 32: most requests are on the
+wire when they are cancelled, some still queued), against a server in a
 child process (``--server coap_trio``: ``serve plugtest --obs-period 0.2``;
 ``libcoap``: ``coap-server-notls``), ``--concurrency`` tasks (default 64)
 sharing ``--requests`` operations (default 100,000), each drawn at random
@@ -52,17 +56,22 @@ socket that never answers) under a short ``trio.fail_after``; an
 observation left after its first response, after its second, or cancelled
 before its first. Before (after a warm-up of 2% of the operations, at least
 200) and after (once the client has settled, at most ``--settle`` seconds),
-the run takes stock: trio tasks (the tree under
+the run takes stock, and once more when the tables that expire by time
+are back to their sizes at the start (at most ``--expire-wait`` seconds,
+default 300): trio tasks (the tree under
 ``trio.lowlevel.current_root_task()``), open descriptors, the Context's
 ``requests_in_flight``, ``observations`` and the sizes of its tables
 (outstanding, queued and pending requests, upload tags, Block1 assemblies,
 cached representations, deduplication entries, remotes with message-ID
 state), the memory traced by ``tracemalloc`` (``--no-tracemalloc`` to run
-faster without it) and the RSS. The verdict: *back to the start* when
-tasks, descriptors, requests in flight, observations and the request tables
-are exactly as before and traced memory grew by less than ``--memory-bound``
-(default 2 MiB); deduplication entries and message-ID remotes expire by
-time (EXCHANGE_LIFETIME, 247 s), so they are shown, not judged.
+faster without it) and the RSS. The tables that expire by time are the
+deduplication entries (a reply kept EXCHANGE_LIFETIME, 247 s, for a CON;
+NON_LIFETIME, 145 s, for a NON) and the remotes with message-ID state.
+The verdict: *back to the start* when tasks, descriptors, requests in
+flight, observations and the request tables are exactly as before at both
+moments and, if the expiring tables came back in time, traced memory grew
+by less than ``--memory-bound`` (default 2 MiB) at the end; with the
+expiring tables still full, memory is shown and not judged.
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import random
 import selectors
@@ -615,10 +625,14 @@ class ClientSoak:
     """What the client soak saw, and its verdict."""
 
     before: Stock
+    #: Once the client settled after the last operation.
+    settled: Stock
+    #: Once the expiring tables were back to ``before`` (or ``--expire-wait`` passed).
     after: Stock
     outcomes: Counter[str]
     seconds: float
     settled_in: float
+    expired_in: float
     #: Where the traced memory still held at the end was allocated (the largest first).
     held_by: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -729,6 +743,20 @@ async def _settle(ctx: Any, before: Stock | None, limit: float) -> float:
     return trio.current_time() - started
 
 
+async def _expire(ctx: Any, before: Stock, limit: float) -> float:
+    """Wait (at most ``limit`` s) until the tables that expire by time are back to
+    ``before``'s sizes; the seconds it took."""
+    import trio
+
+    started = trio.current_time()
+    while trio.current_time() - started < limit:
+        stock = take_stock(ctx)
+        if all(v <= before.expiring[name] for name, v in stock.expiring.items()):
+            break
+        await trio.sleep(5.0)
+    return trio.current_time() - started
+
+
 def run_client_soak(args: argparse.Namespace, log: Callable[[str], None] = print) -> ClientSoak:
     """Start the server, run the soak in this process, stop the server."""
     import trio
@@ -748,9 +776,14 @@ def run_client_soak(args: argparse.Namespace, log: Callable[[str], None] = print
         rng = random.Random(args.seed)
         outcomes: Counter[str] = Counter()
         warmup = max(200, args.requests // 50)
+        # RFC 7252 §4.4: 65,536 MIDs per endpoint and remote per EXCHANGE_LIFETIME;
+        # a block-wise GET takes up to three, so a quarter more than the operations.
+        endpoints = args.endpoints or math.ceil(1.25 * (args.requests + warmup) / 65_536)
+        log(f"  client_endpoints={endpoints}, NSTART {args.nstart}")
 
         async def main() -> ClientSoak:
-            async with open_context() as ctx:
+            async with open_context(client_endpoints=endpoints) as ctx:
+                ctx.set_nstart(args.nstart)
                 deadline = trio.current_time() + args.max_minutes * 60
                 await _drive(ctx, warmup, args, rng, base, hole, paths, Counter(), deadline)
                 await _settle(ctx, None, args.settle)
@@ -762,6 +795,8 @@ def run_client_soak(args: argparse.Namespace, log: Callable[[str], None] = print
                 await _drive(ctx, args.requests, args, rng, base, hole, paths, outcomes, deadline)
                 seconds = trio.current_time() - started
                 settled_in = await _settle(ctx, before, args.settle)
+                settled = take_stock(ctx)
+                expired_in = await _expire(ctx, before, args.expire_wait)
                 after = take_stock(ctx)
                 held_by = []
                 if tracemalloc.is_tracing():
@@ -771,7 +806,9 @@ def run_client_soak(args: argparse.Namespace, log: Callable[[str], None] = print
                         where = f"{Path(frame.filename).name}:{frame.lineno}"
                         held_by.append(f"{where} {stat.size / 1024:,.0f} KiB in {stat.count:,}")
                 tracemalloc.stop()
-                return ClientSoak(before, after, outcomes, seconds, settled_in, held_by)
+                return ClientSoak(
+                    before, settled, after, outcomes, seconds, settled_in, expired_in, held_by
+                )
 
         soak = trio.run(main)
     finally:
@@ -781,17 +818,25 @@ def run_client_soak(args: argparse.Namespace, log: Callable[[str], None] = print
     return soak
 
 
+def memory_judged(soak: ClientSoak) -> bool:
+    """Whether the expiring tables were back at the end (else memory is not judged)."""
+    before = soak.before.expiring
+    return all(v <= before[name] for name, v in soak.after.expiring.items())
+
+
 def judge_client(soak: ClientSoak, memory_bound: float) -> None:
-    """Fill ``soak.problems``: what is not back where it was."""
-    before, after = soak.before, soak.after
-    for name in ("tasks", "fds", "in_flight", "observations"):
-        if getattr(after, name) != getattr(before, name):
-            soak.problems.append(f"{name}: {getattr(before, name)} -> {getattr(after, name)}")
-    for name, value in after.tables.items():
-        if value != before.tables[name]:
-            soak.problems.append(f"{name}: {before.tables[name]} -> {value}")
-    grown = after.traced - before.traced
-    if grown > memory_bound:
+    """Fill ``soak.problems``: what is not back where it was (settled, and at the end)."""
+    before = soak.before
+    for when, stock in (("settled", soak.settled), ("end", soak.after)):
+        for name in ("tasks", "fds", "in_flight", "observations"):
+            if getattr(stock, name) != getattr(before, name):
+                was, now = getattr(before, name), getattr(stock, name)
+                soak.problems.append(f"{name} ({when}): {was} -> {now}")
+        for name, value in stock.tables.items():
+            if value != before.tables[name]:
+                soak.problems.append(f"{name} ({when}): {before.tables[name]} -> {value}")
+    grown = soak.after.traced - before.traced
+    if memory_judged(soak) and grown > memory_bound:
         soak.problems.append(f"traced memory grew by {grown / MIB:.2f} MiB")
     not_run = soak.outcomes.get("not run (time limit)", 0)
     if not_run:
@@ -800,32 +845,32 @@ def judge_client(soak: ClientSoak, memory_bound: float) -> None:
 
 def report_client_soak(soak: ClientSoak, log: Callable[[str], None] = print) -> None:
     """Before/after, the outcomes and the verdict."""
-    before, after = soak.before, soak.after
     done = sum(v for k, v in soak.outcomes.items() if k != "not run (time limit)")
     log(
         f"  {done:,} operations in {soak.seconds:.1f} s ({done / soak.seconds:,.0f}/s); "
-        f"settled {soak.settled_in:.1f} s after the last"
+        f"settled {soak.settled_in:.1f} s after the last; the expiring tables "
+        f"{'were back' if memory_judged(soak) else 'were NOT back'} "
+        f"{soak.expired_in:.0f} s later"
     )
-    log(f"  {'':34} {'before':>10} {'after':>10}")
-    rows: list[tuple[str, int | str, int | str]] = [
-        ("trio tasks", before.tasks, after.tasks),
-        ("open descriptors", before.fds, after.fds),
-        ("requests in flight", before.in_flight, after.in_flight),
-        ("observations", before.observations, after.observations),
+    stocks = (soak.before, soak.settled, soak.after)
+    log(f"  {'':34} {'before':>10} {'settled':>10} {'end':>10}")
+    rows: list[tuple[str, list[str]]] = [
+        ("trio tasks", [str(s.tasks) for s in stocks]),
+        ("open descriptors", [str(s.fds) for s in stocks]),
+        ("requests in flight", [str(s.in_flight) for s in stocks]),
+        ("observations", [str(s.observations) for s in stocks]),
     ]
-    rows += [(name, before.tables[name], value) for name, value in after.tables.items()]
-    rows += [(f"{name} (expire)", before.expiring[name], v) for name, v in after.expiring.items()]
-    if before.traced or after.traced:
-        rows.append(
-            (
-                "traced memory (since the start), KiB",
-                f"{before.traced / 1024:,.0f}",
-                f"{after.traced / 1024:,.0f}",
-            )
-        )
-    rows.append(("RSS, MiB", f"{before.rss / MIB:.1f}", f"{after.rss / MIB:.1f}"))
-    for name, first, last in rows:
-        log(f"  {name:34} {first:>10} {last:>10}")
+    rows += [(name, [str(s.tables[name]) for s in stocks]) for name in soak.before.tables]
+    rows += [
+        (f"{name} (expire)", [str(s.expiring[name]) for s in stocks])
+        for name in soak.before.expiring
+    ]
+    if soak.after.traced:
+        memory = [f"{s.traced / 1024:,.0f}" for s in stocks]
+        rows.append(("traced memory (since the start), KiB", memory))
+    rows.append(("RSS, MiB", [f"{s.rss / MIB:.1f}" for s in stocks]))
+    for name, values in rows:
+        log(f"  {name:34} " + " ".join(f"{v:>10}" for v in values))
     log(f"  outcomes: {dict(sorted(soak.outcomes.items()))}")
     if soak.held_by:
         log(f"  traced memory held at the end, by line: {'; '.join(soak.held_by)}")
@@ -853,6 +898,16 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     """The client soak's options."""
     parser.add_argument("--requests", type=int, default=100_000, help="operations (100,000)")
     parser.add_argument("--concurrency", type=int, default=64, help="tasks (default 64)")
+    parser.add_argument(
+        "--endpoints", type=int, default=0, help="client_endpoints (default: enough MIDs)"
+    )
+    parser.add_argument("--nstart", type=int, default=32, help="NSTART (default 32)")
+    parser.add_argument(
+        "--expire-wait",
+        type=float,
+        default=300.0,
+        help="seconds to wait for the expiring tables (default 300; 0: memory not judged)",
+    )
     parser.add_argument("--server", choices=sorted(PATHS), default="coap_trio")
     parser.add_argument("--settle", type=float, default=30.0, help="seconds to settle at most")
     parser.add_argument("--max-minutes", type=float, default=30.0, help="time limit (30)")
