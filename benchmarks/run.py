@@ -2,7 +2,7 @@
 
 Run by hand (not part of CI's pass/fail; needs libcoap3-bin and aiocoap; Linux)::
 
-    python benchmarks/run.py               # the full suite (~10 min on 2 CPUs)
+    python benchmarks/run.py               # the full suite (~12 min on 2 CPUs)
     python benchmarks/run.py --quick       # short runs (~3 min): to check the suite works
     python benchmarks/run.py --only server workers
 
@@ -44,7 +44,15 @@ also runs alone and says more about its method):
   session (server RSS, coap_trio and ``coap-server-openssl``), PSK
   handshakes per second against each (coap_trio's engine as the client),
   and coap_trio's client's requests/s over one DTLS session relative to
-  plain UDP in the same run, against each server.
+  plain UDP in the same run, against each server;
+* ``soak`` (soak.py, short form): ``coap-trio serve plugtest`` under the
+  overload of soak.py for 1 minute (``--quick``: 30 s), RSS and descriptors
+  sampled every 10 s, and 20,000 client operations (``--quick``: 5,000)
+  from one Context with cancellations, timeouts and abandoned observations,
+  tasks, descriptors, requests in flight and the Context's tables compared
+  before and after (memory is shown, and judged only by soak.py itself,
+  which waits for the deduplication entries to expire); each with its
+  verdict.
 
 Each figure is the median of ``--runs`` runs (observe and block-wise:
 ``--slow-runs``); runs that do not count are listed under the table with the
@@ -78,6 +86,7 @@ import observe
 import oscore
 import proxy
 import server
+import soak
 import tcp
 
 SCENARIOS = (
@@ -92,6 +101,7 @@ SCENARIOS = (
     "multicast",
     "oscore",
     "dtls",
+    "soak",
 )
 
 
@@ -527,6 +537,59 @@ def run_dtls(args: argparse.Namespace, table: Table) -> None:
         )
 
 
+def run_soak(args: argparse.Namespace, table: Table) -> None:
+    parser = argparse.ArgumentParser()
+    soak.add_server_options(parser)
+    soak.add_client_options(parser)
+    sargs = parser.parse_args([])
+    sargs.seed = 1
+    sargs.minutes = 0.5 if args.quick else 1.0
+    sargs.requests = 5_000 if args.quick else 20_000
+    sargs.expire_wait = 0.0  # memory is judged by soak.py alone (it waits 247 s for it)
+    served = soak.run_server_soak(sargs, _log)
+    soak.report_server_soak(served, _log)
+    tail = served.last_third()
+    mean_ok = statistics.mean(s.ok for s in served.samples) if served.samples else 0.0
+    mean_busy = statistics.mean(s.busy for s in served.samples) if served.samples else 0.0
+    table.add(
+        "soak",
+        f"serve plugtest, {sargs.minutes:g} min of overload: RSS idle -> last third, MiB",
+        "",
+        "plateau: " + ("met" if served.plateau else "NOT met: " + "; ".join(served.problems)),
+        coap_trio=(
+            f"{served.idle_rss / soak.MIB:.1f} -> "
+            f"{min(s.rss for s in tail) / soak.MIB:.1f}..{max(s.rss for s in tail) / soak.MIB:.1f}"
+            if tail
+            else "-"
+        ),
+    )
+    table.add(
+        "soak",
+        "serve plugtest under overload: 2.05/s, 5.03/s, descriptors",
+        "",
+        "",
+        coap_trio=(
+            f"{mean_ok:,.0f}, {mean_busy:,.0f}, {sorted({s.fds for s in served.samples}) or '-'}"
+        ),
+    )
+    client_soak = soak.run_client_soak(sargs, _log)
+    soak.report_client_soak(client_soak, _log)
+    before, after = client_soak.before, client_soak.settled
+    table.add(
+        "soak",
+        f"client, {sargs.requests:,} operations: tasks, fds, in flight, traced KiB "
+        "(not judged here) before -> after",
+        "",
+        "back to the start: "
+        + ("met" if not client_soak.problems else "NOT met: " + "; ".join(client_soak.problems)),
+        coap_trio=(
+            f"{before.tasks} -> {after.tasks}, {before.fds} -> {after.fds}, "
+            f"{before.in_flight} -> {after.in_flight}, "
+            f"{before.traced / 1024:,.0f} -> {after.traced / 1024:,.0f}"
+        ),
+    )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "codec": run_codec,
     "server": run_server,
@@ -539,6 +602,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "multicast": run_multicast,
     "oscore": run_oscore,
     "dtls": run_dtls,
+    "soak": run_soak,
 }
 
 

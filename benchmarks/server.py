@@ -32,6 +32,8 @@ codes, empty ACKs (a separate response follows, which the generator ACKs),
 RSTs, late and unmatched responses are counted apart and shown. A socket that
 used all 65,536 MIDs is replaced by a fresh one (new port), so no MID is ever
 reused towards a server: source ports used by earlier runs are avoided too.
+With ``--report SECONDS`` (used by ``soak.py``) the generator also prints a
+JSON line of its counts so far every SECONDS, before its final result.
 
 Runs are interleaved (run 1 of every server, then run 2...) after one short
 warm-up run per server; each figure is the median of ``--runs`` runs (default
@@ -307,6 +309,8 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.per_socket):
             send_one(source)
     next_check = started + 0.05
+    report = getattr(args, "report", 0.0)
+    next_report = started + report if report else float("inf")
     select = selector.select
     while True:
         now = clock()
@@ -368,6 +372,11 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
                 while source.deficit:
                     source.deficit -= 1
                     send_one(source)
+            if now >= next_report:
+                next_report += report
+                progress = {"t": now - started, "ok": counts["ok"], "counts": dict(counts)}
+                progress["other_codes"] = dict(other_codes)
+                print(json.dumps(progress), flush=True)
     elapsed = clock() - started
     times_after = os.times()
     cpu = (times_after.user - times_before.user) + (times_after.system - times_before.system)
@@ -624,6 +633,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", default=PATH, help=argparse.SUPPRESS)
     parser.add_argument("--avoid", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--report", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 1.0, 0.2
