@@ -56,8 +56,8 @@ socket that never answers) under a short ``trio.fail_after``; an
 observation left after its first response, after its second, or cancelled
 before its first. Before (after a warm-up of 2% of the operations, at least
 200) and after (once the client has settled, at most ``--settle`` seconds),
-the run takes stock, and once more when the tables that expire by time
-are back to their sizes at the start (at most ``--expire-wait`` seconds,
+the run takes stock, and once more when the deduplication entries are
+back to their count at the start (at most ``--expire-wait`` seconds,
 default 300): trio tasks (the tree under
 ``trio.lowlevel.current_root_task()``), open descriptors, the Context's
 ``requests_in_flight``, ``observations`` and the sizes of its tables
@@ -69,9 +69,9 @@ deduplication entries (a reply kept EXCHANGE_LIFETIME, 247 s, for a CON;
 NON_LIFETIME, 145 s, for a NON) and the remotes with message-ID state.
 The verdict: *back to the start* when tasks, descriptors, requests in
 flight, observations and the request tables are exactly as before at both
-moments and, if the expiring tables came back in time, traced memory grew
-by less than ``--memory-bound`` (default 2 MiB) at the end; with the
-expiring tables still full, memory is shown and not judged.
+moments and, if the deduplication entries (which hold a reply each) came
+back in time, traced memory grew by less than ``--memory-bound`` (default
+2 MiB) at the end; with them still held, memory is shown and not judged.
 """
 
 from __future__ import annotations
@@ -620,6 +620,25 @@ PATHS = {
 }
 
 
+#: An operation that takes longer than this is counted as stalled (the slowest
+#: normal one, an observation waiting for its notifications, gives up after 5 s).
+STALL = 10.0
+
+
+@dataclass
+class Timing:
+    """How long the operations took: the longest of each kind, and the stalled ones."""
+
+    longest: dict[str, float] = field(default_factory=dict)
+    stalled: Counter[str] = field(default_factory=Counter)
+
+    def add(self, kind: str, seconds: float) -> None:
+        """Count one operation of ``kind`` that took ``seconds``."""
+        self.longest[kind] = max(self.longest.get(kind, 0.0), seconds)
+        if seconds > STALL:
+            self.stalled[kind] += 1
+
+
 @dataclass
 class ClientSoak:
     """What the client soak saw, and its verdict."""
@@ -627,7 +646,7 @@ class ClientSoak:
     before: Stock
     #: Once the client settled after the last operation.
     settled: Stock
-    #: Once the expiring tables were back to ``before`` (or ``--expire-wait`` passed).
+    #: Once the deduplication entries were back to ``before`` (or ``--expire-wait`` passed).
     after: Stock
     outcomes: Counter[str]
     seconds: float
@@ -635,6 +654,7 @@ class ClientSoak:
     expired_in: float
     #: Where the traced memory still held at the end was allocated (the largest first).
     held_by: list[str] = field(default_factory=list)
+    timing: Timing = field(default_factory=Timing)
     problems: list[str] = field(default_factory=list)
 
 
@@ -703,6 +723,7 @@ async def _drive(
     paths: ClientPaths,
     outcomes: Counter[str],
     deadline: float,
+    timing: Timing | None = None,
 ) -> None:
     import trio
 
@@ -714,7 +735,10 @@ async def _drive(
         while left[0] > 0 and trio.current_time() < deadline:
             left[0] -= 1
             kind = rng.choices(kinds, weights)[0]
+            started = trio.current_time()
             await _operation(ctx, kind, rng, base, black_hole, paths, outcomes)
+            if timing is not None:
+                timing.add(kind, trio.current_time() - started)
 
     async with trio.open_nursery() as nursery:
         for _ in range(args.concurrency):
@@ -744,17 +768,23 @@ async def _settle(ctx: Any, before: Stock | None, limit: float) -> float:
 
 
 async def _expire(ctx: Any, before: Stock, limit: float) -> float:
-    """Wait (at most ``limit`` s) until the tables that expire by time are back to
-    ``before``'s sizes; the seconds it took."""
+    """Wait (at most ``limit`` s) until the deduplication entries are back to
+    ``before``'s count; the seconds it took."""
     import trio
 
     started = trio.current_time()
     while trio.current_time() - started < limit:
-        stock = take_stock(ctx)
-        if all(v <= before.expiring[name] for name, v in stock.expiring.items()):
+        if _expired(take_stock(ctx), before):
             break
         await trio.sleep(5.0)
     return trio.current_time() - started
+
+
+def _expired(stock: Stock, before: Stock) -> bool:
+    # The deduplication entries hold the memory (a reply each); a remote's
+    # message-ID state is a few counters, dropped lazily.
+    name = "deduplication entries"
+    return stock.expiring[name] <= before.expiring[name]
 
 
 def run_client_soak(args: argparse.Namespace, log: Callable[[str], None] = print) -> ClientSoak:
@@ -792,7 +822,10 @@ def run_client_soak(args: argparse.Namespace, log: Callable[[str], None] = print
                 before = take_stock(ctx)
                 log(f"  warm-up of {warmup:,} operations done; {args.requests:,} to go")
                 started = trio.current_time()
-                await _drive(ctx, args.requests, args, rng, base, hole, paths, outcomes, deadline)
+                timing = Timing()
+                await _drive(
+                    ctx, args.requests, args, rng, base, hole, paths, outcomes, deadline, timing
+                )
                 seconds = trio.current_time() - started
                 settled_in = await _settle(ctx, before, args.settle)
                 settled = take_stock(ctx)
@@ -807,7 +840,15 @@ def run_client_soak(args: argparse.Namespace, log: Callable[[str], None] = print
                         held_by.append(f"{where} {stat.size / 1024:,.0f} KiB in {stat.count:,}")
                 tracemalloc.stop()
                 return ClientSoak(
-                    before, settled, after, outcomes, seconds, settled_in, expired_in, held_by
+                    before,
+                    settled,
+                    after,
+                    outcomes,
+                    seconds,
+                    settled_in,
+                    expired_in,
+                    held_by,
+                    timing,
                 )
 
         soak = trio.run(main)
@@ -819,9 +860,8 @@ def run_client_soak(args: argparse.Namespace, log: Callable[[str], None] = print
 
 
 def memory_judged(soak: ClientSoak) -> bool:
-    """Whether the expiring tables were back at the end (else memory is not judged)."""
-    before = soak.before.expiring
-    return all(v <= before[name] for name, v in soak.after.expiring.items())
+    """Whether the deduplication entries were back at the end (else memory is not judged)."""
+    return _expired(soak.after, soak.before)
 
 
 def judge_client(soak: ClientSoak, memory_bound: float) -> None:
@@ -848,7 +888,7 @@ def report_client_soak(soak: ClientSoak, log: Callable[[str], None] = print) -> 
     done = sum(v for k, v in soak.outcomes.items() if k != "not run (time limit)")
     log(
         f"  {done:,} operations in {soak.seconds:.1f} s ({done / soak.seconds:,.0f}/s); "
-        f"settled {soak.settled_in:.1f} s after the last; the expiring tables "
+        f"settled {soak.settled_in:.1f} s after the last; the deduplication entries "
         f"{'were back' if memory_judged(soak) else 'were NOT back'} "
         f"{soak.expired_in:.0f} s later"
     )
@@ -874,6 +914,10 @@ def report_client_soak(soak: ClientSoak, log: Callable[[str], None] = print) -> 
     log(f"  outcomes: {dict(sorted(soak.outcomes.items()))}")
     if soak.held_by:
         log(f"  traced memory held at the end, by line: {'; '.join(soak.held_by)}")
+    longest = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(soak.timing.longest.items()))
+    log(f"  longest operation by kind: {longest}")
+    if soak.timing.stalled:
+        log(f"  STALLED (over {STALL:g} s): {dict(sorted(soak.timing.stalled.items()))}")
     verdict = "BACK TO THE START" if not soak.problems else "NOT BACK: " + "; ".join(soak.problems)
     log(f"  verdict: {verdict}")
 

@@ -52,15 +52,18 @@ from pathlib import Path
 import pytest
 import trio
 
-from coap_trio import open_context
-from coap_trio.context import Context
-from coap_trio.message import Message
-from coap_trio.numbers.codes import Code
-from coap_trio.numbers.constants import TransmissionParameters
-from coap_trio.observable import ObservableResource
-from coap_trio.protocol.config import MessagingConfig
+from coap_trio import (
+    Code,
+    Context,
+    Message,
+    MessagingConfig,
+    ObservableResource,
+    Resource,
+    Site,
+    TransmissionParameters,
+    open_context,
+)
 from coap_trio.remote import DatagramRemote
-from coap_trio.resource import Resource, Site
 from coap_trio.transports.base import (
     DatagramEndpoint,
     DatagramHandler,
