@@ -13,6 +13,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 BUILD_TIMEOUT = 300  # seconds
 
 _UNRESOLVED = re.compile(r"WARNING: py:\w+ reference target not found: (\S+)")
+#: Terminal colour codes, which Sphinx writes when the environment forces colour
+#: (``FORCE_COLOR``) even with ``--no-color``.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ def build_docs(root: Path) -> DocsBuild:
             "-m",
             "sphinx",
             "-n",
+            "--no-color",
             "--keep-going",
             "-q",
             "-b",
@@ -77,4 +81,5 @@ def build_docs(root: Path) -> DocsBuild:
         timeout=BUILD_TIMEOUT,
         check=False,
     )
-    return DocsBuild(root / "html", result.returncode, result.stdout + result.stderr)
+    output = _ANSI.sub("", result.stdout + result.stderr)
+    return DocsBuild(root / "html", result.returncode, output)
