@@ -36,6 +36,15 @@ also runs alone and says more about its method):
 * ``multicast`` (multicast.py, as root: it makes a network namespace): one
   group GET answered by 50 coap_trio responders, coap_trio's client against
   ``coap-client-notls``: answers taken per round and CPU ms per round;
+* ``oscore`` (oscore.py): OSCORE-protected requests/s (RFC 8613), server
+  (pre-protected requests from a raw generator) and client (64 in flight
+  against a coap_trio OSCORE server), coap_trio vs aiocoap, and the bytes
+  one security context takes;
+* ``dtls`` (dtls.py): coaps:// with a pre-shared key: bytes per established
+  session (server RSS, coap_trio and ``coap-server-openssl``), PSK
+  handshakes per second against each (coap_trio's engine as the client),
+  and coap_trio's client's requests/s over one DTLS session relative to
+  plain UDP in the same run, against each server;
 * ``soak`` (soak.py, short form): ``coap-trio serve plugtest`` under the
   overload of soak.py for 1 minute (``--quick``: 30 s), RSS and descriptors
   sampled every 10 s, and 20,000 client operations (``--quick``: 5,000)
@@ -71,8 +80,10 @@ import _peers
 import blockwise
 import client
 import codec
+import dtls
 import multicast
 import observe
+import oscore
 import proxy
 import server
 import soak
@@ -88,6 +99,8 @@ SCENARIOS = (
     "tcp",
     "proxy",
     "multicast",
+    "oscore",
+    "dtls",
     "soak",
 )
 
@@ -452,6 +465,78 @@ def run_multicast(args: argparse.Namespace, table: Table) -> None:
     )
 
 
+def run_oscore(args: argparse.Namespace, table: Table) -> None:
+    oargs = argparse.Namespace(runs=args.runs, duration=args.duration, sockets=8)
+    results = oscore.measure(oargs, log=_log)
+    rates = oscore.medians(results)
+    for side, figure in (
+        ("server", "OSCORE requests/s served, 64 in flight from a raw generator"),
+        ("server_per_cpu", "OSCORE requests served per server CPU-second"),
+        ("client", "OSCORE requests/s of a client, 64 in flight, to a coap_trio server"),
+        ("client_per_cpu", "OSCORE requests per client CPU-second"),
+    ):
+        ratio = _ratio(rates[side]["coap_trio"], rates[side]["aiocoap"])
+        table.add(
+            "oscore",
+            figure,
+            f"{ratio:.1f}x aiocoap",
+            f">= {oscore.TARGET_RATIO:g}x: {_verdict(ratio >= oscore.TARGET_RATIO)}",
+            **{name: f"{value:,.0f}" for name, value in rates[side].items()},
+        )
+    table.add(
+        "oscore",
+        "bytes per security context (tracemalloc, 10,000 contexts)",
+        "",
+        "",
+        **{name: f"{value:,.0f}" for name, value in results["bytes"].items()},
+    )
+    for library, shares in results["client_server_cpu"].items():
+        table.notes.append(
+            f"oscore client, {library}: the server's CPU share over each client process: "
+            + ", ".join(f"{share:.0%}" for share in shares)
+        )
+
+
+def run_dtls(args: argparse.Namespace, table: Table) -> None:
+    dargs = argparse.Namespace(
+        sessions=300 if args.quick else 2000,
+        duration=args.duration,
+        warmup=args.warmup,
+        runs=args.runs,
+        parts=list(dtls.PARTS),
+    )
+    figures = dtls.measure_all(dargs, log=_log)
+    table.notes.extend(figures.notes)
+    ours = figures.session_bytes["coap_trio"]
+    table.add(
+        "dtls",
+        f"bytes per established PSK session (server RSS, {dargs.sessions:,} sessions)",
+        "python-mbedtls: ~46 KB (not run here)",
+        f"<= 8 KB: {_verdict(ours <= dtls.TARGET_SESSION_BYTES)}",
+        coap_trio=f"{ours:,.0f}",
+        libcoap=f"{figures.session_bytes['libcoap']:,.0f}",
+    )
+    rates = figures.handshake_rates
+    table.add(
+        "dtls",
+        "PSK handshakes/s, 16 in flight (coap_trio's engine as the client)",
+        f"{_ratio(rates['coap_trio'], rates['libcoap']):.2f}x coap-server-openssl",
+        "",
+        coap_trio=f"{rates['coap_trio']:,.0f}",
+        libcoap=f"{rates['libcoap']:,.0f}",
+    )
+    for name, share in figures.shares.items():
+        udp = figures.request_rates[(name, "coap")]
+        over_dtls = figures.request_rates[(name, "coaps")]
+        table.add(
+            "dtls",
+            f"coap_trio client, GET/s over one DTLS session to the {name} server, 64 in flight",
+            f"{share:.0%} of plain UDP ({udp:,.0f}/s) in the same run",
+            f">= 50%: {_verdict(share >= dtls.TARGET_SHARE)}",
+            coap_trio=f"{over_dtls:,.0f}",
+        )
+
+
 def run_soak(args: argparse.Namespace, table: Table) -> None:
     parser = argparse.ArgumentParser()
     soak.add_server_options(parser)
@@ -516,6 +601,8 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Table], None]] = {
     "tcp": run_tcp,
     "proxy": run_proxy,
     "multicast": run_multicast,
+    "oscore": run_oscore,
+    "dtls": run_dtls,
     "soak": run_soak,
 }
 

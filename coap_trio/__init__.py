@@ -2,7 +2,12 @@
 
 The public API is re-exported here; submodules whose names start with an
 underscore are private. See ``docs/architecture.md`` for the layers.
+``DtlsCredentials``, ``DtlsLimits`` and ``DtlsEndpointStatistics`` (DTLS,
+``coaps://``) need the ``dtls`` extra (``cryptography``): they are imported
+on first use.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from . import codec, linkformat, response_errors
 from ._client.multicast import GroupResponses
@@ -18,9 +23,12 @@ from .errors import (
     ConnectionAbortedByPeerError,
     ConnectionLostError,
     ConnectionReleasedError,
+    DtlsAlertError,
     FormatErrorKind,
     FrameErrorKind,
     FrameTooLarge,
+    HandshakeError,
+    HandshakeTimeoutError,
     InvalidURIError,
     LocalProtocolError,
     MessageEncodeError,
@@ -65,13 +73,43 @@ from .numbers import (
 from .observable import ObservableResource
 from .options import Options
 from .protocol.config import BlockwiseConfig, MessagingConfig
-from .remote import DatagramRemote, MulticastRemote
+from .remote import DatagramRemote, DtlsPeer, DtlsRemote, MulticastRemote, OscoreRemote
 from .resource import Resource, Site
 from .response_errors import ObservationError
 from .transports.stream import StreamLimits, StreamStatistics
 from .uri import Origin
 
+if TYPE_CHECKING:
+    from .protocol.dtls.credentials import DtlsCredentials
+    from .transports.dtls import DtlsEndpointStatistics, DtlsLimits
+
 __version__ = "0.1.0.dev0"
+
+#: Public names imported on first use: their modules need the ``dtls`` extra.
+_DTLS_EXPORTS = {
+    "DtlsCredentials": "protocol.dtls.credentials",
+    "DtlsEndpointStatistics": "transports.dtls",
+    "DtlsLimits": "transports.dtls",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``DtlsCredentials`` and the other DTLS names, imported when first asked for."""
+    module = _DTLS_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'coap_trio' has no attribute {name!r}")
+    from importlib import import_module
+
+    try:
+        imported = import_module(f".{module}", __name__)
+    except ImportError as error:
+        raise ImportError(
+            f"coap_trio.{name} needs the 'dtls' extra: pip install 'coap-trio[dtls]' ({error})"
+        ) from error
+    value = getattr(imported, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ACK",
@@ -102,10 +140,18 @@ __all__ = [
     "Context",
     "ContextStatistics",
     "DatagramRemote",
+    "DtlsAlertError",
+    "DtlsCredentials",
+    "DtlsEndpointStatistics",
+    "DtlsLimits",
+    "DtlsPeer",
+    "DtlsRemote",
     "FormatErrorKind",
     "FrameErrorKind",
     "FrameTooLarge",
     "GroupResponses",
+    "HandshakeError",
+    "HandshakeTimeoutError",
     "InvalidURIError",
     "LocalProtocolError",
     "Message",
@@ -121,6 +167,7 @@ __all__ = [
     "OptionNumber",
     "Options",
     "Origin",
+    "OscoreRemote",
     "RemoteProtocolError",
     "RepresentationChangedError",
     "Request",

@@ -21,7 +21,7 @@ from typing import Any, Protocol, cast
 
 import trio
 
-from .errors import CoapError
+from .errors import CoapError, RequestError
 from .message import Message
 from .protocol.exchanges import (
     ClientExchange,
@@ -140,12 +140,14 @@ class EndpointRunner:
                 carry_out(events)
         self.kick()  # once per batch
 
-    def on_error(self, remote: DatagramRemote, error: OSError) -> None:
-        """The endpoint's error callback: the OS reported ``error`` about ``remote`` (ICMP).
+    def on_error(self, remote: DatagramRemote, error: OSError | RequestError) -> None:
+        """The endpoint's error callback: the OS reported ``error`` about ``remote``
+        (ICMP), or its DTLS session failed or ended (a ``RequestError``).
 
-        Requests to it fail with NetworkError, and observations it registered
-        end: a vanished observer must not be notified for up to a day (only a
-        CON notification, sent at least daily, would otherwise detect it).
+        Requests to it fail (with NetworkError, or with the RequestError as it
+        is), and observations it registered end: a vanished observer must not
+        be notified for up to a day (only a CON notification, sent at least
+        daily, would otherwise detect it).
         """
         self.perform(self.machine.peer_error(remote, error, self._now()))
         self._server.remote_lost(remote, f"network error: {error}")

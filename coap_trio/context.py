@@ -38,6 +38,7 @@ towards its destination.
 
 from __future__ import annotations
 
+import copy
 import errno
 import ipaddress
 import random
@@ -45,7 +46,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -61,11 +62,13 @@ from ._client.stream import ResponseStream, open_stream
 from ._runner import EndpointRunner
 from ._server.blockwise import BlockwiseServer
 from ._server.dispatch import RequestDispatcher
+from ._server.echo import AmplificationGuard
 from ._server.observations import ServerObservations
 from ._server.responder import DEFAULT_MAX_PAYLOAD, Responder
 from .interfaces import Resource
 from .message import Message
 from .numbers.codes import Code
+from .numbers.optionnumbers import OptionNumber
 from .protocol.config import BlockwiseConfig, MessagingConfig, MessagingStatistics
 from .protocol.machine import Machine
 from .protocol.messaging import GroupMessaging, Messaging
@@ -74,6 +77,14 @@ from .remote import DatagramRemote
 from .transports.base import DatagramEndpoint, DatagramNetwork, EndpointStatistics
 from .transports.stream import STREAM_SCHEMES, StreamEndpoint, StreamLimits, StreamStatistics
 from .transports.websocket import require_wsproto
+
+if TYPE_CHECKING:
+    from .oscore_credentials import CredentialsMap
+    from .protocol.dtls.credentials import DtlsCredentials
+    from .protocol.oscore.context import SecurityContext
+    from .protocol.oscore.edhoc import EdhocCredentials
+    from .protocol.oscore.engine import OscoreStatistics
+    from .transports.dtls import DtlsEndpoint, DtlsEndpointStatistics, DtlsLimits
 
 __all__ = ["Context", "ContextStatistics", "bind_endpoints", "open_context"]
 
@@ -129,6 +140,30 @@ class ContextStatistics:
     #: Server: requests received through a group that got no answer because it
     #: would have been an error response (RFC 7252 §8.2), or declined.
     multicast_unanswered: int = 0
+    #: Server: responses replaced by a 4.01 Echo challenge because they were larger
+    #: than ``amplification_factor`` times the request of an unverified client.
+    amplification_challenges: int = 0
+    #: The counters of OSCORE (RFC 8613), both sides: protected, verified,
+    #: failures by kind, Echo challenges; None for a Context without credentials.
+    oscore: OscoreStatistics | None = None
+    #: Server: requests refused before any handler by OSCORE (a failed
+    #: verification, or no OSCORE for a resource that requires it).
+    oscore_refused: int = 0
+    #: Client: responses and notifications discarded because they did not verify.
+    oscore_rejected_responses: int = 0
+    #: Server: EDHOC exchanges (RFC 9528) completed, refused (answered 4.00),
+    #: waiting for their message_3 now, and dropped before it (expired or evicted).
+    edhoc_completed: int = 0
+    edhoc_refused: int = 0
+    edhoc_pending: int = 0
+    edhoc_evicted: int = 0
+    #: The messaging counters of each DTLS endpoint (``coaps://``), in the order
+    #: of :attr:`Context.dtls_addresses`.
+    dtls_messaging: tuple[MessagingStatistics, ...] = ()
+    #: The sessions of each DTLS endpoint, same order: sessions and handshakes
+    #: now, handshakes completed and failed, cookies sent, sessions refused at
+    #: a limit, records dropped (tampered, replayed, malformed)...
+    dtls: tuple[DtlsEndpointStatistics, ...] = ()
 
 
 class Context:
@@ -151,6 +186,9 @@ class Context:
         max_observations_per_remote: int = 1_000,
         blockwise: BlockwiseConfig | None = None,
         multicast_leisure: float = 5.0,
+        amplification_factor: float | None = None,
+        oscore: CredentialsMap | None = None,
+        edhoc: EdhocCredentials | None = None,
     ) -> None:
         self._nursery = nursery
         blockwise_config = blockwise or BlockwiseConfig()
@@ -158,25 +196,71 @@ class Context:
         self._config = config
         self._rng = rng
         self._runners: list[EndpointRunner] = []
+        responder = Responder(site, max_payload=max_request_payload) if site is not None else None
+        observations = ServerObservations(nursery, max_observations, max_observations_per_remote)
+        block_server = BlockwiseServer(blockwise_config, trio.current_time)
+        router = RequestRouter(network, self._runners, dns_ttl)
         #: Received requests: prechecks, the handler pool, block-wise, observations.
-        self._server = RequestDispatcher(
-            nursery,
-            site,
-            Responder(site, max_payload=max_request_payload) if site is not None else None,
-            ServerObservations(nursery, max_observations, max_observations_per_remote),
-            BlockwiseServer(blockwise_config, trio.current_time),
-            leisure=multicast_leisure,
-            rng=rng,
+        self._server: RequestDispatcher
+        guard = (
+            AmplificationGuard(trio.current_time, factor=amplification_factor)
+            if amplification_factor is not None
+            else None
         )
         #: Requests in flight, routing, block-wise transfers, observations' plumbing.
-        self._client = ClientCore(
-            nursery, RequestRouter(network, self._runners, dns_ttl), blockwise_config
-        )
+        self._client: ClientCore
+        if oscore is None and edhoc is not None:
+            from . import oscore_credentials
+
+            oscore = oscore_credentials.CredentialsMap({})
+        if oscore is None:
+            self._server = RequestDispatcher(
+                nursery,
+                site,
+                responder,
+                observations,
+                block_server,
+                leisure=multicast_leisure,
+                rng=rng,
+                amplification=guard,
+            )
+            self._client = ClientCore(nursery, router, blockwise_config)
+        else:
+            # (OSCORE needs the oscore extra: imported only when credentials are given.)
+            from ._client.oscore import OscoreClientCore
+            from ._server.oscore import OscoreDispatcher
+            from .protocol.oscore.engine import OscoreEngine
+
+            responders = None
+            if edhoc is not None and site is not None:
+                from .protocol.oscore.edhoc import EdhocResponders
+
+                responders = EdhocResponders(edhoc)
+            engine = OscoreEngine(oscore.contexts)
+            self._server = OscoreDispatcher(
+                nursery,
+                site,
+                responder,
+                observations,
+                block_server,
+                engine,
+                leisure=multicast_leisure,
+                rng=rng,
+                edhoc=responders,
+                amplification=guard,
+            )
+            self._client = OscoreClientCore(
+                nursery, router, blockwise_config, engine, oscore.for_uri, edhoc
+            )
+        #: The credentials given to open_context (None: no OSCORE).
+        self._credentials = oscore
         #: Every TCP/TLS/WebSocket connection and listener (RFC 8323), and its runner.
         self._stream: StreamEndpoint | None = None
         self._stream_runner: EndpointRunner | None = None
         #: The endpoints of the multicast groups joined (server side, RFC 7252 §8.2).
         self._group_runners: list[EndpointRunner] = []
+        #: The DTLS endpoints (coaps://) and their runners.
+        self._dtls: list[tuple[DtlsEndpoint, EndpointRunner]] = []
 
     # -- setup ---------------------------------------------------------------------
 
@@ -238,6 +322,31 @@ class Context:
         await self._nursery.start(_run_endpoint, runner)
         self._nursery.start_soon(runner.run_timers)
 
+    async def _open_dtls(
+        self,
+        binds: list[tuple[str, int]],
+        credentials: DtlsCredentials,
+        limits: DtlsLimits | None,
+    ) -> None:
+        """Bind the DTLS endpoints (or, without ``binds``, one to send from); route coaps."""
+        from .transports.dtls import DtlsEndpoint
+
+        endpoints = [
+            DtlsEndpoint(inner, credentials, limits=limits)
+            for host, port in binds
+            for inner in await bind_endpoints(self._network, host, port)
+        ]
+        if not endpoints:  # a client: it serves no handshakes
+            inner = self._network.open_endpoint("::", 0)
+            endpoints.append(DtlsEndpoint(inner, credentials, limits=limits, serve=False))
+        for endpoint in endpoints:
+            endpoint.keep_alive = self._server.observations.has_remote
+            runner = self._runner(endpoint, Messaging(self._config, self._rng))
+            self._dtls.append((endpoint, runner))
+            await self._nursery.start(_run_endpoint, runner)
+            self._nursery.start_soon(runner.run_timers)
+        self._client.router.set_dtls(self._dtls)
+
     # -- introspection -------------------------------------------------------------
 
     @property
@@ -262,6 +371,16 @@ class Context:
         return self._stream.addresses if self._stream is not None else []
 
     @property
+    def dtls_addresses(self) -> list[DatagramRemote]:
+        """The address of every DTLS endpoint (``dtls_bind``), with its real port.
+
+        :class:`~coap_trio.remote.DtlsRemote` objects, scheme ``coaps``:
+        ``str()`` of one is e.g. ``"coaps://[::1]:49154"``. Empty without
+        ``dtls_bind`` (a client's DTLS endpoint is not listed).
+        """
+        return [endpoint.local_address for endpoint, _ in self._dtls if endpoint.serving]
+
+    @property
     def stream_statistics(self) -> StreamStatistics | None:
         """The connection counters of the reliable transports (RFC 8323)."""
         return self._stream.connection_statistics if self._stream is not None else None
@@ -279,7 +398,12 @@ class Context:
                 self._stream_runner.machine.statistics if self._stream_runner is not None else None
             ),
             group_messaging=tuple(r.machine.statistics for r in self._group_runners),
+            dtls_messaging=tuple(runner.machine.statistics for _, runner in self._dtls),
+            dtls=tuple(endpoint.dtls_statistics for endpoint, _ in self._dtls),
             multicast_unanswered=server.multicast_unanswered,
+            amplification_challenges=(
+                server.amplification.challenges if server.amplification is not None else 0
+            ),
             handler_queue_depth=len(server.queue),
             overloaded_responses=server.overloaded,
             dropped_requests=server.dropped,
@@ -298,7 +422,38 @@ class Context:
             observations_refused=server.observations.refused,
             requests_in_flight=len(self._client.inflight),
             upload_tags_in_use=len(self._client.upload_tags),
+            **self._oscore_counters(),
         )
+
+    def _oscore_counters(self) -> dict[str, Any]:
+        server = self._server
+        client = self._client
+        engine = getattr(server, "engine", None)
+        if engine is None:
+            return {}
+        counters = {
+            "oscore": copy.deepcopy(engine.statistics),
+            "oscore_refused": getattr(server, "oscore_refused", 0),
+            "oscore_rejected_responses": getattr(client, "rejected", 0),
+        }
+        responders = getattr(server, "edhoc", None)
+        if responders is not None:
+            counters.update(
+                edhoc_completed=responders.completed,
+                edhoc_refused=getattr(server, "edhoc_refused", 0),
+                edhoc_pending=len(responders),
+                edhoc_evicted=responders.evicted,
+            )
+        return counters
+
+    @property
+    def credentials(self) -> CredentialsMap | None:
+        """The OSCORE credentials the Context was opened with (None: no OSCORE).
+
+        Requests whose URI matches one of its entries are protected; its
+        security contexts verify the protected requests a server receives.
+        """
+        return self._credentials
 
     def set_nstart(self, nstart: int) -> None:
         """Allow ``nstart`` outstanding requests per remote (RFC 7252 §4.7; default 1)."""
@@ -306,6 +461,8 @@ class Context:
             runner.machine.set_nstart(nstart)
         if self._stream_runner is not None:
             self._stream_runner.machine.set_nstart(nstart)
+        for _, runner in self._dtls:
+            runner.machine.set_nstart(nstart)
 
     # -- client --------------------------------------------------------------------
 
@@ -314,7 +471,8 @@ class Context:
 
         Returns at once; the exchange runs whether or not ``.response`` is
         awaited. Raises :class:`~coap_trio.errors.UnsupportedTransportError`
-        for schemes without a transport yet (``coaps://`` ...), and
+        for a scheme this context has no transport for (``coaps://`` without
+        ``dtls`` credentials, an unknown scheme), and
         :class:`~coap_trio.errors.LocalProtocolError` for a message that is no
         request or has no destination.
 
@@ -397,6 +555,33 @@ class Context:
         """
         message = Message(code=Code.GET, uri=target) if isinstance(target, str) else target
         return group_request(self._client.router, message, timeout, max_responses)
+
+    async def edhoc(self, uri: str, credentials: EdhocCredentials | None = None) -> SecurityContext:
+        """Establish an OSCORE security context with a server by EDHOC (RFC 9528).
+
+        ``uri``'s origin (``coap://host:port``; its path is ignored) is asked
+        at ``/.well-known/edhoc``, as the initiator, with ``credentials``
+        (default: the ``edhoc`` given to :func:`open_context`); from then on,
+        requests to that origin are protected with the new context. With
+        ``credentials.combined`` (the default) message_3 travels in front of
+        the first such request (the EDHOC + OSCORE request, RFC 9668), else
+        in a request of its own, answered with message_4. Raises
+        :class:`~coap_trio.errors.EdhocError` when the exchange fails (an
+        untrusted server, an error answer), :class:`~coap_trio.errors.LocalProtocolError`
+        on a Context opened without ``oscore`` or ``edhoc``.
+        """
+        from ._client.oscore import OscoreClientCore
+        from .errors import LocalProtocolError
+
+        client = self._client
+        if not isinstance(client, OscoreClientCore):
+            raise LocalProtocolError("EDHOC needs a Context opened with oscore= or edhoc=")
+        chosen = credentials if credentials is not None else client.edhoc_credentials
+        if chosen is None:
+            raise LocalProtocolError("no EDHOC credentials: give them here or to open_context")
+        origin = Message(code=Code.GET, uri=uri).remote
+        assert origin is not None
+        return await client.edhoc(str(getattr(origin, "uri_base", origin)), chosen)
 
     async def ping(self, uri: str) -> float:
         """Send a CoAP ping to the host of ``uri``; returns the round-trip time in seconds
@@ -577,6 +762,7 @@ async def open_context(
     multicast_groups: Sequence[str | tuple[str, int] | tuple[str, int, str]] = (),
     multicast_interface: str | None = None,
     multicast_leisure: float = 5.0,
+    amplification_factor: float | None = None,
     tcp_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
     tls_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
     ws_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
@@ -584,6 +770,11 @@ async def open_context(
     ssl_context: ssl.SSLContext | None = None,
     client_ssl_context: ssl.SSLContext | None = None,
     stream_limits: StreamLimits | None = None,
+    oscore: CredentialsMap | None = None,
+    edhoc: EdhocCredentials | None = None,
+    dtls_bind: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
+    dtls: DtlsCredentials | None = None,
+    dtls_limits: DtlsLimits | None = None,
 ) -> AsyncIterator[Context]:
     """Open a CoAP context; everything it starts ends when the block is left.
 
@@ -621,6 +812,17 @@ async def open_context(
     ``multicast = False`` does not answer them. ``Context.multicast`` sends
     group requests.
 
+    Amplification (RFC 7252 §11.3, RFC 9175 §2.4): with
+    ``amplification_factor`` (3 is the RFC's figure) a response over UDP that
+    is larger than that many times its request goes to a client address not
+    verified yet as a 4.01 with an Echo option instead; a client that repeats
+    the request with the Echo value is verified for 10 minutes (a bounded
+    table). Off by default: libcoap's 4.3.1 client repeats with the Echo value,
+    but aiocoap's 0.4.17 client stops at the 4.01. Our client always answers
+    an Echo challenge by itself (once per request), and resources may ask for
+    Echo freshness of unsafe requests (:attr:`Resource.echo_unsafe
+    <coap_trio.resource.Resource.echo_unsafe>`).
+
     Reliable transports (RFC 8323): ``coap+tcp://``, ``coaps+tcp://``,
     ``coap+ws://`` and ``coaps+ws://`` requests open one connection per
     destination on first use (kept until idle). ``tcp_bind``, ``tls_bind``
@@ -633,20 +835,78 @@ async def open_context(
     certificate and host name). ``stream_limits`` bounds connections,
     frame size, send buffers and idle time
     (:class:`~coap_trio.transports.stream.StreamLimits`).
+
+    OSCORE (RFC 8613; the ``oscore`` extra): ``oscore`` is a
+    :class:`~coap_trio.oscore_credentials.CredentialsMap`, read from a JSON
+    credentials file in aiocoap's ``--credentials`` format
+    (:func:`~coap_trio.oscore_credentials.load_credentials`) or made with
+    :meth:`~coap_trio.oscore_credentials.CredentialsMap.from_contexts`.
+    Client: a request whose URI matches an entry is protected with its
+    security context, every block of a block-wise transfer included, and
+    its responses and notifications are verified before anything else
+    looks at them (one that fails ends the request with
+    :class:`~coap_trio.errors.OscoreVerificationError`; a notification
+    that fails is dropped); a server's Echo challenge after its restart is
+    answered by sending the request once more. Server: protected requests
+    are verified with the map's security contexts before they are queued
+    for a handler (a failure is answered as RFC 8613 §8.2 says, counted in
+    :attr:`ContextStatistics.oscore`, and reaches no handler), handlers see
+    an :class:`~coap_trio.remote.OscoreRemote` on ``request.remote``, and
+    responses and notifications are protected on the way out; a resource
+    (or a :class:`~coap_trio.resource.Site`) with ``requires_oscore`` gets
+    only protected requests, a plain one is answered 4.01. Over UDP, TCP,
+    TLS and WebSockets alike.
+
+    EDHOC (RFC 9528, on lakers): ``edhoc`` is this side's
+    :class:`~coap_trio.protocol.oscore.edhoc.EdhocCredentials`. Serving, the
+    Context answers ``/.well-known/edhoc`` as the responder (at most 64
+    exchanges waiting for their message_3, each for 60 s; the contexts
+    established, at most 1,024, verify requests like the configured ones,
+    the EDHOC + OSCORE request of RFC 9668 included, and handlers see the
+    client's credential on :attr:`OscoreRemote.credential
+    <coap_trio.remote.OscoreRemote.credential>`); as a client,
+    :meth:`Context.edhoc` establishes a context with a server.
+
+    DTLS (``coaps://``, RFC 7252 §9; the ``dtls`` extra): ``dtls`` is the
+    :class:`~coap_trio.DtlsCredentials` of both
+    sides: with them, ``coaps://`` requests open one DTLS session per
+    destination on first use (reused by later requests; closed after the
+    idle time), and ``dtls_bind`` (``(host, port)`` pairs like ``bind``)
+    serves the site over DTLS there too (see :attr:`Context.dtls_addresses`),
+    beside UDP and the streams. Handlers see who a peer proved to be on
+    ``request.remote.peer`` (:class:`~coap_trio.remote.DtlsPeer`: its PSK
+    identity, certificate subject or raw public key fingerprint).
+    ``dtls_limits`` bounds sessions in total, per address and in handshake,
+    and sets the idle and handshake timeouts
+    (:class:`~coap_trio.DtlsLimits`). A handshake that fails
+    fails the requests to that peer with a
+    :class:`~coap_trio.errors.HandshakeError` (our refusal, or
+    :class:`~coap_trio.errors.HandshakeTimeoutError`) or a
+    :class:`~coap_trio.errors.DtlsAlertError` (the peer's). Without ``dtls``,
+    ``coaps://`` raises :class:`~coap_trio.errors.UnsupportedTransportError`
+    and ``dtls_bind`` ``ValueError``.
     """
     if network is None:
         from .transports.udp import UDPNetwork
 
         # A group's socket shares the port of a wildcard bind only if both reuse it.
         network = UDPNetwork(reuse_address=bool(multicast_groups))
+    config = config or MessagingConfig()
+    if oscore is not None or edhoc is not None:
+        # The machines pass responses carrying OSCORE on (verified above them).
+        recognized = config.recognized_response_options | {int(OptionNumber.OSCORE)}
+        config = attrs.evolve(config, recognized_response_options=recognized)
     binds = _as_binds(bind)
+    dtls_binds = _as_binds(dtls_bind)
+    if dtls_binds and dtls is None:
+        raise ValueError("dtls_bind needs dtls= credentials (DtlsCredentials)")
     extra = client_endpoints if client_endpoints is not None else (0 if binds else 1)
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         context = Context(
             nursery,
             network,
-            config or MessagingConfig(),
+            config,
             site,
             rng,
             dns_ttl,
@@ -655,6 +915,9 @@ async def open_context(
             max_observations_per_remote,
             blockwise,
             multicast_leisure,
+            amplification_factor,
+            oscore,
+            edhoc,
         )
         try:
             if site is not None:
@@ -684,6 +947,8 @@ async def open_context(
             await context._open_streams(
                 listeners, stream_limits or StreamLimits(), client_ssl_context
             )
+            if dtls is not None:
+                await context._open_dtls(dtls_binds, dtls, dtls_limits)
             yield context
         except BaseException as error:  # re-raised below, unwrapped
             body_error = error

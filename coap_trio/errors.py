@@ -29,7 +29,8 @@ other branch of :class:`CoapError`, defined in :mod:`coap_trio.response_errors`.
     │   ├── BertNotAllowed
     │   ├── DtlsPkiError (a DTLS peer's certificate or key refused)
     │   ├── BadResponseError (also RequestError)
-    │   └── OscoreVerificationError (also RequestError)
+    │   ├── OscoreVerificationError (also RequestError)
+    │   └── EdhocError (also RequestError: an EDHOC exchange that failed)
     ├── RequestError
     │   ├── RequestTimeoutError
     │   ├── ResetByPeerError
@@ -93,6 +94,7 @@ __all__ = [
     "DtlsAlertError",
     "DtlsDecodeError",
     "DtlsPkiError",
+    "EdhocError",
     "FormatErrorKind",
     "FrameErrorKind",
     "FrameTooLarge",
@@ -276,7 +278,8 @@ class RequestCancelledError(RequestError):
 
 
 class UnsupportedTransportError(LocalProtocolError):
-    """The URI's scheme needs a transport this stack does not provide yet (coaps://, ...)."""
+    """The URI's scheme needs a transport this context does not have: ``coaps://`` in a
+    context opened without DTLS credentials, ``coap+ws://`` without the ``ws`` extra."""
 
 
 class InvalidURIError(LocalProtocolError):
@@ -654,4 +657,13 @@ class CredentialsError(LocalProtocolError):
     """An OSCORE credentials file or security context directory that cannot be used.
 
     The message names the file and the entry.
+    """
+
+
+class EdhocError(RemoteProtocolError, RequestError):
+    """An EDHOC exchange (RFC 9528) that failed: a message that did not verify or
+    decode, a credential that is not trusted, a critical EAD item, a peer's error.
+
+    Raised by ``Context.edhoc``; a server answers the message at fault with
+    an error response (RFC 9528 §6, RFC 9668 §3.3.1) instead.
     """

@@ -59,7 +59,9 @@ async def serve(
     itself, use :func:`~coap_trio.context.open_context` directly.
     """
     async with open_context(bind=bind, site=site, **context_options) as context:
-        task_status.started([*context.addresses, *context.stream_addresses])
+        task_status.started(
+            [*context.addresses, *context.stream_addresses, *context.dtls_addresses]
+        )
         await trio.sleep_forever()
     raise AssertionError("unreachable: serving ends only by cancellation")
 

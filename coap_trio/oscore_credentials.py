@@ -68,8 +68,8 @@ _OTHER_KINDS = frozenset({"dtls", "tlscert", "edhoc-oscore", "any-of", "all-of"}
 class OscoreCredential:
     """An ``{"oscore": ...}`` entry: a security context read from its directory."""
 
-    #: The security context directory.
-    directory: Path
+    #: The security context directory (None: a context made in the program).
+    directory: Path | None
     #: The context (shared by every entry naming the same directory).
     context: SecurityContext
 
@@ -99,6 +99,18 @@ class CredentialsMap:
     def __init__(self, entries: dict[str, Credential]) -> None:
         #: Pattern (or ``:name``) -> entry, in the file's order.
         self.entries = dict(entries)
+
+    @classmethod
+    def from_contexts(cls, contexts: dict[str, SecurityContext]) -> CredentialsMap:
+        """A map of security contexts made in the program, by URI pattern.
+
+        ``{"coap://[::1]/*": context}``: as a file's entries, ``*`` matches
+        any text and the longest matching pattern wins. A context named by
+        several patterns is one context (its sequence numbers are shared).
+        """
+        return cls(
+            {pattern: OscoreCredential(None, context) for pattern, context in contexts.items()}
+        )
 
     def for_uri(self, uri: str) -> SecurityContext | None:
         """The security context for requests to ``uri``, or None.

@@ -1,9 +1,10 @@
 """A file that keeps an OSCORE Sender Sequence Number limit across restarts.
 
-Owns :class:`FileSequenceStore`, the :class:`~coap_trio.protocol.oscore.replay.SequenceStore`
-of a real deployment (RFC 8613 Appendix B.1.1): each write goes to a
-temporary file in the same directory, is flushed and fsynced, renamed over
-the previous file and the directory fsynced, so a process killed at any
+Owns :class:`FileSequenceStore`, the ``SequenceStore`` (the interface of
+the engine in ``coap_trio.protocol.oscore``) of a real deployment (RFC 8613
+Appendix B.1.1): each write goes to a temporary file in the same
+directory, is flushed and fsynced, renamed over the previous file and the
+directory fsynced, so a process killed at any
 moment leaves either the old value or the new one, never a torn file, and
 :meth:`FileSequenceStore.store` returns only once the value is durable.
 

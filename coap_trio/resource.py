@@ -16,10 +16,15 @@ authors' convenience.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import inspect
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar
 from urllib.parse import quote
+
+import trio
 
 from . import interfaces
 from .linkformat import Link, filter_links, serialize
@@ -30,6 +35,7 @@ from .remote import MulticastRemote
 from .response_errors import (
     BadOption,
     BadRequest,
+    EchoRequired,
     MethodNotAllowed,
     NotAcceptable,
     NotFound,
@@ -179,10 +185,25 @@ class Resource:
     obs: bool = False
     #: Whether the resource is left out of ``/.well-known/core``.
     hidden: bool = False
+    #: Whether POST, PUT, DELETE, PATCH and iPATCH must prove they are fresh
+    #: (RFC 9175 §2.4, e.g. for an actuator: a delayed or replayed request must
+    #: not act): one without a valid Echo value of this resource, given less
+    #: than :attr:`echo_window` seconds ago to the same client address, is
+    #: answered 4.01 with a new Echo value (:class:`EchoRequired`), and a client
+    #: repeats it with that value (coap_trio's does by itself).
+    echo_unsafe: bool = False
+    #: Seconds an Echo value of :attr:`echo_unsafe` stays valid.
+    echo_window: float = 10.0
     #: Whether requests that reach it through a multicast group (RFC 7252 §8.2;
     #: ``request.remote`` is then a :class:`~coap_trio.remote.MulticastRemote`)
     #: are answered. False: the :class:`Site` routing to it answers nothing.
     multicast: bool = True
+    #: Whether only OSCORE-protected requests reach it (RFC 8613): on a
+    #: Context opened with OSCORE credentials, a plain request routed here
+    #: is answered 4.01 Unauthorized before any handler runs, and counted.
+    #: Handlers of protected requests see an
+    #: :class:`~coap_trio.remote.OscoreRemote` on ``request.remote``.
+    requires_oscore: bool = False
 
     # Whether the class overrides current_etag (set by __init_subclass__).
     _conditional: ClassVar[bool] = False
@@ -204,6 +225,26 @@ class Resource:
         """Always True: requests are assembled before :meth:`render`."""
         return True
 
+    def _check_fresh(self, request: Message) -> None:
+        """Raise EchoRequired unless ``request`` carries a fresh Echo value of ours for
+        its sender (stateless: an HMAC over the sender's address and a time)."""
+        now = trio.current_time()
+        secret = self.__dict__.get("_echo_secret")
+        if secret is None:
+            secret = self.__dict__["_echo_secret"] = os.urandom(32)
+        sender = repr(getattr(request.remote, "sockaddr", request.remote)).encode()
+        echo = request.opt.echo
+        if echo is not None and len(echo) == 12:
+            stamp = echo[:4]
+            expected = hmac.new(secret, stamp + sender, hashlib.sha256).digest()[:8]
+            given = int.from_bytes(stamp, "big")
+            age = (int(now * 10) - given) & 0xFFFFFFFF
+            if hmac.compare_digest(expected, echo[4:]) and age <= self.echo_window * 10:
+                return
+        stamp = (int(now * 10) & 0xFFFFFFFF).to_bytes(4, "big")
+        mac = hmac.new(secret, stamp + sender, hashlib.sha256).digest()[:8]
+        raise EchoRequired(stamp + mac, "a fresh request is needed: repeat it with this Echo")
+
     async def render(self, request: Message) -> Message:
         """Check the request as configured, call the method's handler, complete its response."""
         code = request.code
@@ -212,6 +253,8 @@ class Resource:
         if handler is None or name is None:
             raise MethodNotAllowed(f"{code.name_printable} is not allowed here")
         safe = code in _SAFE
+        if self.echo_unsafe and not safe:
+            self._check_fresh(request)
         if code in _WITH_PAYLOAD and self.accepted_formats is not None:
             self._check_content_format(request, self.accepted_formats)
         chosen: ContentFormat | None = None
@@ -342,11 +385,22 @@ class Site:
     Proxy-Uri or Proxy-Scheme (RFC 7252 §5.7) goes to it, whatever its
     Uri-Path; without, the server answers such requests 5.05 Proxying Not
     Supported before any resource runs.
+
+    With ``requires_oscore`` every resource of the site (nested sites
+    included) requires OSCORE, as the attribute of the same name on a
+    :class:`Resource` does for one resource.
     """
 
     def __init__(
-        self, *, well_known_core: bool = True, proxy: interfaces.Resource | None = None
+        self,
+        *,
+        well_known_core: bool = True,
+        proxy: interfaces.Resource | None = None,
+        requires_oscore: bool = False,
     ) -> None:
+        #: Whether every resource of the site requires OSCORE (see
+        #: :attr:`Resource.requires_oscore`).
+        self.requires_oscore = requires_oscore
         self._proxy = proxy
         self._exact: dict[tuple[str, ...], interfaces.Resource] = {}
         self._subtrees: dict[tuple[str, ...], interfaces.Resource] = {}

@@ -25,6 +25,7 @@ __all__ = [
     "BadOption",
     "BadRequest",
     "Conflict",
+    "EchoRequired",
     "Forbidden",
     "GatewayTimeout",
     "HopLimitReached",
@@ -97,6 +98,22 @@ class Unauthorized(RenderableError):
     """4.01 Unauthorized."""
 
     code = Code.UNAUTHORIZED
+
+
+class EchoRequired(Unauthorized):
+    """4.01 Unauthorized with an Echo option (RFC 9175 §2.4): repeat the request with
+    this Echo value to prove it is fresh (a coap_trio client does so by itself)."""
+
+    def __init__(self, echo: bytes, diagnostic: str = "") -> None:
+        super().__init__(diagnostic, max_age=0)
+        #: The Echo value the client is to send back.
+        self.echo = echo
+
+    def to_message(self) -> Message:
+        """The 4.01 response, with its Echo option."""
+        response = super().to_message()
+        response.opt.echo = self.echo
+        return response
 
 
 class BadOption(RenderableError):

@@ -27,6 +27,30 @@ from sphinx.ext import napoleon
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import coap_trio
+import coap_trio.context
+from coap_trio.oscore_credentials import CredentialsMap
+from coap_trio.protocol.oscore.context import SecurityContext
+from coap_trio.protocol.oscore.edhoc import EdhocCredentials
+from coap_trio.protocol.oscore.engine import OscoreStatistics
+
+# The Context names the types of the oscore extra only for type checkers (so
+# that importing coap_trio does not import cryptography); autodoc evaluates
+# signatures in the module's namespace, so they are put there for the build.
+for _name, _value in (
+    ("CredentialsMap", CredentialsMap),
+    ("EdhocCredentials", EdhocCredentials),
+    ("OscoreStatistics", OscoreStatistics),
+    ("SecurityContext", SecurityContext),
+):
+    setattr(coap_trio.context, _name, _value)
+
+# The DTLS names the Context's signatures import under ``if TYPE_CHECKING:``
+# only (they need the ``dtls`` extra, which the Context does not import
+# unless asked to): given to its module here, so that autodoc can evaluate
+# those signatures (else it would fall back to their text, and resolve the
+# other names in them as bare words).
+for _name in ("DtlsCredentials", "DtlsLimits", "DtlsEndpointStatistics"):
+    setattr(coap_trio.context, _name, getattr(coap_trio, _name))
 
 project = "coap_trio"
 author = "coap_trio developers"

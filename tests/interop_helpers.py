@@ -292,6 +292,8 @@ class AiocoapServer:
     host: str
     port: int = 0
     site: Any = None
+    #: aiocoap's ``server_credentials`` (with an ``OscoreSiteWrapper`` site: OSCORE).
+    server_credentials: Any = None
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     started: threading.Event = field(default_factory=threading.Event, repr=False)
     error: BaseException | None = None
@@ -316,7 +318,10 @@ class AiocoapServer:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         context = await aiocoap.Context.create_server_context(
-            self.site, bind=(self.host, 0), transports=["udp6"]
+            self.site,
+            bind=(self.host, 0),
+            transports=["udp6"],
+            server_credentials=self.server_credentials,
         )
         self._context = context
         try:
@@ -356,7 +361,7 @@ class AiocoapServer:
 
 @contextlib.asynccontextmanager
 async def aiocoap_server(
-    host: str = "::1", *, site: Any = None, timeout: float = 10.0
+    host: str = "::1", *, site: Any = None, timeout: float = 10.0, server_credentials: Any = None
 ) -> AsyncIterator[AiocoapServer]:
     """Run an aiocoap server on ``host`` (a port the OS picks) in a thread while the block runs.
 
@@ -365,7 +370,11 @@ async def aiocoap_server(
     stopping takes more than ``timeout`` seconds.
     """
     _check_loopback(host)
-    server = AiocoapServer(host, site=aiocoap_site() if site is None else site)
+    server = AiocoapServer(
+        host,
+        site=aiocoap_site() if site is None else site,
+        server_credentials=server_credentials,
+    )
     thread = threading.Thread(target=server._thread_main, name="aiocoap-server", daemon=True)
     thread.start()
     try:

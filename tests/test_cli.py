@@ -273,12 +273,12 @@ async def test_timeout_network_error_and_unsupported_schemes() -> None:
         finally:
             silent.close()
 
-        schemes = ("coaps",)  # DTLS; coap+tcp and coap+ws are transports now (RFC 8323)
-        refused, refused_tcp, unresolvable, *unsupported_results = await coap_trio_all(
+        refused, refused_tcp, unresolvable, no_credentials, unknown = await coap_trio_all(
             ("get", f"coap://[::1]:{closed_port()}/x", "--timeout", "5"),
             ("get", f"coap+tcp://[::1]:{closed_port()}/x", "--timeout", "5"),
             ("get", "coap://no-such-host.invalid/x", "--timeout", "5"),
-            *[("get", f"{scheme}://[::1]/x") for scheme in schemes],
+            ("get", "coaps://[::1]/x"),
+            ("get", "coap+sms://[::1]/x"),
         )
         assert refused.returncode == ExitStatus.NETWORK_ERROR
         assert "network error" in one_line(refused.stderr)
@@ -286,9 +286,10 @@ async def test_timeout_network_error_and_unsupported_schemes() -> None:
         assert "Connection refused" in one_line(refused_tcp.stderr)
         assert unresolvable.returncode == ExitStatus.NETWORK_ERROR
         assert "no-such-host.invalid" in one_line(unresolvable.stderr)
-        for scheme, unsupported in zip(schemes, unsupported_results, strict=True):
-            assert unsupported.returncode == ExitStatus.UNSUPPORTED_TRANSPORT, scheme
-            assert f"{scheme}:// is not supported" in one_line(unsupported.stderr)
+        assert no_credentials.returncode == ExitStatus.USAGE  # coaps:// without credentials
+        assert "coaps:// needs DTLS credentials" in one_line(no_credentials.stderr)
+        assert unknown.returncode == ExitStatus.USAGE
+        assert "'coap+sms' is not a CoAP URI scheme" in one_line(unknown.stderr)
 
 
 async def test_every_supported_scheme_works(tmp_path: Path) -> None:

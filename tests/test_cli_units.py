@@ -191,12 +191,13 @@ def test_help_and_docs_name_the_schemes_that_work() -> None:
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
     text = build_parser().format_help()
-    for scheme in ("coap", *STREAM_SCHEMES):  # what a client Context routes
+    for scheme in ("coap", "coaps", *STREAM_SCHEMES):  # what a client Context routes
         assert f"{scheme}://" in text, scheme
         assert f"| `{scheme}://` |" in docs, scheme
     unsupported = [line for line in text.splitlines() if line.startswith("    8  ")]
     assert unsupported == [
-        "    8  unsupported scheme: coaps:// (DTLS); coap(s)+ws:// without the ws extra"
+        "    8  unsupported scheme: coaps:// without the dtls extra,"
+        " coap(s)+ws:// without the ws one"
     ]
     row = next(line for line in docs.splitlines() if line.startswith("| 8 |"))
     assert "coap+tcp" not in row

@@ -900,3 +900,67 @@ def test_bytes_round_trip(data: bytes) -> None:
     assert wire == data
     assert encode(decode(wire)) == wire
     assert decode(wire) == message
+
+
+# --- input types, the remote of Empty messages, exact error offsets -----------------------
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_decoded_fields_are_bytes_whatever_the_input(kind: type) -> None:
+    wire = bytes.fromhex("44 45 12 34 aa bb cc dd b1 78 ff 68 69")  # token, Uri-Path, payload
+    message = decode(kind(wire), remote="r")
+    assert message == decode(wire, remote="r")
+    assert type(message.token) is bytes
+    assert type(message.payload) is bytes
+    assert all(type(value) is bytes for _, value in message.opt.raw_items)
+    assert (message.token, message.payload, message.opt.uri_path) == (
+        b"\xaa\xbb\xcc\xdd",
+        b"hi",
+        ("x",),
+    )
+    hash(message.token + message.payload)  # usable as keys, as bytes are
+
+
+@pytest.mark.parametrize("first", [0x40, 0x50, 0x60, 0x70])  # CON (ping), NON, ACK, RST
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_a_decoded_empty_message_keeps_its_remote(first: int, kind: type) -> None:
+    remote = ("192.0.2.7", 61616)
+    message = decode(kind(bytes((first, 0, 0x12, 0x34))), remote)
+    assert message.code is Code.EMPTY
+    assert message.mid == 0x1234
+    assert message.remote is remote
+
+
+#: (datagram, kind, offset): where decoding stops, for every way a datagram can fail.
+FAILURES = [
+    ("", FormatErrorKind.TOO_SHORT, 0),
+    ("40", FormatErrorKind.TOO_SHORT, 1),
+    ("40 01 12", FormatErrorKind.TOO_SHORT, 3),
+    ("80 01 12 34", FormatErrorKind.UNKNOWN_VERSION, 0),
+    ("49 01 12 34", FormatErrorKind.BAD_TOKEN_LENGTH, 0),
+    ("40 00 12 34 ff", FormatErrorKind.NONEMPTY_EMPTY_MESSAGE, 4),
+    ("41 00 12 34 aa", FormatErrorKind.NONEMPTY_EMPTY_MESSAGE, 4),
+    ("44 01 12 34 aa bb", FormatErrorKind.TRUNCATED, 6),  # token cut short
+    ("41 01 12 34 aa ff", FormatErrorKind.EMPTY_PAYLOAD, 6),
+    ("41 01 12 34 aa b3 61 62", FormatErrorKind.TRUNCATED, 8),  # value cut short
+    ("41 01 12 34 aa b1 78 f0", FormatErrorKind.RESERVED_DELTA, 7),  # the second option
+    ("41 01 12 34 aa b1 78 0f", FormatErrorKind.RESERVED_LENGTH, 7),
+    ("41 01 12 34 aa b1 78 d0", FormatErrorKind.TRUNCATED, 8),  # 1-byte delta missing
+    ("41 01 12 34 aa b1 78 1e 00", FormatErrorKind.TRUNCATED, 9),  # 2-byte length cut
+    ("41 01 12 34 aa b1 78 e0 ff", FormatErrorKind.TRUNCATED, 9),  # 2-byte delta cut
+    ("41 01 12 34 aa b0 e0 ff 00", FormatErrorKind.OPTION_NUMBER_TOO_LARGE, 6),
+]
+
+
+@pytest.mark.parametrize(("datagram", "kind", "offset"), FAILURES)
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
+def test_format_errors_report_the_exact_offset(
+    datagram: str, kind: FormatErrorKind, offset: int, wrap: type
+) -> None:
+    data = bytes.fromhex(datagram)
+    with pytest.raises(MessageFormatError) as caught:
+        decode(wrap(data))
+    assert (caught.value.kind, caught.value.offset) == (kind, offset)
+    if len(data) >= 4 and data[0] >> 6 == 1:  # the header was read: type and MID known
+        assert caught.value.mid == 0x1234
+        assert caught.value.mtype is Type((data[0] >> 4) & 3)

@@ -231,8 +231,11 @@ async def test_unanswered_requests_over_tcp_time_out_each() -> None:
                         await request.response
                     ended.append(trio.current_time() - started)
     assert slow.started.is_set()
-    # Each at its own deadline (0.5 s after it was sent, 0.1 s apart), not later.
-    assert [round(t, 1) for t in ended] == pytest.approx([0.5, 0.6, 0.7], abs=0.15)
+    # Each at its own deadline (0.5 s after it was sent, 0.1 s apart), not at a
+    # later timer wake-up (the next one due is the Ping's, 30 s away): real time
+    # on a machine that may be busy, so the bound above is generous.
+    for index, elapsed in enumerate(ended):
+        assert 0.5 + 0.1 * index - 0.05 <= elapsed < 0.5 + 0.1 * index + 2.0
 
 
 async def test_request_waiting_for_the_peers_csm_times_out() -> None:

@@ -36,6 +36,8 @@ PUBLIC_MODULES = [
     "coap_trio.numbers.types",
     "coap_trio.observable",
     "coap_trio.options",
+    "coap_trio.oscore_credentials",
+    "coap_trio.oscore_storage",
     "coap_trio.plugtest",
     "coap_trio.proxy",
     "coap_trio.proxy.allow",
@@ -51,6 +53,7 @@ PUBLIC_MODULES = [
     "coap_trio.testing",
     "coap_trio.testing.pytest_plugin",
     "coap_trio.transports.base",
+    "coap_trio.transports.dtls",
     "coap_trio.transports.udp",
     "coap_trio.uri",
 ]
@@ -162,4 +165,25 @@ def test_the_product_speaks_of_itself() -> None:
                     found.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     readme = (root / "README.md").read_text(encoding="utf-8")
     found += [line for line in readme.splitlines() if words.search(line)]
+    assert found == []
+
+
+def test_no_merge_conflict_markers_are_left() -> None:
+    """No file carries the markers a merge leaves where it could not join two changes."""
+    import re
+
+    root = DOCS.parent
+    marker = re.compile(r"^(<{7}|>{7}) ", re.M)
+    found = []
+    for folder in ("coap_trio", "docs", "tests", "benchmarks", "fuzz", "scripts"):
+        for path in sorted((root / folder).rglob("*")):
+            if "_build" in path.parts or not path.is_file():
+                continue
+            if path.suffix not in (".py", ".md", ".rst", ".toml", ".txt", ""):
+                continue
+            if marker.search(path.read_text("utf-8", "replace")):
+                found.append(str(path.relative_to(root)))
+    for name in ("README.md", "pyproject.toml"):
+        if marker.search((root / name).read_text(encoding="utf-8")):
+            found.append(name)
     assert found == []

@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import trustme
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from dtls_certificates import (
     AGREEMENT_ONLY,
     CLIENT_AUTH,
@@ -464,3 +466,24 @@ def test_any_spki_bytes_raise_only_dtls_pki_error(spki: bytes) -> None:
         assert pki.spki_der(key) == _SPKI
         return
     assert alert in (42, 43)
+
+
+def test_a_certificate_cryptography_warns_about_is_refused() -> None:
+    """A country name of other than two letters: cryptography warns while parsing it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "XX")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    bad = der.replace(b"\x13\x02XX", b"\x13\x03XXX")  # the country name, three letters
+    assert bad != der
+    with pytest.raises(DtlsPkiError):
+        pki.validate_chain([bad], [_ROOT.certificate], server_name=None, now=NOW)

@@ -57,6 +57,28 @@ def test_psk_handshake_with_cookie_and_application_data() -> None:
     assert link.server.next_deadline() is None
 
 
+def test_the_application_data_fast_path_takes_only_new_authentic_single_records() -> None:
+    client, server = psk_client(), psk_server()
+    assert client.receive_application_data(b"\x17\xfe\xfd") is None  # not established
+    link = Link(client, server)
+    link.handshake()
+    first, second = client.send(b"one"), client.send(b"two")
+    assert server.receive_application_data(second) == b"two"
+    assert server.receive_application_data(first) == b"one"  # late, inside the window
+    for refused in (
+        first,  # a replay
+        first[:-1] + bytes([first[-1] ^ 1]),  # tampered
+        client.send(b"x") + client.send(b"y"),  # two records in one datagram
+        client.send(b"z")[:-1],  # cut short
+        link.client.close()[0],  # an alert, not application data
+    ):
+        assert server.receive_application_data(refused) is None
+    # Nothing was counted there: the full path does that, for what it is given.
+    assert server.record_statistics.replayed == 0
+    server.receive(first, 1.0)
+    assert server.record_statistics.replayed == 1
+
+
 @pytest.mark.parametrize("side", ["client", "server"])
 def test_peers_without_extended_master_secret(side: str) -> None:
     off = DtlsConfig(extended_master_secret=False)

@@ -12,7 +12,10 @@ Request-Tag, and the request-response binding (§7.1).
 
 from __future__ import annotations
 
+import cbor2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from coap_trio import codec
 from coap_trio.block import BlockValue
@@ -205,6 +208,18 @@ def test_the_aad_example_of_section_5_4() -> None:
     """§5.4: AES-CCM-16-64-128, request_kid 0x00, request_piv 0x25, no Class I options."""
     assert external_aad(10, b"\x00", b"\x25") == h("8501810a4100412540")
     assert aad(10, b"\x00", b"\x25") == h("8368456e63727970743040498501810a4100412540")
+
+
+@given(
+    algorithm=st.integers(min_value=-(2**40), max_value=2**40),
+    kid=st.binary(max_size=300),
+    piv=st.binary(max_size=5),
+)
+def test_the_aad_is_the_cbor_encoding_of_its_arrays(algorithm: int, kid: bytes, piv: bytes) -> None:
+    """The AAD written by hand equals cbor2's encoding of the same arrays (§5.4)."""
+    inner = cbor2.dumps([1, [algorithm], kid, piv, b""])
+    assert external_aad(algorithm, kid, piv) == inner
+    assert aad(algorithm, kid, piv) == cbor2.dumps(["Encrypt0", b"", inner])
 
 
 @pytest.mark.parametrize(

@@ -372,3 +372,135 @@ def test_bad_configuration() -> None:
         Block1Assembler(max_total=0)
     with pytest.raises(ValueError, match="preferred SZX"):
         Block1Assembler(preferred_szx=7)
+
+
+# -- boundaries of Block1 reassembly --------------------------------------------------------
+
+
+def test_a_second_upload_replaces_the_first_with_one_upload_per_remote() -> None:
+    # The bound evicts the remote's only assembly, which empties its record;
+    # the new upload must still be recorded for the remote.
+    assembler = Block1Assembler(max_per_remote=1)
+    first = assembler.feed(REMOTE, "a", BlockValue(0, True, 0), bytes(16), None, 0)
+    second = assembler.feed(REMOTE, "b", BlockValue(0, True, 0), b"b" * 16, None, 1)
+    assert first == second == Continue(BlockValue(0, True, 0))
+    assert (len(assembler), assembler.remotes, assembler.evicted) == (1, 1, 1)
+    assert not assembler.has(REMOTE, "a")
+    assert assembler.has(REMOTE, "b")
+    done = assembler.feed(REMOTE, "b", BlockValue(1, False, 0), b"!", None, 2)
+    assert done == Complete(b"b" * 16 + b"!", BlockValue(1, False, 0))
+    assert (len(assembler), assembler.remotes, assembler.buffered) == (0, 0, 0)
+    # And again: a third upload after a completed one is a fresh start.
+    again = assembler.feed(REMOTE, "c", BlockValue(0, True, 0), bytes(16), None, 3)
+    assert again == Continue(BlockValue(0, True, 0))
+    assert (len(assembler), assembler.remotes, assembler.evicted) == (1, 1, 1)
+
+
+def test_every_eviction_of_one_remote_takes_its_oldest() -> None:
+    assembler = Block1Assembler(max_per_remote=2)
+    for key in range(6):
+        assembler.feed(REMOTE, key, BlockValue(0, True, 0), bytes(16), None, key)
+        assert len(assembler) == min(key + 1, 2)
+    assert assembler.evicted == 4
+    assert [key for key in range(6) if assembler.has(REMOTE, key)] == [4, 5]
+    assert assembler.remotes == 1
+
+
+@pytest.mark.parametrize("szx", range(6))
+def test_bert_is_refused_mid_upload_after_blocks_smaller_than_1024(szx: int) -> None:
+    # 1024 bytes in blocks of SZX ``szx``; a BERT block starting right there
+    # (at 1024, with no gap) is still refused: only 1024-byte blocks may turn BERT.
+    assembler = Block1Assembler()
+    size = 1 << (szx + 4)
+    for num in range(1024 // size):
+        result = assembler.feed(
+            REMOTE, "k", BlockValue(num, True, szx), bytes(size), None, 0, bert_size=2048
+        )
+        assert isinstance(result, Continue)
+    bert = assembler.feed(REMOTE, "k", BlockValue(1, True, 7), bytes(2048), None, 0, bert_size=2048)
+    assert bert == Failure(
+        Code.REQUEST_ENTITY_INCOMPLETE, None, "block size grew during the transfer"
+    )
+
+
+def test_bert_is_taken_mid_upload_after_1024_byte_blocks() -> None:
+    assembler = Block1Assembler()
+    assembler.feed(REMOTE, "k", BlockValue(0, True, 6), bytes(1024), None, 0, bert_size=2048)
+    bert = assembler.feed(REMOTE, "k", BlockValue(1, True, 7), bytes(2048), None, 0, bert_size=2048)
+    assert bert == Continue(BlockValue(1, True, 7))
+    assert assembler.buffered == 3072
+
+
+def test_a_bert_block_must_start_exactly_at_the_end() -> None:
+    def started() -> Block1Assembler:
+        assembler = Block1Assembler()
+        first = assembler.feed(
+            REMOTE, "k", BlockValue(0, True, 7), bytes(2048), None, 0, bert_size=2048
+        )
+        assert first == Continue(BlockValue(0, True, 7))
+        return assembler
+
+    at_end = started().feed(
+        REMOTE, "k", BlockValue(2, True, 7), bytes(1024), None, 0, bert_size=2048
+    )
+    assert at_end == Continue(BlockValue(2, True, 7))
+    for num in (1, 3):  # 1024 bytes before the end (not a repeat), 1024 after it
+        result = started().feed(
+            REMOTE, "k", BlockValue(num, True, 7), bytes(1024), None, 0, bert_size=2048
+        )
+        assert isinstance(result, Failure)
+        assert result.code is Code.REQUEST_ENTITY_INCOMPLETE
+
+
+@pytest.mark.parametrize(
+    ("more", "length", "accepted"),
+    [
+        (True, 1024, True),
+        (True, 2048, True),  # ends exactly at a multiple of 1024
+        (True, 3072, True),
+        (True, 1536, False),  # whole 512-byte units are not enough
+        (True, 2047, False),
+        (True, 2049, False),
+        (True, 0, False),
+        (False, 2048, True),  # the last block may end anywhere
+        (False, 2047, True),
+        (False, 1, True),
+    ],
+)
+def test_a_bert_block_with_the_m_bit_holds_whole_1024_byte_units(
+    more: bool, length: int, accepted: bool
+) -> None:
+    assembler = Block1Assembler()
+    assembler.feed(REMOTE, "k", BlockValue(0, True, 7), bytes(1024), None, 0, bert_size=2048)
+    result = assembler.feed(
+        REMOTE, "k", BlockValue(1, more, 7), bytes(length), None, 0, bert_size=2048
+    )
+    if not accepted:
+        assert isinstance(result, Failure)
+        assert result.code is Code.BAD_REQUEST
+    elif more:
+        assert result == Continue(BlockValue(1, True, 7))
+    else:
+        assert result == Complete(bytes(1024 + length), BlockValue(1, False, 7))
+
+
+def test_size1_exactly_at_the_limit_is_accepted() -> None:
+    assembler = Block1Assembler(max_size=100)
+    result = assembler.feed(REMOTE, "k", BlockValue(0, True, 0), bytes(16), 100, 0)
+    assert result == Continue(BlockValue(0, True, 0))
+    result = assembler.feed(REMOTE, "k", BlockValue(1, True, 0), bytes(16), 101, 0)
+    assert result == Failure(Code.REQUEST_ENTITY_TOO_LARGE, 100, "bodies are limited to 100 bytes")
+    assert len(assembler) == 0
+
+
+def test_buffered_bytes_exactly_at_the_bound_evict_nothing() -> None:
+    assembler = Block1Assembler(max_size=64, max_bytes=64)
+    assembler.feed(REMOTE, "a", BlockValue(0, True, 0), bytes(16), None, 0)
+    assembler.feed(REMOTE, "b", BlockValue(0, True, 0), bytes(16), None, 1)
+    assembler.feed(REMOTE, "c", BlockValue(0, True, 1), bytes(32), None, 2)
+    assert (assembler.buffered, assembler.evicted, len(assembler)) == (64, 0, 3)
+    # One more block of 32: two assemblies must go to get back within the bound.
+    result = assembler.feed(REMOTE, "c", BlockValue(1, True, 1), bytes(32), None, 3)
+    assert result == Continue(BlockValue(1, True, 1))
+    assert (assembler.buffered, assembler.evicted, len(assembler)) == (64, 2, 1)
+    assert assembler.has(REMOTE, "c")

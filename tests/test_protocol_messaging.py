@@ -45,6 +45,8 @@ from protocol_helpers import (
 from coap_trio.codec import decode
 from coap_trio.errors import (
     BadResponseError,
+    DtlsAlertError,
+    HandshakeError,
     LocalProtocolError,
     NetworkError,
     RequestTimeoutError,
@@ -1349,6 +1351,85 @@ def test_peer_error_for_unknown_remote_is_harmless() -> None:
     assert client.peer_error("nobody", OSError(), 0.0) == []
 
 
+def test_a_failed_session_ends_every_exchange_with_the_remote_with_that_error() -> None:
+    client = lone()
+    client.set_nstart(2)  # (an observation frees its slot)
+    observing, events = client.send_request(get("obs", observe=0), SERVER, 0.0)
+    [registration] = decoded(events)
+    assert registration.mid is not None
+    notification = make(ACK, CONTENT, registration.mid, registration.token, b"1", [(6, b"\x01")])
+    client.receive(notification, SERVER, 0.1)
+    assert observing.state is ClientState.OBSERVING
+    acked, events = client.send_request(get("a"), SERVER, 0.2)
+    assert acked.mid is not None
+    client.receive(empty(ACK, acked.mid), SERVER, 0.3)
+    sent, _ = client.send_request(get("b"), SERVER, 0.4)
+    ping, _ = client.send_ping(SERVER, 0.5)  # (NSTART 2: it waits)
+    queued, _ = client.send_request(get("c"), SERVER, 0.5)
+    assert ping.state is ClientState.QUEUED
+    assert queued.state is ClientState.QUEUED
+    elsewhere, _ = client.send_request(get(), "other", 0.5)
+    error = HandshakeError("the peer's Finished does not match", 51)
+    events = client.peer_error(SERVER, error, 1.0)
+    failed = {id(e.exchange): e.error for e in events if isinstance(e, RequestFailed)}
+    assert failed == {id(x): error for x in (observing, acked, sent, ping, queued)}
+    assert transmits(events) == []
+    assert elsewhere.state is ClientState.SENT
+    assert client.statistics.queued_requests == 0
+    assert client.statistics.outstanding_requests == 1
+    timeline = drive(client, 1000.0)
+    assert all(e.remote == "other" for _, e in timeline if isinstance(e, Transmit))
+
+
+def test_a_failed_session_ends_a_sent_ping_and_the_notifications_in_flight() -> None:
+    server = lone()
+    request = make(CON, GET, 0x10, TOKEN, options=[(6, b""), *URI_PATH_X])
+    [received] = [e for e in server.receive(request, CLIENT, 0.0) if isinstance(e, RequestReceived)]
+    server.respond(received.exchange, content(observe=1), 0.01)
+    events = server.notify(received.exchange, content(observe=2), 0.5, confirmable=True)
+    assert len(transmits(events)) == 1
+    ping, _ = server.send_ping(CLIENT, 0.6)
+    assert ping.state is ClientState.SENT
+    error = DtlsAlertError(2, 20, "bad_record_mac")
+    events = server.peer_error(CLIENT, error, 1.0)
+    assert only(events, ResponseFailed).error is error
+    assert only(events, ResponseFailed).exchange is received.exchange
+    assert only(events, RequestFailed).exchange is ping
+    assert only(events, RequestFailed).error is error
+    assert drive(server, 1000.0) == []  # nothing retransmitted
+
+
+def test_an_rst_to_an_earlier_non_notification_stops_the_con_one_in_flight() -> None:
+    server = lone()
+    request = make(CON, GET, 0x10, TOKEN, options=[(6, b""), *URI_PATH_X])
+    [received] = [e for e in server.receive(request, CLIENT, 0.0) if isinstance(e, RequestReceived)]
+    server.respond(received.exchange, content(observe=1), 0.01)
+    [non] = decoded(server.notify(received.exchange, content(observe=2), 0.1))
+    [con] = decoded(server.notify(received.exchange, content(observe=3), 0.2, confirmable=True))
+    assert (non.mtype, con.mtype) == (NON, CON)
+    assert non.mid is not None
+    assert con.mid is not None
+    events = server.receive(empty(RST, non.mid), CLIENT, 0.3)  # the observer is gone
+    assert only(events, ResponseFailed).exchange is received.exchange
+    # The CON notification is no longer retransmitted, and its late ACK is unmatched.
+    assert server.receive(empty(ACK, con.mid), CLIENT, 0.4) == []
+    assert drive(server, 1000.0) == []
+
+
+def test_a_failed_session_forgets_its_deduplication_entries() -> None:
+    # A reply of one session is never replayed into the next one (another peer, maybe).
+    server = lone()
+    request = make(CON, GET, 0x77, TOKEN, options=URI_PATH_X)
+    [received] = [e for e in server.receive(request, CLIENT, 0.0) if isinstance(e, RequestReceived)]
+    server.respond(received.exchange, content(), 0.01)
+    assert others(server.receive(request, CLIENT, 0.5)) == []  # a duplicate: the reply again
+    assert server.statistics.dedup_entries == 1
+    assert server.peer_error(CLIENT, HandshakeError("replaced"), 1.0) == []
+    assert server.statistics.dedup_entries == 0
+    again = server.receive(request, CLIENT, 1.5)
+    assert isinstance(only(again, RequestReceived), RequestReceived)  # new, in the new session
+
+
 # --- statistics ----------------------------------------------------------------------------------
 
 
@@ -1541,3 +1622,43 @@ def test_lossy_network_scenarios(seed: int) -> None:
     starts = [rng.choice([0.0, 0.5, 3.0, 30.0]) for _ in range(8)]
     plan = [(rng.choice([0, 1, 1, 1, 2]), rng.choice([0.0, 0.1, 2.0])) for _ in range(60)]
     run_scenario(kinds, starts, plan, rng.choice([1, 3]))
+
+
+def test_reset_after_retransmissions_leaves_no_timer() -> None:
+    client = lone()
+    exchange, _events = client.send_request(get(), SERVER, 0.0)
+    assert exchange.mid is not None
+    retransmitted = []
+    for when, event in drive(client, 10.0):  # two retransmissions by 10 s (at 2-3 s, 6-9 s)
+        assert isinstance(event, Transmit)
+        retransmitted.append(when)
+    assert len(retransmitted) == 2
+    [failed] = client.receive(empty(RST, exchange.mid), SERVER, 10.0)
+    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed.error, ResetByPeerError)
+    assert client.next_deadline() is None  # the retransmission timer is gone, not just stale
+    assert [e for _, e in drive(client, 10_000.0)] == []
+    assert client.statistics.retransmissions == 2
+
+
+def test_reset_of_a_con_notification_leaves_no_timer() -> None:
+    server = lone()
+    [received] = server.receive(
+        make(CON, GET, 0x77, TOKEN, b"", ((6, b""), *URI_PATH_X)), CLIENT, 0.0
+    )
+    assert isinstance(received, RequestReceived)
+    server.respond(received.exchange, content(b"v1", observe=1), 0.0)
+    [sent] = transmits(
+        server.notify(received.exchange, content(b"v2", observe=2), 1.0, confirmable=True)
+    )
+    mid = decode(sent.data).mid
+    assert mid is not None
+    retransmitted = [e for _, e in drive(server, 4.5) if isinstance(e, Transmit)]
+    assert len(retransmitted) == 1  # one retransmission (at 3-4 s), then the RST
+    [failed] = server.receive(empty(RST, mid), CLIENT, 4.5)
+    assert isinstance(failed, ResponseFailed)
+    assert isinstance(failed.error, ResetByPeerError)
+    # Only the sweep of the registration's deduplication entry is left.
+    assert server.next_deadline() == EXCHANGE_LIFETIME
+    assert [e for _, e in drive(server, 10_000.0)] == []
+    assert server.statistics.retransmissions == 1

@@ -586,3 +586,63 @@ def test_request_failed_not_produced_for_observations() -> None:
     pair.run_until(1000.0)
     assert not [e for e in pair.client_events if isinstance(e, RequestFailed)]
     assert len(notifications(pair, exchange)) == 3
+
+
+@pytest.mark.parametrize("retransmitted", [1, 2, 3])
+def test_superseding_notification_inherits_count_and_timeout(retransmitted: int) -> None:
+    # RFC 7641 §4.5.2: after k retransmissions of the first CON notification,
+    # the one superseding it goes on from there: k retransmissions already
+    # counted, the doubled timeout, and the give-up after MAX_RETRANSMIT in all.
+    pair = Pair(filter=drop_all(CLIENT, is_client_ack))
+    _, server_exchange = register(pair)
+    notify(pair, server_exchange, content(6, b"first"), confirmable=True)
+
+    def sent(payload: bytes) -> list[float]:
+        return [d.time for d in pair.sent_by(SERVER) if d.message.payload == payload]
+
+    start = sent(b"first")[0]
+    pair.advance(2.0)  # the first retransmission comes between 2 and 3 s
+    while len(sent(b"first")) < 1 + retransmitted:
+        pair.advance(0.5)
+    times = sent(b"first")
+    assert len(times) == 1 + retransmitted
+    initial = times[1] - start
+    # Each timeout doubles: initial * 2**(k+1) - initial after the first sending.
+    assert times[-1] - start == pytest.approx(initial * (2**retransmitted - 1))
+    interval = initial * 2**retransmitted  # the timeout now running
+    pair.advance(0.25)
+    superseded_at = pair.now
+    notify(pair, server_exchange, content(7, b"second"), confirmable=True)
+    pair.run_until(superseded_at + interval * 2 ** (P.MAX_RETRANSMIT - retransmitted + 1))
+    assert sent(b"first") == times  # no more retransmissions of the superseded one
+    second = sent(b"second")
+    assert len(second) == 1 + P.MAX_RETRANSMIT - retransmitted
+    expected = [superseded_at]
+    for step in range(P.MAX_RETRANSMIT - retransmitted):
+        expected.append(expected[-1] + interval * 2**step)
+    assert second == pytest.approx(expected)
+    assert pair.server.statistics.retransmissions == P.MAX_RETRANSMIT
+    (failed,) = server_outcomes(pair, server_exchange)
+    assert isinstance(failed, ResponseFailed)
+    assert isinstance(failed.error, RequestTimeoutError)
+    assert failed.error.transmissions == 1 + P.MAX_RETRANSMIT
+
+
+def test_superseding_notification_gives_up_when_the_last_timeout_ends() -> None:
+    pair = Pair(filter=drop_all(CLIENT, is_client_ack))
+    _, server_exchange = register(pair)
+    notify(pair, server_exchange, content(6, b"first"), confirmable=True)
+    pair.advance(2.0)
+    while len([d for d in pair.sent_by(SERVER) if d.message.payload == b"first"]) < 2:
+        pair.advance(0.5)
+    first = [d.time for d in pair.sent_by(SERVER) if d.message.payload == b"first"]
+    initial = first[1] - first[0]
+    notify(pair, server_exchange, content(7, b"second"), confirmable=True)
+    superseded_at = pair.now
+    # One retransmission done: MAX_RETRANSMIT - 1 more, then the last timeout.
+    give_up = superseded_at + sum(initial * 2**n for n in range(1, P.MAX_RETRANSMIT + 1))
+    pair.run_until(give_up - 0.01)
+    assert server_outcomes(pair, server_exchange) == []
+    pair.run_until(give_up)
+    (failed,) = server_outcomes(pair, server_exchange)
+    assert isinstance(failed, ResponseFailed)

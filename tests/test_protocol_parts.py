@@ -284,7 +284,7 @@ def test_dedup_lookup_and_expiry_boundary() -> None:
     assert entry is not None
     assert entry[1] == b"reply"
     assert entry[0] == 15.0
-    assert store.lookup("a", 1, 14.999) is entry
+    assert store.lookup("a", 1, 14.999) == entry
     assert store.lookup("a", 1, 15.0) is None  # expired at its expiry time
     assert store.lookup("b", 1, 6.0) is None
     assert store.lookup("a", 2, 6.0) is None
@@ -413,7 +413,7 @@ def test_dedup_rerecord_replaces_and_sweep_skips_the_stale_item() -> None:
     assert entry[1] == b"new"
     # The first queue item is stale: skipped, not deleting the live entry.
     assert store.sweep(10.0) == 15.0
-    assert store.lookup("a", 1, 12.0) is entry
+    assert store.lookup("a", 1, 12.0) == entry
     assert store.sweep(15.0) is None
     assert len(store) == 0
     assert store.remotes == 0
@@ -800,6 +800,22 @@ def test_reliability_fire_after_ack_is_stale() -> None:
     # ...and firing its old ticket anyway is a no-op.
     assert rel.fire(transmission, ticket, 1.0) is None
     assert rel.retransmissions == 0
+
+
+def test_reliability_fire_after_reset_is_stale() -> None:
+    rel, timers = reliability()
+    transmission = rel.send_con(("a", 1), b"data", "owner", 0.0)
+    [(first, _)] = due(timers, 1.0)
+    assert rel.fire(transmission, first, 1.0) == b"data"  # one retransmission, then the RST
+    ticket = transmission.ticket
+    assert rel.reset(("a", 1), 1.5) == "owner"
+    # No live timer is left for it: nothing surfaces, no deadline is kept alive...
+    assert timers.next_deadline() is None
+    assert due(timers, 100.0) == []
+    # ...and its old ticket fires nothing.
+    assert transmission.ticket == 0
+    assert rel.fire(transmission, ticket, 3.0) is None
+    assert (rel.retransmissions, rel.awaiting_ack) == (1, 0)
 
 
 def test_reliability_fire_after_cancel_is_stale() -> None:

@@ -21,6 +21,7 @@ from coap_trio.errors import (
     ConnectionAbortedByPeerError,
     ConnectionLostError,
     ConnectionReleasedError,
+    HandshakeError,
     LocalProtocolError,
     MessageTooLargeError,
     RequestTimeoutError,
@@ -627,6 +628,17 @@ def test_peer_error_closes_the_connection() -> None:
     assert failed.exchange is exchange
     assert isinstance(close, CloseConnection)
     assert machine.peer_error(PEER, OSError(113, "no route"), 1.0) == []
+
+
+def test_peer_error_with_a_request_error_fails_the_requests_with_it() -> None:
+    machine = StreamMessaging()
+    exchange, _ = machine.send_request(get(), PEER, 0.0)
+    error = HandshakeError("refused", 40)
+    failed, close = machine.peer_error(PEER, error, 1.0)
+    assert isinstance(failed, RequestFailed)
+    assert failed.exchange is exchange
+    assert failed.error is error
+    assert isinstance(close, CloseConnection)
 
 
 def test_abort_ourselves() -> None:

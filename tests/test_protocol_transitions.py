@@ -8,7 +8,9 @@ Here a client machine and a server machine talk over a simulated link
 connections that break, abort and release for streams) under random
 operations of their drivers, and:
 
-- every state change seen on any exchange is a move of the table;
+- every state change seen on any exchange is a move of the table (also
+  when the secure session with the peer fails: ``peer_error`` with a
+  ``RequestError`` ends every exchange with it, queued ones included);
 - a seeded walk takes every entry of every table at least once (the moves
   the machines look up once at import, on their hot paths, are seen as the
   state changes they make);
@@ -27,7 +29,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coap_trio.errors import LocalProtocolError
+from coap_trio.errors import HandshakeError, LocalProtocolError
 from coap_trio.message import Message
 from coap_trio.numbers.codes import Code
 from coap_trio.numbers.types import Type
@@ -224,8 +226,13 @@ def walk_udp(rng: random.Random, steps: int, tracker: Tracker) -> None:
             if theirs:
                 server.forget(rng.choice(theirs))
                 tracker.check([])
-        elif roll < 0.83:
+        elif roll < 0.82:
             carry(CLIENT, client.peer_error(SERVER, ConnectionRefusedError(), now))
+        elif roll < 0.83:
+            # The secure session with the peer failed: every exchange with it ends.
+            side = rng.choice([CLIENT, SERVER])
+            peer = SERVER if side == CLIENT else CLIENT
+            carry(side, machines[side].peer_error(peer, HandshakeError("walked", 40), now))
         else:
             now += rng.choice([0.05, 0.3, 1.0, 3.0, 20.0, 100.0, 300.0])
             carry(CLIENT, client.timeout(now))

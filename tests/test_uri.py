@@ -555,3 +555,28 @@ def test_cross_proxy_refuses_non_absolute_proxy_uri(bad: str) -> None:
     with pytest.raises(InvalidURIError):
         message.set_request_uri(bad, proxy="coap://[::1]:5700")
     assert message.opt.uri_path == ("kept",)
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "uri"),
+    [
+        ([""], [], "coap://192.0.2.1/"),
+        ([], [""], "coap://192.0.2.1/?"),
+        ([""], [""], "coap://192.0.2.1/?"),
+    ],
+)
+def test_a_lone_empty_path_or_query_option_is_lost_in_a_round_trip(
+    path: list[str], query: list[str], uri: str
+) -> None:
+    # §6.5 builds "/" for one empty Uri-Path and "?" for one empty Uri-Query;
+    # §6.4 makes no option of either. Two empty ones do come back.
+    origin = Origin("coap", "192.0.2.1", 5683)
+    options = Options()
+    options.uri_path = path
+    options.uri_query = query
+    built = build_uri(options, origin)
+    assert built == uri
+    assert split_uri(built)[2:] == ([], [])
+    options.uri_path = [*path, *path]
+    options.uri_query = [*query, *query]
+    assert split_uri(build_uri(options, origin))[2:] == ([*path, *path], [*query, *query])

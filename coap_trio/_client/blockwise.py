@@ -246,6 +246,8 @@ class _Transfer:
         self.tag: bytes | None = None
         self.tagged = False
         self.retried = False
+        #: Whether the request was repeated with a server's Echo value (once at most).
+        self.echoed = False
         self.scope = trio.CancelScope()
         self.blocks: BlockSender | _InlineDownload | None = None
 
@@ -270,11 +272,18 @@ class _Transfer:
 
     def needs_task(self, response: Message) -> bool:
         """Whether ``response`` (to the first exchange) calls for more exchanges."""
-        if self.upload is not None:
+        if self.upload is not None or self._echo(response) is not None:
             return True
         if self._retry_size(response) is not None:
             return True
         return self.assemble and wants_blocks(response)
+
+    def _echo(self, response: Message) -> bytes | None:
+        """The Echo value to repeat the request with: a 4.01 carrying Echo (RFC 9175 §2.3;
+        a server's freshness or amplification check), answered once."""
+        if response.code is not Code.UNAUTHORIZED or self.echoed:
+            return None
+        return response.opt.echo
 
     def _retry_size(self, response: Message) -> int | None:
         """The SZX to retry a plain request refused with 4.13 at (RFC 7959 §2.9.3)."""
@@ -316,6 +325,12 @@ class _Transfer:
         blocks = self.blocks = BlockSender(self.core, runner, remote)
         original = self.request.request
         requested = self.request.wire.opt.block2
+        echo = self._echo(response)
+        if echo is not None:  # the same request again, with the Echo value (new token)
+            self.echoed = True
+            repeated = self.request.wire.copy(token=b"", mid=None)
+            repeated.opt.echo = echo
+            response = await blocks.exchange(repeated)
         if self.upload is None:
             szx = self._retry_size(response)
             if szx is not None:
@@ -462,6 +477,9 @@ def take_response(
         if code is Code.REQUEST_ENTITY_TOO_LARGE:
             if not request.request.payload:
                 return response
+        elif code is Code.UNAUTHORIZED:
+            if _N.ECHO not in response.opt:
+                return response
         elif not has_block_option(response):  # the common case: nothing to do
             return response
         elif not wants_blocks(response):
@@ -475,7 +493,11 @@ def take_response(
         return response
     _, exchange = route
     remote = exchange.remote
-    if transfer.upload is None and transfer._retry_size(response) is None:
+    if (
+        transfer.upload is None
+        and transfer._retry_size(response) is None
+        and transfer._echo(response) is None
+    ):
         # Only blocks to fetch (nothing was uploaded): driven from the receive path, no task.
         inline = _InlineDownload(
             core,
@@ -526,7 +548,7 @@ def take_notification(
     core.spawn(
         _fetch_notification,
         BlockSender(core, runner, exchange.remote),
-        exchange.request,
+        request.wire,  # (the exchange's request may be its OSCORE form)
         response,
         final,
         observation,

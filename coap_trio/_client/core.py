@@ -39,6 +39,7 @@ __all__ = ["ClientCore"]
 
 # Module constants for the response path (an Enum class attribute is slow on 3.11).
 _TOO_LARGE = Code.REQUEST_ENTITY_TOO_LARGE
+_UNAUTHORIZED = Code.UNAUTHORIZED
 
 
 class ClientCore:
@@ -218,9 +219,10 @@ class ClientCore:
             if not take_notification(self, runner, owner, response, final):
                 observation._push(response, final)
             return
-        if not owner.as_is and (  # block-wise may go on (RFC 7959)
+        if not owner.as_is and (  # block-wise may go on (RFC 7959), or an Echo retry
             owner.transfer is not None  # (the usual case, a plain response, inline)
             or response.code is _TOO_LARGE
+            or response.code is _UNAUTHORIZED
             or has_block_option(response)
         ):
             assert isinstance(owner, Request)

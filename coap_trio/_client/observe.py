@@ -79,7 +79,7 @@ async def observe_resource(
             # be matched for notifications: end it (later ones get RST).
             runner.abandon(exchange)
             if registered:
-                core.spawn(_deregister, core, runner, exchange, deregister_timeout)
+                core.spawn(_deregister, core, runner, exchange, request.wire, deregister_timeout)
 
 
 async def _keep_registered(
@@ -115,10 +115,18 @@ async def _keep_registered(
 
 
 async def _deregister(
-    core: ClientCore, runner: EndpointRunner, exchange: ClientExchange, timeout: float
+    core: ClientCore,
+    runner: EndpointRunner,
+    exchange: ClientExchange,
+    registration: Message,
+    timeout: float,
 ) -> None:
-    """GET with Observe=1 and the registration's token (RFC 7641 §3.6)."""
-    message = exchange.request.copy(observe=1, token=exchange.token, mtype=None)
+    """GET with Observe=1 and the registration's token (RFC 7641 §3.6).
+
+    ``registration`` is the request as the client made it (the exchange's
+    may be its OSCORE form, which is protected anew).
+    """
+    message = registration.copy(observe=1, token=exchange.token, mtype=None)
     remote = exchange.remote
     message.remote = remote
     with trio.move_on_after(timeout):

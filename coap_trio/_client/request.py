@@ -23,6 +23,7 @@ from ..message import Message
 if TYPE_CHECKING:
     from .._runner import EndpointRunner
     from ..protocol.exchanges import ClientExchange
+    from ..protocol.oscore.binding import ClientBinding
     from .observation import Observation
 
 __all__ = ["ExchangeOwner", "Request", "Transfer"]
@@ -51,7 +52,7 @@ class ExchangeOwner:
     ``_succeed`` / ``_fail`` to end the owner.
     """
 
-    __slots__ = ("as_is", "exchange", "observation", "transfer", "wire")
+    __slots__ = ("as_is", "exchange", "observation", "oscore", "transfer", "wire")
 
     def __init__(self, wire: Message) -> None:
         #: The endpoint runner and exchange currently carrying it (None before it is sent).
@@ -64,6 +65,9 @@ class ExchangeOwner:
         self.as_is = False
         #: The message the exchange sends (the first block of an upload, say).
         self.wire = wire
+        #: The OSCORE binding of the exchange in flight, when its request was
+        #: protected (RFC 8613): its responses are verified with it.
+        self.oscore: ClientBinding | None = None
 
     def _succeed(self, response: Message) -> None:
         raise NotImplementedError
@@ -117,13 +121,14 @@ class Request(ExchangeOwner):
         self._response: Message | None = None
         self._error: CoapError | None = None
         self._waiters = 0
-        #: (exchange, observation, transfer, as_is, wire: see ExchangeOwner; the
+        #: (exchange, observation, transfer, as_is, wire, oscore: see ExchangeOwner; the
         #: exchange is None while the host name resolves.)
         self.exchange = None
         self.observation = None
         self.transfer = None
         self.as_is = False
         self.wire = message
+        self.oscore = None
 
     @property
     def request(self) -> Message:

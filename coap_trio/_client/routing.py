@@ -1,10 +1,11 @@
 """Client routing: where a request goes (an endpoint runner and a remote).
 
 Owns the choice of endpoint for each request (a UDP endpoint with a free
-message ID for the destination, or the Context's stream endpoint for
+message ID for the destination, a DTLS endpoint likewise for ``coaps``, or
+the Context's stream endpoint for
 ``coap+tcp``/``coaps+tcp``/``coap+ws``/``coaps+ws``), the DNS cache of host
 names (``dns_ttl``; concurrent lookups of one name share one resolution) and
-the "scheme not supported yet" errors. The route of the last stream Origin
+the "scheme not supported" errors. The route of the last stream Origin
 is remembered (copies of one message share their Origin). Used by the
 Context's request path; must not send or wait for anything but a name
 resolution.
@@ -27,6 +28,7 @@ from ..uri import Origin, is_ip_literal
 if TYPE_CHECKING:
     from .._runner import EndpointRunner
     from ..transports.base import DatagramNetwork
+    from ..transports.dtls import DtlsEndpoint
 
 __all__ = ["RequestRouter"]
 
@@ -56,6 +58,14 @@ class RequestRouter:
         #: The Origin of the last stream request and its route (see route_now).
         self._stream_origin: Origin | None = None
         self._stream_route: tuple[EndpointRunner, DatagramRemote] | None = None
+        #: The DTLS endpoints (coaps://) and their runners; empty without credentials.
+        self._dtls_runners: list[EndpointRunner] = []
+        self._dtls: dict[EndpointRunner, DtlsEndpoint] = {}
+
+    def set_dtls(self, routes: list[tuple[DtlsEndpoint, EndpointRunner]]) -> None:
+        """Route ``coaps`` to these DTLS endpoints."""
+        self._dtls = {runner: endpoint for endpoint, runner in routes}
+        self._dtls_runners = [runner for _, runner in routes]
 
     def set_streams(self, endpoint: StreamEndpoint, runner: EndpointRunner) -> None:
         """Route ``coap+tcp`` and the other RFC 8323 schemes to ``endpoint``."""
@@ -76,12 +86,16 @@ class RequestRouter:
         if remote is self._stream_origin and remote is not None:
             return self._stream_route  # the same (immutable) Origin as last time
         if isinstance(remote, DatagramRemote):
+            if remote.scheme == "coaps":
+                return self.pick(lambda runner: remote, self._dtls_endpoints())
             return self.pick(lambda runner: remote)
         if not isinstance(remote, Origin):
             raise LocalProtocolError("the request has no destination: pass uri= or remote=")
         if remote.scheme not in _SUPPORTED_SCHEMES:
+            if remote.scheme == "coaps":
+                return self._route_dtls(remote)
             raise UnsupportedTransportError(
-                f"{remote.scheme}:// is not supported yet (coap:// over UDP, "
+                f"{remote.scheme}:// is not supported (coap:// over UDP, coaps:// over DTLS, "
                 "coap+tcp, coaps+tcp, coap+ws, coaps+ws)"
             )
         if remote.scheme in STREAM_SCHEMES:  # a connection, opened (and resolved) on first use
@@ -110,14 +124,40 @@ class RequestRouter:
         port = remote.port
         return self.pick(lambda runner: runner.remote_for(host, port))
 
+    def _dtls_endpoints(self) -> list[EndpointRunner]:
+        """The DTLS runners; UnsupportedTransportError when the Context has none."""
+        if not self._dtls_runners:
+            raise UnsupportedTransportError(
+                "coaps:// needs DTLS credentials: open_context(dtls=DtlsCredentials(...))"
+            )
+        return self._dtls_runners
+
+    def _route_dtls(self, origin: Origin) -> tuple[EndpointRunner, DatagramRemote] | None:
+        """A coaps:// request: a DTLS endpoint, and the remote (None: resolve first)."""
+        runners = self._dtls_endpoints()
+        host, port = origin.host, origin.port
+        if is_ip_literal(host):
+            return self.pick(lambda runner: runner.remote_for(host, port), runners)
+        cached = self._dns.get(host)
+        if cached is None or cached[0] <= trio.current_time():
+            return None
+        address = cached[1][0]
+        endpoints = self._dtls
+        return self.pick(
+            lambda runner: endpoints[runner].remote_for_name(address, port, host), runners
+        )
+
     def pick(
-        self, make: Callable[[EndpointRunner], DatagramRemote]
+        self,
+        make: Callable[[EndpointRunner], DatagramRemote],
+        runners: list[EndpointRunner] | None = None,
     ) -> tuple[EndpointRunner, DatagramRemote]:
-        """The first endpoint that can reach the destination and has a free MID for it."""
+        """The first endpoint (of ``runners``, default: the UDP ones) that can reach the
+        destination and has a free MID for it."""
         now = trio.current_time()
         fallback: tuple[EndpointRunner, DatagramRemote] | None = None
         error: OSError | None = None
-        for runner in self._runners:
+        for runner in self._runners if runners is None else runners:
             try:
                 remote = make(runner)
             except OSError as exc:
@@ -161,6 +201,12 @@ class RequestRouter:
         """Resolve ``origin``'s host name (cached) and pick an endpoint for it."""
         try:
             addresses = await self.resolve(origin.host, origin.port)
+            if origin.scheme == "coaps":
+                endpoints, host, port = self._dtls, origin.host, origin.port
+                return self.pick(
+                    lambda r: endpoints[r].remote_for_name(addresses[0], port, host),
+                    self._dtls_endpoints(),
+                )
             return self.pick(lambda r: r.remote_for(addresses[0], origin.port))
         except OSError as error:
             raise UnresolvableHostError(f"cannot resolve {origin.host!r}: {error}") from None

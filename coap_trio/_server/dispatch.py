@@ -29,6 +29,7 @@ from ..observable import ServerObservation
 from ..protocol.exchanges import ServerExchange
 from ..remote import DatagramRemote
 from .blockwise import BlockwiseServer
+from .echo import AmplificationGuard
 from .handler_queue import HandlerQueue
 from .observations import ServerObservations
 from .responder import Responder, suppressed_by_no_response
@@ -54,6 +55,7 @@ class RequestDispatcher:
         *,
         leisure: float = 5.0,
         rng: random.Random | None = None,
+        amplification: AmplificationGuard | None = None,
     ) -> None:
         self._nursery = nursery
         #: The longest wait before answering a request received through a
@@ -63,6 +65,8 @@ class RequestDispatcher:
         #: Requests through a group not answered: the answer would have been an
         #: error response, or nothing (RFC 7252 §8.2).
         self.multicast_unanswered = 0
+        #: The 3x rule for unverified UDP clients (RFC 9175 §2.4); None: off.
+        self.amplification = amplification
         self.site = site
         #: The prechecks and the error mapping around ``site`` (None: not serving).
         self.responder = responder
@@ -138,6 +142,11 @@ class RequestDispatcher:
         one only after a random wait within the Leisure (§8.2.1).
         """
         if not runner.multicast:
+            guard = self.amplification
+            if guard is not None and response is not None and not runner.in_order:
+                remote = exchange.remote
+                if isinstance(remote, DatagramRemote) and remote.scheme == "coap":  # not coaps://
+                    response = guard.check(remote.host, exchange.request, response)
             runner.respond(exchange, response)
             return
         if response is None or not response.code.is_successful():

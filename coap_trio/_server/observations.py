@@ -47,6 +47,10 @@ class ServerObservations:
     def __len__(self) -> int:
         return len(self._by_key)
 
+    def has_remote(self, remote: Hashable) -> bool:
+        """Whether ``remote`` has an observation served now."""
+        return remote in self._per_remote
+
     def end(self, key: _Key, reason: str) -> None:
         """End the observation registered under ``key``, if any (e.g. GET Observe=1)."""
         observation = self._by_key.get(key)

@@ -32,7 +32,7 @@ from ..response_errors import ObservationError
 from ..transports.base import DatagramNetwork
 from .exitcodes import ExitStatus, status_for_code, status_for_error
 from .output import ProgressBar, describe_response, payload_kind, render_payload
-from .parsing import read_payload
+from .parsing import dtls_credentials, read_credentials, read_payload
 from .trace import TracingNetwork
 
 __all__ = ["Console", "OutputError", "build_request", "run_client"]
@@ -137,7 +137,20 @@ def _network(args: argparse.Namespace, console: Console) -> DatagramNetwork | No
 def _context(args: argparse.Namespace, console: Console) -> AbstractAsyncContextManager[Context]:
     block_size = getattr(args, "block_size", None)
     blockwise = BlockwiseConfig(block_size=block_size) if block_size else None
-    return open_context(network=_network(args, console), blockwise=blockwise)
+    credentials = getattr(args, "credentials", None)
+    dtls = dtls_credentials(args, server=False)
+    targets = [args.uri, getattr(args, "proxy", None) or ""]
+    if dtls is None and any(uri.lower().startswith("coaps://") for uri in targets):
+        raise UsageError(
+            "coaps:// needs DTLS credentials: --psk-identity with --psk or --psk-file, "
+            "--cert with --key, --rpk, or --cacert (see --help)"
+        )
+    return open_context(
+        network=_network(args, console),
+        blockwise=blockwise,
+        oscore=read_credentials(credentials) if credentials else None,
+        dtls=dtls,
+    )
 
 
 def _progress(console: Console) -> ProgressBar | None:

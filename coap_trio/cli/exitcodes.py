@@ -49,8 +49,9 @@ class ExitStatus(enum.IntEnum):
     NETWORK_ERROR = 6
     #: The peer broke the protocol: an unacceptable response, an unexpected code class.
     PROTOCOL_ERROR = 7
-    #: The URI's scheme needs a transport coap_trio does not have: coaps:// (DTLS), or
-    #: coap+ws:// and coaps+ws:// without the ``ws`` extra (wsproto).
+    #: The URI's scheme needs a transport coap_trio does not have here: coaps:// (DTLS)
+    #: without the ``dtls`` extra (cryptography), or coap+ws:// and coaps+ws:// without
+    #: the ``ws`` extra (wsproto).
     UNSUPPORTED_TRANSPORT = 8
     #: Interrupted (Ctrl-C) while waiting for a single response, or before the first
     #: response of ``observe``.
@@ -70,7 +71,7 @@ _DESCRIPTIONS: dict[ExitStatus, str] = {
     ExitStatus.NETWORK_ERROR: "network error: unresolvable host, ICMP unreachable, Reset",
     ExitStatus.PROTOCOL_ERROR: "protocol error: an unacceptable or unexpected response",
     ExitStatus.UNSUPPORTED_TRANSPORT: (
-        "unsupported scheme: coaps:// (DTLS); coap(s)+ws:// without the ws extra"
+        "unsupported scheme: coaps:// without the dtls extra, coap(s)+ws:// without the ws one"
     ),
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C) while waiting for a response",
     ExitStatus.OUTPUT_CLOSED: "standard output closed by its reader (| head): stopped quietly",

@@ -3,7 +3,8 @@
 Owns how text from the command line becomes values: Content-Format names
 (:func:`parse_content_format`), ``--option NUMBER=VALUE``
 (:func:`parse_option`), ``--bind HOST:PORT`` (:func:`parse_bind`), payload
-sources (:func:`read_payload`), the version (:func:`package_version`), and
+sources (:func:`read_payload`), DTLS credentials from their flags and files
+(:func:`dtls_credentials`), the version (:func:`package_version`), and
 the :mod:`argparse` parser with every verb and flag (:func:`build_parser`).
 Value parsers raise :class:`UsageError`; nothing here performs network I/O.
 """
@@ -14,13 +15,19 @@ import argparse
 import ipaddress
 import sys
 from collections.abc import Callable
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from ..errors import UsageError
+import attrs
+
+from ..errors import CredentialsError, UnsupportedTransportError, UsageError
 from ..numbers.contentformat import ContentFormat
 from ..numbers.optionnumbers import OptionFormat, OptionNumber, option_spec, registered_options
 from ..options import encode_uint
 from .exitcodes import exit_status_table
+
+if TYPE_CHECKING:
+    from ..oscore_credentials import CredentialsMap
+    from ..protocol.dtls.credentials import DtlsCredentials
 
 T = TypeVar("T")
 
@@ -29,6 +36,7 @@ __all__ = [
     "METHOD_VERBS",
     "UsageError",
     "build_parser",
+    "dtls_credentials",
     "package_version",
     "parse_bind",
     "parse_content_format",
@@ -219,6 +227,22 @@ def read_payload(text: str | None, file: str | None, stdin: BinaryIO | None = No
         raise UsageError(f"--payload-file {file!r}: {error.strerror or error}") from None
 
 
+def read_credentials(path: str) -> CredentialsMap:
+    """The OSCORE credentials of ``--credentials`` (aiocoap's JSON format).
+
+    Raises :class:`~coap_trio.errors.UsageError` naming the file and entry at
+    fault, or the missing ``oscore`` extra.
+    """
+    try:
+        from ..oscore_credentials import load_credentials
+    except ImportError as error:
+        raise UsageError(f"--credentials: {error}") from None
+    try:
+        return load_credentials(path)
+    except CredentialsError as error:
+        raise UsageError(f"--credentials: {error}") from None
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -249,9 +273,10 @@ def _typed(parser: Callable[[str], T]) -> Callable[[str], T]:
 
 
 _SCHEMES = (
-    "URI schemes: coap:// (UDP), coap+tcp://, coaps+tcp:// (TLS), coap+ws://,\n"
-    "coaps+ws:// (WebSockets; these two need the 'ws' extra). coaps:// (DTLS) is\n"
-    "not supported. serve listens on UDP."
+    "URI schemes: coap:// (UDP), coaps:// (DTLS: give its credentials, see the\n"
+    "DTLS options), coap+tcp://, coaps+tcp:// (TLS), coap+ws://, coaps+ws://\n"
+    "(WebSockets; these two need the 'ws' extra). serve listens on UDP, and on\n"
+    "DTLS with --dtls-bind."
 )
 _EPILOG = (
     _SCHEMES
@@ -259,6 +284,118 @@ _EPILOG = (
     + exit_status_table()
     + "\n\nSee docs/cli.md for the full reference."
 )
+
+
+def _add_dtls_flags(parser: argparse.ArgumentParser, *, server: bool) -> None:
+    """The DTLS credentials flags (libcoap's -u, -k, -c, -j, -C, -M, -n)."""
+    group = parser.add_argument_group(
+        "DTLS (coaps://)",
+        "the credentials of a DTLS server (with --dtls-bind)"
+        if server
+        else "the credentials of coaps:// requests",
+    )
+    group.add_argument(
+        "--psk-identity",
+        metavar="TEXT",
+        help="the identity of the pre-shared key (UTF-8)"
+        + ("; a client must send it" if server else ""),
+    )
+    psk = group.add_mutually_exclusive_group()
+    psk.add_argument("--psk", metavar="TEXT", help="the pre-shared key (UTF-8 text)")
+    psk.add_argument(
+        "--psk-file", metavar="FILE", help="the pre-shared key: the bytes of FILE as they are"
+    )
+    group.add_argument(
+        "--cert", metavar="FILE", help="our certificate chain, PEM, leaf first (ECDSA P-256)"
+    )
+    group.add_argument(
+        "--key", metavar="FILE", help="the private key of --cert, PEM (when not in --cert)"
+    )
+    group.add_argument(
+        "--cacert",
+        metavar="FILE",
+        help="trusted CA certificates, PEM"
+        + (
+            ": clients must then present a certificate they issued"
+            if server
+            else ": the server's certificate is checked against them and the URI's host"
+        ),
+    )
+    group.add_argument(
+        "--rpk",
+        metavar="FILE",
+        help="our raw public key (RFC 7250): a PEM P-256 private key, presented as its public key",
+    )
+    group.add_argument(
+        "--trust-rpk",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="a peer's raw public key we accept, PEM (a public or private key, or a "
+        "certificate); repeatable" + (": clients must then present one of them" if server else ""),
+    )
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not check the peer's certificate or raw public key (testing only)",
+    )
+
+
+def dtls_credentials(args: argparse.Namespace, *, server: bool) -> DtlsCredentials | None:
+    """The DTLS credentials the flags of :func:`build_parser` give (None: no DTLS flag).
+
+    A server that was given ``--cacert`` or ``--trust-rpk`` requires client
+    certificates (or raw public keys) checked against them. Raises
+    :class:`UsageError` for files that cannot be read or do not fit, and
+    :class:`~coap_trio.errors.UnsupportedTransportError` without the ``dtls``
+    extra.
+    """
+    given = [
+        args.psk_identity,
+        args.psk,
+        args.psk_file,
+        args.cert,
+        args.key,
+        args.cacert,
+        args.rpk,
+        *args.trust_rpk,
+    ]
+    if all(value is None for value in given) and not args.insecure:
+        return None
+    try:
+        from ..protocol.dtls.credentials import DtlsCredentials
+    except ImportError as error:
+        raise UnsupportedTransportError(
+            f"coaps:// needs the 'dtls' extra: pip install 'coap-trio[dtls]' ({error})"
+        ) from None
+    if (args.psk is not None or args.psk_file is not None) and args.psk_identity is None:
+        raise UsageError("--psk and --psk-file need --psk-identity")
+    try:
+        credentials = DtlsCredentials.from_files(
+            psk_identity=args.psk_identity,
+            psk=args.psk,
+            psk_file=args.psk_file,
+            cert=args.cert,
+            key=args.key,
+            cacert=args.cacert,
+            rpk=args.rpk,
+            trusted_rpk=args.trust_rpk,
+            insecure=args.insecure,
+        )
+        if server and (args.cacert is not None or args.trust_rpk):
+            credentials = attrs.evolve(credentials, require_client_auth=True)
+    except OSError as error:
+        raise UsageError(
+            f"{error.filename or 'DTLS credentials'}: {error.strerror or error}"
+        ) from None
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"DTLS credentials: {error}") from None
+    if server and not credentials.suites(server=True):
+        raise UsageError(
+            "--dtls-bind needs server credentials: --psk-identity with --psk or --psk-file, "
+            "--cert with --key, or --rpk"
+        )
+    return credentials
 
 
 def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -323,6 +460,13 @@ def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
             metavar="FILE",
             help="write the payload to FILE (raw bytes) instead of standard output",
         )
+    if verb != "ping":
+        parser.add_argument(
+            "--credentials",
+            metavar="FILE",
+            help="OSCORE credentials (RFC 8613): a JSON file in aiocoap's --credentials "
+            "format; a request whose URI matches an entry is protected",
+        )
     parser.add_argument(
         "--timeout",
         type=_positive_float,
@@ -335,6 +479,7 @@ def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
         action="store_true",
         help="show every datagram sent and received (UDP) and the response on standard error",
     )
+    _add_dtls_flags(parser, server=False)
 
 
 _VERB_HELP = {
@@ -515,6 +660,22 @@ def build_parser() -> argparse.ArgumentParser:
             help="serve from N processes sharing each port (SO_REUSEPORT; default 1)",
         )
         site_parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
+        site_parser.add_argument(
+            "--credentials",
+            metavar="FILE",
+            help="OSCORE credentials (RFC 8613), aiocoap's JSON format: requests protected "
+            "with its security contexts are verified and answered protected (not with "
+            "--workers: processes must not share a security context)",
+        )
+        site_parser.add_argument(
+            "--dtls-bind",
+            action="append",
+            type=_typed(lambda text: parse_bind(text, default_port=5684)),
+            metavar="HOST:PORT",
+            help="also serve coaps:// (DTLS) there, repeatable (default port 5684; port 0: any "
+            "free port); needs the server credentials below",
+        )
+        _add_dtls_flags(site_parser, server=True)
     verbs.add_parser("demo", help="serve and query real CoAP over loopback, and print it")
     verbs.add_parser("codec-demo", help="encode and decode a request and a response")
     return parser

@@ -50,10 +50,12 @@ from ..fileserver import FileServerSite, fileserver_site
 from ..hosting import serve_site
 from ..plugtest import DEFAULT_OBS_PERIOD, PlugtestSite, plugtest_site
 from .exitcodes import ExitStatus
+from .parsing import dtls_credentials, read_credentials
 from .trace import TracingNetwork
 
 if TYPE_CHECKING:
     from ..context import ContextStatistics
+    from ..protocol.dtls.credentials import DtlsCredentials
     from ..transports.udp import UDPNetwork
 
 __all__ = ["DEFAULT_BIND", "WORKER_START_TIMEOUT", "format_address", "run_serve"]
@@ -69,9 +71,9 @@ _WORKER_STOP_TIMEOUT = 10.0
 _PARENT_POLL = 0.5
 
 
-def format_address(host: str, port: int) -> str:
-    """``coap://host:port`` with IPv6 literals in brackets."""
-    return f"coap://[{host}]:{port}" if ":" in host else f"coap://{host}:{port}"
+def format_address(host: str, port: int, scheme: str = "coap") -> str:
+    """``coap://host:port`` (or another scheme) with IPv6 literals in brackets."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _make_site(args: argparse.Namespace) -> PlugtestSite | FileServerSite:
@@ -88,10 +90,19 @@ async def run_serve(
     ``log`` (standard error) every datagram with ``-v``, and a worker's counters."""
     if args.site == "proxy":
         return await _run_proxy(args, report, log)
+    if args.workers > 1 and args.credentials:
+        raise UsageError(
+            "--credentials cannot be used with --workers (processes would share "
+            "a security context, and reuse its nonces)"
+        )
+    dtls = _dtls(args)
     if args.workers > 1 and args.worker_of is None:
+        if dtls is not None:
+            raise UsageError("--dtls-bind serves from one process: leave out --workers")
         return await _run_workers(args, report)
     binds = args.bind or [DEFAULT_BIND]
     worker = args.worker_of is not None
+    credentials = read_credentials(args.credentials) if args.credentials else None
     network: UDPNetwork | TracingNetwork | None = None
     if args.verbose or worker:
         from ..transports.udp import UDPNetwork
@@ -109,9 +120,16 @@ async def run_serve(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # serve_site raises the Context's errors (an address in use) as themselves.
-        async with serve_site(site, binds, network=network) as ctx:
-            for address in ctx.addresses:
-                report(f"listening on {format_address(address.host, address.port)}")
+        async with serve_site(
+            site,
+            binds,
+            network=network,
+            oscore=credentials,
+            dtls_bind=args.dtls_bind,
+            dtls=dtls,
+        ) as ctx:
+            for address in [*ctx.addresses, *ctx.dtls_addresses]:
+                report(f"listening on {format_address(address.host, address.port, address.scheme)}")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
                 if worker:
@@ -119,6 +137,19 @@ async def run_serve(
             if worker:
                 log(f"coap-trio worker {os.getpid()}: {_counters(ctx.statistics)}")
     return ExitStatus.OK
+
+
+def _dtls(args: argparse.Namespace) -> DtlsCredentials | None:
+    """The server's DTLS credentials for ``--dtls-bind`` (None without it)."""
+    credentials = dtls_credentials(args, server=args.dtls_bind is not None)
+    if credentials is not None and not args.dtls_bind:
+        raise UsageError("the DTLS options serve coaps:// on --dtls-bind: give it too")
+    if args.dtls_bind and credentials is None:
+        raise UsageError(
+            "--dtls-bind needs server credentials: --psk-identity with --psk or --psk-file, "
+            "--cert with --key, or --rpk"
+        )
+    return credentials
 
 
 async def _run_proxy(

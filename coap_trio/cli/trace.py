@@ -14,7 +14,7 @@ from collections.abc import Callable
 import trio
 
 from .. import codec
-from ..errors import MessageFormatError
+from ..errors import MessageFormatError, RequestError
 from ..remote import DatagramRemote
 from ..transports.base import (
     DatagramEndpoint,
@@ -27,8 +27,14 @@ from ..transports.base import (
 __all__ = ["TracingNetwork", "describe_datagram"]
 
 
+_DTLS_CONTENT = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application data"}
+
+
 def describe_datagram(data: bytes, remote: DatagramRemote) -> str:
-    """A datagram as one line: the decoded message's repr, or why it does not decode."""
+    """A datagram as one line: the decoded message's repr, or why it does not decode
+    (a DTLS record, of coaps://, is named as one: its content stays encrypted)."""
+    if len(data) >= 13 and data[0] in _DTLS_CONTENT and data[1] == 0xFE:
+        return f"{len(data)} bytes of DTLS, first record: {_DTLS_CONTENT[data[0]]}"
     try:
         message = codec.decode(data, remote)
     except MessageFormatError as error:
@@ -73,7 +79,7 @@ class _TracingEndpoint:
                 report(f"<- {remote}  {describe_datagram(data, remote)}")
             on_datagrams(batch)
 
-        def failed(remote: DatagramRemote, error: OSError) -> None:
+        def failed(remote: DatagramRemote, error: OSError | RequestError) -> None:
             report(f"!! {remote}  {error}")
             on_error(remote, error)
 

@@ -206,6 +206,7 @@ class ServerExchange:
         "owner",
         "remote",
         "request",
+        "security",
         "state",
         "token",
         "transmission",
@@ -226,6 +227,9 @@ class ServerExchange:
         self.transmission: Transmission | None = None
         #: Free for the driver (the machine never reads it).
         self.owner: object = None
+        #: Free for the driver: what protects its responses (an OSCORE
+        #: binding), None for a plain request. The machine never reads it.
+        self.security: object = None
 
     def __repr__(self) -> str:
         return f"<ServerExchange {self.state.name} mid={self.mid} token={self.token.hex()}>"

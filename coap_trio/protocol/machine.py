@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Protocol
 
+from ..errors import RequestError
 from ..message import Message
 from .config import MessagingStatistics
 from .exchanges import ClientExchange, Event, ServerExchange
@@ -109,8 +110,12 @@ class Machine(Protocol):
         """Process one datagram (or one stream frame, one WebSocket message) from ``remote``."""
         ...
 
-    def peer_error(self, remote: Hashable, error: OSError, now: float) -> list[Event]:
-        """The network reported ``error`` for ``remote``."""
+    def peer_error(
+        self, remote: Hashable, error: OSError | RequestError, now: float
+    ) -> list[Event]:
+        """The network reported ``error`` for ``remote``: an ``OSError`` (ICMP), or a
+        :class:`~coap_trio.errors.RequestError` the requests towards it fail with as
+        it is (its DTLS session failed or ended)."""
         ...
 
     def connection_made(self, remote: Hashable, now: float) -> list[Event]:

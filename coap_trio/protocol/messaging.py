@@ -36,6 +36,7 @@ from ..errors import (
     LocalProtocolError,
     MessageFormatError,
     NetworkError,
+    RequestError,
     RequestTimeoutError,
     ResetByPeerError,
 )
@@ -127,6 +128,7 @@ _C, _S, _CI, _SI = ClientState, ServerState, ClientInput, ServerInput
 CLIENT_TRANSITIONS: dict[tuple[ClientState | StreamClientState, ClientInput], ClientState] = {
     (_C.QUEUED, _CI.TRANSMIT): _C.SENT,
     (_C.QUEUED, _CI.ABANDON): _C.DONE,
+    (_C.QUEUED, _CI.FAIL): _C.DONE,  # its remote's security session failed before it went out
     (_C.SENT, _CI.EMPTY_ACK): _C.ACKNOWLEDGED,
     (_C.SENT, _CI.RESPONSE): _C.DONE,
     (_C.SENT, _CI.REGISTERED): _C.OBSERVING,
@@ -764,6 +766,8 @@ class Messaging:
             self._counts["unmatched"] += 1
             return
         if isinstance(owner, ServerExchange):
+            if owner.transmission is not None:  # (an RST to an earlier NON notification)
+                self._reliability.cancel(owner.transmission)
             owner.state = _SERVER[owner.state, _SERVER_FAIL]
             owner.transmission = None
             events.append(ResponseFailed(owner, ResetByPeerError("the client reset the response")))
@@ -856,9 +860,26 @@ class Messaging:
             self._seen_con(remote, mid, data, record)
         events.append(Transmit(remote, data))
 
-    def peer_error(self, remote: Hashable, error: OSError, now: float) -> list[Event]:
-        """The network reported ``error`` for ``remote``: fail the requests sent to it."""
+    def peer_error(
+        self, remote: Hashable, error: OSError | RequestError, now: float
+    ) -> list[Event]:
+        """The network reported ``error`` for ``remote``: fail what is in flight towards it.
+
+        An ``OSError`` (an ICMP report) fails the requests already sent to it,
+        each with a :class:`~coap_trio.errors.NetworkError`; queued ones go out
+        later. A :class:`~coap_trio.errors.RequestError` says that the secure
+        session with ``remote`` failed or ended (a DTLS handshake that failed,
+        a fatal alert, a closed session): nothing towards it can be answered in
+        that session any more, so every exchange with it ends with that very
+        error: requests sent, queued (NSTART, message IDs) and observing, pings,
+        and CON responses and notifications awaiting their ACK
+        (``ResponseFailed``); and the deduplication entries of the session are
+        forgotten, so that no reply of it is replayed into another one.
+        """
         events: list[Event] = []
+        if isinstance(error, RequestError):
+            self._session_ended(remote, error, now, events)
+            return events
         # Decide first: finishing one starts queued requests, which were not sent yet.
         sent = [
             exchange
@@ -869,6 +890,30 @@ class Messaging:
             self._finish(exchange, _FAIL, now, events)
             events.append(RequestFailed(exchange, NetworkError(str(error), error)))
         return events
+
+    def _session_ended(
+        self, remote: Hashable, error: RequestError, now: float, events: list[Event]
+    ) -> None:
+        """:meth:`peer_error` with a RequestError: end every exchange with ``remote``."""
+        queued = self._queued.pop(remote, None) or ()  # first: nothing of it may start now
+        doomed: list[ClientExchange] = list(queued)
+        for exchange in self._matcher.towards(remote):
+            if exchange.state is not _DONE and exchange.state is not _QUEUED:
+                doomed.append(exchange)
+        for transmission in self._reliability.towards(remote):
+            owner = transmission.owner
+            if isinstance(owner, ClientExchange):
+                if owner.ping and owner.state is not _DONE:
+                    doomed.append(owner)  # (pings have no token: not in the matcher)
+            elif isinstance(owner, ServerExchange):
+                self._reliability.cancel(transmission)
+                owner.transmission = None
+                owner.state = _SERVER[owner.state, _SERVER_FAIL]
+                events.append(ResponseFailed(owner, error))
+        for exchange in doomed:
+            self._finish(exchange, _FAIL, now, events)
+            events.append(RequestFailed(exchange, error))
+        self._dedup.forget(remote)
 
     # -- small shared steps ---------------------------------------------------------
 

@@ -150,6 +150,10 @@ class Reliability:
                 del sent_non[key]
         return order[0][0] if order else None
 
+    def towards(self, remote: Hashable) -> list[Transmission]:
+        """Every CON awaiting its ACK from ``remote`` (a scan; for rare events)."""
+        return [t for (r, _), t in self._unacked.items() if r == remote]
+
     @property
     def awaiting_ack(self) -> int:
         """CONs currently awaiting their ACK."""

@@ -67,6 +67,7 @@ from ..errors import (
     LocalProtocolError,
     MessageFormatError,
     MessageTooLargeError,
+    RequestError,
     RequestTimeoutError,
     SignalingError,
 )
@@ -380,13 +381,23 @@ class StreamMessaging:
         self._close(conn, ConnectionLostError(text, os_error), now, events, None)
         return events
 
-    def peer_error(self, remote: Hashable, error: OSError, now: float) -> list[Event]:
-        """The network reported ``error`` for ``remote``: the connection is lost, close it."""
+    def peer_error(
+        self, remote: Hashable, error: OSError | RequestError, now: float
+    ) -> list[Event]:
+        """The network reported ``error`` for ``remote``: the connection is lost, close it.
+
+        Its requests fail with a :class:`~coap_trio.errors.ConnectionLostError`
+        for an ``OSError``, and with ``error`` itself for a
+        :class:`~coap_trio.errors.RequestError`.
+        """
         conn = self._connections.get(remote)
         if conn is None:
             return []
         events: list[Event] = []
-        self._close(conn, ConnectionLostError(str(error), error), now, events, f"{error}")
+        failure = (
+            error if isinstance(error, RequestError) else ConnectionLostError(str(error), error)
+        )
+        self._close(conn, failure, now, events, f"{error}")
         return events
 
     def abort(self, remote: Hashable, now: float, diagnostic: str = "") -> list[Event]:
@@ -413,7 +424,7 @@ class StreamMessaging:
     def _close(
         self,
         conn: ConnectionState,
-        error: ConnectionLostError,
+        error: RequestError,
         now: float,
         events: list[Event],
         reason: str | None,

@@ -26,6 +26,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from ..errors import RequestError
 from ..remote import DatagramRemote
 
 __all__ = [
@@ -39,8 +40,11 @@ __all__ = [
 #: Called by an endpoint's task with each batch of received datagrams.
 DatagramHandler = Callable[[list[tuple[bytes, DatagramRemote]]], None]
 #: Called by an endpoint's task when the OS reports an error about a peer
-#: (e.g. ICMP port unreachable): the peer and an ``OSError``.
-ErrorHandler = Callable[[DatagramRemote, OSError], None]
+#: (e.g. ICMP port unreachable): the peer and an ``OSError``; or, from an
+#: endpoint that secures its datagrams (DTLS), when the peer's session failed
+#: or ended: the peer and the :class:`~coap_trio.errors.RequestError` the
+#: requests towards it fail with.
+ErrorHandler = Callable[[DatagramRemote, OSError | RequestError], None]
 
 
 @attrs.frozen

@@ -111,7 +111,7 @@ class DtlsCredentials:
 
     ``psk_table`` is copied into a read-only mapping; ``trusted_raw_public_keys``
     is stored in canonical DER form (see
-    :func:`~coap_trio.protocol.dtls.pki.peer_public_key_from_rpk`). The repr
+    ``pki.peer_public_key_from_rpk``). The repr
     shows no key.
     """
 

@@ -41,7 +41,6 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
@@ -192,7 +191,7 @@ _PARSE_ERRORS = (
     x509.InvalidVersion,
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,
-    CryptographyDeprecationWarning,
+    UserWarning,  # CryptographyDeprecationWarning and cryptography's other warnings
 )
 
 
@@ -200,8 +199,9 @@ def _parse_certificate(der: bytes, position: int) -> x509.Certificate:
     try:
         with warnings.catch_warnings():
             # What cryptography still loads but deprecates (a serial number
-            # that is not positive, against RFC 5280) is refused too.
-            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            # that is not positive, against RFC 5280) or warns about (a
+            # country name that is not two letters) is refused too.
+            warnings.simplefilter("error", UserWarning)
             certificate = x509.load_der_x509_certificate(der)
             # Parsed lazily by cryptography: read them now, so that a malformed
             # name, extension or key is refused here rather than deep in validation.

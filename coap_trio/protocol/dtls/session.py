@@ -295,6 +295,50 @@ class DtlsSession:
     gives the wall-clock time certificates are checked at (default: now, UTC).
     """
 
+    # Slots: a server holds one session per peer (a __dict__ would cost ~1.5 KB each).
+    __slots__ = (
+        "_cert_requested",
+        "_client_certificate_seen",
+        "_client_random",
+        "_clock",
+        "_deadline",
+        "_early",
+        "_ecdhe_key",
+        "_ems",
+        "_epoch1_read",
+        "_fingerprint",
+        "_flight",
+        "_hello_verifies",
+        "_interval",
+        "_master",
+        "_offered",
+        "_own_cert_type",
+        "_peer_cert_type",
+        "_peer_key",
+        "_peer_point",
+        "_peer_retransmitted",
+        "_psk_identity",
+        "_random",
+        "_reassembler",
+        "_record_seq",
+        "_records",
+        "_send_seq",
+        "_sent_certificate",
+        "_server_random",
+        "_started",
+        "_subject",
+        "_suite",
+        "_transcript",
+        "_verified_client",
+        "config",
+        "credentials",
+        "peer",
+        "role",
+        "server_name",
+        "state",
+        "statistics",
+    )
+
     def __init__(
         self,
         role: Role,
@@ -393,6 +437,15 @@ class DtlsSession:
         except HandshakeError as refusal:
             self._fail(refusal, out)
         return out
+
+    def receive_application_data(self, datagram: bytes) -> bytes | None:
+        """The fast path of :meth:`receive` for an established session: the plaintext of
+        a datagram that is one new, authentic application-data record, or None for
+        anything else, which :meth:`receive` must then be given (it drops and counts
+        what is wrong; nothing was changed or counted here)."""
+        if self.state is not DtlsState.ESTABLISHED:
+            return None
+        return self._records.open_application_data(datagram)
 
     def send(self, data: bytes) -> bytes:
         """One application-data record carrying ``data`` (at most 2^14 bytes)."""
@@ -1135,6 +1188,21 @@ class DtlsSession:
         self._records.set_write_cipher(1, mine)
         self._records.set_read_cipher(1, theirs)
 
+    def _release_handshake(self) -> None:
+        """Established: drop what only the handshake needed (a server keeps one session
+        per peer). The last flight stays, to answer a peer that repeats its own."""
+        self._transcript = bytearray()
+        self._reassembler = msg.Reassembler(
+            self._reassembler.next_seq, max_message_size=self.config.max_message_size
+        )
+        self._offered = None
+        self._peer_key = None
+        self._ecdhe_key = None
+        self._peer_point = b""
+        self._master = b""
+        self._client_random = self._server_random = b""
+        self._early = []
+
     def _check_finished(self, message: HandshakeMessage, *, client: bool) -> None:
         received = msg.decode_finished(message.body)
         expected = keys.verify_data(self._master, client, self._hash())
@@ -1147,6 +1215,7 @@ class DtlsSession:
         self._transcript += message.raw
 
     def _complete(self, out: Received) -> None:
+        self._release_handshake()
         self.peer = HandshakeComplete(
             cipher_suite=self._suite,
             extended_master_secret=self._ems,

@@ -16,8 +16,6 @@ transports, time or files.
 
 from __future__ import annotations
 
-import cbor2
-
 from ...codec import decode_options, encode_options
 from ...errors import (
     MessageEncodeError,
@@ -58,14 +56,49 @@ _OBSERVE = 6
 def external_aad(algorithm_id: int, request_kid: bytes, request_piv: bytes) -> bytes:
     """The aad_array of §5.4, CBOR-encoded: ``[1, [alg_aead], request_kid, request_piv, h'']``.
 
-    There are no Class I options, so the options element is empty.
+    There are no Class I options, so the options element is empty. Written
+    directly (the array's shape is fixed; per message, cbor2 cost more than
+    the cipher): ``tests/test_oscore_protect.py`` checks it against cbor2.
     """
-    return cbor2.dumps([OSCORE_VERSION, [algorithm_id], request_kid, request_piv, b""])
+    return b"".join(
+        (
+            b"\x85\x01\x81",  # array(5), 1 (the version), array(1)
+            _cbor_int(algorithm_id),
+            _cbor_head(0x40, len(request_kid)),
+            request_kid,
+            _cbor_head(0x40, len(request_piv)),
+            request_piv,
+            b"\x40",  # h'': no Class I options
+        )
+    )
+
+
+#: ``array(3), "Encrypt0", h''``: the start of every Enc_structure (RFC 8152 §5.3).
+_ENC_STRUCTURE = b"\x83\x68Encrypt0\x40"
 
 
 def aad(algorithm_id: int, request_kid: bytes, request_piv: bytes) -> bytes:
     """The AAD: the Enc_structure ``["Encrypt0", h'', external_aad]`` (§5.4, RFC 8152 §5.3)."""
-    return cbor2.dumps(["Encrypt0", b"", external_aad(algorithm_id, request_kid, request_piv)])
+    inner = external_aad(algorithm_id, request_kid, request_piv)
+    return _ENC_STRUCTURE + _cbor_head(0x40, len(inner)) + inner
+
+
+def _cbor_head(major: int, value: int) -> bytes:
+    """A CBOR head: major type ``major`` (its top three bits) and argument ``value``."""
+    if value < 24:
+        return bytes((major | value,))
+    if value < 0x100:
+        return bytes((major | 24, value))
+    if value < 0x10000:
+        return bytes((major | 25,)) + value.to_bytes(2, "big")
+    if value < 0x1_0000_0000:
+        return bytes((major | 26,)) + value.to_bytes(4, "big")
+    return bytes((major | 27,)) + value.to_bytes(8, "big")
+
+
+def _cbor_int(value: int) -> bytes:
+    """A CBOR integer (COSE algorithm identifiers may be negative)."""
+    return _cbor_head(0x00, value) if value >= 0 else _cbor_head(0x20, -1 - value)
 
 
 def plaintext(code: int, inner: list[tuple[int, bytes]], payload: bytes) -> bytes:
