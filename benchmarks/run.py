@@ -581,7 +581,8 @@ def run_soak(args: argparse.Namespace, table: Table) -> None:
         "(not judged here) before -> after",
         "",
         "back to the start: "
-        + ("met" if not client_soak.problems else "NOT met: " + "; ".join(client_soak.problems)),
+        + ("met" if not client_soak.problems else "NOT met: " + "; ".join(client_soak.problems))
+        + f"; operations over {soak.STALL:g} s: {sum(client_soak.timing.stalled.values())}",
         coap_trio=(
             f"{before.tasks} -> {after.tasks}, {before.fds} -> {after.fds}, "
             f"{before.in_flight} -> {after.in_flight}, "
