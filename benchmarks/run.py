@@ -572,6 +572,9 @@ def run_soak(args: argparse.Namespace, table: Table) -> None:
             f"{mean_ok:,.0f}, {mean_busy:,.0f}, {sorted({s.fds for s in served.samples}) or '-'}"
         ),
     )
+    for line in served.targets:
+        what, _, verdict = line.rpartition(": ")
+        table.add("soak", what, "", verdict, coap_trio="")
     client_soak = soak.run_client_soak(sargs, _log)
     soak.report_client_soak(client_soak, _log)
     before, after = client_soak.before, client_soak.settled

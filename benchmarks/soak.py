@@ -38,7 +38,11 @@ timeouts (no answer within 1 s) and the server's CPU share. The verdict:
 ``--spread`` (default 10%) of its lowest value and grows by less than
 ``--growth`` (default 5%) from the first of them to the last, the
 descriptors are the same in every sample, every interval answered
-requests, and the server is still running at the end.
+requests, and the server is still running at the end. Then, beside the
+verdict, the memory targets: the RSS above idle at the plateau (at most
+80 MB), and the bytes per deduplication entry at the store's bound
+(``--dedup-entries``, default 200,000; at most 256), tracemalloc's and
+the RSS growth's, each taken in a fresh process by ``dedup_memory.py``.
 
 **client**: one ``open_context(client_endpoints=N)`` in this process (N
 sized so that the operations never wait for a message ID: RFC 7252 allows
@@ -96,10 +100,15 @@ from pathlib import Path
 from typing import Any
 
 import _peers
+import dedup_memory
 import server
 from _peers import HOST
 
 MIB = 1024 * 1024
+#: Bytes per deduplication entry allowed at the store's bound (tracemalloc and RSS).
+DEDUP_ENTRY_BOUND = 256
+#: The RSS allowed above idle at the plateau under overload, in bytes (80 MB).
+ABOVE_IDLE_BOUND = 80_000_000
 #: Where the server soak's generator sends its GETs.
 SERVER_PATH = "test"
 
@@ -356,6 +365,11 @@ class ServerSoak:
     generator: dict[str, Any] = field(default_factory=dict)
     alive: bool = True
     problems: list[str] = field(default_factory=list)
+    #: Bytes per deduplication entry at the store's bound, by method
+    #: ("tracemalloc", "rss"), each after the fill and at the plateau.
+    dedup: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: What the memory targets say (not part of the plateau verdict).
+    targets: list[str] = field(default_factory=list)
 
     @property
     def plateau(self) -> bool:
@@ -388,6 +402,32 @@ def judge(soak: ServerSoak, spread: float, growth: float) -> None:
         soak.problems.append(f"no 2.05 in the intervals ending at {', '.join(stalled)}")
     if not soak.alive:
         soak.problems.append("the server died")
+
+
+def measure_dedup(entries: int) -> dict[str, dict[str, float]]:
+    """Bytes per deduplication entry at a store's bound of ``entries``, each method
+    in a fresh process (``dedup_memory.py``: tracemalloc, then RSS growth)."""
+    parts = argparse.Namespace(entries=entries, remotes=5_000, operations=0)
+    return {part: dedup_memory.run_part(part, parts) for part in ("tracemalloc", "rss")}
+
+
+def judge_targets(soak: ServerSoak) -> None:
+    """Fill ``soak.targets``: the RSS above idle at the plateau, bytes per dedup entry."""
+    tail = soak.last_third()
+    if tail:
+        above = max(s.rss for s in tail) - soak.idle_rss
+        verdict = "met" if above <= ABOVE_IDLE_BOUND else "NOT met"
+        soak.targets.append(
+            f"RSS above idle at the plateau {above / 1e6:.1f} MB (target <= "
+            f"{ABOVE_IDLE_BOUND / 1e6:.0f} MB): {verdict}"
+        )
+    for method, figures in soak.dedup.items():
+        worst = max(figures.values())
+        verdict = "met" if worst <= DEDUP_ENTRY_BOUND else "NOT met"
+        soak.targets.append(
+            f"deduplication bytes per entry ({method}): fill {figures['fill']:.0f}, plateau "
+            f"{figures['plateau']:.0f} (target <= {DEDUP_ENTRY_BOUND}): {verdict}"
+        )
 
 
 def run_server_soak(args: argparse.Namespace, log: Callable[[str], None] = print) -> ServerSoak:
@@ -463,6 +503,9 @@ def run_server_soak(args: argparse.Namespace, log: Callable[[str], None] = print
                 process.stdout.close()
         peer.stop()
     judge(soak, args.spread, args.growth)
+    if args.dedup_entries > 0:
+        soak.dedup = measure_dedup(args.dedup_entries)
+    judge_targets(soak)
     return soak
 
 
@@ -520,6 +563,8 @@ def report_server_soak(soak: ServerSoak, log: Callable[[str], None] = print) -> 
     if soak.generator:
         log(f"  generator: {soak.generator['counts']} other codes {soak.generator['other_codes']}")
     log(f"  side loads: {soak.side}")
+    for line in soak.targets:
+        log(f"  {line}")
     verdict = "PLATEAU" if soak.plateau else "NO PLATEAU: " + "; ".join(soak.problems)
     log(f"  verdict: {verdict}")
 
@@ -936,6 +981,12 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spread", type=float, default=0.10, help="RSS spread allowed (0.10)")
     parser.add_argument("--growth", type=float, default=0.05, help="RSS growth allowed (0.05)")
     parser.add_argument("--silent-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--dedup-entries",
+        type=int,
+        default=200_000,
+        help="measure bytes per deduplication entry at this bound afterwards (0: not measured)",
+    )
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
