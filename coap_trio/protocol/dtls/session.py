@@ -23,9 +23,12 @@ States and their legal moves are data (:data:`TRANSITIONS`); every state
 change is a lookup there. Refused: renegotiation (a ClientHello or
 HelloRequest on an established session gets a no_renegotiation warning),
 versions older than DTLS 1.2 (protocol_version), suites and parameters
-outside the profile (handshake_failure, illegal_parameter). A peer whose
-Finished does not check out (a wrong pre-shared key: its Finished record
-fails to authenticate, or its verify_data differs) gets decrypt_error.
+outside the profile (handshake_failure, illegal_parameter). A record that
+fails authentication is dropped and counted, and the handshake goes on
+(RFC 6347 §4.1.2.7: a forged record must not end it). A peer whose
+Finished does not check out gets decrypt_error: its verify_data differs,
+or (a wrong pre-shared key) its Finished record fails authentication again
+after it sent its flight once more.
 Failures are :class:`Failed` events carrying a
 :class:`~coap_trio.errors.HandshakeError` (our refusal, with the alert we
 sent) or a :class:`~coap_trio.errors.DtlsAlertError` (the peer's fatal
@@ -322,6 +325,7 @@ class DtlsSession:
         "_reassembler",
         "_record_seq",
         "_records",
+        "_repeated_after_unauthentic",
         "_send_seq",
         "_sent_certificate",
         "_server_random",
@@ -329,6 +333,7 @@ class DtlsSession:
         "_subject",
         "_suite",
         "_transcript",
+        "_unauthentic",
         "_verified_client",
         "config",
         "credentials",
@@ -370,6 +375,9 @@ class DtlsSession:
         self._started: float | None = None
         self._early: list[Record] = []
         self._epoch1_read = False
+        #: Records of the peer's epoch 1 that failed authentication during the handshake.
+        self._unauthentic = 0
+        self._repeated_after_unauthentic = False
         self._record_seq = 0
         self._hello_verifies = 0
         # Negotiated.
@@ -571,18 +579,8 @@ class DtlsSession:
         failed_before = records.statistics.bad_record_mac
         payload = records.unprotect(record)
         if payload is None:
-            if (
-                records.statistics.bad_record_mac > failed_before
-                and record.epoch == 1
-                and not self._epoch1_read
-                and record.content_type == ContentType.HANDSHAKE
-                and self.state in (DtlsState.WAIT_SERVER_FINISHED, DtlsState.WAIT_CLIENT_FINISHED)
-            ):
-                raise _refuse(
-                    AlertDescription.DECRYPT_ERROR,
-                    "the peer's Finished does not authenticate: our keys differ"
-                    " (a wrong pre-shared key?)",
-                )
+            if records.statistics.bad_record_mac > failed_before:
+                self._on_unauthentic_record()
             return
         if record.epoch:
             self._epoch1_read = True
@@ -599,6 +597,36 @@ class DtlsSession:
         else:
             self.statistics.dropped_records += 1
 
+    def _on_unauthentic_record(self) -> None:
+        """A record of the epoch we read failed authentication (counted in bad_record_mac).
+
+        RFC 6347 §4.1.2.7: dropped, and the handshake goes on, since anyone can
+        send a record with a valid header (a forged Finished must not end it). A
+        wrong pre-shared key looks the same, record by record: the peer's Finished
+        never authenticates. The handshake is refused (decrypt_error) only on
+        stronger evidence: no record of the peer's epoch 1 has authenticated yet,
+        one failed, the peer then sent its flight again (its messages or its
+        ChangeCipherSpec repeated), and a record failed once more after that.
+        """
+        if self.state not in (DtlsState.WAIT_SERVER_FINISHED, DtlsState.WAIT_CLIENT_FINISHED):
+            return
+        if self._epoch1_read:
+            return  # the keys are proven: this one is a forgery (or damaged)
+        if self._unauthentic and self._repeated_after_unauthentic:
+            raise _refuse(
+                AlertDescription.DECRYPT_ERROR,
+                "the peer's Finished does not authenticate, also in its repeated flight:"
+                " our keys differ (a wrong pre-shared key?)",
+            )
+        self._unauthentic += 1
+        self._repeated_after_unauthentic = False
+
+    def _peer_repeats(self) -> None:
+        """The peer sent part of a flight again (a repeated message or ChangeCipherSpec)."""
+        self._peer_retransmitted = True
+        if self._unauthentic:
+            self._repeated_after_unauthentic = True
+
     def _on_change_cipher_spec(self, payload: bytes, epoch: int, now: float, out: Received) -> None:
         try:
             msg.decode_change_cipher_spec(payload)
@@ -608,6 +636,8 @@ class DtlsSession:
         waiting = self.state in (DtlsState.WAIT_SERVER_FINISHED, DtlsState.WAIT_CLIENT_FINISHED)
         if not waiting or epoch != 0 or self._records.read_epoch != 0:
             self.statistics.dropped_records += 1  # a repeated one, or out of place
+            if waiting and epoch == 0:
+                self._peer_repeats()
             return
         if not self._records.can_read(1):
             # Before the key exchange that gives its keys (it overtook it): the peer repeats it.
@@ -662,7 +692,7 @@ class DtlsSession:
                 self._reassembler.next_seq = fragment.message_seq
             try:
                 if self._reassembler.add(fragment, epoch):
-                    self._peer_retransmitted = True
+                    self._peer_repeats()
             except DtlsDecodeError as error:
                 raise _refuse(AlertDescription.DECODE_ERROR, str(error)) from None
         while self.state in _HANDSHAKING or self.state is DtlsState.IDLE:
