@@ -24,6 +24,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 
 import attrs
 
@@ -178,7 +179,7 @@ def coaps_get(session: DtlsSession, port: int, path: str = "", *, budget: float 
                     data, _ = sock.recvfrom(65536)
                 except OSError:
                     continue  # ICMP port unreachable and the like
-                if take(session.receive(data, time.monotonic())):
+                if take(session.receive(data, time.monotonic(), datetime.now(UTC))):
                     break
             if take(session.timeout(time.monotonic())):
                 break
@@ -257,7 +258,7 @@ class EngineServer:
                     if not isinstance(decision, Accept):
                         continue
                     session = self.sessions[address] = DtlsSession(Role.SERVER, self.credentials)
-                self._handle(session, address, session.receive(data, now))
+                self._handle(session, address, session.receive(data, now, datetime.now(UTC)))
             for address, session in list(self.sessions.items()):
                 self._handle(session, address, session.timeout(now))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from dtls_helpers import IDENTITY, KEY, Link, Pki, psk_client, psk_server, rpk_credentials
@@ -455,6 +457,55 @@ def test_ecdhe_with_client_certificates() -> None:
         link.server.peer.certificate_subject is not None
     )
     assert link.client.is_established
+
+
+@pytest.mark.parametrize("judge", ["client", "server"])
+@pytest.mark.parametrize(("earlier", "valid"), [(timedelta(days=1), True), (timedelta(0), False)])
+def test_a_certificate_is_judged_at_the_wall_time_given(
+    judge: str, earlier: timedelta, valid: bool
+) -> None:
+    """T = 12 h after the certificate's notAfter: expired at T, valid at T - 1 day. The
+    client judges the server's certificate, or the server the client's (only one judges)."""
+    pki = Pki()
+    leaf = Pki.chain(pki.server if judge == "client" else pki.client)[0]
+    t = leaf.not_valid_after_utc + timedelta(hours=12)
+    client = DtlsSession(
+        Role.CLIENT,
+        pki.credentials(pki.client, verify_peer=judge == "client"),
+        server_name="localhost",
+    )
+    server = DtlsSession(Role.SERVER, pki.credentials(pki.server, require_client_auth=True))
+    assert (client if judge == "client" else server).needs_wall_time
+    link = Link(client, server)
+    link.wall_time = t - earlier
+    link.handshake()
+    if valid:
+        assert link.client.is_established
+        assert link.server.is_established
+        assert not link.server.needs_wall_time  # established: no certificate left to check
+        return
+    error = _failure(link.client_events if judge == "client" else link.server_events)
+    assert isinstance(error, HandshakeError)
+    assert error.alert == AlertDescription.CERTIFICATE_EXPIRED
+
+
+def test_a_session_that_may_check_certificates_needs_the_wall_time() -> None:
+    pki = Pki()
+    client = DtlsSession(
+        Role.CLIENT, DtlsCredentials(trusted_cas=(pki.ca_cert,)), server_name="localhost"
+    )
+    server = DtlsSession(Role.SERVER, pki.credentials(pki.server))
+    assert not server.needs_wall_time  # it asks for no client certificate
+    hello = client.start(0.0)
+    flight = server.receive(hello[0], 0.0).datagrams  # no wall_time: none needed
+    assert flight
+    with pytest.raises(LocalProtocolError, match="wall_time"):
+        client.receive(flight[0], 0.1)
+    assert client.state is DtlsState.WAIT_SERVER_HELLO  # nothing was read
+    assert client.record_statistics == RecordLayer().statistics
+    # PSK sessions check no certificate: no wall time.
+    assert not psk_client().needs_wall_time
+    assert not psk_server().needs_wall_time
 
 
 def test_ecdhe_refuses_a_server_certificate_for_another_name() -> None:

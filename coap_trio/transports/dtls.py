@@ -549,7 +549,9 @@ class DtlsEndpoint:
                 if peer is None:
                     continue
             peer.seen = now
-            self._take(peer, peer.session.receive(data, now), now, delivered, errors)
+            session = peer.session
+            wall_time = self._wall_clock() if session.needs_wall_time else None
+            self._take(peer, session.receive(data, now, wall_time), now, delivered, errors)
         if delivered:
             self._received += len(delivered)
             on_datagrams = self._on_datagrams
@@ -659,9 +661,7 @@ class DtlsEndpoint:
             errors.append(
                 (existing.remote, NetworkError("the DTLS session was replaced by a new handshake"))
             )
-        session = DtlsSession(
-            Role.SERVER, self._credentials, config=self._config, clock=self._wall_clock
-        )
+        session = DtlsSession(Role.SERVER, self._credentials, config=self._config)
         peer = _Peer(session, DtlsRemote(inner[0]), inner, now, client=False)
         self._add(peer)
         return peer
@@ -709,7 +709,6 @@ class DtlsEndpoint:
             self._credentials,
             config=self._config,
             server_name=server_name or remote.host,
-            clock=self._wall_clock,
         )
         sockaddr = remote[0]
         target = remote if isinstance(remote, DtlsRemote) else DtlsRemote(sockaddr)

@@ -46,7 +46,7 @@ import enum
 import hmac
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -274,10 +274,6 @@ class _Item:
     message: tuple[int, int, bytes] | None = None
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _refuse(description: int, message: str) -> HandshakeError:
     """Our refusal: raised inside the session, sent as a fatal alert, reported as Failed."""
     return HandshakeError(message, int(description))
@@ -294,8 +290,9 @@ class DtlsSession:
     """One peer's DTLS 1.2 session: handshake, then protected application data.
 
     ``server_name`` is the host a client asked for, checked against the
-    server's certificate; ``random_bytes`` gives the hello randoms; ``clock``
-    gives the wall-clock time certificates are checked at (default: now, UTC).
+    server's certificate; ``random_bytes`` gives the hello randoms. No clock
+    is read here: :meth:`receive` takes the time of the timers (``now``) and
+    the wall-clock time certificates are checked at (``wall_time``).
     """
 
     # Slots: a server holds one session per peer (a __dict__ would cost ~1.5 KB each).
@@ -303,7 +300,6 @@ class DtlsSession:
         "_cert_requested",
         "_client_certificate_seen",
         "_client_random",
-        "_clock",
         "_deadline",
         "_early",
         "_ecdhe_key",
@@ -335,6 +331,7 @@ class DtlsSession:
         "_transcript",
         "_unauthentic",
         "_verified_client",
+        "_wall_time",
         "config",
         "credentials",
         "peer",
@@ -352,7 +349,6 @@ class DtlsSession:
         config: DtlsConfig | None = None,
         server_name: str | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
-        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.role = role
         self.credentials = credentials
@@ -364,7 +360,7 @@ class DtlsSession:
         #: Set when the handshake completed.
         self.peer: HandshakeComplete | None = None
         self._random = random_bytes
-        self._clock = clock or _utc_now
+        self._wall_time: datetime | None = None
         self._records = RecordLayer()
         self._reassembler = msg.Reassembler(max_message_size=self.config.max_message_size)
         self._send_seq = 0
@@ -424,12 +420,37 @@ class DtlsSession:
         self._send_client_hello(b"")
         return self._transmit_flight(now)
 
-    def receive(self, datagram: bytes, now: float) -> Received:
-        """Take one datagram from the peer."""
+    @property
+    def needs_wall_time(self) -> bool:
+        """True while :meth:`receive` needs ``wall_time``: a handshake that may have to
+        check the peer's X.509 certificate (the client's, or a server's that asks for
+        one) against trusted CAs."""
+        creds = self.credentials
+        if self.state not in _HANDSHAKING and self.state is not DtlsState.IDLE:
+            return False
+        if not (creds.verify_peer and creds.trusted_cas):
+            return False
+        return self.role is Role.CLIENT or creds.require_client_auth
+
+    def receive(self, datagram: bytes, now: float, wall_time: datetime | None = None) -> Received:
+        """Take one datagram from the peer.
+
+        ``now`` is the time of the flight timers (seconds, any monotonic clock:
+        the one :meth:`start`, :meth:`timeout` and :meth:`next_deadline` use).
+        ``wall_time`` is the timezone-aware time the peer's certificate is
+        checked at (validity period): required while :attr:`needs_wall_time`
+        (:class:`~coap_trio.errors.LocalProtocolError` without it, before
+        anything is read), ignored otherwise.
+        """
         out = Received()
         if self.state in (DtlsState.CLOSED, DtlsState.FAILED):
             self.statistics.dropped_records += 1
             return out
+        if wall_time is None and self.needs_wall_time:
+            raise LocalProtocolError(
+                "this DTLS session may check an X.509 certificate: receive() needs wall_time"
+            )
+        self._wall_time = wall_time
         records, bad = parse_records(datagram)
         if bad:
             self._records.statistics.malformed += 1
@@ -444,6 +465,8 @@ class DtlsSession:
                 out.datagrams.extend(self._render_flight())
         except HandshakeError as refusal:
             self._fail(refusal, out)
+        finally:
+            self._wall_time = None
         return out
 
     def receive_application_data(self, datagram: bytes) -> bytes | None:
@@ -1191,11 +1214,13 @@ class DtlsSession:
         else:
             chain = msg.decode_certificate_list(body)
             if creds.verify_peer:
+                if self._wall_time is None:  # (needs_wall_time: no trusted CA)
+                    raise _refuse(AlertDescription.UNKNOWN_CA, "no CA is trusted")
                 leaf = pki.validate_chain(
                     chain,
                     creds.trusted_cas,
                     server_name=self.server_name if server else None,
-                    now=self._clock(),
+                    now=self._wall_time,
                 )
             else:
                 leaf = pki.leaf_certificate(chain)
