@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import attrs
 
@@ -85,16 +86,25 @@ class LibcoapProcess:
 
 
 @contextlib.contextmanager
-def libcoap_server(program: str, args: Sequence[str]) -> Iterator[LibcoapProcess]:
-    """Start a libcoap server on ::1 (plain port P, DTLS port P + 1); always killed after."""
+def libcoap_server(
+    program: str, args: Sequence[str], *, log: Path | None = None
+) -> Iterator[LibcoapProcess]:
+    """Start a libcoap server on ::1 (plain port P, DTLS port P + 1); always killed after.
+
+    With ``log``, its most verbose log (``-v 7``: DTLS events, alerts) goes to that file.
+    """
     for _attempt in range(5):
         port = free_port_pair()
+        output = log.open("wb") if log is not None else subprocess.DEVNULL
+        verbosity = "7" if log is not None else "0"
         process = subprocess.Popen(
-            [program, "-A", HOST, "-p", str(port), "-v", "0", *args],
+            [program, "-A", HOST, "-p", str(port), "-v", verbosity, *args],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
+        if log is not None:
+            output.close()  # type: ignore[union-attr]
         try:
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline and process.poll() is None:

@@ -11,7 +11,9 @@ Both directions, real clock, ``::1``:
   ``coap-server-gnutls``: GET, a 20,000-byte PUT of ``/example_data`` and
   the GET of it back (block-wise both ways), an observation of ``/time``,
   in PSK and certificate modes, raw public keys against the GnuTLS build,
-  and a wrong key or an untrusted certificate failing typed.
+  and a wrong key or an untrusted certificate failing typed;
+* close_notify when our Context closes: libcoap's servers log the session
+  it ended (``-v 7``), and our own server, over real UDP, counts it.
 
 The tools come with Debian's libcoap3-bin, which ``scripts/test`` installs:
 a missing one is an error, not a skip. Every process is bounded in time and
@@ -334,6 +336,56 @@ async def test_our_rpk_client_against_libcoap_gnutls_server(tmp_path: Path) -> N
     assert response.remote.peer.rpk_fingerprint == rpk_fingerprint(
         spki_der(server_key.public_key())
     )
+
+
+@pytest.mark.parametrize("program", SERVERS)
+async def test_leaving_our_context_closes_the_libcoap_session(program: str, tmp_path: Path) -> None:
+    """libcoap's log (``-v 7``) shows the close_notify and the session it ended."""
+    log = tmp_path / "server.log"
+    credentials = DtlsCredentials(psk_identity=IDENTITY, psk=KEY)
+    with (
+        trio.fail_after(TEST_TIMEOUT),
+        libcoap_server(program, ["-k", KEY.decode()], log=log) as server,
+    ):
+        async with open_context(dtls=credentials) as ctx:
+            assert (await ctx.get(f"coaps://[::1]:{server.port}/")).code is Code.CONTENT
+            assert "session disconnected" not in log.read_text()
+        (statistics,) = ctx.statistics.dtls
+        assert statistics.close_notify_sent == 1
+        text = ""
+        for _ in range(100):  # up to 5 s for libcoap to log it
+            text = log.read_text(errors="replace")
+            if "session disconnected" in text:
+                break
+            await trio.sleep(0.05)
+    assert "DTLS: session disconnected" in text
+    if program == "coap-server-openssl":
+        assert "alert read:warning:close notify" in text
+
+
+async def test_our_client_closes_our_server_session_over_udp() -> None:
+    """Over real loopback UDP: our server's statistics count our client's close_notify."""
+    served = Site()
+    served.add(["store"], Store())
+    with trio.fail_after(TEST_TIMEOUT):
+        async with open_context(
+            site=served,
+            dtls_bind=("::1", 0),
+            dtls=DtlsCredentials(psk_table={IDENTITY: KEY}),
+        ) as srv:
+            (address,) = srv.dtls_addresses
+            async with open_context(dtls=DtlsCredentials(psk_identity=IDENTITY, psk=KEY)) as client:
+                assert (await client.get(f"{address}/store")).payload == LARGE
+            (statistics,) = srv.statistics.dtls
+            for _ in range(100):
+                if statistics.close_notify_received:
+                    break
+                await trio.sleep(0.05)
+                (statistics,) = srv.statistics.dtls
+            assert statistics.close_notify_received == 1
+            assert statistics.sessions == 0
+            (client_side,) = client.statistics.dtls
+            assert client_side.close_notify_sent == 1
 
 
 @pytest.mark.parametrize("program", SERVERS)
