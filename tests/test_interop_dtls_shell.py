@@ -4,9 +4,9 @@ Both directions, real clock, ``::1``:
 
 * ``coap-client-openssl`` / ``coap-client-gnutls`` against a Context opened
   with ``dtls_bind``: GET, PUT in Block1 blocks, a large GET in Block2
-  blocks, and an observation (``-s``), in PSK and certificate modes; raw
-  public keys with the GnuTLS build (``-M``); a wrong key is refused and
-  nothing is served;
+  blocks, and an observation (``-s``), in PSK and certificate modes, and
+  with raw public keys (the GnuTLS build, ``-M``); a wrong key is refused
+  and nothing is served;
 * our client (``open_context(dtls=...)``) against ``coap-server-openssl`` /
   ``coap-server-gnutls``: GET, a 20,000-byte PUT of ``/example_data`` and
   the GET of it back (block-wise both ways), an observation of ``/time``,
@@ -195,44 +195,47 @@ def client_modes(pki: Pki, directory: Path) -> dict[str, Mode]:
 # -- libcoap's clients against our server ---------------------------------------------------------
 
 
+async def exercise_our_server(
+    program: str, theirs: list[str], served: Served, tmp_path: Path
+) -> None:
+    """GET in Block2, PUT in Block1, GET it back, observe: one libcoap process each."""
+    upload = random.Random(3).randbytes(3000)
+    (tmp_path / "upload.bin").write_bytes(upload)
+    output = tmp_path / "output.bin"
+    got = await libcoap_client(program, [*theirs, "-o", str(output)], served.uri("/store"))
+    assert got.returncode == 0, got.stderr
+    assert output.read_bytes() == LARGE  # Block2, 6,000 bytes
+    put = await libcoap_client(
+        program,
+        [*theirs, "-m", "put", "-b", "256", "-f", str(tmp_path / "upload.bin")],
+        served.uri("/store"),
+    )
+    assert put.returncode == 0, put.stderr
+    assert served.store.body == upload  # Block1, 256-byte blocks
+    again = await libcoap_client(
+        program, [*theirs, "-o", str(tmp_path / "again.bin")], served.uri("/store")
+    )
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again.bin").read_bytes() == upload
+    observed = await libcoap_client(program, [*theirs, "-s", "2", "-w"], served.uri("/counter"))
+    assert observed.returncode == 0, observed.stderr
+    values = [int(line) for line in observed.stdout.split()]
+    assert len(set(values)) >= 4, observed.stdout  # one change every 0.2 s
+    assert values == sorted(values)
+    (statistics,) = served.ctx.statistics.dtls
+    assert statistics.handshakes_completed == 4
+    assert statistics.handshakes_failed == 0
+
+
 @pytest.mark.parametrize("mode", ["psk", "certificate"])
 @pytest.mark.parametrize("program", CLIENTS)
 async def test_libcoap_client_against_our_server(
     program: str, mode: str, pki: Pki, tmp_path: Path
 ) -> None:
     chosen = client_modes(pki, tmp_path)[mode]
-    upload = random.Random(3).randbytes(3000)
-    (tmp_path / "upload.bin").write_bytes(upload)
     with trio.fail_after(TEST_TIMEOUT):
         async with serving(chosen.ours) as served:
-            output = tmp_path / "output.bin"
-            got = await libcoap_client(
-                program, [*chosen.theirs, "-o", str(output)], served.uri("/store")
-            )
-            assert got.returncode == 0, got.stderr
-            assert output.read_bytes() == LARGE  # Block2, 6,000 bytes
-            put = await libcoap_client(
-                program,
-                [*chosen.theirs, "-m", "put", "-b", "256", "-f", str(tmp_path / "upload.bin")],
-                served.uri("/store"),
-            )
-            assert put.returncode == 0, put.stderr
-            assert served.store.body == upload  # Block1, 256-byte blocks
-            again = await libcoap_client(
-                program, [*chosen.theirs, "-o", str(tmp_path / "again.bin")], served.uri("/store")
-            )
-            assert again.returncode == 0, again.stderr
-            assert (tmp_path / "again.bin").read_bytes() == upload
-            observed = await libcoap_client(
-                program, [*chosen.theirs, "-s", "2", "-w"], served.uri("/counter")
-            )
-            assert observed.returncode == 0, observed.stderr
-            values = [int(line) for line in observed.stdout.split()]
-            assert len(set(values)) >= 4, observed.stdout  # one change every 0.2 s
-            assert values == sorted(values)
-            (statistics,) = served.ctx.statistics.dtls
-    assert statistics.handshakes_completed == 4
-    assert statistics.handshakes_failed == 0
+            await exercise_our_server(program, chosen.theirs, served, tmp_path)
     peer = served.store.peers[0]
     assert peer is not None
     if mode == "psk":
@@ -247,10 +250,8 @@ async def test_libcoap_gnutls_rpk_client_against_our_server(tmp_path: Path) -> N
     credentials = rpk_credentials(server_key, client_key, require_client_auth=True)
     with trio.fail_after(TEST_TIMEOUT):
         async with serving(credentials) as served:
-            arguments = ["-M", str(tmp_path / "client.pem"), "-o", str(tmp_path / "got.bin")]
-            got = await libcoap_client("coap-client-gnutls", arguments, served.uri("/store"))
-    assert got.returncode == 0, got.stderr
-    assert (tmp_path / "got.bin").read_bytes() == LARGE
+            arguments = ["-M", str(tmp_path / "client.pem")]
+            await exercise_our_server("coap-client-gnutls", arguments, served, tmp_path)
     peer = served.store.peers[0]
     assert peer is not None
     assert peer.rpk_fingerprint == rpk_fingerprint(spki_der(client_key.public_key()))
