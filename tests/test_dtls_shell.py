@@ -7,7 +7,8 @@ peer a session authenticated on ``request.remote.peer``; the typed errors
 of handshakes that fail (a wrong key, an untrusted certificate, a server
 that never answers), nothing served then; a lossy handshake; the limits on
 sessions and handshakes; idle sessions closed (but not an observer's); a
-client that restarts on the same port. No sockets, no real sleeps.
+client that restarts on the same port; close_notify to every peer when a
+Context closes, also when it is cancelled. No sockets, no real sleeps.
 """
 
 from __future__ import annotations

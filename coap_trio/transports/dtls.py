@@ -247,7 +247,8 @@ class DtlsEndpoint:
     ``wall_clock`` gives the time certificates are checked at.
 
     Resource handling: the endpoint owns ``inner``; :meth:`run` closes it
-    when it ends, :meth:`close` closes it at once. Every table a peer can
+    when it ends, after close_notify to every established peer
+    (:meth:`close_sessions`); :meth:`close` closes it at once, without. Every table a peer can
     make grow is bounded by ``limits``.
     """
 
