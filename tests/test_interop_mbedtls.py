@@ -37,6 +37,7 @@ import attrs
 import pytest
 import trio
 from dtls_helpers import IDENTITY, KEY
+from dtls_interop import EngineServer
 
 from coap_trio import (
     BlockValue,
@@ -53,6 +54,7 @@ from coap_trio import (
     open_context,
 )
 from coap_trio.protocol.dtls.messages import AlertDescription
+from coap_trio.protocol.dtls.session import Failed
 
 if sys.version_info >= (3, 13):
     pytest.skip("python-mbedtls has wheels for CPython up to 3.12 only", allow_module_level=True)
@@ -468,3 +470,24 @@ async def test_mbedtls_client_with_a_wrong_key_is_refused_and_nothing_is_served(
     assert statistics.records_rejected >= 2
     assert statistics.handshakes_completed == 0
     assert hello.served == 0
+
+
+def test_mbedtls_client_with_a_wrong_key_gets_a_typed_refusal_from_the_engine() -> None:
+    """The same refusal seen by the engine's own test server: a typed HandshakeError
+    carrying the decrypt_error alert it sent."""
+    credentials = DtlsCredentials(psk_table={IDENTITY: KEY})
+    with EngineServer(credentials) as server:
+
+        def work(client: MbedtlsClient) -> None:
+            raise AssertionError("the handshake completed with a wrong key")
+
+        run = run_client(server.port, work, b"not the key")
+    assert not run.handshake_done
+    assert run.error is not None
+    assert run.error.startswith("0x7780"), run.error
+    failures = [event.error for event in server.events if isinstance(event, Failed)]
+    assert len(failures) == 1
+    (failure,) = failures
+    assert isinstance(failure, HandshakeError)
+    assert failure.alert == AlertDescription.DECRYPT_ERROR
+    assert server.requests == []
