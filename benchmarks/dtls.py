@@ -14,7 +14,10 @@ two; the load average is printed before and after:
   -k KEY``; this process establishes ``--sessions`` PSK sessions with each
   (the engine's client session, one UDP socket per session, kept open, a
   cookie exchange each) after 50 to warm up, and reads the server's RSS
-  before and after: bytes per established session.
+  before and after: bytes per established session. Then the coap_trio
+  server is told to leave its ``open_context`` (SIGUSR1) with those
+  sessions established: the time that took (close_notify to every peer)
+  and how many of this process's sockets received a close_notify.
 * **handshakes per second**: the same two servers under the same
   generator: this process keeps 16 PSK handshakes in flight, each from a
   new socket, closed once it completed (nothing else is sent), for
@@ -39,8 +42,10 @@ import itertools
 import json
 import os
 import resource
+import select
 import selectors
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -96,7 +101,13 @@ def serve() -> None:
             dtls_limits=limits,
         ) as ctx:
             print(f"PORT {ctx.addresses[0].port} {ctx.dtls_addresses[0].port}", flush=True)
-            await trio.sleep_forever()
+            with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+                async for _ in signals:
+                    break
+            started = time.perf_counter()
+        elapsed = time.perf_counter() - started
+        (dtls_statistics,) = ctx.statistics.dtls
+        print(f"CLOSED {elapsed:.6f} {dtls_statistics.close_notify_sent}", flush=True)
 
     trio.run(main)
 
@@ -284,8 +295,54 @@ def handshakes(
 # -- memory per session, handshakes/s ----------------------------------------------------------
 
 
-def session_memory(name: str, sessions: int, server_cpu: int | None) -> tuple[float, str]:
-    """Bytes per established session of one server, and a note if something failed."""
+@dataclass
+class Closing:
+    """The coap_trio server leaving its Context with its sessions established."""
+
+    #: Seconds ``open_context``'s exit took, as the server measured it.
+    seconds: float
+    #: close_notify records the server says it sent.
+    sent: int
+    #: Sockets of the generator that received a close_notify (an alert record).
+    received: int
+    #: Sessions established then (the generator's sockets).
+    sessions: int
+
+
+def _close_coap_trio(server: Server, kept: list[socket.socket]) -> Closing:
+    """SIGUSR1 to the coap_trio server: it leaves open_context and reports; the
+    generator's sockets are read for the alerts (bounded: 10 s, then 2 s of quiet)."""
+    process = server.peer.process
+    assert process.stdout is not None
+    process.send_signal(signal.SIGUSR1)
+    ready, _, _ = select.select([process.stdout], [], [], 10.0)
+    words = process.stdout.readline().decode().split() if ready else []
+    if len(words) != 3 or words[0] != "CLOSED":
+        raise RuntimeError(f"the coap_trio server did not report its close (said {words!r})")
+    seconds, sent = float(words[1]), int(words[2])
+    alerted = 0
+    with selectors.DefaultSelector() as selector:  # (epoll: thousands of sockets)
+        for sock in kept:
+            selector.register(sock, selectors.EVENT_READ)
+        deadline = time.monotonic() + 2.0
+        while selector.get_map() and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=0.2):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                selector.unregister(sock)
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    continue
+                alerted += data[:1] == b"\x15"
+    return Closing(seconds, sent, alerted, len(kept))
+
+
+def session_memory(
+    name: str, sessions: int, server_cpu: int | None
+) -> tuple[float, str, Closing | None]:
+    """Bytes per established session of one server, a note if something failed, and
+    (coap_trio) how its Context closed with them established."""
     server = STARTERS[name](server_cpu)
     kept: list[socket.socket] = []
     try:
@@ -298,7 +355,8 @@ def session_memory(name: str, sessions: int, server_cpu: int | None) -> tuple[fl
         time.sleep(0.5)
         after = server.peer.rss()
         note = f"{run.failed} of {sessions} handshakes failed" if run.failed else ""
-        return (after - before) / max(run.completed, 1), note
+        closing = _close_coap_trio(server, kept) if name == "coap_trio" else None
+        return (after - before) / max(run.completed, 1), note, closing
     finally:
         for sock in kept:
             sock.close()
@@ -386,6 +444,8 @@ class Figures:
     """Everything one invocation measured."""
 
     session_bytes: dict[str, float] = field(default_factory=dict)
+    #: The coap_trio server's Context closing with its sessions, one per run.
+    closings: list[Closing] = field(default_factory=list)
     handshake_rates: dict[str, float] = field(default_factory=dict)
     generator_share: dict[str, float] = field(default_factory=dict)
     #: (server, scheme) -> requests/s, medians; and the median of the per-run shares.
@@ -408,9 +468,16 @@ def measure_all(args: argparse.Namespace, log: Callable[[str], None] = print) ->
     for name in STARTERS if "memory" in parts else ():
         values = []
         for run in range(args.runs):
-            per_session, note = session_memory(name, args.sessions, server_cpu)
+            per_session, note, closing = session_memory(name, args.sessions, server_cpu)
             values.append(per_session)
             log(f"  memory run {run + 1} {name:<10} {per_session:>10,.0f} bytes per session")
+            if closing is not None:
+                figures.closings.append(closing)
+                log(
+                    f"  closing run {run + 1} {name:<10} {closing.seconds * 1000:>8,.1f} ms, "
+                    f"close_notify sent {closing.sent}, received by {closing.received} "
+                    f"of {closing.sessions} sockets"
+                )
             if note:
                 figures.notes.append(f"dtls memory, {name}: run {run + 1}: {note}")
         figures.session_bytes[name] = statistics.median(values)
@@ -472,6 +539,13 @@ def report(figures: Figures, sessions: int) -> list[str]:
         lines.append(f"bytes per established PSK session ({sessions:,} sessions, server RSS):")
         lines.append(f"  coap_trio {ours:>10,.0f}   (target <= 8 KB: {verdict})")
         lines.append(f"  libcoap   {figures.session_bytes['libcoap']:>10,.0f}")
+    if figures.closings:
+        seconds = statistics.median(c.seconds for c in figures.closings)
+        last = figures.closings[-1]
+        lines.append(
+            f"coap_trio Context closing with {last.sessions:,} sessions: {seconds * 1000:,.1f} ms "
+            f"(close_notify received by {last.received:,} of {last.sessions:,} peers)"
+        )
     if figures.handshake_rates:
         lines.append("PSK handshakes/s (16 in flight, coap_trio's engine as the client):")
         for name, rate in figures.handshake_rates.items():

@@ -511,11 +511,21 @@ def run_dtls(args: argparse.Namespace, table: Table) -> None:
     table.add(
         "dtls",
         f"bytes per established PSK session (server RSS, {dargs.sessions:,} sessions)",
-        "python-mbedtls: ~46 KB (not run here)",
+        "python-mbedtls: ~46 KB (not run here: a test-only peer)",
         f"<= 8 KB: {_verdict(ours <= dtls.TARGET_SESSION_BYTES)}",
         coap_trio=f"{ours:,.0f}",
         libcoap=f"{figures.session_bytes['libcoap']:,.0f}",
     )
+    if figures.closings:
+        seconds = statistics.median(c.seconds for c in figures.closings)
+        last = figures.closings[-1]
+        table.add(
+            "dtls",
+            f"leaving open_context with {last.sessions:,} established sessions, ms",
+            f"close_notify received by {last.received:,} of {last.sessions:,} peers",
+            "",
+            coap_trio=f"{seconds * 1000:,.1f}",
+        )
     rates = figures.handshake_rates
     table.add(
         "dtls",

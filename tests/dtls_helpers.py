@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import trustme
 from cryptography import x509
@@ -88,6 +89,8 @@ class Link:
         self.verifier = CookieVerifier() if cookies else None
         self.accepted = not cookies
         self.now = 0.0
+        #: The wall-clock time certificates are checked at.
+        self.wall_time = datetime.now(UTC)
         self.drop = drop or (lambda direction, index, datagram: False)
         self.counts = {"c2s": 0, "s2c": 0}
         self.client_events: list[DtlsEvent] = []
@@ -116,7 +119,9 @@ class Link:
                 if not isinstance(decision, Accept):
                     continue
                 self.accepted = True
-            replies.extend(self._take(self.server.receive(datagram, self.now), server=True))
+            replies.extend(
+                self._take(self.server.receive(datagram, self.now, self.wall_time), server=True)
+            )
         return replies
 
     def to_client(self, datagrams: list[bytes]) -> list[bytes]:
@@ -124,7 +129,9 @@ class Link:
         for datagram in datagrams:
             if self._lost("s2c", datagram):
                 continue
-            replies.extend(self._take(self.client.receive(datagram, self.now), server=False))
+            replies.extend(
+                self._take(self.client.receive(datagram, self.now, self.wall_time), server=False)
+            )
         return replies
 
     def _take(self, received: Received, *, server: bool) -> list[bytes]:

@@ -24,6 +24,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 import attrs
 
@@ -84,16 +86,25 @@ class LibcoapProcess:
 
 
 @contextlib.contextmanager
-def libcoap_server(program: str, args: Sequence[str]) -> Iterator[LibcoapProcess]:
-    """Start a libcoap server on ::1 (plain port P, DTLS port P + 1); always killed after."""
+def libcoap_server(
+    program: str, args: Sequence[str], *, log: Path | None = None
+) -> Iterator[LibcoapProcess]:
+    """Start a libcoap server on ::1 (plain port P, DTLS port P + 1); always killed after.
+
+    With ``log``, its most verbose log (``-v 7``: DTLS events, alerts) goes to that file.
+    """
     for _attempt in range(5):
         port = free_port_pair()
+        output = log.open("wb") if log is not None else subprocess.DEVNULL
+        verbosity = "7" if log is not None else "0"
         process = subprocess.Popen(
-            [program, "-A", HOST, "-p", str(port), "-v", "0", *args],
+            [program, "-A", HOST, "-p", str(port), "-v", verbosity, *args],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
+        if log is not None:
+            output.close()  # type: ignore[union-attr]
         try:
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline and process.poll() is None:
@@ -178,7 +189,7 @@ def coaps_get(session: DtlsSession, port: int, path: str = "", *, budget: float 
                     data, _ = sock.recvfrom(65536)
                 except OSError:
                     continue  # ICMP port unreachable and the like
-                if take(session.receive(data, time.monotonic())):
+                if take(session.receive(data, time.monotonic(), datetime.now(UTC))):
                     break
             if take(session.timeout(time.monotonic())):
                 break
@@ -257,7 +268,7 @@ class EngineServer:
                     if not isinstance(decision, Accept):
                         continue
                     session = self.sessions[address] = DtlsSession(Role.SERVER, self.credentials)
-                self._handle(session, address, session.receive(data, now))
+                self._handle(session, address, session.receive(data, now, datetime.now(UTC)))
             for address, session in list(self.sessions.items()):
                 self._handle(session, address, session.timeout(now))
 

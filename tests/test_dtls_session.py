@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from dtls_helpers import IDENTITY, KEY, Link, Pki, psk_client, psk_server, rpk_credentials
@@ -29,6 +31,7 @@ from coap_trio.protocol.dtls.session import (
     DtlsState,
     Failed,
     HandshakeComplete,
+    Received,
     Role,
 )
 
@@ -113,6 +116,124 @@ def test_wrong_psk_fails_the_finished_check() -> None:
     assert link.client.state is link.server.state is DtlsState.FAILED
     with pytest.raises(LocalProtocolError):
         link.client.send(b"x")
+
+
+def _forgeries(datagram: bytes, how: str) -> list[bytes]:
+    """Forged copies of the epoch-1 records of ``datagram`` (the Finished): same header
+    (epoch, sequence number), garbage or a flipped bit in place of the ciphertext."""
+    forged = []
+    for record in parse_records(datagram)[0]:
+        if record.epoch != 1:
+            continue
+        if how == "garbage":
+            fragment = bytes(len(record.fragment))
+        else:
+            fragment = record.fragment[:-1] + bytes([record.fragment[-1] ^ 1])
+        forged.append(encode_record(record.content_type, record.epoch, record.sequence, fragment))
+    return forged
+
+
+class _Forging(Link):
+    """A Link where an attacker injects forged copies of the first datagram that carries
+    epoch-1 records in one direction: as a datagram of their own before it ("before"),
+    or spliced into it right after its ChangeCipherSpec ("inside")."""
+
+    def __init__(self, direction: str, how: str, where: str) -> None:
+        super().__init__(psk_client(), psk_server())
+        self.direction, self.how, self.where = direction, how, where
+        self.injected = 0
+
+    def _inject(self, datagrams: list[bytes]) -> list[bytes]:
+        out: list[bytes] = []
+        for datagram in datagrams:
+            forged = _forgeries(datagram, self.how) if not self.injected else []
+            if not forged:
+                out.append(datagram)
+                continue
+            self.injected += len(forged)
+            if self.where == "before":
+                out += [*forged, datagram]
+                continue
+            records = parse_records(datagram)[0]
+            spliced = b""
+            for record in records:
+                if record.epoch == 1 and forged:
+                    spliced += b"".join(forged)
+                    forged = []
+                spliced += encode_record(
+                    record.content_type, record.epoch, record.sequence, record.fragment
+                )
+            out.append(spliced)
+        return out
+
+    def to_server(self, datagrams: list[bytes]) -> list[bytes]:
+        if self.direction == "c2s":
+            datagrams = self._inject(datagrams)
+        return super().to_server(datagrams)
+
+    def to_client(self, datagrams: list[bytes]) -> list[bytes]:
+        if self.direction == "s2c":
+            datagrams = self._inject(datagrams)
+        return super().to_client(datagrams)
+
+
+@pytest.mark.parametrize("where", ["before", "inside"])
+@pytest.mark.parametrize("how", ["garbage", "flipped"])
+@pytest.mark.parametrize("direction", ["c2s", "s2c"])
+def test_a_forged_finished_is_dropped_and_counted_and_the_handshake_goes_on(
+    direction: str, how: str, where: str
+) -> None:
+    """RFC 6347 §4.1.2.7: a record that fails authentication is silently discarded."""
+    link = _Forging(direction, how, where)
+    link.handshake()
+    assert link.injected == 1
+    assert link.client.is_established, link.client_events
+    assert link.server.is_established, link.server_events
+    assert not [e for e in link.client_events + link.server_events if isinstance(e, Failed)]
+    victim = link.server if direction == "c2s" else link.client
+    other = link.client if direction == "c2s" else link.server
+    assert victim.record_statistics.bad_record_mac == 1
+    assert other.record_statistics.bad_record_mac == 0
+    # No flight was sent again: the genuine Finished came right after the forged one.
+    assert victim.statistics.retransmissions == other.statistics.retransmissions == 0
+    assert _alerts([d for _, d in link.wire]) == []
+    link.to_server([link.client.send(b"after")])
+    assert link.server_data == [b"after"]
+
+
+def test_a_forged_record_on_an_established_session_is_dropped_and_counted() -> None:
+    link = Link(psk_client(), psk_server())
+    link.handshake()
+    genuine = link.client.send(b"data")
+    header = genuine[:13]
+    for forged in (header + bytes(len(genuine) - 13), b"\x15" + genuine[1:]):
+        assert link.server.receive(forged, 5.0) == Received()
+    assert link.server.record_statistics.bad_record_mac == 2
+    assert link.server.is_established
+    assert link.to_server([genuine]) == []
+    assert link.server_data == [b"data"]
+
+
+def test_the_wrong_key_is_told_from_a_forgery_by_the_repeated_flight() -> None:
+    """A wrong key: the client's Finished fails, and fails again in its retransmitted
+    flight 5 (a second later); the server refuses then, not at the first failure."""
+    link = Link(psk_client(), psk_server({IDENTITY: b"other key"}))
+    first = link.client.start(0.0)
+    replies = link.to_server(first)  # a HelloVerifyRequest
+    replies = link.to_server(link.to_client(replies))  # the server's flight 4
+    flight5 = link.to_client(replies)
+    assert link.to_server(flight5) == []  # dropped and counted, nothing said
+    assert link.server.record_statistics.bad_record_mac == 1
+    assert link.server.state is DtlsState.WAIT_CLIENT_FINISHED
+    link.now = link.client.next_deadline() or 0.0
+    again = link.client.timeout(link.now).datagrams
+    assert again == flight5 or len(again) == len(flight5)
+    answer = link.to_server(again)
+    assert _alerts(answer) == [(2, AlertDescription.DECRYPT_ERROR)]
+    assert link.server.record_statistics.bad_record_mac == 2
+    error = _failure(link.server_events)
+    assert isinstance(error, HandshakeError)
+    assert "wrong pre-shared key" in str(error)
 
 
 def test_unknown_psk_identity() -> None:
@@ -336,6 +457,55 @@ def test_ecdhe_with_client_certificates() -> None:
         link.server.peer.certificate_subject is not None
     )
     assert link.client.is_established
+
+
+@pytest.mark.parametrize("judge", ["client", "server"])
+@pytest.mark.parametrize(("earlier", "valid"), [(timedelta(days=1), True), (timedelta(0), False)])
+def test_a_certificate_is_judged_at_the_wall_time_given(
+    judge: str, earlier: timedelta, valid: bool
+) -> None:
+    """T = 12 h after the certificate's notAfter: expired at T, valid at T - 1 day. The
+    client judges the server's certificate, or the server the client's (only one judges)."""
+    pki = Pki()
+    leaf = Pki.chain(pki.server if judge == "client" else pki.client)[0]
+    t = leaf.not_valid_after_utc + timedelta(hours=12)
+    client = DtlsSession(
+        Role.CLIENT,
+        pki.credentials(pki.client, verify_peer=judge == "client"),
+        server_name="localhost",
+    )
+    server = DtlsSession(Role.SERVER, pki.credentials(pki.server, require_client_auth=True))
+    assert (client if judge == "client" else server).needs_wall_time
+    link = Link(client, server)
+    link.wall_time = t - earlier
+    link.handshake()
+    if valid:
+        assert link.client.is_established
+        assert link.server.is_established
+        assert not link.server.needs_wall_time  # established: no certificate left to check
+        return
+    error = _failure(link.client_events if judge == "client" else link.server_events)
+    assert isinstance(error, HandshakeError)
+    assert error.alert == AlertDescription.CERTIFICATE_EXPIRED
+
+
+def test_a_session_that_may_check_certificates_needs_the_wall_time() -> None:
+    pki = Pki()
+    client = DtlsSession(
+        Role.CLIENT, DtlsCredentials(trusted_cas=(pki.ca_cert,)), server_name="localhost"
+    )
+    server = DtlsSession(Role.SERVER, pki.credentials(pki.server))
+    assert not server.needs_wall_time  # it asks for no client certificate
+    hello = client.start(0.0)
+    flight = server.receive(hello[0], 0.0).datagrams  # no wall_time: none needed
+    assert flight
+    with pytest.raises(LocalProtocolError, match="wall_time"):
+        client.receive(flight[0], 0.1)
+    assert client.state is DtlsState.WAIT_SERVER_HELLO  # nothing was read
+    assert client.record_statistics == RecordLayer().statistics
+    # PSK sessions check no certificate: no wall time.
+    assert not psk_client().needs_wall_time
+    assert not psk_server().needs_wall_time
 
 
 def test_ecdhe_refuses_a_server_certificate_for_another_name() -> None:

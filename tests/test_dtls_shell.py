@@ -7,7 +7,8 @@ peer a session authenticated on ``request.remote.peer``; the typed errors
 of handshakes that fail (a wrong key, an untrusted certificate, a server
 that never answers), nothing served then; a lossy handshake; the limits on
 sessions and handshakes; idle sessions closed (but not an observer's); a
-client that restarts on the same port. No sockets, no real sleeps.
+client that restarts on the same port; close_notify to every peer when a
+Context closes, also when it is cancelled. No sockets, no real sleeps.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from coap_trio import (
 )
 from coap_trio.protocol.dtls.messages import AlertDescription
 from coap_trio.protocol.dtls.pki import rpk_fingerprint, spki_der
-from coap_trio.testing import LinkConditions, MemoryNetwork
+from coap_trio.testing import CapturedDatagram, LinkConditions, MemoryNetwork
 
 SERVER = "10.0.0.2"
 PORT = 5684
@@ -449,6 +450,96 @@ async def test_idle_sessions_close_and_the_next_request_opens_one(autojump_clock
             assert only_dtls(srv).handshakes_completed == 2
 
 
+def _alerts_sent(network: MemoryNetwork, source: str) -> list[CapturedDatagram]:
+    """The protected alert records (close_notify, once established) sent from ``source``."""
+    return [
+        record
+        for record in network.capture
+        if record.source.host == source
+        and record.data[:1] == b"\x15"
+        and record.data[3:5] != b"\0\0"
+    ]
+
+
+async def test_leaving_a_client_context_sends_close_notify(autojump_clock: object) -> None:
+    network = MemoryNetwork()
+    with trio.fail_after(DEADLINE):
+        async with server(network) as srv:
+            async with open_context(
+                network=network, dtls=PSK_CLIENT, dtls_bind=("10.0.0.1", 0)
+            ) as client:
+                assert (await client.get(f"{BASE}/who")).payload == IDENTITY
+                assert only_dtls(srv).sessions == 1
+                left = trio.current_time()
+            assert trio.current_time() == left  # leaving waited for nothing
+            assert only_dtls(client).close_notify_sent == 1
+            await trio.sleep(1.0)  # the close_notify crosses the simulated wire
+            statistics = only_dtls(srv)
+            assert statistics.close_notify_received == 1  # the server's engine saw it
+            assert statistics.sessions == 0
+            assert statistics.sessions_idle_closed == 0
+    assert len(_alerts_sent(network, "10.0.0.1")) == 1
+    # The server answered with its own close_notify (RFC 5246 §7.2.1).
+    assert len(_alerts_sent(network, SERVER)) == 1
+
+
+async def test_leaving_a_server_context_sends_close_notify_to_each_client(
+    autojump_clock: object,
+) -> None:
+    network = MemoryNetwork()
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_context(network=network, dtls=PSK_CLIENT, dtls_bind=("10.0.0.1", 0)) as one,
+            open_context(network=network, dtls=PSK_CLIENT, dtls_bind=("10.0.0.3", 0)) as two,
+        ):
+            async with server(network) as srv:
+                for client in (one, two):
+                    assert (await client.get(f"{BASE}/who")).payload == IDENTITY
+                left = trio.current_time()
+            assert trio.current_time() == left
+            assert only_dtls(srv).close_notify_sent == 2
+            await trio.sleep(1.0)
+            for client in (one, two):
+                statistics = only_dtls(client)
+                assert statistics.close_notify_received == 1
+                assert statistics.sessions == 0
+    assert len(_alerts_sent(network, SERVER)) == 2
+
+
+async def test_a_cancelled_context_still_sends_close_notify_and_stops_at_once(
+    autojump_clock: object,
+) -> None:
+    network = MemoryNetwork()
+    with trio.fail_after(DEADLINE):
+        async with server(network) as srv:
+            with trio.CancelScope() as scope:
+                async with open_context(network=network, dtls=PSK_CLIENT) as client:
+                    await client.get(f"{BASE}/who")
+                    scope.cancel()
+                    left = trio.current_time()
+                    await trio.sleep_forever()
+            assert scope.cancelled_caught
+            assert trio.current_time() == left
+            await trio.sleep(1.0)
+            assert only_dtls(srv).close_notify_received == 1
+            assert only_dtls(srv).sessions == 0
+
+
+async def test_a_handshake_in_progress_gets_no_close_notify(autojump_clock: object) -> None:
+    network = MemoryNetwork()
+    network.set_conditions(LinkConditions(loss=1.0), source=SERVER)  # the server is mute
+    with trio.fail_after(DEADLINE):
+        async with server(network) as srv:
+            async with open_context(network=network, dtls=PSK_CLIENT) as client:
+                with trio.move_on_after(5.0):
+                    await client.get(f"{BASE}/who")
+                assert only_dtls(client).handshakes_in_progress == 1
+            assert only_dtls(client).close_notify_sent == 0
+            assert only_dtls(client).sessions == 0
+            await trio.sleep(1.0)
+            assert only_dtls(srv).close_notify_received == 0
+
+
 async def test_an_observer_keeps_its_idle_session(autojump_clock: object) -> None:
     network = MemoryNetwork()
     served, _, _, counter = site()
@@ -478,6 +569,9 @@ async def test_a_restarted_client_replaces_its_session(autojump_clock: object) -
                     network=network, dtls=PSK_CLIENT, dtls_bind=("10.0.0.1", 40000)
                 ) as client:
                     assert (await client.get(f"{BASE}/who")).payload == IDENTITY
+                    # It crashes: its close_notify is lost.
+                    network.set_conditions(LinkConditions(loss=1.0), source="10.0.0.1")
+                network.set_conditions(None, source="10.0.0.1")
             statistics = only_dtls(srv)
             assert statistics.sessions_replaced == 1
             assert statistics.sessions == 1

@@ -6,7 +6,8 @@ against ``coap-server-openssl`` / ``coap-server-gnutls``, and
 ``coap-client-openssl`` / ``coap-client-gnutls`` against a test server made
 of the engine. PSK (TLS_PSK_WITH_AES_128_CCM_8), X.509 certificates and raw
 public keys (GnuTLS only: libcoap's OpenSSL build has no RPK) with
-TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8. The tools come with Debian's libcoap3-bin,
+TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8; refusals both ways (a wrong key, a
+certificate of another CA), typed on our side. The tools come with Debian's libcoap3-bin,
 which ``scripts/test`` installs: a missing one is an error, not a skip.
 """
 
@@ -30,7 +31,13 @@ from coap_trio.errors import DtlsAlertError, HandshakeError
 from coap_trio.protocol.dtls import messages as m
 from coap_trio.protocol.dtls.credentials import DtlsCredentials
 from coap_trio.protocol.dtls.pki import rpk_fingerprint, spki_der
-from coap_trio.protocol.dtls.session import DtlsConfig, DtlsSession, HandshakeComplete, Role
+from coap_trio.protocol.dtls.session import (
+    DtlsConfig,
+    DtlsSession,
+    Failed,
+    HandshakeComplete,
+    Role,
+)
 
 LIBCOAP_INDEX_PREFIX = b"This is a test server made with libcoap"
 SERVERS = ["coap-server-openssl", "coap-server-gnutls"]
@@ -169,6 +176,45 @@ def test_libcoap_certificate_client_against_engine_server(
     (done,) = [e for e in server.events if isinstance(e, HandshakeComplete)]
     assert done.cipher_suite == m.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
     assert done.certificate_subject is not None  # the client's certificate was checked
+
+
+@pytest.mark.parametrize("program", CLIENTS)
+def test_engine_server_refuses_a_libcoap_client_certificate_of_another_ca(
+    program: str, pki: Pki, pem_files: Path
+) -> None:
+    stranger = Pki()
+    stranger.client.cert_chain_pems[0].write_to_path(str(pem_files / "stranger.pem"))
+    stranger.client.private_key_pem.write_to_path(str(pem_files / "stranger.key"))
+    creds = pki.credentials(pki.server, require_client_auth=True)
+    args = ["-c", str(pem_files / "stranger.pem"), "-j", str(pem_files / "stranger.key")]
+    args += ["-C", str(pem_files / "ca.pem")]
+    with EngineServer(creds) as server:
+        result = run_libcoap_client(program, args, f"coaps://[::1]:{server.port}/hello")
+    assert ENGINE_PAYLOAD not in result.stdout
+    failures = [e.error for e in server.events if isinstance(e, Failed)]
+    assert failures
+    assert all(isinstance(f, HandshakeError) for f in failures)
+    assert {f.alert for f in failures} == {m.AlertDescription.UNKNOWN_CA}  # type: ignore[union-attr]
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("program", CLIENTS)
+def test_a_libcoap_client_refuses_an_engine_certificate_of_another_ca(
+    program: str, pki: Pki, pem_files: Path
+) -> None:
+    stranger = Pki()
+    stranger.ca.cert_pem.write_to_path(str(pem_files / "stranger-ca.pem"))
+    args = ["-c", str(pem_files / "client.pem"), "-j", str(pem_files / "client.key")]
+    args += ["-C", str(pem_files / "stranger-ca.pem")]
+    with EngineServer(pki.credentials(pki.server)) as server:
+        result = run_libcoap_client(program, args, f"coaps://[::1]:{server.port}/hello")
+    assert ENGINE_PAYLOAD not in result.stdout
+    assert server.requests == []
+    assert not [e for e in server.events if isinstance(e, HandshakeComplete)]
+    # libcoap's fatal alert reaches the engine as a typed error.
+    failures = [e.error for e in server.events if isinstance(e, Failed)]
+    assert failures
+    assert all(isinstance(f, DtlsAlertError) for f in failures)
 
 
 # Raw public keys (RFC 7250): libcoap's GnuTLS build

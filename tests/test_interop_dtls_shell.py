@@ -4,14 +4,16 @@ Both directions, real clock, ``::1``:
 
 * ``coap-client-openssl`` / ``coap-client-gnutls`` against a Context opened
   with ``dtls_bind``: GET, PUT in Block1 blocks, a large GET in Block2
-  blocks, and an observation (``-s``), in PSK and certificate modes; raw
-  public keys with the GnuTLS build (``-M``); a wrong key is refused and
-  nothing is served;
+  blocks, and an observation (``-s``), in PSK and certificate modes, and
+  with raw public keys (the GnuTLS build, ``-M``); a wrong key is refused
+  and nothing is served;
 * our client (``open_context(dtls=...)``) against ``coap-server-openssl`` /
   ``coap-server-gnutls``: GET, a 20,000-byte PUT of ``/example_data`` and
   the GET of it back (block-wise both ways), an observation of ``/time``,
   in PSK and certificate modes, raw public keys against the GnuTLS build,
-  and a wrong key or an untrusted certificate failing typed.
+  and a wrong key or an untrusted certificate failing typed;
+* close_notify when our Context closes: libcoap's servers log the session
+  it ended (``-v 7``), and our own server, over real UDP, counts it.
 
 The tools come with Debian's libcoap3-bin, which ``scripts/test`` installs:
 a missing one is an error, not a skip. Every process is bounded in time and
@@ -193,44 +195,47 @@ def client_modes(pki: Pki, directory: Path) -> dict[str, Mode]:
 # -- libcoap's clients against our server ---------------------------------------------------------
 
 
+async def exercise_our_server(
+    program: str, theirs: list[str], served: Served, tmp_path: Path
+) -> None:
+    """GET in Block2, PUT in Block1, GET it back, observe: one libcoap process each."""
+    upload = random.Random(3).randbytes(3000)
+    (tmp_path / "upload.bin").write_bytes(upload)
+    output = tmp_path / "output.bin"
+    got = await libcoap_client(program, [*theirs, "-o", str(output)], served.uri("/store"))
+    assert got.returncode == 0, got.stderr
+    assert output.read_bytes() == LARGE  # Block2, 6,000 bytes
+    put = await libcoap_client(
+        program,
+        [*theirs, "-m", "put", "-b", "256", "-f", str(tmp_path / "upload.bin")],
+        served.uri("/store"),
+    )
+    assert put.returncode == 0, put.stderr
+    assert served.store.body == upload  # Block1, 256-byte blocks
+    again = await libcoap_client(
+        program, [*theirs, "-o", str(tmp_path / "again.bin")], served.uri("/store")
+    )
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again.bin").read_bytes() == upload
+    observed = await libcoap_client(program, [*theirs, "-s", "2", "-w"], served.uri("/counter"))
+    assert observed.returncode == 0, observed.stderr
+    values = [int(line) for line in observed.stdout.split()]
+    assert len(set(values)) >= 4, observed.stdout  # one change every 0.2 s
+    assert values == sorted(values)
+    (statistics,) = served.ctx.statistics.dtls
+    assert statistics.handshakes_completed == 4
+    assert statistics.handshakes_failed == 0
+
+
 @pytest.mark.parametrize("mode", ["psk", "certificate"])
 @pytest.mark.parametrize("program", CLIENTS)
 async def test_libcoap_client_against_our_server(
     program: str, mode: str, pki: Pki, tmp_path: Path
 ) -> None:
     chosen = client_modes(pki, tmp_path)[mode]
-    upload = random.Random(3).randbytes(3000)
-    (tmp_path / "upload.bin").write_bytes(upload)
     with trio.fail_after(TEST_TIMEOUT):
         async with serving(chosen.ours) as served:
-            output = tmp_path / "output.bin"
-            got = await libcoap_client(
-                program, [*chosen.theirs, "-o", str(output)], served.uri("/store")
-            )
-            assert got.returncode == 0, got.stderr
-            assert output.read_bytes() == LARGE  # Block2, 6,000 bytes
-            put = await libcoap_client(
-                program,
-                [*chosen.theirs, "-m", "put", "-b", "256", "-f", str(tmp_path / "upload.bin")],
-                served.uri("/store"),
-            )
-            assert put.returncode == 0, put.stderr
-            assert served.store.body == upload  # Block1, 256-byte blocks
-            again = await libcoap_client(
-                program, [*chosen.theirs, "-o", str(tmp_path / "again.bin")], served.uri("/store")
-            )
-            assert again.returncode == 0, again.stderr
-            assert (tmp_path / "again.bin").read_bytes() == upload
-            observed = await libcoap_client(
-                program, [*chosen.theirs, "-s", "2", "-w"], served.uri("/counter")
-            )
-            assert observed.returncode == 0, observed.stderr
-            values = [int(line) for line in observed.stdout.split()]
-            assert len(set(values)) >= 4, observed.stdout  # one change every 0.2 s
-            assert values == sorted(values)
-            (statistics,) = served.ctx.statistics.dtls
-    assert statistics.handshakes_completed == 4
-    assert statistics.handshakes_failed == 0
+            await exercise_our_server(program, chosen.theirs, served, tmp_path)
     peer = served.store.peers[0]
     assert peer is not None
     if mode == "psk":
@@ -245,10 +250,8 @@ async def test_libcoap_gnutls_rpk_client_against_our_server(tmp_path: Path) -> N
     credentials = rpk_credentials(server_key, client_key, require_client_auth=True)
     with trio.fail_after(TEST_TIMEOUT):
         async with serving(credentials) as served:
-            arguments = ["-M", str(tmp_path / "client.pem"), "-o", str(tmp_path / "got.bin")]
-            got = await libcoap_client("coap-client-gnutls", arguments, served.uri("/store"))
-    assert got.returncode == 0, got.stderr
-    assert (tmp_path / "got.bin").read_bytes() == LARGE
+            arguments = ["-M", str(tmp_path / "client.pem")]
+            await exercise_our_server("coap-client-gnutls", arguments, served, tmp_path)
     peer = served.store.peers[0]
     assert peer is not None
     assert peer.rpk_fingerprint == rpk_fingerprint(spki_der(client_key.public_key()))
@@ -334,6 +337,56 @@ async def test_our_rpk_client_against_libcoap_gnutls_server(tmp_path: Path) -> N
     assert response.remote.peer.rpk_fingerprint == rpk_fingerprint(
         spki_der(server_key.public_key())
     )
+
+
+@pytest.mark.parametrize("program", SERVERS)
+async def test_leaving_our_context_closes_the_libcoap_session(program: str, tmp_path: Path) -> None:
+    """libcoap's log (``-v 7``) shows the close_notify and the session it ended."""
+    log = tmp_path / "server.log"
+    credentials = DtlsCredentials(psk_identity=IDENTITY, psk=KEY)
+    with (
+        trio.fail_after(TEST_TIMEOUT),
+        libcoap_server(program, ["-k", KEY.decode()], log=log) as server,
+    ):
+        async with open_context(dtls=credentials) as ctx:
+            assert (await ctx.get(f"coaps://[::1]:{server.port}/")).code is Code.CONTENT
+            assert "session disconnected" not in log.read_text()
+        (statistics,) = ctx.statistics.dtls
+        assert statistics.close_notify_sent == 1
+        text = ""
+        for _ in range(100):  # up to 5 s for libcoap to log it
+            text = log.read_text(errors="replace")
+            if "session disconnected" in text:
+                break
+            await trio.sleep(0.05)
+    assert "DTLS: session disconnected" in text
+    if program == "coap-server-openssl":
+        assert "alert read:warning:close notify" in text
+
+
+async def test_our_client_closes_our_server_session_over_udp() -> None:
+    """Over real loopback UDP: our server's statistics count our client's close_notify."""
+    served = Site()
+    served.add(["store"], Store())
+    with trio.fail_after(TEST_TIMEOUT):
+        async with open_context(
+            site=served,
+            dtls_bind=("::1", 0),
+            dtls=DtlsCredentials(psk_table={IDENTITY: KEY}),
+        ) as srv:
+            (address,) = srv.dtls_addresses
+            async with open_context(dtls=DtlsCredentials(psk_identity=IDENTITY, psk=KEY)) as client:
+                assert (await client.get(f"{address}/store")).payload == LARGE
+            (statistics,) = srv.statistics.dtls
+            for _ in range(100):
+                if statistics.close_notify_received:
+                    break
+                await trio.sleep(0.05)
+                (statistics,) = srv.statistics.dtls
+            assert statistics.close_notify_received == 1
+            assert statistics.sessions == 0
+            (client_side,) = client.statistics.dtls
+            assert client_side.close_notify_sent == 1
 
 
 @pytest.mark.parametrize("program", SERVERS)

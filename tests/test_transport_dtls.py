@@ -2,7 +2,8 @@
 
 The endpoint wraps a fake inner endpoint that records what is sent and
 hands over what the test delivers, so every datagram is the test's: a
-ClientHello flood from many ports, records tampered with or replayed, DTLS
+ClientHello flood from many ports, records tampered with or replayed, a
+forged Finished during a handshake (either role), DTLS
 1.0 and unknown cipher suites, oversized and overlapping handshake
 fragments, what opens a client session, and the queue of a handshake. A
 peer is a :class:`DtlsSession` of the engine driven by the test.
@@ -288,6 +289,79 @@ async def test_a_tampered_record_is_dropped_and_counted_a_replayed_one_too(
         assert isinstance(remote, DtlsRemote)
         assert remote.peer == DtlsPeer(psk_identity=IDENTITY)
         assert up.inner.take() == []  # no alert for either
+
+
+def forged_finished(datagram: bytes) -> bytes | None:
+    """A forged copy of the epoch-1 records of ``datagram`` (its Finished): the same
+    headers, zeros for the ciphertext; None when it has none."""
+    records, _ = parse_records(datagram)
+    forged = [
+        encode_record(r.content_type, r.epoch, r.sequence, bytes(len(r.fragment)))
+        for r in records
+        if r.epoch == 1
+    ]
+    return b"".join(forged) or None
+
+
+async def test_a_forged_finished_does_not_end_a_server_handshake(autojump_clock: object) -> None:
+    """RFC 6347 §4.1.2.7: the forgery, ahead of the client's genuine Finished, is
+    dropped and counted; the handshake completes."""
+    async with running() as up:
+        client = psk_client()
+        datagrams = client.start(trio.current_time())
+        forgeries = 0
+        for _ in range(20):  # bounded: a handshake is a few round trips
+            for datagram in datagrams:
+                forged = forged_finished(datagram)
+                if forged is not None and not forgeries:
+                    forgeries += 1
+                    up.inner.deliver(forged)
+                up.inner.deliver(datagram)
+            datagrams = []
+            for reply in up.inner.take():
+                datagrams += client.receive(reply, trio.current_time()).datagrams
+            if not datagrams:
+                break
+        assert forgeries == 1
+        assert client.is_established
+        statistics = up.endpoint.dtls_statistics
+        assert statistics.records_rejected == 1
+        assert statistics.handshakes_completed == 1
+        assert statistics.handshakes_failed == 0
+        assert statistics.retransmissions == 0
+        up.inner.deliver(client.send(get_request()))
+        assert [data for data, _ in up.received] == [get_request()]
+
+
+async def test_a_forged_finished_does_not_end_a_client_handshake(autojump_clock: object) -> None:
+    client_credentials = DtlsCredentials(psk_identity=IDENTITY, psk=KEY)
+    async with running(client_credentials) as up:
+        remote = up.endpoint.remote_for("::1", 40000)
+        up.endpoint.send(get_request(), remote)
+        server = DtlsSession(Role.SERVER, PSK_SERVER)
+        replies = up.inner.take()
+        forgeries = 0
+        data: list[bytes] = []
+        for _ in range(10):
+            answer = responses_of(server, replies)
+            data += answer.data
+            if not answer.datagrams:
+                break
+            for datagram in answer.datagrams:
+                forged = forged_finished(datagram)
+                if forged is not None and not forgeries:
+                    forgeries += 1
+                    up.inner.deliver(forged)
+                up.inner.deliver(datagram)
+            replies = up.inner.take()
+        assert forgeries == 1
+        assert server.is_established
+        statistics = up.endpoint.dtls_statistics
+        assert statistics.records_rejected == 1
+        assert statistics.handshakes_completed == 1
+        assert up.errors == []
+        # The request that waited for the handshake went out in the session.
+        assert data == [get_request()]
 
 
 # -- refusals: DTLS 1.0, suites, fragments ---------------------------------------------------------

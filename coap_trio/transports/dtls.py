@@ -45,9 +45,12 @@ request from other messages (only a request, or a ping, opens a session).
 
 Cancellation: :meth:`DtlsEndpoint.run` runs the inner endpoint's ``run`` and
 the timer task (flight retransmissions, handshake deadlines, the idle sweep,
-errors to report) in one nursery; cancelling it stops both and closes the
-inner endpoint. Sessions are not closed with close_notify then: peers find
-out by their own idle timeouts.
+errors to report) in one nursery; cancelling it first sends close_notify to
+the peer of every established session, both roles
+(:meth:`DtlsEndpoint.close_sessions`: synchronous, one record per session,
+never waiting on the socket), then stops both tasks and closes the inner
+endpoint. So leaving ``open_context`` tells every DTLS peer the session is
+over, and a cancellation still stops everything at once.
 """
 
 from __future__ import annotations
@@ -158,6 +161,10 @@ class DtlsEndpointStatistics:
     sessions_idle_closed: int
     #: Established sessions replaced by a new handshake from the same address.
     sessions_replaced: int
+    #: Established sessions we ended with close_notify: idle, or the endpoint stopping.
+    close_notify_sent: int
+    #: Established sessions the peer ended with close_notify (answered with ours).
+    close_notify_received: int
     #: Datagrams from an address without a session that were no ClientHello.
     datagrams_dropped: int
     #: Records dropped because they failed authentication (tampered, or another key).
@@ -240,7 +247,8 @@ class DtlsEndpoint:
     ``wall_clock`` gives the time certificates are checked at.
 
     Resource handling: the endpoint owns ``inner``; :meth:`run` closes it
-    when it ends, :meth:`close` closes it at once. Every table a peer can
+    when it ends, after close_notify to every established peer
+    (:meth:`close_sessions`); :meth:`close` closes it at once, without. Every table a peer can
     make grow is bounded by ``limits``.
     """
 
@@ -286,6 +294,7 @@ class DtlsEndpoint:
         self._received = self._sent = self._sends_dropped = 0
         self._completed = self._failed = self._hello_verifies = self._refused = 0
         self._idle_closed = self._replaced = self._dropped = 0
+        self._goodbyes_sent = self._goodbyes_received = 0
         self._rejected = self._replayed = self._malformed = self._retransmissions = 0
 
     # -- the DatagramEndpoint face -----------------------------------------------------
@@ -333,6 +342,8 @@ class DtlsEndpoint:
             sessions_refused=self._refused,
             sessions_idle_closed=self._idle_closed,
             sessions_replaced=self._replaced,
+            close_notify_sent=self._goodbyes_sent,
+            close_notify_received=self._goodbyes_received,
             datagrams_dropped=self._dropped,
             records_rejected=rejected,
             records_replayed=replayed,
@@ -390,20 +401,55 @@ class DtlsEndpoint:
         self._time = trio.lowlevel.current_clock().current_time
         self._next_sweep = self._time() + self._sweep_interval()
         failures: list[Exception] = []
+        # The inner endpoint outlives a cancellation of run() just long enough for
+        # the close_notify records to go out through it.
+        inner_scope = trio.CancelScope(shield=True)
         try:
             async with trio.open_nursery() as nursery:
                 stop = nursery.cancel_scope
-                await nursery.start(self._run_inner, stop, failures)
+                await nursery.start(self._run_inner, stop, failures, inner_scope)
                 nursery.start_soon(self._run_timers, stop, failures)
                 task_status.started()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self.close_sessions()
+                    inner_scope.cancel()
         finally:
             self._on_datagrams = self._on_error = None
             self.close()
         if failures:  # a callback's bug, raised as itself rather than in an ExceptionGroup
             raise failures[0]
 
+    def close_sessions(self) -> int:
+        """Send close_notify to every peer with an established session and forget them.
+
+        Synchronous and bounded: one alert record per session (at most
+        ``max_sessions``), handed to the inner endpoint without waiting (a
+        datagram its socket does not take at once waits in its outbox, which
+        closing it discards). Handshakes in progress are dropped without a word.
+        Returns how many close_notify were sent. :meth:`run` calls it when it
+        is cancelled; the endpoint goes on serving new handshakes after it.
+        """
+        sent = 0
+        for peer in list(self._sessions.values()):
+            if peer.session.state is _ESTABLISHED:
+                self._say_goodbye(peer)
+                sent += 1
+            self._forget(peer)
+        return sent
+
+    def _say_goodbye(self, peer: _Peer) -> None:
+        """close_notify to an established session's peer (the caller forgets the session)."""
+        send = self._inner.send
+        for datagram in peer.session.close():
+            send(datagram, peer.inner)
+        self._goodbyes_sent += 1
+
     def close(self) -> None:
-        """Close the inner endpoint now and forget every session (idempotent)."""
+        """Close the inner endpoint now and forget every session (idempotent).
+
+        No close_notify is sent from here (:meth:`close_sessions` sends them)."""
         if self._closed:
             return
         self._closed = True
@@ -423,11 +469,13 @@ class DtlsEndpoint:
         self,
         stop: trio.CancelScope,
         failures: list[Exception],
+        scope: trio.CancelScope,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         try:
-            await self._inner.run(self._receive, self._inner_error, task_status=task_status)
+            with scope:
+                await self._inner.run(self._receive, self._inner_error, task_status=task_status)
         except Exception as exc:
             if not (self._closed and isinstance(exc, trio.ClosedResourceError)):
                 failures.append(exc)
@@ -501,8 +549,7 @@ class DtlsEndpoint:
             if keep is not None and keep(peer.remote):
                 peer.seen = now
                 continue
-            for datagram in peer.session.close():
-                self._inner.send(datagram, peer.inner)
+            self._say_goodbye(peer)
             self._idle_closed += 1
             self._forget(peer)
             errors.append(
@@ -549,7 +596,9 @@ class DtlsEndpoint:
                 if peer is None:
                     continue
             peer.seen = now
-            self._take(peer, peer.session.receive(data, now), now, delivered, errors)
+            session = peer.session
+            wall_time = self._wall_clock() if session.needs_wall_time else None
+            self._take(peer, session.receive(data, now, wall_time), now, delivered, errors)
         if delivered:
             self._received += len(delivered)
             on_datagrams = self._on_datagrams
@@ -615,6 +664,7 @@ class DtlsEndpoint:
                 if peer.client or established:
                     errors.append((peer.remote, event.error))
             elif isinstance(event, Closed):
+                self._goodbyes_received += 1
                 self._forget(peer)
                 errors.append((peer.remote, NetworkError("the peer closed the DTLS session")))
             else:
@@ -659,9 +709,7 @@ class DtlsEndpoint:
             errors.append(
                 (existing.remote, NetworkError("the DTLS session was replaced by a new handshake"))
             )
-        session = DtlsSession(
-            Role.SERVER, self._credentials, config=self._config, clock=self._wall_clock
-        )
+        session = DtlsSession(Role.SERVER, self._credentials, config=self._config)
         peer = _Peer(session, DtlsRemote(inner[0]), inner, now, client=False)
         self._add(peer)
         return peer
@@ -709,7 +757,6 @@ class DtlsEndpoint:
             self._credentials,
             config=self._config,
             server_name=server_name or remote.host,
-            clock=self._wall_clock,
         )
         sockaddr = remote[0]
         target = remote if isinstance(remote, DtlsRemote) else DtlsRemote(sockaddr)

@@ -23,9 +23,12 @@ States and their legal moves are data (:data:`TRANSITIONS`); every state
 change is a lookup there. Refused: renegotiation (a ClientHello or
 HelloRequest on an established session gets a no_renegotiation warning),
 versions older than DTLS 1.2 (protocol_version), suites and parameters
-outside the profile (handshake_failure, illegal_parameter). A peer whose
-Finished does not check out (a wrong pre-shared key: its Finished record
-fails to authenticate, or its verify_data differs) gets decrypt_error.
+outside the profile (handshake_failure, illegal_parameter). A record that
+fails authentication is dropped and counted, and the handshake goes on
+(RFC 6347 §4.1.2.7: a forged record must not end it). A peer whose
+Finished does not check out gets decrypt_error: its verify_data differs,
+or (a wrong pre-shared key) its Finished record fails authentication again
+after it sent its flight once more.
 Failures are :class:`Failed` events carrying a
 :class:`~coap_trio.errors.HandshakeError` (our refusal, with the alert we
 sent) or a :class:`~coap_trio.errors.DtlsAlertError` (the peer's fatal
@@ -43,7 +46,7 @@ import enum
 import hmac
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -271,10 +274,6 @@ class _Item:
     message: tuple[int, int, bytes] | None = None
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _refuse(description: int, message: str) -> HandshakeError:
     """Our refusal: raised inside the session, sent as a fatal alert, reported as Failed."""
     return HandshakeError(message, int(description))
@@ -291,8 +290,9 @@ class DtlsSession:
     """One peer's DTLS 1.2 session: handshake, then protected application data.
 
     ``server_name`` is the host a client asked for, checked against the
-    server's certificate; ``random_bytes`` gives the hello randoms; ``clock``
-    gives the wall-clock time certificates are checked at (default: now, UTC).
+    server's certificate; ``random_bytes`` gives the hello randoms. No clock
+    is read here: :meth:`receive` takes the time of the timers (``now``) and
+    the wall-clock time certificates are checked at (``wall_time``).
     """
 
     # Slots: a server holds one session per peer (a __dict__ would cost ~1.5 KB each).
@@ -300,7 +300,6 @@ class DtlsSession:
         "_cert_requested",
         "_client_certificate_seen",
         "_client_random",
-        "_clock",
         "_deadline",
         "_early",
         "_ecdhe_key",
@@ -322,6 +321,7 @@ class DtlsSession:
         "_reassembler",
         "_record_seq",
         "_records",
+        "_repeated_after_unauthentic",
         "_send_seq",
         "_sent_certificate",
         "_server_random",
@@ -329,7 +329,9 @@ class DtlsSession:
         "_subject",
         "_suite",
         "_transcript",
+        "_unauthentic",
         "_verified_client",
+        "_wall_time",
         "config",
         "credentials",
         "peer",
@@ -347,7 +349,6 @@ class DtlsSession:
         config: DtlsConfig | None = None,
         server_name: str | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
-        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.role = role
         self.credentials = credentials
@@ -359,7 +360,7 @@ class DtlsSession:
         #: Set when the handshake completed.
         self.peer: HandshakeComplete | None = None
         self._random = random_bytes
-        self._clock = clock or _utc_now
+        self._wall_time: datetime | None = None
         self._records = RecordLayer()
         self._reassembler = msg.Reassembler(max_message_size=self.config.max_message_size)
         self._send_seq = 0
@@ -370,6 +371,9 @@ class DtlsSession:
         self._started: float | None = None
         self._early: list[Record] = []
         self._epoch1_read = False
+        #: Records of the peer's epoch 1 that failed authentication during the handshake.
+        self._unauthentic = 0
+        self._repeated_after_unauthentic = False
         self._record_seq = 0
         self._hello_verifies = 0
         # Negotiated.
@@ -416,12 +420,37 @@ class DtlsSession:
         self._send_client_hello(b"")
         return self._transmit_flight(now)
 
-    def receive(self, datagram: bytes, now: float) -> Received:
-        """Take one datagram from the peer."""
+    @property
+    def needs_wall_time(self) -> bool:
+        """True while :meth:`receive` needs ``wall_time``: a handshake that may have to
+        check the peer's X.509 certificate (the client's, or a server's that asks for
+        one) against trusted CAs."""
+        creds = self.credentials
+        if self.state not in _HANDSHAKING and self.state is not DtlsState.IDLE:
+            return False
+        if not (creds.verify_peer and creds.trusted_cas):
+            return False
+        return self.role is Role.CLIENT or creds.require_client_auth
+
+    def receive(self, datagram: bytes, now: float, wall_time: datetime | None = None) -> Received:
+        """Take one datagram from the peer.
+
+        ``now`` is the time of the flight timers (seconds, any monotonic clock:
+        the one :meth:`start`, :meth:`timeout` and :meth:`next_deadline` use).
+        ``wall_time`` is the timezone-aware time the peer's certificate is
+        checked at (validity period): required while :attr:`needs_wall_time`
+        (:class:`~coap_trio.errors.LocalProtocolError` without it, before
+        anything is read), ignored otherwise.
+        """
         out = Received()
         if self.state in (DtlsState.CLOSED, DtlsState.FAILED):
             self.statistics.dropped_records += 1
             return out
+        if wall_time is None and self.needs_wall_time:
+            raise LocalProtocolError(
+                "this DTLS session may check an X.509 certificate: receive() needs wall_time"
+            )
+        self._wall_time = wall_time
         records, bad = parse_records(datagram)
         if bad:
             self._records.statistics.malformed += 1
@@ -436,6 +465,8 @@ class DtlsSession:
                 out.datagrams.extend(self._render_flight())
         except HandshakeError as refusal:
             self._fail(refusal, out)
+        finally:
+            self._wall_time = None
         return out
 
     def receive_application_data(self, datagram: bytes) -> bytes | None:
@@ -571,18 +602,8 @@ class DtlsSession:
         failed_before = records.statistics.bad_record_mac
         payload = records.unprotect(record)
         if payload is None:
-            if (
-                records.statistics.bad_record_mac > failed_before
-                and record.epoch == 1
-                and not self._epoch1_read
-                and record.content_type == ContentType.HANDSHAKE
-                and self.state in (DtlsState.WAIT_SERVER_FINISHED, DtlsState.WAIT_CLIENT_FINISHED)
-            ):
-                raise _refuse(
-                    AlertDescription.DECRYPT_ERROR,
-                    "the peer's Finished does not authenticate: our keys differ"
-                    " (a wrong pre-shared key?)",
-                )
+            if records.statistics.bad_record_mac > failed_before:
+                self._on_unauthentic_record()
             return
         if record.epoch:
             self._epoch1_read = True
@@ -599,6 +620,36 @@ class DtlsSession:
         else:
             self.statistics.dropped_records += 1
 
+    def _on_unauthentic_record(self) -> None:
+        """A record of the epoch we read failed authentication (counted in bad_record_mac).
+
+        RFC 6347 §4.1.2.7: dropped, and the handshake goes on, since anyone can
+        send a record with a valid header (a forged Finished must not end it). A
+        wrong pre-shared key looks the same, record by record: the peer's Finished
+        never authenticates. The handshake is refused (decrypt_error) only on
+        stronger evidence: no record of the peer's epoch 1 has authenticated yet,
+        one failed, the peer then sent its flight again (its messages or its
+        ChangeCipherSpec repeated), and a record failed once more after that.
+        """
+        if self.state not in (DtlsState.WAIT_SERVER_FINISHED, DtlsState.WAIT_CLIENT_FINISHED):
+            return
+        if self._epoch1_read:
+            return  # the keys are proven: this one is a forgery (or damaged)
+        if self._unauthentic and self._repeated_after_unauthentic:
+            raise _refuse(
+                AlertDescription.DECRYPT_ERROR,
+                "the peer's Finished does not authenticate, also in its repeated flight:"
+                " our keys differ (a wrong pre-shared key?)",
+            )
+        self._unauthentic += 1
+        self._repeated_after_unauthentic = False
+
+    def _peer_repeats(self) -> None:
+        """The peer sent part of a flight again (a repeated message or ChangeCipherSpec)."""
+        self._peer_retransmitted = True
+        if self._unauthentic:
+            self._repeated_after_unauthentic = True
+
     def _on_change_cipher_spec(self, payload: bytes, epoch: int, now: float, out: Received) -> None:
         try:
             msg.decode_change_cipher_spec(payload)
@@ -608,6 +659,8 @@ class DtlsSession:
         waiting = self.state in (DtlsState.WAIT_SERVER_FINISHED, DtlsState.WAIT_CLIENT_FINISHED)
         if not waiting or epoch != 0 or self._records.read_epoch != 0:
             self.statistics.dropped_records += 1  # a repeated one, or out of place
+            if waiting and epoch == 0:
+                self._peer_repeats()
             return
         if not self._records.can_read(1):
             # Before the key exchange that gives its keys (it overtook it): the peer repeats it.
@@ -662,7 +715,7 @@ class DtlsSession:
                 self._reassembler.next_seq = fragment.message_seq
             try:
                 if self._reassembler.add(fragment, epoch):
-                    self._peer_retransmitted = True
+                    self._peer_repeats()
             except DtlsDecodeError as error:
                 raise _refuse(AlertDescription.DECODE_ERROR, str(error)) from None
         while self.state in _HANDSHAKING or self.state is DtlsState.IDLE:
@@ -1161,11 +1214,13 @@ class DtlsSession:
         else:
             chain = msg.decode_certificate_list(body)
             if creds.verify_peer:
+                if self._wall_time is None:  # (needs_wall_time: no trusted CA)
+                    raise _refuse(AlertDescription.UNKNOWN_CA, "no CA is trusted")
                 leaf = pki.validate_chain(
                     chain,
                     creds.trusted_cas,
                     server_name=self.server_name if server else None,
-                    now=self._clock(),
+                    now=self._wall_time,
                 )
             else:
                 leaf = pki.leaf_certificate(chain)
