@@ -14,7 +14,9 @@ It also runs EDHOC (RFC 9528) as the initiator (:meth:`OscoreClientCore.edhoc`):
 message_1 and message_2 through ``/.well-known/edhoc``, then message_3 in
 its own exchange or in front of the first request the new context protects
 (the EDHOC + OSCORE request, RFC 9668); the context then serves the URIs of
-that origin.
+that origin. A request whose credentials entry is ``edhoc-oscore`` waits for
+that exchange, started by the first such request to its origin, and is
+then protected with the new context (or fails with the exchange's error).
 
 A Context without credentials uses the plain :class:`ClientCore`: nothing
 here costs it anything. Must not know about resources, the server side or
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, cast
 import trio
 
 from .._runner import EndpointRunner
-from ..errors import EdhocError, OscoreFailure, OscoreVerificationError
+from ..errors import CoapError, EdhocError, OscoreFailure, OscoreVerificationError
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
@@ -40,17 +42,22 @@ from ..protocol.exchanges import ClientExchange
 from ..protocol.oscore.binding import ClientBinding
 from ..protocol.oscore.context import SecurityContext
 from ..protocol.oscore.engine import OscoreEngine, ResponseRejected, ResponseRepeat
+from ..uri import split_uri
 from .core import ClientCore
 from .request import ExchangeOwner
 from .routing import RequestRouter
 
 if TYPE_CHECKING:
+    from ..oscore_credentials import EdhocCredential
     from ..protocol.oscore.edhoc import EdhocCredentials
 
 __all__ = ["OscoreClientCore", "SecurityContextLookup"]
 
-#: Finds the security context for a request URI (None: the request goes unprotected).
-SecurityContextLookup = Callable[[str], "SecurityContext | None"]
+#: Finds the security context for a request URI, or the ``edhoc-oscore`` entry
+#: to establish one with (None: the request goes unprotected).
+SecurityContextLookup = Callable[[str], "SecurityContext | EdhocCredential | None"]
+#: A request held until EDHOC with its origin completes: its owner, runner and remote.
+_Held = tuple[ExchangeOwner, EndpointRunner, Hashable]
 
 #: Request URIs whose security context is remembered (the cache is cleared when full).
 _LOOKUP_CACHE_SIZE = 1024
@@ -78,7 +85,9 @@ class OscoreClientCore(ClientCore):
         #: Our EDHOC credentials, for :meth:`edhoc` (None: it needs them given).
         self.edhoc_credentials = edhoc
         self._lookup = lookup
-        self._contexts: dict[str, SecurityContext | None] = {}
+        self._contexts: dict[str, SecurityContext | EdhocCredential | None] = {}
+        #: Requests waiting for the EDHOC exchange with their origin, by origin.
+        self._held: dict[str, list[_Held]] = {}
         #: Contexts established with EDHOC, by URI pattern (they win over the map's).
         self._established: dict[str, SecurityContext] = {}
         #: message_3 of a context whose first request is still to go (RFC 9668).
@@ -87,8 +96,9 @@ class OscoreClientCore(ClientCore):
         #: included); the engine counts them by kind.
         self.rejected = 0
 
-    def context_for(self, message: Message) -> SecurityContext | None:
-        """The security context protecting ``message``, by its request URI (cached)."""
+    def context_for(self, message: Message) -> SecurityContext | EdhocCredential | None:
+        """The security context protecting ``message``, by its request URI (cached), or
+        the ``edhoc-oscore`` entry to establish it with."""
         if message.remote is None or message.opt.uri_path == _WELL_KNOWN_EDHOC:
             return None
         uri = message.get_request_uri()
@@ -102,7 +112,7 @@ class OscoreClientCore(ClientCore):
         context = contexts[uri] = self._find(uri)
         return context
 
-    def _find(self, uri: str) -> SecurityContext | None:
+    def _find(self, uri: str) -> SecurityContext | EdhocCredential | None:
         matching = [pattern for pattern in self._established if _match(pattern, uri)]
         if matching:
             return self._established[max(matching, key=len)]
@@ -122,6 +132,9 @@ class OscoreClientCore(ClientCore):
         if context is None:
             owner.oscore = None
             super().send(owner, runner, remote)
+            return
+        if not isinstance(context, SecurityContext):  # an edhoc-oscore entry: EDHOC first
+            self._hold(owner, runner, remote, context)
             return
         protected, binding = self.engine.protect_request(owner.wire, context)
         if self._message_3:
@@ -145,6 +158,45 @@ class OscoreClientCore(ClientCore):
         owner.exchange = (runner, exchange)
 
     # -- EDHOC (RFC 9528) ------------------------------------------------------------
+
+    def _hold(
+        self, owner: ExchangeOwner, runner: EndpointRunner, remote: Hashable, entry: EdhocCredential
+    ) -> None:
+        """Keep ``owner`` until EDHOC with its origin completes; the first one held
+        for an origin starts the exchange. Raises :class:`~coap_trio.errors.CredentialsError`
+        for an entry that cannot start EDHOC."""
+        credentials = entry.initiator()
+        origin = split_uri(owner.wire.get_request_uri())[0].uri_base
+        held = self._held.get(origin)
+        if held is None:
+            if self.closed:
+                raise EdhocError("the context was closed")
+            held = self._held[origin] = []
+            self.spawn(self._establish_then_send, origin, credentials)
+        held.append((owner, runner, remote))
+
+    async def _establish_then_send(self, origin: str, credentials: EdhocCredentials) -> None:
+        failure: CoapError | None = None
+        try:
+            await self.edhoc(origin, credentials)
+        except CoapError as exchange_error:
+            failure = exchange_error
+        for owner, runner, remote in self._held.pop(origin, ()):
+            if getattr(owner, "done", False):
+                continue
+            error = failure
+            if error is None and not isinstance(self.context_for(owner.wire), SecurityContext):
+                error = EdhocError(f"no security context for {origin} after EDHOC")
+            if error is None:
+                try:
+                    self.send(owner, runner, remote)
+                    continue
+                except CoapError as raised:
+                    error = raised
+            self.inflight.discard(owner)
+            owner._fail(error)
+            if owner.observation is not None:
+                owner.observation._fail(error)
 
     async def edhoc(self, origin: str, credentials: EdhocCredentials) -> SecurityContext:
         """Establish a security context with the server at ``origin`` (``scheme://host:port``).
