@@ -59,7 +59,8 @@ SecurityContextLookup = Callable[[str], "SecurityContext | EdhocCredential | Non
 #: A request held until EDHOC with its origin completes: its owner, runner and remote.
 _Held = tuple[ExchangeOwner, EndpointRunner, Hashable]
 
-#: Request URIs whose security context is remembered (the cache is cleared when full).
+#: Requests (remote and options) whose security context is remembered (the cache
+#: is cleared when full).
 _LOOKUP_CACHE_SIZE = 1024
 _EDHOC = int(OptionNumber.EDHOC)
 _WELL_KNOWN_EDHOC = (".well-known", "edhoc")
@@ -85,7 +86,7 @@ class OscoreClientCore(ClientCore):
         #: Our EDHOC credentials, for :meth:`edhoc` (None: it needs them given).
         self.edhoc_credentials = edhoc
         self._lookup = lookup
-        self._contexts: dict[str, SecurityContext | EdhocCredential | None] = {}
+        self._contexts: dict[Hashable, SecurityContext | EdhocCredential | None] = {}
         #: Requests waiting for the EDHOC exchange with their origin, by origin.
         self._held: dict[str, list[_Held]] = {}
         #: Contexts established with EDHOC, by URI pattern (they win over the map's).
@@ -98,19 +99,32 @@ class OscoreClientCore(ClientCore):
 
     def context_for(self, message: Message) -> SecurityContext | EdhocCredential | None:
         """The security context protecting ``message``, by its request URI (cached), or
-        the ``edhoc-oscore`` entry to establish it with."""
-        if message.remote is None or message.opt.uri_path == _WELL_KNOWN_EDHOC:
+        the ``edhoc-oscore`` entry to establish it with.
+
+        The cache is keyed by the remote and the options as they are (they
+        hold the whole URI, with Uri-Path, Uri-Query, Uri-Host...): a hit
+        costs no URI to build.
+        """
+        remote = message.remote
+        if remote is None:
             return None
-        uri = message.get_request_uri()
+        key = (remote, tuple(message.opt.raw_items))
         contexts = self._contexts
         try:
-            return contexts[uri]
+            return contexts[key]
         except KeyError:
             pass
+        except TypeError:  # a remote that cannot be a key: looked up each time
+            return self._context_of(message)
         if len(contexts) >= _LOOKUP_CACHE_SIZE:
             contexts.clear()
-        context = contexts[uri] = self._find(uri)
+        context = contexts[key] = self._context_of(message)
         return context
+
+    def _context_of(self, message: Message) -> SecurityContext | EdhocCredential | None:
+        if message.opt.uri_path == _WELL_KNOWN_EDHOC:
+            return None
+        return self._find(message.get_request_uri())
 
     def _find(self, uri: str) -> SecurityContext | EdhocCredential | None:
         matching = [pattern for pattern in self._established if _match(pattern, uri)]

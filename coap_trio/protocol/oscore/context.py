@@ -74,10 +74,13 @@ class SecurityContext:
 
     __slots__ = (
         "_common_iv",
+        "_iv_tail",
         "_recipient_cipher",
         "_recipient_key",
+        "_recipient_nonce_head",
         "_sender_cipher",
         "_sender_key",
+        "_sender_nonce_head",
         "algorithm",
         "echo_value",
         "id_context",
@@ -137,6 +140,11 @@ class SecurityContext:
         self.sequence = sequence
         self.replay_window = replay_window
         self.echo_value = secrets.token_bytes(ECHO_LENGTH) if echo_value is None else echo_value
+        # The nonces of our Sender ID and of our Recipient ID differ only in their
+        # last 5 bytes (the Partial IV's): their heads are made once (see nonce()).
+        self._iv_tail = int.from_bytes(self._common_iv[-5:], "big")
+        self._sender_nonce_head = self._nonce_block(self.sender_id, b"\0")[:-5]
+        self._recipient_nonce_head = self._nonce_block(self.recipient_id, b"\0")[:-5]
 
     @classmethod
     def derive(
@@ -218,6 +226,17 @@ class SecurityContext:
         The size of ``id_piv``, ``id_piv`` left-padded to nonce length - 6
         bytes and ``piv`` left-padded to 5 bytes, XORed with the Common IV.
         """
+        if not 0 < len(piv) <= 5:
+            raise ValueError("Partial IV too long for the nonce")
+        if id_piv == self.sender_id:
+            head = self._sender_nonce_head
+        elif id_piv == self.recipient_id:
+            head = self._recipient_nonce_head
+        else:
+            return self._nonce_block(id_piv, piv)
+        return head + (int.from_bytes(piv, "big") ^ self._iv_tail).to_bytes(5, "big")
+
+    def _nonce_block(self, id_piv: bytes, piv: bytes) -> bytes:
         length = self.algorithm.nonce_length
         width = length - 6
         if len(id_piv) > width or not 0 < len(piv) <= 5:

@@ -16,6 +16,8 @@ transports, time or files.
 
 from __future__ import annotations
 
+import functools
+
 from ...codec import decode_options, encode_options
 from ...errors import (
     MessageEncodeError,
@@ -78,9 +80,33 @@ _ENC_STRUCTURE = b"\x83\x68Encrypt0\x40"
 
 
 def aad(algorithm_id: int, request_kid: bytes, request_piv: bytes) -> bytes:
-    """The AAD: the Enc_structure ``["Encrypt0", h'', external_aad]`` (§5.4, RFC 8152 §5.3)."""
+    """The AAD: the Enc_structure ``["Encrypt0", h'', external_aad]`` (§5.4, RFC 8152 §5.3).
+
+    Everything before the Partial IV depends only on the algorithm, the
+    'kid' and the Partial IV's length: made once per algorithm and 'kid'
+    (:func:`_aad_heads`, a bounded cache).
+    """
+    length = len(request_piv)
+    if 0 < length <= _MAX_PIV:
+        return _aad_heads(algorithm_id, request_kid)[length] + request_piv + b"\x40"
     inner = external_aad(algorithm_id, request_kid, request_piv)
     return _ENC_STRUCTURE + _cbor_head(0x40, len(inner)) + inner
+
+
+#: The longest Partial IV (§6.1: 5 bytes).
+_MAX_PIV = 5
+
+
+@functools.lru_cache(maxsize=1024)
+def _aad_heads(algorithm_id: int, request_kid: bytes) -> tuple[bytes, ...]:
+    """The AAD up to the Partial IV, for each Partial IV length 0..5 (by index)."""
+    heads = []
+    for length in range(_MAX_PIV + 1):
+        piv = bytes(length)
+        inner = external_aad(algorithm_id, request_kid, piv)
+        whole = _ENC_STRUCTURE + _cbor_head(0x40, len(inner)) + inner
+        heads.append(whole[: len(whole) - length - 1])
+    return tuple(heads)
 
 
 def _cbor_head(major: int, value: int) -> bytes:
