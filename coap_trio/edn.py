@@ -103,7 +103,11 @@ class _Reader:
         if first == "'":
             return self.quoted(start, "").encode("utf-8")
         if first == "-" or first.isdigit():
-            return self.number()
+            number = self.number()
+            if self.text.startswith("(", self.position):
+                self.position = start
+                self.fail("tags are not supported")
+            return number
         word = _WORD.match(text, start)
         if word is None:
             self.fail(f"unexpected {first!r}")
