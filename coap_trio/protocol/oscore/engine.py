@@ -473,8 +473,12 @@ class OscoreEngine:
         self.statistics.failures[failure] += 1
 
     def _count_discarded(self, protected: Message) -> None:
-        discarded = sum(1 for number, _ in protected.opt.raw_items if _is_outer_class_e(number))
-        self.statistics.outer_class_e_discarded += discarded
+        discarded = 0
+        for number, _ in protected.opt.raw_items:
+            if number != _OSCORE and _is_outer_class_e(number):
+                discarded += 1
+        if discarded:
+            self.statistics.outer_class_e_discarded += discarded
 
     def _error_response(self, request: Message, failure: OscoreFailure) -> Message | None:
         """The unprotected error response of §7.4 / §8.2 (with Max-Age 0 and the diagnostic)."""

@@ -32,7 +32,7 @@ from ...options import Options
 from .binding import ClientBinding, ServerBinding
 from .classes import merge_options, split_options
 from .context import SecurityContext
-from .option import CompressedHeader, encode_oscore_option
+from .option import MAX_OPTION_LENGTH, CompressedHeader, encode_oscore_option
 
 __all__ = [
     "OSCORE_VERSION",
@@ -197,14 +197,45 @@ def protect_request(context: SecurityContext, request: Message) -> tuple[Message
     piv = context.new_partial_iv()
     kid = context.sender_id
     nonce = context.nonce(kid, piv)
-    option = encode_oscore_option(
-        CompressedHeader(partial_iv=piv, kid_context=context.id_context, kid=kid)
-    )
+    option = _request_option(piv, context.id_context, kid)
     associated = aad(context.algorithm.cose_id, kid, piv)
     ciphertext = context.sender_cipher.seal(nonce, body, associated)
-    observe = request.opt.observe == 0
-    protected = _outer_message(request, outer_request_code(request), outer, option, ciphertext)
-    return protected, ClientBinding(context, piv, request, observe=observe)
+    # Observe is Outer too (§4.1.3.5.1): a registration is Observe 0 there.
+    observe = None
+    for number, value in outer:
+        if number == _OBSERVE:
+            observe = value
+            break
+    outer_code = Code.POST if observe is None else Code.FETCH  # (outer_request_code)
+    protected = _outer_message(request, outer_code, outer, option, ciphertext)
+    # Observe 0 (a registration): no bytes, or zero bytes of a uint (at most 3).
+    registers = observe is not None and len(observe) <= 3 and not any(observe)
+    return protected, ClientBinding(context, piv, request, observe=registers)
+
+
+def _request_option(piv: bytes, kid_context: bytes | None, kid: bytes) -> bytes:
+    """The OSCORE option of a request: Partial IV, 'kid context' if any, 'kid' (§6.1).
+
+    What follows the Partial IV is the same for every request of a context
+    (:func:`_request_option_tail`, a bounded cache).
+    """
+    length = len(piv)
+    if not 1 <= length <= _MAX_PIV:
+        raise ValueError(f"a Partial IV of {length} bytes (1 to 5)")
+    flags, tail = _request_option_tail(kid_context, kid)
+    value = bytes((flags | length,)) + piv + tail
+    if len(value) > MAX_OPTION_LENGTH:
+        raise ValueError(f"an OSCORE option value of {len(value)} bytes (at most 255)")
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_option_tail(kid_context: bytes | None, kid: bytes) -> tuple[int, bytes]:
+    """The flags and the bytes after the Partial IV of a request's OSCORE option."""
+    value = encode_oscore_option(
+        CompressedHeader(partial_iv=b"\0", kid_context=kid_context, kid=kid)
+    )
+    return value[0] & ~0x07, value[2:]
 
 
 def protect_response(
