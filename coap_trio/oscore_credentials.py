@@ -1,4 +1,4 @@
-"""OSCORE credentials files, in the JSON format aiocoap's ``--credentials`` reads.
+"""OSCORE credentials files, in the format aiocoap's ``--credentials`` reads (JSON or EDN).
 
 Owns reading a credentials file (entries keyed by URI patterns, ``*`` a
 wildcard, ``:name`` references between entries, ``{"oscore": {"basedir":
@@ -16,7 +16,7 @@ One directory is one security context: however many entries name it, they
 share one object (two would reuse nonces). Relative directories are taken
 from the credentials file's own directory (aiocoap takes them from the
 working directory; both agree when it is the file's). Entries of other
-kinds (``dtls``, ``tlscert``, ``edhoc-oscore``, ``any-of``, ``all-of``) are
+kinds (``dtls``, ``tlscert``, ``any-of``, ``all-of``) are
 kept as :class:`UnsupportedCredential`.
 
 ``edhoc-oscore`` entries (aiocoap's, RFC 9528 with RFC 9668) are read into
