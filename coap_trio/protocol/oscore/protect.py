@@ -199,7 +199,7 @@ def protect_request(context: SecurityContext, request: Message) -> tuple[Message
     nonce = context.nonce(kid, piv)
     option = _request_option(piv, context.id_context, kid)
     associated = aad(context.algorithm.cose_id, kid, piv)
-    ciphertext = context.sender_cipher.seal(nonce, body, associated)
+    ciphertext = context.seal(nonce, body, associated)
     # Observe is Outer too (§4.1.3.5.1): a registration is Observe 0 there.
     observe = None
     for number, value in outer:
@@ -267,7 +267,7 @@ def protect_response(
         nonce = context.nonce(context.sender_id, piv)
         header = CompressedHeader(partial_iv=piv)
     associated = aad(context.algorithm.cose_id, binding.request_kid, binding.request_piv)
-    ciphertext = context.sender_cipher.seal(nonce, body, associated)
+    ciphertext = context.seal(nonce, body, associated)
     return _outer_message(
         response, outer_response_code(response), outer, encode_oscore_option(header), ciphertext
     )
@@ -284,7 +284,7 @@ def open_ciphertext(
     if len(ciphertext) < context.algorithm.tag_length + 1:  # + the Code byte
         return None
     associated = aad(context.algorithm.cose_id, request_kid, request_piv)
-    return context.recipient_cipher.open(nonce, ciphertext, associated)
+    return context.open(nonce, ciphertext, associated)
 
 
 def decrypted_message(protected: Message, data: bytes) -> Message:
