@@ -251,6 +251,18 @@ class OscoreClientCore(ClientCore):
             raise EdhocError(f"{target} answered {response.code.dotted}: {text}".rstrip(": "))
         return response.payload
 
+    def _forget(self, context: SecurityContext) -> None:
+        """Stop using a context established with EDHOC that the server answered in the
+        clear (it refused our message_3, or lost the context): the next request to
+        that origin runs EDHOC again. Contexts of the credentials map stay."""
+        patterns = [p for p, known in self._established.items() if known is context]
+        if not patterns:
+            return
+        for pattern in patterns:
+            del self._established[pattern]
+        self._message_3.pop(context, None)
+        self._contexts.clear()
+
     # -- the runner's ClientSink ---------------------------------------------------------
 
     def response_received(
@@ -272,6 +284,8 @@ class OscoreClientCore(ClientCore):
             return
         if isinstance(result, ResponseRejected):
             self.rejected += 1
+            if result.error.failure is OscoreFailure.UNPROTECTED_RESPONSE:
+                self._forget(binding.context)
             if exchange.done:
                 exchange.owner = None
             else:
