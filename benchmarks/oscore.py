@@ -25,6 +25,9 @@ Three figures, each side in the same run:
   (the faster of the two) pinned to the other CPU; 2.05 responses counted.
   The server's CPU share is shown: near 100% means the server, not the
   client, was the bound.
+* the client's time **runnable but waiting for a CPU** during its
+  measurement (``/proc/self/schedstat``), beside its CPU time: on a busy
+  machine a client that waits there is bounded by the machine, not its work;
 * both also **per CPU-second** of the side measured (the server's CPU time
   during the generator's run; the client process's own CPU time during
   its measurement): on a machine shared with other work, a process that
@@ -286,12 +289,13 @@ async def _trio_client(uri: str, sender: bytes, duration: float, warmup: float) 
                 nursery.start_soon(loop)
             await trio.sleep(warmup)
             measuring = True
-            started, cpu = time.perf_counter(), time.process_time()
+            started, cpu, waited = time.perf_counter(), time.process_time(), _run_queue_wait()
             await trio.sleep(duration)
             measuring = False
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            waited = _run_queue_wait() - waited
             nursery.cancel_scope.cancel()
-    return {**counts, "rate": counts["ok"] / elapsed, "cpu": cpu}
+    return {**counts, "rate": counts["ok"] / elapsed, "cpu": cpu, "waited": waited}
 
 
 async def _aiocoap_client(
@@ -324,17 +328,31 @@ async def _aiocoap_client(
     tasks = [asyncio.create_task(loop()) for _ in range(64)]
     await asyncio.sleep(warmup)
     measuring = True
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, waited = time.perf_counter(), time.process_time(), _run_queue_wait()
     await asyncio.sleep(duration)
     measuring = False
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    waited = _run_queue_wait() - waited
     stopping = True
     await asyncio.wait(tasks, timeout=5)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await ctx.shutdown()
-    return {**counts, "rate": counts["ok"] / elapsed, "cpu": cpu}
+    return {**counts, "rate": counts["ok"] / elapsed, "cpu": cpu, "waited": waited}
+
+
+def _run_queue_wait() -> float:
+    """Seconds this process was runnable but waiting for a CPU (Linux schedstat; 0 elsewhere).
+
+    The second field of ``/proc/self/schedstat`` (nanoseconds on the run
+    queue): a client that waits there is bounded by the machine, not its work.
+    """
+    try:
+        with open("/proc/self/schedstat") as file:
+            return int(file.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _run_child(argv: list[str], cpu: int | None) -> dict[str, Any]:
