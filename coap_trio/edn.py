@@ -10,8 +10,8 @@ anywhere whitespace may be. Tags, indefinite lengths, ``undefined`` and
 simple values are refused: credentials files (aiocoap's ``.diag`` files,
 which this reads for :mod:`coap_trio.oscore_credentials`) do not use them.
 
-Errors are :class:`EdnError` with the line and column. Must not import
-anything: it sits below every other part.
+Errors are :class:`~coap_trio.errors.EdnError` with the line and column.
+Must not know about messages, files or credentials.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import base64
 import binascii
 import json
 import re
+
+from .errors import EdnError
 
 __all__ = ["EdnError", "loads"]
 
@@ -34,10 +36,6 @@ _NUMBER = re.compile(
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TEXT = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"', re.DOTALL)
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'", re.DOTALL)
-
-
-class EdnError(ValueError):
-    """Text that is not diagnostic notation this reader takes (the message says where)."""
 
 
 def loads(text: str) -> object:
