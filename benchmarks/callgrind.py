@@ -20,6 +20,16 @@ one request, interpreter included. Workloads:
   answered in all, against libcoap's ``coap-server-notls`` (not measured);
 * ``tcp-client``: the same over one ``coap+tcp://`` connection to the same
   libcoap server (which listens on TCP on the same port);
+* ``oscore-client``: the ``udp-client`` workload with
+  ``open_context(oscore=...)``, every request OSCORE-protected (RFC 8613,
+  AES-CCM-16-64-128), against a coap_trio OSCORE server (``oscore.py``'s,
+  not measured; a fresh one per run, as the client's sequence numbers
+  start at 0 each time) at ``/example_data``;
+* ``oscore-engine``: the OSCORE engine alone, no sockets, no trio, no
+  codec: N rounds of a client ``OscoreEngine`` protecting a GET
+  ``/example_data``, a server one verifying it and protecting its 2.05
+  ``hello``, and the client verifying that (``N`` is the rounds; the
+  instructions per round are the protect layer of both sides);
 * ``server``: ``open_context(bind=("::1", 0), site=site)`` serving the
   5-byte ``hello`` at ``/example_data`` (as ``server.py`` does; its piggyback
   window widened from 0.1 s to 60 s, as valgrind's pace would otherwise turn
@@ -62,7 +72,9 @@ from typing import Any
 
 import _peers
 
-WORKLOADS = ("udp-client", "tcp-client", "server")
+WORKLOADS = ("udp-client", "tcp-client", "server", "oscore-client", "oscore-engine")
+#: The Sender ID of the oscore-client workload's security context.
+OSCORE_CLIENT_ID = b"\x40"
 #: The resource the server workload serves (the path and payload of server.py).
 PATH = "example_data"
 PAYLOAD = b"hello"
@@ -82,14 +94,24 @@ STALL_TIMEOUT = 60.0
 # -- the workers (run under valgrind) -------------------------------------------------------
 
 
-async def _client_worker(uri: str, count: int, in_flight: int) -> dict[str, Any]:
+async def _client_worker(
+    uri: str, count: int, in_flight: int, oscore: bool = False
+) -> dict[str, Any]:
     import trio
 
     from coap_trio import Code, open_context
 
+    credentials = None
+    if oscore:
+        import oscore as oscore_benchmark
+
+        from coap_trio.oscore_credentials import CredentialsMap
+
+        context = oscore_benchmark._our_context(OSCORE_CLIENT_ID, oscore_benchmark.SERVER_ID)
+        credentials = CredentialsMap.from_contexts({uri: context})
     counts: Counter[str] = Counter()
     started = 0
-    async with open_context() as ctx:
+    async with open_context(oscore=credentials) as ctx:
         ctx.set_nstart(in_flight)
 
         async def loop() -> None:
@@ -161,13 +183,39 @@ def _server_worker() -> dict[str, Any]:
     return result
 
 
+def _oscore_engine_worker(count: int) -> dict[str, Any]:
+    import oscore as oscore_benchmark
+
+    from coap_trio import Code, Message
+    from coap_trio.protocol.oscore import OscoreEngine, RequestVerified, ResponseVerified
+
+    client_context = oscore_benchmark._our_context(OSCORE_CLIENT_ID, oscore_benchmark.SERVER_ID)
+    server_context = oscore_benchmark._our_context(oscore_benchmark.SERVER_ID, OSCORE_CLIENT_ID)
+    client, server = OscoreEngine(), OscoreEngine([server_context])
+    path = (oscore_benchmark.PATH,)
+    ok = 0
+    for number in range(count):
+        request = Message(code=Code.GET, uri_path=path, token=number.to_bytes(4, "big"))
+        protected, binding = client.protect_request(request, client_context)
+        verified = server.verify_request(protected)
+        assert isinstance(verified, RequestVerified)
+        response = Message(code=Code.CONTENT, payload=b"hello", token=protected.token)
+        answer = server.protect_response(response, verified.binding)
+        result = client.verify_response(answer, binding)
+        ok += isinstance(result, ResponseVerified) and result.response.payload == b"hello"
+    return {"counts": {"ok": ok}}
+
+
 def run_worker(args: argparse.Namespace) -> None:
-    if args.worker == "server":
+    if args.worker == "oscore-engine":
+        result = _oscore_engine_worker(args.count)
+    elif args.worker == "server":
         result = _server_worker()
     else:
         import trio
 
-        result = trio.run(_client_worker, args.uri, args.count, args.in_flight)
+        oscore = args.worker == "oscore-client"
+        result = trio.run(_client_worker, args.uri, args.count, args.in_flight, oscore)
     print(json.dumps(result), flush=True)
 
 
@@ -358,6 +406,22 @@ def measure_client(
     return Measurement(count, _total_instructions(out_file), seconds, command, result)
 
 
+def measure_oscore_client(
+    count: int, args: argparse.Namespace, out_file: Path, directory: Path
+) -> Measurement:
+    """The oscore-client workload against a fresh coap_trio OSCORE server (not measured)."""
+    import oscore as oscore_benchmark
+
+    server = oscore_benchmark.start_server(
+        "coap_trio", [OSCORE_CLIENT_ID], None, directory / f"oscore-server-{count}"
+    )
+    try:
+        uri = f"coap://[{_peers.HOST}]:{server.port}/{oscore_benchmark.PATH}"
+        return measure_client("oscore-client", uri, count, args, out_file)
+    finally:
+        server.stop()
+
+
 def _read_port(process: subprocess.Popen[str]) -> int:
     """The ``PORT n`` line of the server worker (read from the raw descriptor, bounded)."""
     assert process.stdout is not None
@@ -411,14 +475,20 @@ def measure_workload(
     workload: str, args: argparse.Namespace, directory: Path, log: Callable[[str], None] = print
 ) -> list[tuple[Measurement, Measurement]]:
     """``args.repeat`` pairs of runs (N1, N2) of one workload."""
-    peer = None if workload == "server" else _peers.start_libcoap_server_with_tcp()
+    peer = (
+        None if workload in ("server", "oscore-client") else _peers.start_libcoap_server_with_tcp()
+    )
     pairs = []
     try:
         for repetition in range(1, args.repeat + 1):
             pair = []
             for count in args.counts:
                 out_file = directory / f"callgrind.{workload}.{count}.{repetition}.out"
-                if peer is None:
+                if workload == "oscore-client":
+                    run = measure_oscore_client(count, args, out_file, directory)
+                elif workload == "oscore-engine":
+                    run = measure_client("oscore-engine", "-", count, args, out_file)
+                elif peer is None:
                     run = measure_server(count, args, out_file)
                 else:
                     scheme = "coap+tcp" if workload == "tcp-client" else "coap"

@@ -495,6 +495,12 @@ def run_oscore(args: argparse.Namespace, table: Table) -> None:
             f"oscore client, {library}: the server's CPU share over each client process: "
             + ", ".join(f"{share:.0%}" for share in shares)
         )
+    for library, runs in results["client"].items():
+        table.notes.append(
+            f"oscore client, {library}: CPU / runnable but waiting for a CPU, in each "
+            f"{oargs.duration:g} s measurement: "
+            + ", ".join(f"{run['cpu']:.2f} s / {run.get('waited', 0.0):.2f} s" for run in runs)
+        )
 
 
 def run_dtls(args: argparse.Namespace, table: Table) -> None:

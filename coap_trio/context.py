@@ -232,10 +232,12 @@ class Context:
             from .protocol.oscore.engine import OscoreEngine
 
             responders = None
-            if edhoc is not None and site is not None:
+            identities = oscore.edhoc_identities() if site is not None else {}
+            if site is not None and (edhoc is not None or identities):
                 from .protocol.oscore.edhoc import EdhocResponders
 
-                responders = EdhocResponders(edhoc)
+                default = edhoc if edhoc is not None else next(iter(identities.values()))
+                responders = EdhocResponders(default, identities=identities)
             engine = OscoreEngine(oscore.contexts)
             self._server = OscoreDispatcher(
                 nursery,
@@ -250,7 +252,7 @@ class Context:
                 amplification=guard,
             )
             self._client = OscoreClientCore(
-                nursery, router, blockwise_config, engine, oscore.for_uri, edhoc
+                nursery, router, blockwise_config, engine, oscore.security_for, edhoc
             )
         #: The credentials given to open_context (None: no OSCORE).
         self._credentials = oscore

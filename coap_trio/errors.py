@@ -19,6 +19,7 @@ other branch of :class:`CoapError`, defined in :mod:`coap_trio.response_errors`.
     │   ├── OscoreProtectError (OSCORE: a message this context cannot protect)
     │   │   ├── SequenceNumberExhaustedError
     │   │   └── SequenceStoreError
+    │   ├── EdnError (text that is not CBOR diagnostic notation)
     │   └── CredentialsError (OSCORE credentials that cannot be loaded)
     ├── RemoteProtocolError
     │   ├── MessageFormatError
@@ -95,6 +96,7 @@ __all__ = [
     "DtlsDecodeError",
     "DtlsPkiError",
     "EdhocError",
+    "EdnError",
     "FormatErrorKind",
     "FrameErrorKind",
     "FrameTooLarge",
@@ -651,6 +653,11 @@ class SequenceStoreError(OscoreProtectError):
     The sequence number was not used: protecting again retries the write.
     The cause (an ``OSError``...) is chained.
     """
+
+
+class EdnError(LocalProtocolError):
+    """Text that is not CBOR diagnostic notation :func:`coap_trio.edn.loads` reads
+    (a credentials ``.diag`` file, a key file); the message says the line and column."""
 
 
 class CredentialsError(LocalProtocolError):

@@ -1,4 +1,4 @@
-"""OSCORE credentials files, in the JSON format aiocoap's ``--credentials`` reads.
+"""OSCORE credentials files, in the format aiocoap's ``--credentials`` reads (JSON or EDN).
 
 Owns reading a credentials file (entries keyed by URI patterns, ``*`` a
 wildcard, ``:name`` references between entries, ``{"oscore": {"basedir":
@@ -16,29 +16,52 @@ One directory is one security context: however many entries name it, they
 share one object (two would reuse nonces). Relative directories are taken
 from the credentials file's own directory (aiocoap takes them from the
 working directory; both agree when it is the file's). Entries of other
-kinds (``dtls``, ``tlscert``, ``edhoc-oscore``, ``any-of``, ``all-of``) are
-kept as :class:`UnsupportedCredential`. Must not know about sockets,
-messages or trio.
+kinds (``dtls``, ``tlscert``, ``any-of``, ``all-of``) are
+kept as :class:`UnsupportedCredential`.
+
+``edhoc-oscore`` entries (aiocoap's, RFC 9528 with RFC 9668) are read into
+:class:`EdhocCredential`: ``suite`` (2), ``method`` (3), ``own_cred`` (a
+``{14: CCS}`` map, or ``{"unauthenticated": true}`` for a key made at
+load time and sent by value), ``own_cred_style`` (``"by-key-id"`` or
+``"by-value"``), the private key as ``private_key`` (a COSE_Key map) or
+``private_key_file`` (a COSE_Key in CBOR or diagnostic notation, readable
+by its owner only), ``peer_cred`` (a ``{14: CCS}`` map, or
+``{"unauthenticated": true}`` to accept any peer that sends its credential
+by value) and ``use_combined_edhoc``. A client runs EDHOC with the entry of
+a request's URI; a server answers EDHOC with the entry of its origin
+(``coap://host:port/*``) that has its own credential, and trusts the
+``peer_cred`` of every entry. Since JSON has no integer map keys, such
+entries are written in diagnostic notation (EDN: a ``.diag`` or ``.edn``
+file, as aiocoap's tools read them; :mod:`coap_trio.edn`). Must not know
+about sockets, messages or trio.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import stat
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from . import edn
 from .errors import CredentialsError
 from .oscore_storage import SEQUENCE_FILE_NAME, FileSequenceStore
 from .protocol.oscore.algorithms import algorithm_by_name
 from .protocol.oscore.context import SecurityContext
 from .protocol.oscore.replay import DEFAULT_PERSIST_STEP, DEFAULT_WINDOW_SIZE
 
+if TYPE_CHECKING:
+    from .protocol.oscore.edhoc import EdhocCredentials
+
 __all__ = [
     "CredentialReference",
     "CredentialsMap",
+    "EdhocCredential",
     "OscoreCredential",
     "UnsupportedCredential",
     "load_credentials",
@@ -61,7 +84,23 @@ _KNOWN_KEYS = frozenset(
         "window",
     }
 )
-_OTHER_KINDS = frozenset({"dtls", "tlscert", "edhoc-oscore", "any-of", "all-of"})
+_OTHER_KINDS = frozenset({"dtls", "tlscert", "any-of", "all-of"})
+#: The fields of an ``edhoc-oscore`` entry (``-`` and ``_`` alike, as aiocoap reads them).
+_EDHOC_FIELDS = frozenset(
+    {
+        "suite",
+        "method",
+        "own_cred_style",
+        "own_cred",
+        "private_key_file",
+        "private_key",
+        "peer_cred",
+        "use_combined_edhoc",
+    }
+)
+#: File names read as diagnostic notation rather than JSON (aiocoap's tools alike).
+EDN_SUFFIXES = (".diag", ".edn")
+_UNAUTHENTICATED = {"unauthenticated": True}
 
 
 @attrs.frozen(eq=False)
@@ -90,7 +129,60 @@ class UnsupportedCredential:
     kind: str
 
 
-Credential = OscoreCredential | CredentialReference | UnsupportedCredential
+@attrs.frozen(eq=False, repr=False)
+class EdhocCredential:
+    """An ``edhoc-oscore`` entry: EDHOC (RFC 9528) then OSCORE, as aiocoap's files hold it.
+
+    Only cipher suite 2 and method 3 (static Diffie-Hellman keys, CCS
+    credentials) are read: those are what lakers, the EDHOC implementation
+    underneath, offers.
+    """
+
+    #: The cipher suite (2: AES-CCM-16-64-128, SHA-256, P-256).
+    suite: int
+    #: The EDHOC method (3: static DH keys on both sides).
+    method: int
+    #: Our P-256 private key (32 bytes) and our credential (a CCS, CBOR-encoded),
+    #: None when the entry only names a peer.
+    private_key: bytes | None
+    credential: bytes | None
+    #: Whether our credential is sent by value (else by reference, its 'kid').
+    by_value: bool
+    #: The peer's credential (a CCS, CBOR-encoded), None when it is not given.
+    peer: bytes | None
+    #: ``peer_cred`` is ``{"unauthenticated": true}``: any credential sent by value.
+    peer_unauthenticated: bool
+    #: Whether message_3 rides on the first OSCORE request (None: the default, yes).
+    combined: bool | None
+    #: Our credential was made at load time (``own_cred`` ``{"unauthenticated": true}``).
+    own_unauthenticated: bool = False
+
+    #: The EDHOC credentials a client uses with this entry (one object, made
+    #: when the entry is read), None when it lacks our credential or the peer's.
+    client: EdhocCredentials | None = None
+
+    def initiator(self) -> EdhocCredentials:
+        """The EDHOC credentials of a client using this entry.
+
+        Raises :class:`~coap_trio.errors.CredentialsError` when the entry
+        lacks our own credential, or the peer's.
+        """
+        if self.client is not None:
+            return self.client
+        if self.credential is None:
+            raise CredentialsError("an edhoc-oscore entry without own_cred cannot start EDHOC")
+        raise CredentialsError(
+            'an edhoc-oscore entry needs peer_cred (or {"unauthenticated": true}) to start EDHOC'
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<EdhocCredential suite={self.suite} method={self.method} "
+            f"own={self.credential is not None} peer={self.peer is not None}>"
+        )
+
+
+Credential = OscoreCredential | CredentialReference | UnsupportedCredential | EdhocCredential
 
 
 class CredentialsMap:
@@ -131,6 +223,46 @@ class CredentialsMap:
             return entry.context if isinstance(entry, OscoreCredential) else None
         raise CredentialsError(f"more than {MAX_REFERENCES} references from {uri!r}")
 
+    def security_for(self, uri: str) -> SecurityContext | EdhocCredential | None:
+        """What protects requests to ``uri``: a security context, an ``edhoc-oscore``
+        entry (EDHOC runs first), or None (see :meth:`for_uri` for the matching)."""
+        target = uri
+        for _ in range(MAX_REFERENCES):
+            entry = self._match(target)
+            if isinstance(entry, CredentialReference):
+                target = entry.target
+                continue
+            if isinstance(entry, OscoreCredential):
+                return entry.context
+            return entry if isinstance(entry, EdhocCredential) else None
+        raise CredentialsError(f"more than {MAX_REFERENCES} references from {uri!r}")
+
+    def edhoc_identities(self) -> dict[str, EdhocCredentials]:
+        """A server's EDHOC identities: the ``edhoc-oscore`` entries with our own
+        credential, by URI pattern, each trusting the ``peer_cred`` of every entry
+        (and any peer sending its credential by value when an entry says
+        ``{"unauthenticated": true}``). Empty when there is none."""
+        entries = [entry for entry in self.entries.values() if isinstance(entry, EdhocCredential)]
+        if not entries:
+            return {}
+        from .protocol.oscore.edhoc import EdhocCredentials
+
+        peers = tuple(entry.peer for entry in entries if entry.peer is not None)
+        anyone = any(entry.peer_unauthenticated for entry in entries)
+        identities: dict[str, EdhocCredentials] = {}
+        for pattern, entry in self.entries.items():
+            if not isinstance(entry, EdhocCredential) or entry.private_key is None:
+                continue
+            assert entry.credential is not None
+            identities[pattern] = EdhocCredentials(
+                entry.private_key,
+                entry.credential,
+                peers,
+                by_value=entry.by_value,
+                trust_on_first_use=anyone,
+            )
+        return identities
+
     def _match(self, target: str) -> Credential | None:
         if target.startswith(":"):
             if target not in self.entries:
@@ -165,19 +297,30 @@ def load_credentials(
     base: str | os.PathLike[str] | None = None,
     persist_step: int = DEFAULT_PERSIST_STEP,
 ) -> CredentialsMap:
-    """Read a JSON credentials file (``--credentials`` of aiocoap's tools).
+    """Read a credentials file (``--credentials`` of aiocoap's tools).
 
-    Relative context directories are taken from ``base``, by default the
-    file's directory. Raises :class:`~coap_trio.errors.CredentialsError`
+    JSON, or diagnostic notation (EDN) for a name ending in ``.diag`` or
+    ``.edn``. Relative context directories and key files are taken from
+    ``base``, by default the file's directory. Raises :class:`~coap_trio.errors.CredentialsError`
     naming the file and entry at fault.
     """
     file = Path(path)
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
     except OSError as error:
         raise CredentialsError(f"{file}: {error.strerror or error}") from None
     except ValueError as error:
-        raise CredentialsError(f"{file}: not JSON ({error})") from None
+        raise CredentialsError(f"{file}: not UTF-8 text ({error})") from None
+    if file.suffix in EDN_SUFFIXES:
+        try:
+            data = edn.loads(text)
+        except edn.EdnError as error:
+            raise CredentialsError(f"{file}: not diagnostic notation ({error})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise CredentialsError(f"{file}: not JSON ({error})") from None
     where = Path(base) if base is not None else file.parent
     return parse_credentials(data, where, persist_step=persist_step, source=str(file))
 
@@ -198,6 +341,8 @@ def parse_credentials(
     entries: dict[str, Credential] = {}
     contexts: dict[Path, SecurityContext] = {}
     for key, value in data.items():
+        if not isinstance(key, str):
+            raise CredentialsError(f"{source}: an entry whose name {key!r} is not a string")
         if value is None:
             entries.pop(key, None)
             continue
@@ -223,6 +368,8 @@ def _entry(
     ((kind, body),) = value.items()
     if kind in _OTHER_KINDS:
         return UnsupportedCredential(kind)
+    if kind == "edhoc-oscore":
+        return _edhoc_entry(where, body, base)
     if kind != "oscore":
         raise CredentialsError(f"{where}: unknown credential type {kind!r}")
     if not isinstance(body, dict):
@@ -328,3 +475,206 @@ def _bytes(folder: Path, name: str, value: object) -> bytes:
     if not isinstance(value, bytes):
         raise CredentialsError(f"{folder}: {name!r} needs a _hex or _ascii spelling")
     return value
+
+
+# -- edhoc-oscore entries ----------------------------------------------------------------------
+
+
+def _edhoc_entry(where: str, body: object, base: Path) -> EdhocCredential:
+    """An ``edhoc-oscore`` entry's fields checked and read (see the module)."""
+    if not isinstance(body, dict):
+        raise CredentialsError(f"{where}: 'edhoc-oscore' takes an object")
+    fields: dict[str, Any] = {}
+    for name, value in body.items():
+        if not isinstance(name, str):
+            raise CredentialsError(f"{where}: a field name {name!r} that is not a string")
+        field = name.replace("-", "_")
+        if field not in _EDHOC_FIELDS:
+            raise CredentialsError(f"{where}: unknown edhoc-oscore field {name!r}")
+        fields[field] = value
+    for required in ("suite", "method"):
+        if required not in fields:
+            raise CredentialsError(f"{where}: edhoc-oscore needs {required!r}")
+    suite, method = fields["suite"], fields["method"]
+    if type(suite) is not int or type(method) is not int:
+        raise CredentialsError(f"{where}: 'suite' and 'method' are numbers")
+    if suite != 2:
+        raise CredentialsError(
+            f"{where}: cipher suite {suite} is not supported "
+            "(only 2: AES-CCM-16-64-128, SHA-256, P-256)"
+        )
+    if method != 3:
+        raise CredentialsError(
+            f"{where}: EDHOC method {method} is not supported (only 3: static DH keys)"
+        )
+    combined = fields.get("use_combined_edhoc")
+    if combined is not None and not isinstance(combined, bool):
+        raise CredentialsError(f"{where}: 'use_combined_edhoc' is true or false")
+    style = fields.get("own_cred_style")
+    if style is not None and style not in ("by-key-id", "by-value"):
+        raise CredentialsError(f"{where}: 'own_cred_style' is 'by-key-id' or 'by-value'")
+    own = fields.get("own_cred")
+    key_given = "private_key" in fields or "private_key_file" in fields
+    if "private_key" in fields and "private_key_file" in fields:
+        raise CredentialsError(f"{where}: give 'private_key' or 'private_key_file', not both")
+    private_key: bytes | None = None
+    credential: bytes | None = None
+    own_unauthenticated = own == _UNAUTHENTICATED
+    if own_unauthenticated:
+        if key_given or style not in (None, "by-value"):
+            raise CredentialsError(
+                f"{where}: an unauthenticated own_cred takes no key, and is sent by value"
+            )
+        from .protocol.oscore.edhoc import EdhocCredentials
+
+        made = EdhocCredentials.generate(b"?")  # (aiocoap's 'kid' for such a key)
+        private_key, credential, style = made.private_key, made.credential, "by-value"
+    elif own is not None or style is not None or key_given:
+        if own is None or style is None or not key_given:
+            raise CredentialsError(
+                f"{where}: own_cred, own_cred_style and private_key (or "
+                "private_key_file) go together"
+            )
+        if "private_key" in fields:
+            private_key = _cose_private_key(where, fields["private_key"])
+        else:
+            private_key = _key_file(where, fields["private_key_file"], base)
+        claims = _ccs(where, "own_cred", own)
+        credential = _encoded(claims)
+        x, y, kid = _ccs_key(where, "own_cred", claims)
+        if _public_key(private_key) != (x, y):
+            raise CredentialsError(f"{where}: the private key is not the key of own_cred")
+        if style == "by-key-id" and kid is None:
+            raise CredentialsError(f"{where}: own_cred_style 'by-key-id' needs a kid in own_cred")
+    peer = fields.get("peer_cred")
+    peer_unauthenticated = peer == _UNAUTHENTICATED
+    peer_credential: bytes | None = None
+    if peer is not None and not peer_unauthenticated:
+        claims = _ccs(where, "peer_cred", peer)
+        _ccs_key(where, "peer_cred", claims)
+        peer_credential = _encoded(claims)
+    client = None
+    if credential is not None and (peer_credential is not None or peer_unauthenticated):
+        from .protocol.oscore.edhoc import EdhocCredentials
+
+        assert private_key is not None
+        client = EdhocCredentials(
+            private_key,
+            credential,
+            () if peer_credential is None else (peer_credential,),
+            by_value=style == "by-value",
+            combined=combined is not False,
+            trust_on_first_use=peer_unauthenticated,
+        )
+    return EdhocCredential(
+        suite=suite,
+        method=method,
+        private_key=private_key,
+        credential=credential,
+        by_value=style == "by-value",
+        peer=peer_credential,
+        peer_unauthenticated=peer_unauthenticated,
+        combined=combined,
+        own_unauthenticated=own_unauthenticated,
+        client=client,
+    )
+
+
+def _ccs(where: str, name: str, value: object) -> dict[Any, Any]:
+    """The CCS of ``{14: CCS}`` (the only credential kind read)."""
+    if isinstance(value, dict) and set(value) == {"unauthenticated"}:
+        raise CredentialsError(f'{where}: {name} {{"unauthenticated": ...}} takes only true')
+    if not isinstance(value, dict) or len(value) != 1 or 14 not in value:
+        raise CredentialsError(
+            f"{where}: {name} is {{14: CCS}} (a CWT Claims Set; JSON cannot spell the "
+            "integer key 14: write the file in diagnostic notation, .diag)"
+        )
+    claims = value[14]
+    if not isinstance(claims, dict):
+        raise CredentialsError(f"{where}: the CCS of {name} is not a map")
+    return claims
+
+
+def _ccs_key(where: str, name: str, claims: dict[Any, Any]) -> tuple[bytes, bytes, bytes | None]:
+    """The P-256 public key (x, y) and the 'kid' of a CCS's cnf COSE_Key."""
+    cnf = claims.get(8)
+    cose_key = cnf.get(1) if isinstance(cnf, dict) else None
+    if not isinstance(cose_key, dict):
+        raise CredentialsError(f"{where}: the CCS of {name} has no cnf COSE_Key (8: {{1: ...}})")
+    x, y, kid = cose_key.get(-2), cose_key.get(-3), cose_key.get(2)
+    if cose_key.get(1) != 2 or cose_key.get(-1) != 1:
+        raise CredentialsError(f"{where}: the key of {name} is not an EC2 P-256 key")
+    if not (isinstance(x, bytes) and isinstance(y, bytes) and len(x) == len(y) == 32):
+        raise CredentialsError(f"{where}: the key of {name} needs 32-byte x (-2) and y (-3)")
+    if kid is not None and not isinstance(kid, bytes):
+        raise CredentialsError(f"{where}: the kid (2) of {name} is not a byte string")
+    if 2 in claims and not isinstance(claims[2], str):
+        raise CredentialsError(f"{where}: the subject (2) of {name} is not a text string")
+    return x, y, kid
+
+
+def _encoded(claims: dict[Any, Any]) -> bytes:
+    import cbor2
+
+    return cbor2.dumps(claims, canonical=True)
+
+
+def _public_key(private_key: bytes) -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.derive_private_key(int.from_bytes(private_key, "big"), ec.SECP256R1())
+    numbers = key.public_key().public_numbers()
+    return numbers.x.to_bytes(32, "big"), numbers.y.to_bytes(32, "big")
+
+
+def _cose_private_key(where: str, value: object) -> bytes:
+    """``d`` of a COSE_Key ``{1: 2, -1: 1, -4: d}`` (EC2, P-256), nothing else in it."""
+    if not isinstance(value, dict):
+        raise CredentialsError(f"{where}: the private key is not a COSE_Key map")
+    if value.get(1) != 2 or value.get(-1) != 1:
+        raise CredentialsError(f"{where}: the private key is not an EC2 P-256 key (1: 2, -1: 1)")
+    d = value.get(-4)
+    if not isinstance(d, bytes) or len(d) != 32:
+        raise CredentialsError(f"{where}: the private key needs a 32-byte d (-4)")
+    if set(value) - {1, -1, -4}:
+        raise CredentialsError(f"{where}: the private key holds more than 1, -1 and -4")
+    if not 0 < int.from_bytes(d, "big") < _P256_ORDER:
+        raise CredentialsError(f"{where}: the private key is not a P-256 scalar")
+    return d
+
+
+#: The order of P-256's group (a private key is in 1..n-1).
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _key_file(where: str, name: object, base: Path) -> bytes:
+    """The COSE_Key of a ``private_key_file`` (CBOR, or diagnostic notation), which must
+    be readable by its owner only."""
+    if not isinstance(name, str):
+        raise CredentialsError(f"{where}: 'private_key_file' is not a string")
+    file = base / name
+    try:
+        mode = file.stat().st_mode
+        data = file.read_bytes()
+    except OSError as error:
+        raise CredentialsError(f"{where}: {file}: {error.strerror or error}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CredentialsError(
+            f"{where}: {file}: a private key that its group or others may access (chmod 600)"
+        )
+    import cbor2
+
+    value: object
+    stream = io.BytesIO(data)
+    try:
+        value = cbor2.CBORDecoder(stream).decode()
+        if stream.tell() != len(data):
+            raise ValueError("more than one data item")
+    except (cbor2.CBORDecodeError, ValueError, EOFError):
+        try:
+            value = edn.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, edn.EdnError):
+            raise CredentialsError(
+                f"{where}: {file}: neither CBOR nor diagnostic notation"
+            ) from None
+    return _cose_private_key(f"{where}: {file}", value)

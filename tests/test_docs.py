@@ -22,6 +22,7 @@ PUBLIC_MODULES = [
     "coap_trio.cli.exitcodes",
     "coap_trio.codec",
     "coap_trio.context",
+    "coap_trio.edn",
     "coap_trio.errors",
     "coap_trio.fileserver",
     "coap_trio.hosting",

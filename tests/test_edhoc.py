@@ -220,3 +220,39 @@ def test_rfc_9529_credentials_and_a_handshake_with_its_static_keys() -> None:
     established = responders.message_3(b"\x27", initiator.message_3_request()[1:], 0.0)
     initiator.take_message_4(established.message_4)
     check_contexts_work(initiator, established.context)
+
+
+def test_a_responder_picks_its_identity_by_the_origin_asked() -> None:
+    """Identities by URI pattern (aiocoap's ``coap://host/*``): the longest match wins;
+    none matching: the only identity, or None when there are several."""
+    first = EdhocCredentials.generate(b"\x01", "first")
+    second = EdhocCredentials.generate(b"\x02", "second")
+    responders = EdhocResponders(
+        first, identities={"coap://a/*": first, "coap://b/*": second, "coap://b/x/*": first}
+    )
+    assert responders.identity_for("coap://a/.well-known/edhoc") is first
+    assert responders.identity_for("coap://b/.well-known/edhoc") is second
+    assert responders.identity_for("coap://b/x/.well-known/edhoc") is first
+    assert responders.identity_for("coap://c/.well-known/edhoc") is None
+    assert responders.identity_for(None) is None
+    alone = EdhocResponders(first, identities={"coap://a/*": second})
+    assert alone.identity_for("coap://elsewhere/.well-known/edhoc") is second
+    assert EdhocResponders(first).identity_for("coap://any/") is first
+
+
+def test_message_1_asking_for_the_credential_by_value_gets_it() -> None:
+    """EAD item 15 (non-critical) in message_1: message_2 carries the responder's
+    credential by value, though it sends it by reference otherwise; an initiator
+    trusting any peer asks for it."""
+    server = EdhocCredentials.generate(b"\x0b", "server")
+    client = EdhocCredentials.generate(b"\x0a", "client", trust_on_first_use=True)
+    responders = EdhocResponders(
+        EdhocCredentials(server.private_key, server.credential, (client.credential,))
+    )
+    initiator = EdhocInitiator(client, b"\x05")
+    message_1 = initiator.message_1()
+    message_2 = responders.message_1(message_1[1:], 0.0, set())
+    initiator.take_message_2(message_2)
+    assert initiator.peer == server.credential  # (sent by value: no kid to look up)
+    established = responders.message_3(initiator.c_r or b"", initiator.message_3(), 1.0)
+    assert established.peer == client.credential

@@ -352,3 +352,26 @@ def test_aead_keys_must_have_the_algorithm_length() -> None:
     assert cipher.open(bytes(12), sealed, b"aad") == b"data"
     assert cipher.open(bytes(12), sealed, b"other aad") is None
     assert len(sealed) == 4 + CHACHA20_POLY1305.tag_length
+
+
+@settings(deadline=None)
+@given(
+    sender=st.binary(max_size=7),
+    recipient=st.binary(max_size=7),
+    other=st.binary(max_size=7),
+    piv=st.binary(min_size=1, max_size=5),
+)
+def test_nonces_of_either_id_match_the_definition(
+    sender: bytes, recipient: bytes, other: bytes, piv: bytes
+) -> None:
+    """§5.2 written out per call, against the nonce heads made with the context."""
+    context = SecurityContext.derive(
+        master_secret=MASTER_SECRET,
+        master_salt=MASTER_SALT,
+        sender_id=sender,
+        recipient_id=recipient,
+    )
+    for id_piv in (sender, recipient, other):
+        block = bytes((len(id_piv),)) + id_piv.rjust(7, b"\0") + piv.rjust(5, b"\0")
+        expected = bytes(a ^ b for a, b in zip(block, context.common_iv, strict=True))
+        assert context.nonce(id_piv, piv) == expected

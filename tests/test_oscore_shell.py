@@ -570,3 +570,112 @@ async def test_edhoc_with_an_untrusted_client_fails_and_reaches_no_handler(
             assert server.statistics.edhoc_refused == 1
             assert server.statistics.edhoc_completed == 0
             assert resources["secret"].rendered == 0
+
+
+def edhoc_entries(*, trusted: bool = True) -> tuple[CredentialsMap, CredentialsMap]:
+    """A server's and a client's credentials maps with edhoc-oscore entries (as read
+    from files: see tests/test_edhoc_credentials.py)."""
+    import cbor2
+
+    from coap_trio.oscore_credentials import parse_credentials
+    from coap_trio.protocol.oscore.edhoc import EdhocCredentials
+
+    server = EdhocCredentials.generate(b"\x0b", "server")
+    client = EdhocCredentials.generate(b"\x0a", "client")
+    stranger = EdhocCredentials.generate(b"\x0a", "stranger")
+
+    def own(side: EdhocCredentials) -> dict[str, Any]:
+        return {
+            "suite": 2,
+            "method": 3,
+            "own_cred_style": "by-key-id",
+            "own_cred": {14: cbor2.loads(side.credential)},
+            "private_key": {1: 2, -1: 1, -4: side.private_key},
+        }
+
+    accepted = client if trusted else stranger
+    server_map = parse_credentials(
+        {
+            f"{BASE}/*": {"edhoc-oscore": own(server)},
+            ":client": {
+                "edhoc-oscore": {
+                    "suite": 2,
+                    "method": 3,
+                    "peer_cred": {14: cbor2.loads(accepted.credential)},
+                }
+            },
+        },
+        ".",
+    )
+    client_entry = {**own(client), "peer_cred": {14: cbor2.loads(server.credential)}}
+    client_map = parse_credentials({f"{BASE}/*": {"edhoc-oscore": client_entry}}, ".")
+    return server_map, client_map
+
+
+async def test_requests_to_an_edhoc_oscore_entry_run_edhoc_once_then_go_protected(
+    autojump_clock: object,
+) -> None:
+    server_map, client_map = edhoc_entries()
+    network = MemoryNetwork(seed=31)
+    site, resources = make_site()
+    with trio.fail_after(LIMIT):
+        async with (
+            open_context(
+                bind=(SERVER, 5683), site=site, network=network, oscore=server_map
+            ) as server,
+            open_context(bind=(CLIENT, 0), network=network, oscore=client_map) as client,
+        ):
+            responses: list[Message] = []
+
+            async def get() -> None:
+                responses.append(await client.get(f"{BASE}/secret"))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):  # all five wait for one EDHOC exchange
+                    nursery.start_soon(get)
+            assert [r.code for r in responses] == [Code.CONTENT] * 5
+            assert (await client.get(f"{BASE}/whoami")).code == Code.CONTENT
+            statistics = server.statistics
+            assert statistics.edhoc_completed == 1
+            assert statistics.oscore is not None
+            assert statistics.oscore.requests_verified == 6
+            assert resources["secret"].rendered == 5
+            (remote,) = resources["whoami"].remotes
+            assert isinstance(remote, OscoreRemote)
+            assert remote.credential is not None
+
+
+async def test_a_refused_edhoc_fails_every_request_that_waited_for_it(
+    autojump_clock: object,
+) -> None:
+    """The server refuses message_3 (RFC 9668: in front of the first request): every
+    request that waited fails, and the next one runs EDHOC again."""
+    from coap_trio.errors import CoapError
+
+    server_map, client_map = edhoc_entries(trusted=False)
+    network = MemoryNetwork(seed=32)
+    site, resources = make_site()
+    with trio.fail_after(LIMIT):
+        async with (
+            open_context(
+                bind=(SERVER, 5683), site=site, network=network, oscore=server_map
+            ) as server,
+            open_context(bind=(CLIENT, 0), network=network, oscore=client_map) as client,
+        ):
+            failures: list[str] = []
+
+            async def get() -> None:
+                try:
+                    await client.get(f"{BASE}/secret")
+                except CoapError as error:
+                    failures.append(str(error))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(get)
+            assert len(failures) == 3
+            assert any("4.00 Bad Request: EDHOC failed" in text for text in failures)
+            assert server.statistics.edhoc_refused == 1
+            await get()
+            assert server.statistics.edhoc_refused == 2  # EDHOC again, refused again
+            assert resources["secret"].rendered == 0

@@ -14,7 +14,9 @@ It also runs EDHOC (RFC 9528) as the initiator (:meth:`OscoreClientCore.edhoc`):
 message_1 and message_2 through ``/.well-known/edhoc``, then message_3 in
 its own exchange or in front of the first request the new context protects
 (the EDHOC + OSCORE request, RFC 9668); the context then serves the URIs of
-that origin.
+that origin. A request whose credentials entry is ``edhoc-oscore`` waits for
+that exchange, started by the first such request to its origin, and is
+then protected with the new context (or fails with the exchange's error).
 
 A Context without credentials uses the plain :class:`ClientCore`: nothing
 here costs it anything. Must not know about resources, the server side or
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, cast
 import trio
 
 from .._runner import EndpointRunner
-from ..errors import EdhocError, OscoreFailure, OscoreVerificationError
+from ..errors import CoapError, EdhocError, OscoreFailure, OscoreVerificationError
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
@@ -40,19 +42,25 @@ from ..protocol.exchanges import ClientExchange
 from ..protocol.oscore.binding import ClientBinding
 from ..protocol.oscore.context import SecurityContext
 from ..protocol.oscore.engine import OscoreEngine, ResponseRejected, ResponseRepeat
+from ..uri import split_uri
 from .core import ClientCore
 from .request import ExchangeOwner
 from .routing import RequestRouter
 
 if TYPE_CHECKING:
+    from ..oscore_credentials import EdhocCredential
     from ..protocol.oscore.edhoc import EdhocCredentials
 
 __all__ = ["OscoreClientCore", "SecurityContextLookup"]
 
-#: Finds the security context for a request URI (None: the request goes unprotected).
-SecurityContextLookup = Callable[[str], "SecurityContext | None"]
+#: Finds the security context for a request URI, or the ``edhoc-oscore`` entry
+#: to establish one with (None: the request goes unprotected).
+SecurityContextLookup = Callable[[str], "SecurityContext | EdhocCredential | None"]
+#: A request held until EDHOC with its origin completes: its owner, runner and remote.
+_Held = tuple[ExchangeOwner, EndpointRunner, Hashable]
 
-#: Request URIs whose security context is remembered (the cache is cleared when full).
+#: Requests (remote and options) whose security context is remembered (the cache
+#: is cleared when full).
 _LOOKUP_CACHE_SIZE = 1024
 _EDHOC = int(OptionNumber.EDHOC)
 _WELL_KNOWN_EDHOC = (".well-known", "edhoc")
@@ -78,7 +86,9 @@ class OscoreClientCore(ClientCore):
         #: Our EDHOC credentials, for :meth:`edhoc` (None: it needs them given).
         self.edhoc_credentials = edhoc
         self._lookup = lookup
-        self._contexts: dict[str, SecurityContext | None] = {}
+        self._contexts: dict[Hashable, SecurityContext | EdhocCredential | None] = {}
+        #: Requests waiting for the EDHOC exchange with their origin, by origin.
+        self._held: dict[str, list[_Held]] = {}
         #: Contexts established with EDHOC, by URI pattern (they win over the map's).
         self._established: dict[str, SecurityContext] = {}
         #: message_3 of a context whose first request is still to go (RFC 9668).
@@ -87,22 +97,36 @@ class OscoreClientCore(ClientCore):
         #: included); the engine counts them by kind.
         self.rejected = 0
 
-    def context_for(self, message: Message) -> SecurityContext | None:
-        """The security context protecting ``message``, by its request URI (cached)."""
-        if message.remote is None or message.opt.uri_path == _WELL_KNOWN_EDHOC:
+    def context_for(self, message: Message) -> SecurityContext | EdhocCredential | None:
+        """The security context protecting ``message``, by its request URI (cached), or
+        the ``edhoc-oscore`` entry to establish it with.
+
+        The cache is keyed by the remote and the options as they are (they
+        hold the whole URI, with Uri-Path, Uri-Query, Uri-Host...): a hit
+        costs no URI to build.
+        """
+        remote = message.remote
+        if remote is None:
             return None
-        uri = message.get_request_uri()
+        key = (remote, tuple(message.opt.raw_items))
         contexts = self._contexts
         try:
-            return contexts[uri]
+            return contexts[key]
         except KeyError:
             pass
+        except TypeError:  # a remote that cannot be a key: looked up each time
+            return self._context_of(message)
         if len(contexts) >= _LOOKUP_CACHE_SIZE:
             contexts.clear()
-        context = contexts[uri] = self._find(uri)
+        context = contexts[key] = self._context_of(message)
         return context
 
-    def _find(self, uri: str) -> SecurityContext | None:
+    def _context_of(self, message: Message) -> SecurityContext | EdhocCredential | None:
+        if message.opt.uri_path == _WELL_KNOWN_EDHOC:
+            return None
+        return self._find(message.get_request_uri())
+
+    def _find(self, uri: str) -> SecurityContext | EdhocCredential | None:
         matching = [pattern for pattern in self._established if _match(pattern, uri)]
         if matching:
             return self._established[max(matching, key=len)]
@@ -122,6 +146,9 @@ class OscoreClientCore(ClientCore):
         if context is None:
             owner.oscore = None
             super().send(owner, runner, remote)
+            return
+        if not isinstance(context, SecurityContext):  # an edhoc-oscore entry: EDHOC first
+            self._hold(owner, runner, remote, context)
             return
         protected, binding = self.engine.protect_request(owner.wire, context)
         if self._message_3:
@@ -145,6 +172,45 @@ class OscoreClientCore(ClientCore):
         owner.exchange = (runner, exchange)
 
     # -- EDHOC (RFC 9528) ------------------------------------------------------------
+
+    def _hold(
+        self, owner: ExchangeOwner, runner: EndpointRunner, remote: Hashable, entry: EdhocCredential
+    ) -> None:
+        """Keep ``owner`` until EDHOC with its origin completes; the first one held
+        for an origin starts the exchange. Raises :class:`~coap_trio.errors.CredentialsError`
+        for an entry that cannot start EDHOC."""
+        credentials = entry.initiator()
+        origin = split_uri(owner.wire.get_request_uri())[0].uri_base
+        held = self._held.get(origin)
+        if held is None:
+            if self.closed:
+                raise EdhocError("the context was closed")
+            held = self._held[origin] = []
+            self.spawn(self._establish_then_send, origin, credentials)
+        held.append((owner, runner, remote))
+
+    async def _establish_then_send(self, origin: str, credentials: EdhocCredentials) -> None:
+        failure: CoapError | None = None
+        try:
+            await self.edhoc(origin, credentials)
+        except CoapError as exchange_error:
+            failure = exchange_error
+        for owner, runner, remote in self._held.pop(origin, ()):
+            if getattr(owner, "done", False):
+                continue
+            error = failure
+            if error is None and not isinstance(self.context_for(owner.wire), SecurityContext):
+                error = EdhocError(f"no security context for {origin} after EDHOC")
+            if error is None:
+                try:
+                    self.send(owner, runner, remote)
+                    continue
+                except CoapError as raised:
+                    error = raised
+            self.inflight.discard(owner)
+            owner._fail(error)
+            if owner.observation is not None:
+                owner.observation._fail(error)
 
     async def edhoc(self, origin: str, credentials: EdhocCredentials) -> SecurityContext:
         """Establish a security context with the server at ``origin`` (``scheme://host:port``).
@@ -185,6 +251,18 @@ class OscoreClientCore(ClientCore):
             raise EdhocError(f"{target} answered {response.code.dotted}: {text}".rstrip(": "))
         return response.payload
 
+    def _forget(self, context: SecurityContext) -> None:
+        """Stop using a context established with EDHOC that the server answered in the
+        clear (it refused our message_3, or lost the context): the next request to
+        that origin runs EDHOC again. Contexts of the credentials map stay."""
+        patterns = [p for p, known in self._established.items() if known is context]
+        if not patterns:
+            return
+        for pattern in patterns:
+            del self._established[pattern]
+        self._message_3.pop(context, None)
+        self._contexts.clear()
+
     # -- the runner's ClientSink ---------------------------------------------------------
 
     def response_received(
@@ -206,6 +284,8 @@ class OscoreClientCore(ClientCore):
             return
         if isinstance(result, ResponseRejected):
             self.rejected += 1
+            if result.error.failure is OscoreFailure.UNPROTECTED_RESPONSE:
+                self._forget(binding.context)
             if exchange.done:
                 exchange.owner = None
             else:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._runner import EndpointRunner
-from ..errors import EdhocError, OscoreProtectError, OscoreVerificationError
+from ..errors import CoapError, EdhocError, OscoreProtectError, OscoreVerificationError
 from ..interfaces import Resource
 from ..message import Message
 from ..numbers.codes import Code
@@ -183,7 +183,10 @@ class OscoreDispatcher(RequestDispatcher):
         try:
             if payload[:1] == b"\xf5":  # CBOR true: message_1 (RFC 9528 Appendix A.2)
                 in_use = {context.recipient_id for context in self.engine.contexts}
-                answer = self.edhoc.message_1(payload[1:], now, in_use)
+                ours = self.edhoc.identity_for(_request_uri(request))
+                if ours is None:
+                    raise EdhocError("no EDHOC identity for this origin")
+                answer = self.edhoc.message_1(payload[1:], now, in_use, ours)
             else:
                 c_r, message_3 = _split_connection_id(payload)
                 established = self.edhoc.message_3(c_r, message_3, now)
@@ -282,6 +285,14 @@ class OscoreDispatcher(RequestDispatcher):
             self.protect_failures += 1
             logger.warning("OSCORE: a response could not be protected: %s", error)
             return Message(code=Code.INTERNAL_SERVER_ERROR)
+
+
+def _request_uri(request: Message) -> str | None:
+    """The URI a request addresses (None when it cannot be told)."""
+    try:
+        return request.get_request_uri()
+    except CoapError:
+        return None
 
 
 def _split_connection_id(payload: bytes) -> tuple[bytes, bytes]:

@@ -228,7 +228,7 @@ def read_payload(text: str | None, file: str | None, stdin: BinaryIO | None = No
 
 
 def read_credentials(path: str) -> CredentialsMap:
-    """The OSCORE credentials of ``--credentials`` (aiocoap's JSON format).
+    """The OSCORE credentials of ``--credentials`` (aiocoap's format, JSON or EDN).
 
     Raises :class:`~coap_trio.errors.UsageError` naming the file and entry at
     fault, or the missing ``oscore`` extra.
@@ -464,8 +464,9 @@ def _add_client_flags(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument(
             "--credentials",
             metavar="FILE",
-            help="OSCORE credentials (RFC 8613): a JSON file in aiocoap's --credentials "
-            "format; a request whose URI matches an entry is protected",
+            help="OSCORE credentials (RFC 8613): a file in aiocoap's --credentials "
+            "format (JSON, or diagnostic notation in a .diag file); a request whose URI "
+            "matches an entry is protected, after EDHOC for an edhoc-oscore entry",
         )
     parser.add_argument(
         "--timeout",
@@ -663,9 +664,10 @@ def build_parser() -> argparse.ArgumentParser:
         site_parser.add_argument(
             "--credentials",
             metavar="FILE",
-            help="OSCORE credentials (RFC 8613), aiocoap's JSON format: requests protected "
-            "with its security contexts are verified and answered protected (not with "
-            "--workers: processes must not share a security context)",
+            help="OSCORE credentials (RFC 8613), aiocoap's format (JSON, or diagnostic "
+            "notation in a .diag file): requests protected with its security contexts are "
+            "verified and answered protected; its edhoc-oscore entries answer EDHOC (not "
+            "with --workers: processes must not share a security context)",
         )
         site_parser.add_argument(
             "--dtls-bind",

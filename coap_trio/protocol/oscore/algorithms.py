@@ -37,6 +37,11 @@ class AeadCipher:
     def __init__(self, aead: AESCCM | AESGCM | ChaCha20Poly1305) -> None:
         self._aead = aead
 
+    @property
+    def aead(self) -> AESCCM | AESGCM | ChaCha20Poly1305:
+        """The ``cryptography`` AEAD object (a security context keeps it alone)."""
+        return self._aead
+
     def seal(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """The ciphertext with its authentication tag appended."""
         return self._aead.encrypt(nonce, plaintext, aad)

@@ -25,6 +25,10 @@ __all__ = ["CLIENT_TRANSITIONS", "ClientBinding", "ClientInput", "ClientState", 
 class ClientState(enum.Enum):
     """Where a protected request stands, as far as OSCORE is concerned."""
 
+    # Members are singletons compared by identity: hash them as objects (in C,
+    # where Enum's own __hash__ hashes the name in Python, per state transition).
+    __hash__ = object.__hash__
+
     #: Sent; no response verified yet.
     SENT = "sent"
     #: An Observe registration whose notifications are being verified (§7.4.1).
@@ -38,6 +42,10 @@ class ClientState(enum.Enum):
 
 class ClientInput(enum.Enum):
     """What a verified response does to its binding."""
+
+    # Members are singletons compared by identity: hash them as objects (in C,
+    # where Enum's own __hash__ hashes the name in Python, per state transition).
+    __hash__ = object.__hash__
 
     #: A response that ends the request (any response without Inner Observe).
     FINAL = "final"

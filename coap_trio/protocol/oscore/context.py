@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 
 import cbor2
+from cryptography.exceptions import InvalidTag
 
 from .algorithms import AES_CCM_16_64_128, Aead, AeadCipher, hkdf_sha256
 from .replay import (
@@ -74,10 +75,12 @@ class SecurityContext:
 
     __slots__ = (
         "_common_iv",
-        "_recipient_cipher",
+        "_recipient_aead",
         "_recipient_key",
-        "_sender_cipher",
+        "_recipient_nonce_base",
+        "_sender_aead",
         "_sender_key",
+        "_sender_nonce_base",
         "algorithm",
         "echo_value",
         "id_context",
@@ -132,11 +135,19 @@ class SecurityContext:
         self._sender_key = bytes(sender_key)
         self._recipient_key = bytes(recipient_key)
         self._common_iv = bytes(common_iv)
-        self._sender_cipher = algorithm.cipher(self._sender_key)
-        self._recipient_cipher = algorithm.cipher(self._recipient_key)
+        # (the cryptography AEAD objects themselves: seal() and open() below)
+        self._sender_aead = algorithm.cipher(self._sender_key).aead
+        self._recipient_aead = algorithm.cipher(self._recipient_key).aead
         self.sequence = sequence
         self.replay_window = replay_window
         self.echo_value = secrets.token_bytes(ECHO_LENGTH) if echo_value is None else echo_value
+        # The nonces of our Sender ID and of our Recipient ID differ only in the
+        # Partial IV XORed into their last 5 bytes: each one's nonce for Partial IV
+        # 0 is kept as a number, and the Partial IV XORed into it (see nonce()).
+        self._sender_nonce_base = int.from_bytes(self._nonce_block(self.sender_id, b"\0"), "big")
+        self._recipient_nonce_base = int.from_bytes(
+            self._nonce_block(self.recipient_id, b"\0"), "big"
+        )
 
     @classmethod
     def derive(
@@ -203,12 +214,26 @@ class SecurityContext:
     @property
     def sender_cipher(self) -> AeadCipher:
         """The AEAD keyed with the Sender Key."""
-        return self._sender_cipher
+        return AeadCipher(self._sender_aead)
 
     @property
     def recipient_cipher(self) -> AeadCipher:
         """The AEAD keyed with the Recipient Key."""
-        return self._recipient_cipher
+        return AeadCipher(self._recipient_aead)
+
+    # -- the AEAD (one call each: no wrapper object per context) ----------------
+
+    def seal(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """``plaintext`` encrypted with the Sender Key, its tag appended."""
+        return self._sender_aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes | None:
+        """The plaintext of ``ciphertext`` under the Recipient Key; None when the tag
+        does not verify (nothing else is said)."""
+        try:
+            return self._recipient_aead.decrypt(nonce, ciphertext, aad)
+        except InvalidTag:
+            return None
 
     # -- nonces ------------------------------------------------------------------
 
@@ -218,6 +243,17 @@ class SecurityContext:
         The size of ``id_piv``, ``id_piv`` left-padded to nonce length - 6
         bytes and ``piv`` left-padded to 5 bytes, XORed with the Common IV.
         """
+        if not 0 < len(piv) <= 5:
+            raise ValueError("Partial IV too long for the nonce")
+        if id_piv == self.sender_id:
+            base = self._sender_nonce_base
+        elif id_piv == self.recipient_id:
+            base = self._recipient_nonce_base
+        else:
+            return self._nonce_block(id_piv, piv)
+        return (base ^ int.from_bytes(piv, "big")).to_bytes(self.algorithm.nonce_length, "big")
+
+    def _nonce_block(self, id_piv: bytes, piv: bytes) -> bytes:
         length = self.algorithm.nonce_length
         width = length - 6
         if len(id_piv) > width or not 0 < len(piv) <= 5:

@@ -22,7 +22,9 @@ time is passed in.
 from __future__ import annotations
 
 import hmac
+import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -51,6 +53,9 @@ SUITE = 2
 METHOD = 3
 #: The Master Salt length (RFC 9528 Appendix A.1: 8 bytes unless agreed otherwise).
 SALT_LENGTH = 8
+#: The EAD label asking the peer for its credential by value
+#: (draft-ietf-ace-edhoc-oscore-profile; aiocoap sends it, non-critical, in message_1).
+EAD_CRED_BY_VALUE = 15
 
 
 def ccs_credential(private_key: bytes, kid: bytes, subject: str = "") -> bytes:
@@ -89,14 +94,24 @@ class EdhocCredentials:
     private_key: bytes
     #: Our credential: a CCS with the key's public part (see :func:`ccs_credential`).
     credential: bytes
-    #: The peers' credentials accepted (CCSs). Empty: any peer that sends its
-    #: credential by value is accepted (no authentication: trust on first use).
+    #: The peers' credentials accepted (CCSs).
     peers: tuple[bytes, ...] = ()
     #: Whether our credential is sent by value (else by reference: its 'kid').
     by_value: bool = False
     #: Client: whether message_3 travels in the first OSCORE request (the
     #: EDHOC + OSCORE request, RFC 9668 §3) rather than in its own exchange.
     combined: bool = True
+    #: Whether a peer that sends a credential by value that is not among
+    #: :attr:`peers` is accepted all the same (no authentication: trust on
+    #: first use). None: when :attr:`peers` is empty.
+    trust_on_first_use: bool | None = None
+
+    @property
+    def accepts_any(self) -> bool:
+        """Whether any credential sent by value is accepted (see :attr:`trust_on_first_use`)."""
+        if self.trust_on_first_use is None:
+            return not self.peers
+        return self.trust_on_first_use
 
     @classmethod
     def generate(
@@ -127,11 +142,11 @@ class EdhocCredentials:
         sent = identified.get(14)  # kccs: the credential by value
         if sent is not None:
             value = cbor2.dumps(sent, canonical=True)
-            if not self.peers:
-                return value  # trust on first use
             for peer in self.peers:
                 if hmac.compare_digest(peer, value):
                     return peer
+            if self.accepts_any:
+                return value  # trust on first use
             raise EdhocError("the peer's credential is not trusted")
         kid = identified.get(4)
         if isinstance(kid, int) and not isinstance(kid, bool):
@@ -215,7 +230,9 @@ class EdhocInitiator:
 
     def message_1(self) -> bytes:
         """The payload of the request to ``/.well-known/edhoc``: ``true`` and message_1."""
-        message = _lakers_call("message_1", self._lakers.prepare_message_1, self.c_i, [])
+        # Ready to take an unknown credential by value: ask for it (non-critical).
+        ead = [lakers.EADItem(EAD_CRED_BY_VALUE, False)] if self.credentials.accepts_any else []
+        message = _lakers_call("message_1", self._lakers.prepare_message_1, self.c_i, ead)
         return CBOR_TRUE + bytes(message)
 
     def take_message_2(self, payload: bytes) -> None:
@@ -265,12 +282,15 @@ class EdhocInitiator:
 
 
 class _Pending:
-    __slots__ = ("c_i", "deadline", "responder")
+    __slots__ = ("c_i", "credentials", "deadline", "responder")
 
-    def __init__(self, responder: Any, c_i: bytes, deadline: float) -> None:
+    def __init__(
+        self, responder: Any, c_i: bytes, deadline: float, credentials: EdhocCredentials
+    ) -> None:
         self.responder = responder
         self.c_i = c_i
         self.deadline = deadline
+        self.credentials = credentials
 
 
 @attrs.frozen
@@ -294,6 +314,9 @@ class EdhocResponders:
     oldest is dropped (counted in :attr:`evicted`). Connection identifiers
     are one-byte CBOR integers (-24..23) not in use by the caller's contexts
     nor by a pending exchange.
+
+    ``identities``: our credentials by URI pattern (``*`` any text), when
+    the server has more than ``credentials`` (see :meth:`identity_for`).
     """
 
     def __init__(
@@ -302,8 +325,10 @@ class EdhocResponders:
         *,
         max_pending: int = 64,
         lifetime: float = 60.0,
+        identities: Mapping[str, EdhocCredentials] | None = None,
     ) -> None:
         self.credentials = credentials
+        self.identities = dict(identities or {})
         self.max_pending = max_pending
         self.lifetime = lifetime
         self._pending: OrderedDict[bytes, _Pending] = OrderedDict()
@@ -316,6 +341,29 @@ class EdhocResponders:
     def __len__(self) -> int:
         return len(self._pending)
 
+    def identity_for(self, uri: str | None) -> EdhocCredentials | None:
+        """Our credentials for a message_1 sent to ``uri`` (``.../.well-known/edhoc``).
+
+        Without :attr:`identities`, :attr:`credentials`. Else the identity of
+        the longest pattern matching the URI's origin followed by ``/*`` or the
+        URI itself (aiocoap's files name a server's identity ``coap://host/*``);
+        none matching: the only identity there is, or None.
+        """
+        identities = self.identities
+        if not identities:
+            return self.credentials
+        if uri is not None:
+            matching = [
+                pattern
+                for pattern in identities
+                if re.fullmatch(re.escape(pattern).replace("\\*", ".*"), uri)
+            ]
+            if matching:
+                return identities[max(matching, key=len)]
+        if len(identities) == 1:
+            return next(iter(identities.values()))
+        return None
+
     def _sweep(self, now: float) -> None:
         pending = self._pending
         while pending:
@@ -325,34 +373,42 @@ class EdhocResponders:
             pending.popitem(last=False)
             self.evicted += 1
 
-    def message_1(self, message_1: bytes, now: float, in_use: set[bytes]) -> bytes:
+    def message_1(
+        self,
+        message_1: bytes,
+        now: float,
+        in_use: set[bytes],
+        credentials: EdhocCredentials | None = None,
+    ) -> bytes:
         """message_2 for ``message_1`` (without the ``true`` prefix).
 
         ``in_use``: the Recipient IDs of the caller's security contexts, which
-        our C_R must not take. Raises :class:`~coap_trio.errors.EdhocError`.
+        our C_R must not take; ``credentials``: ours for this exchange (default:
+        :attr:`credentials`). Our credential goes by value when message_1 asks
+        for it (EAD item 15). Raises :class:`~coap_trio.errors.EdhocError`.
         """
         self._sweep(now)
+        ours = credentials if credentials is not None else self.credentials
         try:
-            responder = lakers.EdhocResponder(
-                self.credentials.private_key, self.credentials.credential
-            )
+            responder = lakers.EdhocResponder(ours.private_key, ours.credential)
             c_i, ead_1 = _lakers_call("message_1", responder.process_message_1, message_1)
             _ead_checked(ead_1)
+            transfer = ours.transfer
+            if ead_1 and any(item.label() == EAD_CRED_BY_VALUE for item in ead_1):
+                transfer = lakers.CredentialTransfer.ByValue
             c_i = bytes(c_i)
             taken = in_use | set(self._pending) | {c_i}
             c_r = next((c for c in _CANDIDATES if c not in taken), None)
             if c_r is None:
                 raise EdhocError("no connection identifier left")
-            message_2 = _lakers_call(
-                "message_2", responder.prepare_message_2, self.credentials.transfer, c_r, None
-            )
+            message_2 = _lakers_call("message_2", responder.prepare_message_2, transfer, c_r, None)
         except EdhocError:
             self.failed += 1
             raise
         if len(self._pending) >= self.max_pending:
             self._pending.popitem(last=False)
             self.evicted += 1
-        self._pending[c_r] = _Pending(responder, c_i, now + self.lifetime)
+        self._pending[c_r] = _Pending(responder, c_i, now + self.lifetime, ours)
         return bytes(message_2)
 
     def message_3(self, c_r: bytes, message_3: bytes, now: float) -> EdhocEstablished:
@@ -370,7 +426,7 @@ class EdhocResponders:
         try:
             id_cred_i, ead_3 = _lakers_call("message_3", responder.parse_message_3, message_3)
             _ead_checked(ead_3)
-            peer = self.credentials.peer_credential(bytes(id_cred_i))
+            peer = pending.credentials.peer_credential(bytes(id_cred_i))
             expected = _lakers_call(
                 "credential",
                 lakers.credential_check_or_fetch,

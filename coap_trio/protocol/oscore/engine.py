@@ -287,12 +287,13 @@ class OscoreEngine:
     def _open_response(
         self, response: Message, binding: ClientBinding
     ) -> tuple[Message, ClientInput]:
-        if not is_protected(response):
+        values = response.opt.get_all(_OSCORE)
+        if not values:
             raise OscoreVerificationError(
                 OscoreFailure.UNPROTECTED_RESPONSE,
                 f"{response.code.dotted} {response.code.name_printable} without OSCORE option",
             )
-        header = _header_of(response)
+        header = _header_of_values(values)
         if not response.payload:
             raise OscoreVerificationError(OscoreFailure.DECODE, "no payload")
         self._check_size(response)
@@ -359,9 +360,10 @@ class OscoreEngine:
             return RequestRejected(error, self._error_response(request, error.failure))
 
     def _verify_request(self, request: Message) -> RequestResult:
-        if not is_protected(request):
+        values = request.opt.get_all(_OSCORE)
+        if not values:
             raise OscoreVerificationError(OscoreFailure.UNPROTECTED, "no OSCORE option")
-        header = _header_of(request)
+        header = _header_of_values(values)
         if header.kid is None or header.partial_iv is None:
             raise OscoreVerificationError(OscoreFailure.DECODE, "a request without kid or PIV")
         if not request.payload:
@@ -473,8 +475,12 @@ class OscoreEngine:
         self.statistics.failures[failure] += 1
 
     def _count_discarded(self, protected: Message) -> None:
-        discarded = sum(1 for number, _ in protected.opt.raw_items if _is_outer_class_e(number))
-        self.statistics.outer_class_e_discarded += discarded
+        discarded = 0
+        for number, _ in protected.opt.raw_items:
+            if number != _OSCORE and _is_outer_class_e(number):
+                discarded += 1
+        if discarded:
+            self.statistics.outer_class_e_discarded += discarded
 
     def _error_response(self, request: Message, failure: OscoreFailure) -> Message | None:
         """The unprotected error response of §7.4 / §8.2 (with Max-Age 0 and the diagnostic)."""
@@ -498,8 +504,7 @@ class OscoreEngine:
 _OPEN_STATES = frozenset({ClientState.SENT, ClientState.OBSERVING})
 
 
-def _header_of(message: Message) -> CompressedHeader:
-    values = message.opt.get_all(_OSCORE)
+def _header_of_values(values: tuple[bytes, ...]) -> CompressedHeader:
     if len(values) != 1:
         raise OscoreVerificationError(OscoreFailure.DECODE, "more than one OSCORE option")
     return decode_oscore_option(values[0])

@@ -16,6 +16,8 @@ transports, time or files.
 
 from __future__ import annotations
 
+import functools
+
 from ...codec import decode_options, encode_options
 from ...errors import (
     MessageEncodeError,
@@ -30,7 +32,7 @@ from ...options import Options
 from .binding import ClientBinding, ServerBinding
 from .classes import merge_options, split_options
 from .context import SecurityContext
-from .option import CompressedHeader, encode_oscore_option
+from .option import MAX_OPTION_LENGTH, CompressedHeader, encode_oscore_option
 
 __all__ = [
     "OSCORE_VERSION",
@@ -78,9 +80,33 @@ _ENC_STRUCTURE = b"\x83\x68Encrypt0\x40"
 
 
 def aad(algorithm_id: int, request_kid: bytes, request_piv: bytes) -> bytes:
-    """The AAD: the Enc_structure ``["Encrypt0", h'', external_aad]`` (§5.4, RFC 8152 §5.3)."""
+    """The AAD: the Enc_structure ``["Encrypt0", h'', external_aad]`` (§5.4, RFC 8152 §5.3).
+
+    Everything before the Partial IV depends only on the algorithm, the
+    'kid' and the Partial IV's length: made once per algorithm and 'kid'
+    (:func:`_aad_heads`, a bounded cache).
+    """
+    length = len(request_piv)
+    if 0 < length <= _MAX_PIV:
+        return _aad_heads(algorithm_id, request_kid)[length] + request_piv + b"\x40"
     inner = external_aad(algorithm_id, request_kid, request_piv)
     return _ENC_STRUCTURE + _cbor_head(0x40, len(inner)) + inner
+
+
+#: The longest Partial IV (§6.1: 5 bytes).
+_MAX_PIV = 5
+
+
+@functools.lru_cache(maxsize=1024)
+def _aad_heads(algorithm_id: int, request_kid: bytes) -> tuple[bytes, ...]:
+    """The AAD up to the Partial IV, for each Partial IV length 0..5 (by index)."""
+    heads = []
+    for length in range(_MAX_PIV + 1):
+        piv = bytes(length)
+        inner = external_aad(algorithm_id, request_kid, piv)
+        whole = _ENC_STRUCTURE + _cbor_head(0x40, len(inner)) + inner
+        heads.append(whole[: len(whole) - length - 1])
+    return tuple(heads)
 
 
 def _cbor_head(major: int, value: int) -> bytes:
@@ -171,14 +197,45 @@ def protect_request(context: SecurityContext, request: Message) -> tuple[Message
     piv = context.new_partial_iv()
     kid = context.sender_id
     nonce = context.nonce(kid, piv)
-    option = encode_oscore_option(
-        CompressedHeader(partial_iv=piv, kid_context=context.id_context, kid=kid)
-    )
+    option = _request_option(piv, context.id_context, kid)
     associated = aad(context.algorithm.cose_id, kid, piv)
-    ciphertext = context.sender_cipher.seal(nonce, body, associated)
-    observe = request.opt.observe == 0
-    protected = _outer_message(request, outer_request_code(request), outer, option, ciphertext)
-    return protected, ClientBinding(context, piv, request, observe=observe)
+    ciphertext = context.seal(nonce, body, associated)
+    # Observe is Outer too (§4.1.3.5.1): a registration is Observe 0 there.
+    observe = None
+    for number, value in outer:
+        if number == _OBSERVE:
+            observe = value
+            break
+    outer_code = Code.POST if observe is None else Code.FETCH  # (outer_request_code)
+    protected = _outer_message(request, outer_code, outer, option, ciphertext)
+    # Observe 0 (a registration): no bytes, or zero bytes of a uint (at most 3).
+    registers = observe is not None and len(observe) <= 3 and not any(observe)
+    return protected, ClientBinding(context, piv, request, observe=registers)
+
+
+def _request_option(piv: bytes, kid_context: bytes | None, kid: bytes) -> bytes:
+    """The OSCORE option of a request: Partial IV, 'kid context' if any, 'kid' (§6.1).
+
+    What follows the Partial IV is the same for every request of a context
+    (:func:`_request_option_tail`, a bounded cache).
+    """
+    length = len(piv)
+    if not 1 <= length <= _MAX_PIV:
+        raise ValueError(f"a Partial IV of {length} bytes (1 to 5)")
+    flags, tail = _request_option_tail(kid_context, kid)
+    value = bytes((flags | length,)) + piv + tail
+    if len(value) > MAX_OPTION_LENGTH:
+        raise ValueError(f"an OSCORE option value of {len(value)} bytes (at most 255)")
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_option_tail(kid_context: bytes | None, kid: bytes) -> tuple[int, bytes]:
+    """The flags and the bytes after the Partial IV of a request's OSCORE option."""
+    value = encode_oscore_option(
+        CompressedHeader(partial_iv=b"\0", kid_context=kid_context, kid=kid)
+    )
+    return value[0] & ~0x07, value[2:]
 
 
 def protect_response(
@@ -210,7 +267,7 @@ def protect_response(
         nonce = context.nonce(context.sender_id, piv)
         header = CompressedHeader(partial_iv=piv)
     associated = aad(context.algorithm.cose_id, binding.request_kid, binding.request_piv)
-    ciphertext = context.sender_cipher.seal(nonce, body, associated)
+    ciphertext = context.seal(nonce, body, associated)
     return _outer_message(
         response, outer_response_code(response), outer, encode_oscore_option(header), ciphertext
     )
@@ -227,7 +284,7 @@ def open_ciphertext(
     if len(ciphertext) < context.algorithm.tag_length + 1:  # + the Code byte
         return None
     associated = aad(context.algorithm.cose_id, request_kid, request_piv)
-    return context.recipient_cipher.open(nonce, ciphertext, associated)
+    return context.open(nonce, ciphertext, associated)
 
 
 def decrypted_message(protected: Message, data: bytes) -> Message:

@@ -49,6 +49,10 @@ DEFAULT_PERSIST_STEP = 100
 class WindowState(enum.Enum):
     """Whether the replay window says anything (Appendix B.1.2)."""
 
+    # Members are singletons compared by identity: hash them as objects (in C,
+    # where Enum's own __hash__ hashes the name in Python, per state transition).
+    __hash__ = object.__hash__
+
     #: After a restart from stored state: which Partial IVs were seen is not
     #: known, so no request is accepted before one is verified fresh (Echo).
     UNKNOWN = "unknown"
@@ -58,6 +62,10 @@ class WindowState(enum.Enum):
 
 class WindowInput(enum.Enum):
     """What happens to a replay window."""
+
+    # Members are singletons compared by identity: hash them as objects (in C,
+    # where Enum's own __hash__ hashes the name in Python, per state transition).
+    __hash__ = object.__hash__
 
     #: A request with a fresh Partial IV verified: mark it seen.
     ACCEPT = "accept"
@@ -176,6 +184,10 @@ class MemorySequenceStore:
 class SenderState(enum.Enum):
     """Whether a Sender Context can still protect messages (§7.2.1)."""
 
+    # Members are singletons compared by identity: hash them as objects (in C,
+    # where Enum's own __hash__ hashes the name in Python, per state transition).
+    __hash__ = object.__hash__
+
     #: Sequence numbers remain.
     ACTIVE = "active"
     #: Past :data:`MAX_SEQUENCE_NUMBER`: the context protects nothing more.
@@ -184,6 +196,10 @@ class SenderState(enum.Enum):
 
 class SenderInput(enum.Enum):
     """What happens to a Sender Sequence Number."""
+
+    # Members are singletons compared by identity: hash them as objects (in C,
+    # where Enum's own __hash__ hashes the name in Python, per state transition).
+    __hash__ = object.__hash__
 
     #: A number was handed out for a Partial IV.
     TAKE = "take"
