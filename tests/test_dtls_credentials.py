@@ -491,3 +491,19 @@ def test_a_certificate_whose_key_does_not_load_is_a_value_error(
     odd = x509.load_der_x509_certificate(body)
     with pytest.raises(ValueError, match="first certificate's key"):
         DtlsCredentials(certificate_chain=[odd], private_key=p256_key())
+
+
+def test_a_certificate_of_an_unknown_version_is_a_value_error(tmp_path: Path, root: Issuer) -> None:
+    """cryptography raises ``InvalidVersion`` (not a ``ValueError``) for a version
+    other than v1 and v3: the file is refused with a ``ValueError`` all the same."""
+    leaf, _ = root.issue("peer.example")
+    version_3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2 (v3)
+    body = der(leaf)
+    assert body.count(version_3) == 1
+    path = write(
+        tmp_path,
+        "v6.pem",
+        _pem_block("CERTIFICATE", body.replace(version_3, bytes.fromhex("a003020105"))),
+    )
+    with pytest.raises(ValueError, match="CERTIFICATE block does not load"):
+        DtlsCredentials.from_files(trusted_rpk=[path])

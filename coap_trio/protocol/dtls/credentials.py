@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ...errors import DtlsPkiError
-from .pki import public_key_from_spki, spki_der
+from .pki import CERTIFICATE_PARSE_ERRORS, public_key_from_spki, spki_der
 
 __all__ = [
     "MAX_PSK_IDENTITY_SIZE",
@@ -367,12 +367,7 @@ class _Pem:
                     pem.public_keys.append(public)
                 elif label == b"ENCRYPTED PRIVATE KEY":
                     raise ValueError("an encrypted private key; give it unencrypted")
-            except (
-                ValueError,
-                TypeError,
-                UnsupportedAlgorithm,
-                CryptographyDeprecationWarning,
-            ) as error:
+            except CERTIFICATE_PARSE_ERRORS as error:
                 label_text = label.decode("ascii")
                 raise ValueError(f"{name}: {label_text} block does not load: {error}") from None
         return pem

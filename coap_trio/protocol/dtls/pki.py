@@ -184,7 +184,7 @@ def peer_public_key_from_rpk(
 
 
 #: What cryptography raises for a certificate it cannot (or will not) read.
-_PARSE_ERRORS = (
+CERTIFICATE_PARSE_ERRORS = (
     ValueError,
     TypeError,  # an attribute value of a type its OID does not allow
     UnsupportedAlgorithm,
@@ -209,7 +209,7 @@ def _parse_certificate(der: bytes, position: int) -> x509.Certificate:
             certificate.issuer.rfc4514_string()
             _ = certificate.extensions
             certificate.public_key()
-    except _PARSE_ERRORS as error:
+    except CERTIFICATE_PARSE_ERRORS as error:
         raise DtlsPkiError(
             f"certificate {position} does not parse: {error}", ALERT_BAD_CERTIFICATE
         ) from None
