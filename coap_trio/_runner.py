@@ -38,6 +38,7 @@ from .protocol.exchanges import (
     Transmit,
 )
 from .protocol.machine import Machine
+from .protocol.observe import SharedNotification
 from .remote import DatagramRemote
 from .transports.base import DatagramEndpoint
 from .transports.stream import StreamEndpoint
@@ -202,14 +203,45 @@ class EndpointRunner:
         self.perform(self.machine.abandon(exchange, self._now()))
 
     def respond(self, exchange: ServerExchange, response: Message | None) -> None:
-        """Answer a received request (None: nothing to send, the request is done)."""
-        self.perform(self.machine.respond(exchange, response, self._now()))
+        """Answer a received request (None: nothing to send, the request is done).
+
+        The timer is not looked at when the machine says its next deadline
+        did not come sooner (a piggybacked response only closes a window).
+        """
+        machine = self.machine
+        events = machine.respond(exchange, response, self._now())
+        if len(events) == 1 and type(events[0]) is Transmit:
+            event = events[0]
+            self._send(event.data, event.remote)
+            if not machine.kept_next_deadline:
+                self.kick()
+        elif events:
+            self._carry_out(events)
+            self.kick()
 
     def notify(self, exchange: ServerExchange, notification: Message, confirmable: bool) -> None:
         """Send a notification (RFC 7641) of the observation registered by ``exchange``."""
         self.perform(
             self.machine.notify(exchange, notification, self._now(), confirmable=confirmable)
         )
+
+    def notify_shared(
+        self, exchange: ServerExchange, shared: SharedNotification, observe: int, confirmable: bool
+    ) -> None:
+        """:meth:`notify` of a notification rendered once for several observers
+        (``shared.message``, with Observe ``observe`` for this one)."""
+        machine = self.machine
+        events = machine.notify_shared(
+            exchange, shared, observe, self._now(), confirmable=confirmable
+        )
+        if len(events) == 1 and type(events[0]) is Transmit:
+            event = events[0]
+            self._send(event.data, event.remote)
+            if not machine.kept_next_deadline:
+                self.kick()
+        elif events:
+            self._carry_out(events)
+            self.kick()
 
     def end_observation(self, exchange: ServerExchange) -> None:
         """The observation ``exchange`` registered ended: the machine forgets it."""

@@ -75,6 +75,9 @@ _HANDLER_NAMES: dict[Code, str] = {
     Code.PATCH: "render_patch",
     Code.iPATCH: "render_ipatch",
 }
+# (module constants: an Enum class attribute is slow on 3.11)
+_EMPTY, _CONTENT, _DELETED, _CHANGED = Code.EMPTY, Code.CONTENT, Code.DELETED, Code.CHANGED
+_DELETE = Code.DELETE
 # Safe methods: their 2.05 is a representation of the resource (RFC 8132 §2).
 _SAFE = frozenset({Code.GET, Code.FETCH})
 # Methods whose request payload is checked against ``accepted_formats``.
@@ -283,11 +286,9 @@ class Resource:
         if not isinstance(response, Message):
             returned = "None" if response is None else f"a {type(response).__name__}"
             raise _handler_error(self, name, f"returned {returned}, not the response Message")
-        if response.code == Code.EMPTY:
-            response.code = (
-                Code.CONTENT if safe else Code.DELETED if code == Code.DELETE else Code.CHANGED
-            )
-        if response.code == Code.CONTENT:
+        if response.code == _EMPTY:
+            response.code = _CONTENT if safe else _DELETED if code == _DELETE else _CHANGED
+        if response.code == _CONTENT:
             opt = response.opt
             if chosen is not None and opt.content_format is None:
                 opt.content_format = chosen

@@ -239,11 +239,9 @@ class BlockwiseServer:
                 break
         if block1 is None and block2 is None and size1 is None:
             response = await render(request)  # the common case: no block option
-            if len(response.payload) <= self._block_size or response.opt.block2 is not None:
+            if len(response.payload) <= self._block_size:
                 return response
-            if assemble is None:
-                assemble = await self.assembles(request, needs)
-            return self._sliced(request, response, None) if assemble else response
+            return await self.unblocked(request, response, needs, assemble)
         if assemble is None:
             assemble = await self.assembles(request, needs)
         if not assemble:
@@ -299,6 +297,26 @@ class BlockwiseServer:
         if final_block1 is not None:
             response.opt.block1 = final_block1
         return response
+
+    async def unblocked(
+        self, request: Message, response: Message, needs: NeedsAssembly, assemble: bool | None
+    ) -> Message:
+        """``response`` as sent to ``request``, which carried no Block1, Block2 or Size1:
+        sliced when it is larger than a block (and the resource asked for assembly).
+
+        The dispatcher renders such requests itself and calls this only when the
+        payload is over :attr:`block_size`; ``assemble`` as for :meth:`respond`.
+        """
+        if len(response.payload) <= self._block_size or response.opt.block2 is not None:
+            return response
+        if assemble is None:
+            assemble = await self.assembles(request, needs)
+        return self._sliced(request, response, None) if assemble else response
+
+    @property
+    def block_size(self) -> int:
+        """The block size responses are sliced at (bytes; BERT aside)."""
+        return self._block_size
 
     def respond_now(self, request: Message, *, bert_size: int | None = None) -> Message | None:
         """The response to ``request`` when no resource needs to run, else None.

@@ -38,6 +38,18 @@ __all__ = ["RequestDispatcher"]
 
 _BLOCK1 = int(OptionNumber.BLOCK1)
 _BLOCK2 = int(OptionNumber.BLOCK2)
+#: Options that take a request off the handler's plain path: Observe, the block
+#: options and Size1 (the block-wise layer), No-Response.
+_SPECIAL = frozenset(
+    int(n)
+    for n in (
+        OptionNumber.OBSERVE,
+        OptionNumber.BLOCK1,
+        OptionNumber.BLOCK2,
+        OptionNumber.SIZE1,
+        OptionNumber.NO_RESPONSE,
+    )
+)
 #: Requests a handler task takes from the queue in a row before it yields to others.
 _HANDLER_STREAK = 32
 
@@ -178,6 +190,9 @@ class RequestDispatcher:
         assert self.site is not None
         blockwise = self.blockwise
         needs = self.site.needs_blockwise_assembly
+        render = responder.render
+        block_size = blockwise.block_size
+        answer = self.answer
         take = queue.take
         streak = 0
         while True:
@@ -190,6 +205,17 @@ class RequestDispatcher:
             streak += 1
             runner, exchange = item
             request = exchange.request
+            for number, _ in request.opt.raw_items:
+                if number in _SPECIAL:
+                    break
+            else:
+                # No Observe, block option or No-Response (most requests): the
+                # response as rendered, sliced only when larger than a block.
+                rendered = await render(request)
+                if len(rendered.payload) > block_size:
+                    rendered = await blockwise.unblocked(request, rendered, needs, None)
+                answer(runner, exchange, rendered)
+                continue
             observe = request.opt.observe
             observation = None
             assemble: bool | None = None

@@ -147,7 +147,7 @@ class Responder:
             response = await self.site.render(request)
             if not isinstance(response, Message):
                 raise TypeError(f"render returned {type(response).__name__}, not a Message")
-            if not response.code.is_response():
+            if not 64 <= response.code < 192:  # (code.is_response(), inline)
                 raise TypeError(f"render returned {response.code}, not a response code")
         except RenderableError as error:
             response = error.to_message()
