@@ -365,6 +365,15 @@ class BlockwiseServer:
                 return None
         return self._block(request, kept, block2, bert_size)
 
+    def notification_fits(self, registration: Message, notification: Message) -> bool:
+        """Whether :meth:`notification` sends ``notification`` as it is: it fits in a
+        block at the registration's Block2 size (or carries Block2 already)."""
+        if len(notification.payload) <= 16:  # the smallest block (SZX 0)
+            return True
+        requested = registration.opt.block2
+        szx = self._szx if requested is None or requested.is_bert else min(requested.szx, self._szx)
+        return len(notification.payload) <= 1 << (szx + 4) or notification.opt.block2 is not None
+
     def notification(self, registration: Message, notification: Message) -> Message:
         """``notification`` as sent to the observer registered by ``registration``.
 
@@ -374,10 +383,10 @@ class BlockwiseServer:
         the previous notification's), and its first block is returned: Block2
         0 with M=1, its Observe, an ETag and Size2 (RFC 7959 §2.6).
         """
+        if self.notification_fits(registration, notification):
+            return notification
         requested = registration.opt.block2
         szx = self._szx if requested is None or requested.is_bert else min(requested.szx, self._szx)
-        if len(notification.payload) <= 1 << (szx + 4) or notification.opt.block2 is not None:
-            return notification
         observe = notification.opt.observe
         representation = self._keep(registration, notification, self._clock())
         first = self._block(registration, representation, BlockValue(0, False, szx))

@@ -27,6 +27,7 @@ from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..observable import ServerObservation
 from ..protocol.exchanges import ServerExchange
+from ..protocol.observe import SharedNotification
 from ..remote import DatagramRemote
 from .blockwise import BlockwiseServer
 from .echo import AmplificationGuard
@@ -34,7 +35,7 @@ from .handler_queue import HandlerQueue
 from .observations import ServerObservations
 from .responder import Responder, suppressed_by_no_response
 
-__all__ = ["RequestDispatcher"]
+__all__ = ["RequestDispatcher", "with_observe"]
 
 _BLOCK1 = int(OptionNumber.BLOCK1)
 _BLOCK2 = int(OptionNumber.BLOCK2)
@@ -229,7 +230,9 @@ class RequestDispatcher:
                     # Asked once: its notifications are sliced like its response.
                     assemble = await blockwise.assembles(request, needs)
                     send = functools.partial(self._notify, runner, exchange, assemble)
-                    observation = await observations.prepare(self.site, request, key, send)
+                    observation = await observations.prepare(
+                        self.site, request, key, send, send_shared=send
+                    )
                 elif observe == 1:
                     observations.end(key, "deregistered (Observe=1)")
             rendered = await blockwise.respond(
@@ -255,12 +258,32 @@ class RequestDispatcher:
         runner: EndpointRunner,
         exchange: ServerExchange,
         blockwise: bool,
-        notification: Message,
+        notification: Message | SharedNotification,
         confirmable: bool,
+        observe: int = 0,
     ) -> None:
+        """Send a notification of the observation ``exchange`` registered: a message
+        (Observe set), or a render shared with other observers and this one's
+        ``observe`` (encoded once for all, unless it must be sliced or protected)."""
+        if isinstance(notification, SharedNotification):
+            message = notification.message
+            if exchange.security is None and (
+                not blockwise or self.blockwise.notification_fits(exchange.request, message)
+            ):
+                runner.notify_shared(exchange, notification, observe, confirmable)
+                return
+            notification = with_observe(notification, observe)
         if blockwise:  # larger than a block: the first one, the rest kept for follow-up GETs
             notification = self.blockwise.notification(exchange.request, notification)
         runner.notify(exchange, notification, confirmable)
+
+
+def with_observe(shared: SharedNotification, observe: int) -> Message:
+    """A copy of ``shared.message`` carrying Observe ``observe``: what an observer
+    gets when its notification cannot be the shared encoding."""
+    message = shared.message.copy()
+    message.opt.observe = observe
+    return message
 
 
 def _first_block(request: Message) -> bool:

@@ -21,6 +21,7 @@ import trio
 from ..interfaces import Resource
 from ..message import Message
 from ..observable import ServerObservation
+from ..protocol.observe import SharedNotification
 from ..response_errors import RenderableError
 
 __all__ = ["ServerObservations"]
@@ -80,12 +81,18 @@ class ServerObservations:
                 self._per_remote.pop(remote, None)
 
     async def prepare(
-        self, site: Resource, request: Message, key: _Key, send: Callable[[Message, bool], None]
+        self,
+        site: Resource,
+        request: Message,
+        key: _Key,
+        send: Callable[[Message, bool], None],
+        send_shared: Callable[[SharedNotification, bool, int], None] | None = None,
     ) -> ServerObservation | None:
         """Offer a registration to the resource it routes to; the accepted observation or None.
 
         Call before rendering the registration; then :meth:`start` it with the
-        successful response, or ``end()`` it.
+        successful response, or ``end()`` it. ``send`` and ``send_shared`` are
+        the observation's (see :class:`~coap_trio.observable.ServerObservation`).
         """
         self.end(key, "replaced by a new registration with the same token")
         remote = key[0]
@@ -102,7 +109,7 @@ class ServerObservations:
         add_observation = getattr(resource, "add_observation", None)
         if add_observation is None:
             return None
-        observation = ServerObservation(request, site.render, send)
+        observation = ServerObservation(request, site.render, send, send_shared=send_shared)
         try:
             await add_observation(routed, observation)
         except Exception:
