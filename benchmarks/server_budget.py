@@ -398,13 +398,31 @@ async def _worker_layers(count: int, names: list[str]) -> None:
 
 
 INSTRUMENTED_WORKER = r"""
-import json, sys, trio
+import gc, json, sys, time, trio
 sys.path.insert(0, {benchmarks!r})
 import callgrind
+
+collections = [[0, 0.0, 0], [0, 0.0, 0], [0, 0.0, 0]]  # per generation: count, seconds, collected
+started = [0.0]
+def on_gc(phase, info):
+    if phase == "start":
+        started[0] = time.thread_time()
+    else:
+        entry = collections[info["generation"]]
+        entry[0] += 1
+        entry[1] += time.thread_time() - started[0]
+        entry[2] += info["collected"]
+gc.callbacks.append(on_gc)
 
 class Counter(trio.abc.Instrument):
     def __init__(self):
         self.io_waits = self.steps = self.scheduled = 0
+    def before_run(self):  # imports done: count the collections of serving only
+        if {freeze!r}:
+            gc.collect()
+            gc.freeze()  # what start-up made (imports) is never scanned again
+        for entry in collections:
+            entry[:] = [0, 0.0, 0]
     def before_io_wait(self, timeout):
         self.io_waits += 1
     def before_task_step(self, task):
@@ -418,6 +436,8 @@ def instrumented(*args, **kwargs):
     return run(*args, instruments=[counter], **kwargs)
 trio.run = instrumented
 result = callgrind._server_worker()
+result["gc"] = collections
+result["gc_frozen"] = gc.get_freeze_count()
 result["trio"] = {{
     "io_waits": counter.io_waits, "steps": counter.steps, "scheduled": counter.scheduled
 }}
@@ -425,9 +445,12 @@ print(json.dumps(result), flush=True)
 """
 
 
-def live_server(count: int, prefix: list[str]) -> dict[str, Any]:
-    """Serve ``count`` requests from callgrind.py's generator; the worker's JSON and the rate."""
-    script = INSTRUMENTED_WORKER.format(benchmarks=str(Path(__file__).resolve().parent))
+def live_server(count: int, prefix: list[str], freeze: bool = False) -> dict[str, Any]:
+    """Serve ``count`` requests from callgrind.py's generator; the worker's JSON and the rate.
+
+    With ``freeze`` the worker calls ``gc.freeze()`` after its imports."""
+    here = str(Path(__file__).resolve().parent)
+    script = INSTRUMENTED_WORKER.format(benchmarks=here, freeze=freeze)
     command = [*prefix, sys.executable, "-c", script]
     process = subprocess.Popen(
         command,
@@ -452,6 +475,17 @@ def live_server(count: int, prefix: list[str]) -> dict[str, Any]:
     return result
 
 
+def _show_gc(live: dict[str, Any], count: int) -> None:
+    """The cyclic GC's collections during a live run, per 100,000 requests."""
+    scale = 100_000 / count
+    shown = "; ".join(
+        f"gen {generation}: {n * scale:,.0f} collections, {seconds * scale * 1000:,.1f} ms, "
+        f"{collected * scale:,.0f} objects freed"
+        for generation, (n, seconds, collected) in enumerate(live["gc"])
+    )
+    print(f"cyclic GC per 100,000 requests: {shown}")
+
+
 def strace_counts(path: Path, count: int) -> dict[str, int]:
     """Calls per syscall from ``strace -c`` output."""
     calls: dict[str, int] = {}
@@ -469,6 +503,9 @@ def main() -> None:
     parser.add_argument("--live", type=int, default=20000, help="requests served live (20000)")
     parser.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
     parser.add_argument("--strace", action="store_true", help="count the live server's syscalls")
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="also serve live with gc.freeze() after start-up"
+    )
     parser.add_argument("--layers", nargs="+", default=[n for n, _ in LAYERS])
     parser.add_argument("--worker-layers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -502,6 +539,11 @@ def main() -> None:
         f"{trio_counts['steps'] / n:.4f} task steps, "
         f"{trio_counts['scheduled'] / n:.4f} task wake-ups"
     )
+    _show_gc(live, n)
+    if args.gc_freeze:
+        frozen = live_server(n, [], freeze=True)
+        print(f"with gc.freeze() after start-up ({frozen['gc_frozen']:,} objects frozen):")
+        _show_gc(frozen, n)
     if args.strace:
         if shutil.which("strace") is None:
             raise SystemExit("strace is not installed")
