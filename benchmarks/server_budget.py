@@ -60,8 +60,8 @@ LAYERS = (
     ("decode", "codec.decode of the 19-byte CON GET"),
     ("dedup", "DedupStore.lookup + record (fresh MIDs)"),
     ("machine-receive", "Messaging.receive: decode, dedup lookup, exchange, piggyback window"),
-    ("dispatch", "runner's event dispatch, prechecks, handler queue put + take"),
-    ("handler", "block-wise layer, responder, Site routing, Resource.render, the handler"),
+    ("dispatch", "the dispatcher's prechecks, handler queue put + take"),
+    ("handler", "responder, Site routing, Resource.render, the handler's coroutine"),
     ("encode", "codec.encode of the 2.05 response"),
     ("machine-respond", "Messaging.respond: encode, dedup record, Transmit event"),
     ("send", "UDPEndpoint.send: sendto"),
@@ -158,7 +158,6 @@ class _Setup:
 def _layer_steps(setup: _Setup, name: str) -> tuple[Callable[[], None], Callable[[int], None]]:
     """(prepare, step): ``prepare()`` runs outside the measured loop, ``step(i)`` is the layer."""
     from coap_trio import codec
-    from coap_trio._server.responder import suppressed_by_no_response
     from coap_trio.protocol.dedup import DedupStore
 
     data = setup.data
@@ -239,7 +238,8 @@ def _layer_steps(setup: _Setup, name: str) -> tuple[Callable[[], None], Callable
         return setup.fresh_machine, step
     if name == "dispatch":
         queue = setup.dispatcher.queue
-        carry_out = setup.runner._carry_out
+        request_received = setup.dispatcher.request_received
+        runner = setup.runner
 
         def prepare() -> None:
             setup.fresh_machine()
@@ -247,28 +247,32 @@ def _layer_steps(setup: _Setup, name: str) -> tuple[Callable[[], None], Callable
                 setup.machine.receive(d, remotes[i % 8], now) for i, d in enumerate(data)
             ]
 
-        def step(i: int) -> None:
-            carry_out(state["events"][i])
+        def step(i: int) -> None:  # (what EndpointRunner.on_datagrams does with the event)
+            request_received(runner, state["events"][i][0].exchange)
             queue.take()
 
         return prepare, step
     if name == "handler":
-        respond = setup.blockwise.respond
-        render = setup.dispatcher.responder.render
-        needs = setup.site.needs_blockwise_assembly
+        responder = setup.dispatcher.responder
+        assert responder is not None
+        render = responder.render
+        block_size = setup.blockwise.block_size
+        special = frozenset((6, 23, 27, 60, 258))  # Observe, Block2, Block1, Size1, No-Response
 
         def prepare() -> None:
             state["exchanges"] = received_exchanges()
 
-        def step(i: int) -> None:
-            exchange = state["exchanges"][i]
-            request = exchange.request
-            request.opt.observe  # noqa: B018 -- the handler task reads it
-            coro = respond(request, render, needs, assemble=None, bert_size=None)
+        def step(i: int) -> None:  # (the plain path of RequestDispatcher._handle_requests)
+            request = state["exchanges"][i].request
+            for number, _ in request.opt.raw_items:
+                if number in special:
+                    raise AssertionError("not a plain request")
+            coro = render(request)
             try:
                 coro.send(None)
             except StopIteration as done:
-                suppressed_by_no_response(request, done.value.code)
+                if len(done.value.payload) > block_size:
+                    raise AssertionError("a response to slice") from None
 
         return prepare, step
     if name == "encode":

@@ -135,10 +135,14 @@ class EndpointRunner:
         now = self._now()
         receive = self.machine.receive
         carry_out = self._carry_out
+        on_request = self._on_request
         for data, remote in batch:
             events = receive(data, remote, now)
             if events:
-                carry_out(events)
+                if len(events) == 1 and type(events[0]) is RequestReceived:  # the usual one
+                    on_request(self, events[0].exchange)
+                else:
+                    carry_out(events)
         self.kick()  # once per batch
 
     def on_error(self, remote: DatagramRemote, error: OSError | RequestError) -> None:

@@ -488,7 +488,11 @@ class Site:
         attribute is False is answered NotFound, which the server does not
         send to a group request (RFC 7252 §8.2): the resource stays silent.
         """
-        resource, routed = self._route(request)
+        resource = None if self._proxy is not None else self._exact.get(request.opt.uri_path)
+        if resource is not None:  # (the usual case of _route, inline)
+            routed = request
+        else:
+            resource, routed = self._route(request)
         if type(request.remote) is MulticastRemote and not getattr(resource, "multicast", True):
             raise NotFound()
         return await resource.render(routed)

@@ -25,6 +25,7 @@ from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..observable import ServerObservation
+from ..options import is_malformed
 from ..protocol.exchanges import ServerExchange
 from ..protocol.observe import SharedNotification
 from ..remote import DatagramRemote
@@ -48,6 +49,17 @@ _SPECIAL = frozenset(
         OptionNumber.BLOCK2,
         OptionNumber.SIZE1,
         OptionNumber.NO_RESPONSE,
+    )
+)
+#: Options that need the prechecks' and the block-wise layer's attention in the
+#: receive path: the block options, Proxy-Uri and Proxy-Scheme.
+_OFF_THE_PLAIN_PATH = frozenset(
+    int(n)
+    for n in (
+        OptionNumber.BLOCK1,
+        OptionNumber.BLOCK2,
+        OptionNumber.PROXY_URI,
+        OptionNumber.PROXY_SCHEME,
     )
 )
 #: Requests a handler task takes from the queue in a row before it yields to others.
@@ -101,6 +113,21 @@ class RequestDispatcher:
             self.answer(runner, exchange, Message(code=Code.NOT_FOUND))
             return
         request = exchange.request
+        # One pass for the common request: options all recognized and well-formed,
+        # no block or proxy option, a payload within bounds: straight to the queue.
+        recognized = responder.recognized_options
+        previous = -1
+        for number, value in request.opt.raw_items:
+            if number in _OFF_THE_PLAIN_PATH or (
+                number & 1
+                and (number not in recognized or is_malformed(number, value, number == previous))
+            ):
+                break
+            previous = number
+        else:
+            if len(request.payload) <= responder.max_payload:
+                self._queue_or_refuse(runner, exchange)
+                return
         limit = None
         if len(request.payload) > responder.max_payload and _BLOCK1 in request.opt:
             # A BERT block (RFC 8323 §6) may be as large as the connection allows:
@@ -125,6 +152,10 @@ class RequestDispatcher:
                 suppressed = suppressed_by_no_response(request, at_once.code)
                 self.answer(runner, exchange, None if suppressed else at_once)
                 return
+        self._queue_or_refuse(runner, exchange)
+
+    def _queue_or_refuse(self, runner: EndpointRunner, exchange: ServerExchange) -> None:
+        """Queue ``exchange`` for a handler; a full queue answers a CON 5.03 and drops a NON."""
         if not self.queue.put_nowait((runner, exchange)):
             if exchange.con:
                 self.overloaded += 1

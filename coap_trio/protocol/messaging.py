@@ -524,8 +524,11 @@ class Messaging:
         con: bool,
         now: float,
         events: list[Event],
+        key: tuple[Hashable, int] | None = None,
     ) -> None:
-        """A new request arrived: track it and hand it to the driver (or refuse it when full)."""
+        """A new request arrived: track it and hand it to the driver (or refuse it when full).
+
+        ``key`` is ``(remote, mid)`` when the caller made it already."""
         pending = self._pending
         if len(pending) >= self._max_pending:
             self._counts["overloaded"] += 1
@@ -533,7 +536,7 @@ class Messaging:
                 self._reset(remote, mid, events)
             return
         exchange = ServerExchange(message, remote, _PENDING)
-        pending[(remote, mid)] = exchange
+        pending[key if key is not None else (remote, mid)] = exchange
         if con:
             due = now + self._ack_delay
             fifo = self._ack_fifo
@@ -863,13 +866,14 @@ class Messaging:
                 self._reset(remote, mid, events)
             return
         entry = self._dedup.lookup(remote, mid, now)
-        if entry is not None or (remote, mid) in self._pending:
+        key = (remote, mid)
+        if entry is not None or key in self._pending:
             self._counts["duplicates"] += 1
             if con and entry is not None and entry[1] is not None:
                 events.append(Transmit(remote, entry[1]))
             return
         if 1 <= code <= 31:  # a request (code.is_request(), inline)
-            self._on_request(message, remote, mid, con, now, events)
+            self._on_request(message, remote, mid, con, now, events, key)
             return
         if 64 <= code < 192:  # a response
             self._on_separate_response(message, remote, mid, con, now, events)
