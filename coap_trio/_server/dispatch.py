@@ -221,7 +221,8 @@ class RequestDispatcher:
         assert self.site is not None
         blockwise = self.blockwise
         needs = self.site.needs_blockwise_assembly
-        render = responder.render
+        site_render = self.site.render
+        checked, failed = responder.checked, responder.failed
         block_size = blockwise.block_size
         answer = self.answer
         take = queue.take
@@ -241,8 +242,12 @@ class RequestDispatcher:
                     break
             else:
                 # No Observe, block option or No-Response (most requests): the
-                # response as rendered, sliced only when larger than a block.
-                rendered = await render(request)
+                # response as rendered (Responder.render, inline), sliced only
+                # when larger than a block.
+                try:
+                    rendered = checked(request, await site_render(request))
+                except Exception as error:
+                    rendered = failed(request, error)
                 if len(rendered.payload) > block_size:
                     rendered = await blockwise.unblocked(request, rendered, needs, None)
                 answer(runner, exchange, rendered)
