@@ -402,9 +402,11 @@ async def _worker_layers(count: int, names: list[str]) -> None:
 
 
 INSTRUMENTED_WORKER = r"""
-import gc, json, sys, time, trio
+import gc, json, resource, sys, time, trio
 sys.path.insert(0, {benchmarks!r})
 import callgrind
+
+cpu = [0.0, 0.0]  # user, system seconds at the start of trio.run
 
 collections = [[0, 0.0, 0], [0, 0.0, 0], [0, 0.0, 0]]  # per generation: count, seconds, collected
 started = [0.0]
@@ -422,6 +424,8 @@ class Counter(trio.abc.Instrument):
     def __init__(self):
         self.io_waits = self.steps = self.scheduled = 0
     def before_run(self):  # imports done: count the collections of serving only
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu[:] = [usage.ru_utime, usage.ru_stime]
         if {freeze!r}:
             gc.collect()
             gc.freeze()  # what start-up made (imports) is never scanned again
@@ -440,6 +444,8 @@ def instrumented(*args, **kwargs):
     return run(*args, instruments=[counter], **kwargs)
 trio.run = instrumented
 result = callgrind._server_worker()
+usage = resource.getrusage(resource.RUSAGE_SELF)
+result["cpu"] = [usage.ru_utime - cpu[0], usage.ru_stime - cpu[1]]
 result["gc"] = collections
 result["gc_frozen"] = gc.get_freeze_count()
 result["trio"] = {{
@@ -542,6 +548,11 @@ def main() -> None:
         f"per request: {trio_counts['io_waits'] / n:.4f} scheduler passes (I/O waits), "
         f"{trio_counts['steps'] / n:.4f} task steps, "
         f"{trio_counts['scheduled'] / n:.4f} task wake-ups"
+    )
+    user, system = live["cpu"]
+    print(
+        f"server CPU per request: {user / n * 1e6:.1f} µs user, {system / n * 1e6:.1f} µs system "
+        "(getrusage, from the start of trio.run to the end: start-up and the stop included)"
     )
     _show_gc(live, n)
     if args.gc_freeze:
