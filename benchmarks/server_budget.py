@@ -144,6 +144,7 @@ class _Setup:
     def fresh_machine(self) -> None:
         self.machine = self.Messaging(self.config)
         self.runner.machine = self.machine
+        self.runner._respond_piggybacked = self.machine.respond_piggybacked
 
     def drain(self, sockets: list[socket.socket]) -> None:
         for sock in sockets:

@@ -117,6 +117,10 @@ class EndpointRunner:
             CloseConnection: self._close_connection,
             GroupResponseReceived: self._group_response_received,
         }
+        #: The UDP machine's shortcut for a piggybacked response (None: the machine has none).
+        self._respond_piggybacked: (
+            Callable[[ServerExchange, Message, float], bytes | None] | None
+        ) = getattr(machine, "respond_piggybacked", None)
         self._timer_scope: trio.CancelScope | None = None
         #: trio.current_time without its two wrapper calls (the run's clock does not change).
         self._now = trio.lowlevel.current_clock().current_time
@@ -213,6 +217,12 @@ class EndpointRunner:
         did not come sooner (a piggybacked response only closes a window).
         """
         machine = self.machine
+        piggybacked = self._respond_piggybacked
+        if piggybacked is not None and response is not None:
+            data = piggybacked(exchange, response, self._now())
+            if data is not None:  # the usual answer: nothing but the datagram to send
+                self._send(data, exchange.remote)
+                return
         events = machine.respond(exchange, response, self._now())
         if len(events) == 1 and type(events[0]) is Transmit:
             event = events[0]

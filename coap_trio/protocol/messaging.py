@@ -646,6 +646,34 @@ class Messaging:
             self._send_new(exchange, response, mtype, now, events)
         return events
 
+    def respond_piggybacked(
+        self, exchange: ServerExchange, response: Message, now: float
+    ) -> bytes | None:
+        """:meth:`respond` for the usual case, the datagram returned instead of an event:
+        a CON request still in its piggyback window, answered when the deduplication
+        sweep is due no later than the new entry's expiry (nothing is scheduled, the
+        next deadline stays where it was). None, with nothing done, otherwise:
+        call :meth:`respond` then."""
+        sweep_at = self._sweep_at
+        if exchange.state is not _PENDING or not exchange.con or sweep_at is None:
+            return None
+        if sweep_at > now + self._exchange_lifetime:  # (the clock went back)
+            return None
+        exchange.state = _PENDING_ANSWERED
+        remote = exchange.remote
+        mid = exchange.mid
+        self._pending.pop((remote, mid), None)
+        ticket = exchange.ack_ticket
+        if ticket > 0:
+            self._timers.cancel(ticket)
+        exchange.ack_ticket = 0
+        opt = response.opt
+        data = encode_reply(
+            response.code, _ACK, mid, exchange.token, opt.raw_items, response.payload
+        )
+        self._dedup.record(remote, mid, data, self._exchange_lifetime, now)
+        return data
+
     def _send_new(
         self,
         exchange: ServerExchange,
