@@ -51,6 +51,8 @@ __all__ = ["DEFAULT_CON_INTERVAL", "ObservableResource", "ServerObservation"]
 logger = logging.getLogger("coap_trio.observable")
 
 _OBSERVE = 6  # RFC 7641
+#: Notifications a shared render sends in a row before other tasks may run.
+_FAN_OUT_STRETCH = 128
 #: Distinct registration keys an ObservableResource interns (see ``_share_key``).
 _MAX_SHARE_KEYS = 4096
 
@@ -91,6 +93,7 @@ class ServerObservation:
         "_callback",
         "_con_interval",
         "_followers",
+        "_group",
         "_last_con",
         "_on_end",
         "_pending",
@@ -140,6 +143,8 @@ class ServerObservation:
         self.share_key = None
         # While a render for others too is due: the observations it goes to.
         self._followers: list[ServerObservation] | None = None
+        # The followers list of the shared render this one waits for (None: none).
+        self._group: list[ServerObservation] | None = None
         self._con_interval = con_interval
         self.accepted = False
         self.ended = False
@@ -205,6 +210,7 @@ class ServerObservation:
             return  # a final notification is on its way: nothing may replace it
         self._pending = True
         self._pending_response = response
+        self._group = None  # it renders by itself now: no older shared render is its
         self._wake()
 
     def _idle(self) -> bool:
@@ -213,8 +219,10 @@ class ServerObservation:
 
     def _trigger_group(self, followers: list[ServerObservation]) -> None:
         """:meth:`trigger` without a response, the render to serve ``followers`` too
-        (each of them still idle when it is done)."""
+        (each of them still idle and still of this group when it is done)."""
         self._followers = followers
+        for follower in followers:
+            follower._group = followers  # (a later group, or a trigger, takes it over)
         self.trigger()
 
     def _wake(self) -> None:
@@ -242,6 +250,7 @@ class ServerObservation:
         self._pending = False
         self._pending_response = None
         self._followers = None
+        self._group = None
         scope = self._scope
         if scope is not None:
             scope.cancel()
@@ -305,7 +314,7 @@ class ServerObservation:
                 if followers is None:
                     self._notify(response)
                 else:
-                    _fan_out(response, self, followers)
+                    await _fan_out(response, self, followers)
         finally:
             self._scope = None
             self._waiter = None
@@ -360,24 +369,32 @@ class ServerObservation:
         self._run_end_callbacks()
 
 
-def _fan_out(
+async def _fan_out(
     response: Message, leader: ServerObservation, followers: list[ServerObservation]
 ) -> None:
     """Send one render to ``leader`` and to the ``followers`` still idle (see
     :meth:`ObservableResource.updated_state`): a success encoded once for all, a
-    final (error) notification to each."""
-    if not response.code.is_successful():
+    final (error) notification to each. Other tasks run every
+    :data:`_FAN_OUT_STRETCH` followers: a change to 10,000 observers does not
+    hold up the receive path until the last one is sent."""
+    if response.code.is_successful():
+        response.opt.observe = None  # each observer's own goes in when it is sent
+        shared = SharedNotification(response)
+        leader._notify_shared(shared)
+    else:
+        shared = None
         leader._notify(response)
-        for follower in followers:
-            if not follower.ended and follower._idle():
+    for index, follower in enumerate(followers, 1):
+        # Not one that a later change grouped anew, or that rendered by itself
+        # since: its notification would be older than one it already has.
+        if follower._group is followers and not follower.ended and follower._idle():
+            follower._group = None
+            if shared is not None:
+                follower._notify_shared(shared)
+            else:
                 follower._notify(response.copy())
-        return
-    response.opt.observe = None  # each observer's own goes in when it is sent
-    shared = SharedNotification(response)
-    leader._notify_shared(shared)
-    for follower in followers:
-        if not follower.ended and follower._idle():
-            follower._notify_shared(shared)
+        if not index % _FAN_OUT_STRETCH:
+            await trio.lowlevel.checkpoint()
 
 
 def _run_callback(callback: Callable[[], None], observation: ServerObservation) -> None:

@@ -88,7 +88,7 @@ async def _setup(
     site = Site()
     site.add(("sensor",), sensor)
     async with open_context(network=network, bind=SERVER, site=site, rng=random.Random(2)) as ctx:
-        observers = [Observer(network, f"10.0.1.{i + 1}") for i in range(count)]
+        observers = [Observer(network, f"10.0.{1 + i // 200}.{i % 200 + 1}") for i in range(count)]
         async with trio.open_nursery() as nursery:
             for observer in observers:
                 await nursery.start(observer.endpoint.run, observer.on_datagrams, lambda r, e: None)
@@ -241,3 +241,58 @@ async def test_confirmable_every_time_and_a_final_error_reach_every_follower(
             assert final.opt.observe is None
         assert sensor.observation_count == 0
         assert ctx.statistics.observations == 0
+
+
+async def test_a_change_during_a_long_fan_out_leaves_everyone_at_the_latest(
+    autojump_clock: object,
+) -> None:
+    # A fan-out lets other tasks run every 128 observers; a second change then
+    # groups the observers not served yet anew. The first render must not reach
+    # them after the second one did: each one's last notification is the latest.
+    async with _setup(300) as (_, sensor, _, observers):
+        for i, observer in enumerate(observers):
+            observer.register(b"t", 0x400 + i)
+        await trio.sleep(1.0)
+        assert sensor.observation_count == 300
+        sensor.bump()
+        for _ in range(10_000):  # bounded: the fan-out yields within a few passes
+            await trio.lowlevel.checkpoint()
+            done = sum(1 for o in observers if len(o.datagrams) >= 2)
+            if 0 < done < 300:
+                break
+        else:
+            raise AssertionError("the fan-out never yielded half-way")
+        sensor.bump()  # while the first render is still being sent
+        await trio.sleep(1.0)
+        for observer in observers:
+            notes = observer.notifications()
+            assert notes, "an observer got nothing"
+            assert notes[-1].payload.startswith(b"value 2"), notes[-1].payload
+            observes = [n.opt.observe for n in notes]
+            assert observes == sorted(observes)
+        # The registrations, one render for the first change, and two for the
+        # second: the first render's task was busy sending, so it rendered by
+        # itself, and the rest shared one.
+        assert sensor.renders == 300 + 3
+
+
+async def test_a_second_change_before_the_render_takes_the_followers_over(
+    autojump_clock: object,
+) -> None:
+    # Two changes in a row: the first render's task has not run yet when the
+    # second groups the (still idle) followers anew under another one. The first
+    # render then serves only its own task: nobody gets the same change twice.
+    async with _setup(5) as (_, sensor, _, observers):
+        for i, observer in enumerate(observers):
+            observer.register(b"t", 0x500 + i)
+        await trio.sleep(0.5)
+        before = sensor.renders
+        sensor.value += 1
+        sensor.updated_state()
+        sensor.value += 1
+        sensor.updated_state()
+        await trio.sleep(0.5)
+        assert sensor.renders - before == 2
+        for observer in observers:
+            (note,) = observer.notifications()
+            assert note.payload.startswith(b"value 2")
