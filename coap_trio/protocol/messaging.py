@@ -81,6 +81,7 @@ __all__ = [
 ]
 
 _CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
+_new = object.__new__
 _EMPTY = Code.EMPTY
 
 
@@ -535,7 +536,20 @@ class Messaging:
             if con:
                 self._reset(remote, mid, events)
             return
-        exchange = ServerExchange(message, remote, _PENDING)
+        # ServerExchange(message, remote, _PENDING) and RequestReceived(exchange),
+        # inline: a type call with an __init__ costs more than the fields (every
+        # request comes here; the fields are those the constructors set).
+        exchange = _new(ServerExchange)
+        exchange.request = message
+        exchange.remote = remote
+        exchange.mid = mid
+        exchange.token = message.token
+        exchange.con = con
+        exchange.state = _PENDING
+        exchange.ack_ticket = 0
+        exchange.transmission = None
+        exchange.owner = None
+        exchange.security = None
         pending[key if key is not None else (remote, mid)] = exchange
         if con:
             due = now + self._ack_delay
@@ -545,7 +559,9 @@ class Messaging:
                 exchange.ack_ticket = _ACK_IN_FIFO
             else:  # the caller's clock went back: keep the order right with the heap
                 exchange.ack_ticket = self._timers.schedule(due, (_ACK_DELAY, exchange))
-        events.append(RequestReceived(exchange))
+        event = _new(RequestReceived)
+        event.exchange = exchange
+        events.append(event)
 
     def _next_ack_due(self) -> float | None:
         """When the earliest piggyback window in the FIFO still open ends (None: none)."""
