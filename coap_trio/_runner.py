@@ -38,6 +38,7 @@ from .protocol.exchanges import (
     Transmit,
 )
 from .protocol.machine import Machine
+from .protocol.observe import SharedNotification
 from .remote import DatagramRemote
 from .transports.base import DatagramEndpoint
 from .transports.stream import StreamEndpoint
@@ -116,6 +117,10 @@ class EndpointRunner:
             CloseConnection: self._close_connection,
             GroupResponseReceived: self._group_response_received,
         }
+        #: The UDP machine's shortcut for a piggybacked response (None: the machine has none).
+        self._respond_piggybacked: (
+            Callable[[ServerExchange, Message, float], bytes | None] | None
+        ) = getattr(machine, "respond_piggybacked", None)
         self._timer_scope: trio.CancelScope | None = None
         #: trio.current_time without its two wrapper calls (the run's clock does not change).
         self._now = trio.lowlevel.current_clock().current_time
@@ -134,10 +139,14 @@ class EndpointRunner:
         now = self._now()
         receive = self.machine.receive
         carry_out = self._carry_out
+        on_request = self._on_request
         for data, remote in batch:
             events = receive(data, remote, now)
             if events:
-                carry_out(events)
+                if len(events) == 1 and type(events[0]) is RequestReceived:  # the usual one
+                    on_request(self, events[0].exchange)
+                else:
+                    carry_out(events)
         self.kick()  # once per batch
 
     def on_error(self, remote: DatagramRemote, error: OSError | RequestError) -> None:
@@ -202,14 +211,51 @@ class EndpointRunner:
         self.perform(self.machine.abandon(exchange, self._now()))
 
     def respond(self, exchange: ServerExchange, response: Message | None) -> None:
-        """Answer a received request (None: nothing to send, the request is done)."""
-        self.perform(self.machine.respond(exchange, response, self._now()))
+        """Answer a received request (None: nothing to send, the request is done).
+
+        The timer is not looked at when the machine says its next deadline
+        did not come sooner (a piggybacked response only closes a window).
+        """
+        machine = self.machine
+        piggybacked = self._respond_piggybacked
+        if piggybacked is not None and response is not None:
+            data = piggybacked(exchange, response, self._now())
+            if data is not None:  # the usual answer: nothing but the datagram to send
+                self._send(data, exchange.remote)
+                return
+        events = machine.respond(exchange, response, self._now())
+        if len(events) == 1 and type(events[0]) is Transmit:
+            event = events[0]
+            self._send(event.data, event.remote)
+            if not machine.kept_next_deadline:
+                self.kick()
+        elif events:
+            self._carry_out(events)
+            self.kick()
 
     def notify(self, exchange: ServerExchange, notification: Message, confirmable: bool) -> None:
         """Send a notification (RFC 7641) of the observation registered by ``exchange``."""
         self.perform(
             self.machine.notify(exchange, notification, self._now(), confirmable=confirmable)
         )
+
+    def notify_shared(
+        self, exchange: ServerExchange, shared: SharedNotification, observe: int, confirmable: bool
+    ) -> None:
+        """:meth:`notify` of a notification rendered once for several observers
+        (``shared.message``, with Observe ``observe`` for this one)."""
+        machine = self.machine
+        events = machine.notify_shared(
+            exchange, shared, observe, self._now(), confirmable=confirmable
+        )
+        if len(events) == 1 and type(events[0]) is Transmit:
+            event = events[0]
+            self._send(event.data, event.remote)
+            if not machine.kept_next_deadline:
+                self.kick()
+        elif events:
+            self._carry_out(events)
+            self.kick()
 
     def end_observation(self, exchange: ServerExchange) -> None:
         """The observation ``exchange`` registered ended: the machine forgets it."""

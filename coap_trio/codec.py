@@ -22,13 +22,24 @@ from .numbers.codes import CODE_TABLE, Code
 from .numbers.types import Type
 from .options import Options
 
-__all__ = ["decode", "decode_options", "encode", "encode_empty", "encode_options", "reset_for"]
+__all__ = [
+    "decode",
+    "decode_options",
+    "encode",
+    "encode_empty",
+    "encode_observed",
+    "encode_options",
+    "encode_reply",
+    "observe_parts",
+    "reset_for",
+]
 
 _TYPE_TABLE = (Type.CON, Type.NON, Type.ACK, Type.RST)
 _EMPTY = Code.EMPTY
 _MAX_EXTENDED = 269 + 0xFFFF
 _HEADER = struct.Struct("!BBH").pack
 _SINGLE_BYTE = tuple(bytes((value,)) for value in range(256))
+_new = object.__new__
 
 
 def encode(message: Message) -> bytes:
@@ -72,6 +83,84 @@ def encode(message: Message) -> bytes:
         append(b"\xff")
         append(payload)
     return b"".join(parts)
+
+
+def encode_reply(
+    code: int, mtype: int, mid: int, token: bytes, items: list[tuple[int, bytes]], payload: bytes
+) -> bytes:
+    """The UDP datagram of a response or notification, from its fields.
+
+    What :func:`encode` does for a message with a non-empty ``code``, without
+    a :class:`Message` to hold the fields (the server's response path builds
+    none). The caller guarantees ``mtype`` and ``mid`` in range and a token of
+    at most 8 bytes (the messaging machine's own values); an option value
+    over 65804 bytes raises :class:`~coap_trio.errors.MessageEncodeError`.
+    """
+    parts = [_HEADER(0x40 | (mtype << 4) | len(token), code, mid), token]
+    append = parts.append
+    previous = 0
+    for number, value in items:
+        delta = number - previous
+        previous = number
+        length = len(value)
+        if delta < 13 and length < 13:
+            append(_SINGLE_BYTE[(delta << 4) | length])
+        else:
+            append(_option_header(delta, length))
+        append(value)
+    if payload:
+        append(b"\xff")
+        append(payload)
+    return b"".join(parts)
+
+
+_OBSERVE = 6  # RFC 7641
+
+
+def observe_parts(items: list[tuple[int, bytes]], payload: bytes) -> tuple[bytes, bytes, int]:
+    """A notification encoded once for many observers, all but its Observe option.
+
+    Returns the options before Observe (numbers below 6), the rest after it
+    (the first delta counted from 6), payload included, and the number of the
+    last option before Observe (0: none); an Observe option in ``items`` is
+    left out. :func:`encode_observed` puts a datagram together
+    from them, each observer's header, token and Observe value in between.
+    """
+    before = [item for item in items if item[0] < _OBSERVE]
+    after = [item for item in items if item[0] > _OBSERVE]
+    head = encode_options(before, b"")
+    last = before[-1][0] if before else 0
+    # Encoded as if Observe were option 0, so that the first delta counts from 6.
+    rest = encode_options([(number - _OBSERVE, value) for number, value in after], payload)
+    return head, rest, last
+
+
+def encode_observed(
+    code: int,
+    mtype: int,
+    mid: int,
+    token: bytes,
+    parts: tuple[bytes, bytes, int],
+    observe: int,
+) -> bytes:
+    """The datagram of one observer's notification from :func:`observe_parts`.
+
+    ``observe`` is the Observe value (0 .. 2**24 - 1, written in minimal
+    length). The bytes are those :func:`encode`
+    gives for the same message with that Observe option.
+    """
+    value = observe.to_bytes((observe.bit_length() + 7) >> 3, "big")
+    head, rest, last_before = parts
+    return b"".join(
+        (
+            _HEADER(0x40 | (mtype << 4) | len(token), code, mid),
+            token,
+            head,
+            _SINGLE_BYTE[((_OBSERVE - last_before) << 4) | len(value)],
+            value,
+            rest,
+        )
+    )
 
 
 def encode_options(items: list[tuple[int, bytes]], payload: bytes) -> bytes:
@@ -162,7 +251,18 @@ def decode(data: bytes, remote: object = None) -> Message:
     except MessageFormatError as error:
         error.mtype, error.mid, error.version = mtype, mid, 1
         raise
-    return Message.from_fields(code, mtype, mid, token, Options.from_wire(items), payload, remote)
+    # Message.from_fields and Options.from_wire inlined (every datagram passes here).
+    options = _new(Options)
+    options.raw_items = items
+    message = _new(Message)
+    message.code = code
+    message.mtype = mtype
+    message.mid = mid
+    message.token = token
+    message.opt = options
+    message.payload = payload
+    message.remote = remote
+    return message
 
 
 def decode_options(data: bytes, position: int, end: int) -> tuple[list[tuple[int, bytes]], bytes]:

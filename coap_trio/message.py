@@ -20,6 +20,8 @@ __all__ = ["BlockValue", "Message"]
 
 _ABSOLUTE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]+")
 
+_new = object.__new__
+
 #: The keyword names that set a typed option (not Options' methods such as ``copy``).
 _OPTION_KEYWORDS = frozenset(typed_option_names().values())
 
@@ -88,7 +90,8 @@ class Message:
             self.remote, items = uri_options(uri)
             self.opt = Options.from_wire(list(items))
         else:
-            self.opt = Options.from_wire([])
+            opt = self.opt = _new(Options)  # (Options.from_wire([]), inline: every response)
+            opt.raw_items = []
             self.remote = remote
         for name, value in options.items() if options else ():
             if name not in _OPTION_KEYWORDS:

@@ -41,13 +41,20 @@ from . import interfaces
 from .errors import LocalProtocolError
 from .message import Message
 from .numbers.codes import Code
-from .protocol.observe import ObserveSequence
+from .protocol.observe import ObserveSequence, SharedNotification
+from .remote import DatagramRemote
 from .resource import Resource
 from .response_errors import RenderableError
 
 __all__ = ["DEFAULT_CON_INTERVAL", "ObservableResource", "ServerObservation"]
 
 logger = logging.getLogger("coap_trio.observable")
+
+_OBSERVE = 6  # RFC 7641
+#: Notifications a shared render sends in a row before other tasks may run.
+_FAN_OUT_STRETCH = 128
+#: Distinct registration keys an ObservableResource interns (see ``_share_key``).
+_MAX_SHARE_KEYS = 4096
 
 #: Seconds between confirmable notifications by default (RFC 7641 §4.5: "at least every 24 hours").
 DEFAULT_CON_INTERVAL: float = 24 * 3600.0
@@ -74,11 +81,19 @@ class ServerObservation:
     While idle it is its :meth:`run` task parked until the next trigger
     (``trio.lowlevel.wait_task_rescheduled``), with no event or cancel scope
     of its own, so tens of thousands are cheap.
+
+    ``send_shared(shared, confirmable, observe)``, when given, sends a
+    :class:`~coap_trio.protocol.observe.SharedNotification` (one render for
+    several observations, see :meth:`ObservableResource.updated_state`) with
+    this observation's Observe value, as ``send`` would send a copy of
+    ``shared.message`` carrying it.
     """
 
     __slots__ = (
         "_callback",
         "_con_interval",
+        "_followers",
+        "_group",
         "_last_con",
         "_on_end",
         "_pending",
@@ -86,12 +101,14 @@ class ServerObservation:
         "_render",
         "_scope",
         "_send",
+        "_send_shared",
         "_waiter",
         "accepted",
         "ended",
         "reason",
         "request",
         "sequence",
+        "share_key",
     )
 
     #: The registration request, rendered again for each notification.
@@ -104,6 +121,9 @@ class ServerObservation:
     reason: str
     #: The Observe values: the registration response takes the first, notifications the rest.
     sequence: ObserveSequence
+    #: What decides whether another observation's render can be this one's
+    #: (None: it cannot); set by :class:`ObservableResource`.
+    share_key: object
 
     def __init__(
         self,
@@ -112,12 +132,19 @@ class ServerObservation:
         send: Callable[[Message, bool], None],
         *,
         con_interval: float = DEFAULT_CON_INTERVAL,
+        send_shared: Callable[[SharedNotification, bool, int], None] | None = None,
     ) -> None:
         if not con_interval > 0:
             raise ValueError(f"con_interval must be positive, got {con_interval!r}")
         self.request = request
         self._render = render
         self._send = send
+        self._send_shared = send_shared
+        self.share_key = None
+        # While a render for others too is due: the observations it goes to.
+        self._followers: list[ServerObservation] | None = None
+        # The followers list of the shared render this one waits for (None: none).
+        self._group: list[ServerObservation] | None = None
         self._con_interval = con_interval
         self.accepted = False
         self.ended = False
@@ -183,7 +210,20 @@ class ServerObservation:
             return  # a final notification is on its way: nothing may replace it
         self._pending = True
         self._pending_response = response
+        self._group = None  # it renders by itself now: no older shared render is its
         self._wake()
+
+    def _idle(self) -> bool:
+        """Parked, with no notification due: a render of another one may serve it."""
+        return self._waiter is not None and not self._pending
+
+    def _trigger_group(self, followers: list[ServerObservation]) -> None:
+        """:meth:`trigger` without a response, the render to serve ``followers`` too
+        (each of them still idle and still of this group when it is done)."""
+        self._followers = followers
+        for follower in followers:
+            follower._group = followers  # (a later group, or a trigger, takes it over)
+        self.trigger()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -209,6 +249,8 @@ class ServerObservation:
         self.reason = reason
         self._pending = False
         self._pending_response = None
+        self._followers = None
+        self._group = None
         scope = self._scope
         if scope is not None:
             scope.cancel()
@@ -253,8 +295,10 @@ class ServerObservation:
                     if self.ended:
                         return
                 ready = self._pending_response
+                followers = self._followers
                 self._pending = False
                 self._pending_response = None
+                self._followers = None
                 if ready is None:
                     with trio.CancelScope() as scope:  # end() cancels a render in progress
                         self._scope = scope
@@ -267,7 +311,10 @@ class ServerObservation:
                     await trio.lowlevel.checkpoint()
                 if self.ended:  # end() called from inside render
                     return
-                self._notify(response)
+                if followers is None:
+                    self._notify(response)
+                else:
+                    await _fan_out(response, self, followers)
         finally:
             self._scope = None
             self._waiter = None
@@ -286,6 +333,19 @@ class ServerObservation:
         except Exception:
             logger.exception("rendering a notification failed for %r", self.request)
             return Message(code=Code.INTERNAL_SERVER_ERROR)
+
+    def _notify_shared(self, shared: SharedNotification) -> None:
+        """Send the successful ``shared.message`` as this observation's next notification."""
+        send = self._send_shared
+        if send is None:
+            self._notify(shared.message.copy())
+            return
+        observe = self.sequence.next()
+        now = trio.current_time()
+        confirmable = now - self._last_con >= self._con_interval
+        if confirmable:
+            self._last_con = now
+        send(shared, confirmable, observe)
 
     def _notify(self, response: Message) -> None:
         """Send ``response`` as the next notification, or as the final one."""
@@ -307,6 +367,34 @@ class ServerObservation:
         self.reason = f"final notification {response.code.dotted}"
         self._send(response, True)
         self._run_end_callbacks()
+
+
+async def _fan_out(
+    response: Message, leader: ServerObservation, followers: list[ServerObservation]
+) -> None:
+    """Send one render to ``leader`` and to the ``followers`` still idle (see
+    :meth:`ObservableResource.updated_state`): a success encoded once for all, a
+    final (error) notification to each. Other tasks run every
+    :data:`_FAN_OUT_STRETCH` followers: a change to 10,000 observers does not
+    hold up the receive path until the last one is sent."""
+    if response.code.is_successful():
+        response.opt.observe = None  # each observer's own goes in when it is sent
+        shared = SharedNotification(response)
+        leader._notify_shared(shared)
+    else:
+        shared = None
+        leader._notify(response)
+    for index, follower in enumerate(followers, 1):
+        # Not one that a later change grouped anew, or that rendered by itself
+        # since: its notification would be older than one it already has.
+        if follower._group is followers and not follower.ended and follower._idle():
+            follower._group = None
+            if shared is not None:
+                follower._notify_shared(shared)
+            else:
+                follower._notify(response.copy())
+        if not index % _FAN_OUT_STRETCH:
+            await trio.lowlevel.checkpoint()
 
 
 def _run_callback(callback: Callable[[], None], observation: ServerObservation) -> None:
@@ -331,9 +419,14 @@ class ObservableResource(Resource):
     #: Seconds between confirmable notifications of each observation (0: all
     #: CON); None leaves the observation's default (:data:`DEFAULT_CON_INTERVAL`).
     con_interval: float | None = None
+    #: Whether observations registered alike share one render per change (see
+    #: :meth:`updated_state`). Set it False when the representation depends on
+    #: the client's address (``request.remote``), which the sharing ignores.
+    share_renders: bool = True
 
     def __init__(self) -> None:
         self._observations: set[interfaces.ServerObservation] = set()
+        self._share_keys: dict[object, object] = {}
 
     def _observation_set(self) -> set[interfaces.ServerObservation]:
         # Tolerates subclasses whose __init__ does not call super().__init__().
@@ -347,13 +440,36 @@ class ObservableResource(Resource):
         self, request: Message, observation: interfaces.ServerObservation
     ) -> None:
         """Accept ``observation`` and keep it until it ends (applying :attr:`con_interval`)."""
-        if self.con_interval is not None and isinstance(observation, ServerObservation):
-            observation.set_con_interval(self.con_interval)
+        if isinstance(observation, ServerObservation):
+            if self.con_interval is not None:
+                observation.set_con_interval(self.con_interval)
+            observation.share_key = self._share_key(observation.request)
         observation.accept(self._cancelled_callback())
         if not getattr(observation, "ended", False):  # accept() runs it at once if over
             observations = self._observation_set()
             observations.add(observation)
             self.update_observation_count(len(observations))
+
+    def _share_key(self, request: Message) -> object:
+        """What registrations must have in common to share a render: the method,
+        every option but Observe (Uri-Path and Uri-Query, Accept, ETag, Block2...)
+        and the payload (FETCH). None (never shared) for a request through a
+        multicast group, OSCORE or DTLS, whose rendering may depend on who asks.
+        Equal keys are one object (interned), so an observation holds a pointer."""
+        if type(request.remote) is not DatagramRemote:
+            return None
+        key = (
+            int(request.code),
+            tuple(item for item in request.opt.raw_items if item[0] != _OBSERVE),
+            request.payload,
+        )
+        try:
+            keys = self._share_keys
+        except AttributeError:  # (a subclass' __init__ need not call super().__init__())
+            keys = self._share_keys = {}
+        if len(keys) >= _MAX_SHARE_KEYS:  # interning only saves memory: start over
+            keys.clear()
+        return keys.setdefault(key, key)
 
     def _cancelled_callback(self) -> Callable[[], None]:
         # One shared callback per resource (not one per observation: 10,000 of
@@ -387,9 +503,40 @@ class ObservableResource(Resource):
         """
 
     def updated_state(self, response: Message | None = None) -> None:
-        """The state changed: trigger every observation (with ``response`` if given)."""
-        for observation in list(self._live_observations()):
-            observation.trigger(response)
+        """The state changed: trigger every observation (with ``response`` if given).
+
+        Without ``response`` each observation's registration is rendered again;
+        with :attr:`share_renders`, observations whose registrations are alike
+        (the same method, options but Observe, and payload, over plain UDP)
+        and that are idle share one render: the first one's task renders, once,
+        and the result goes to each of them, encoded once, with only the token,
+        message ID, type and Observe of each one's own.
+        """
+        observations = list(self._live_observations())
+        if response is not None or not self.share_renders:
+            for observation in observations:
+                observation.trigger(response)
+            return
+        groups: dict[object, list[ServerObservation]] = {}
+        for observation in observations:
+            key = getattr(observation, "share_key", None)
+            if (
+                key is None
+                or not isinstance(observation, ServerObservation)
+                or not observation._idle()
+            ):
+                observation.trigger()
+            else:
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [observation]
+                else:
+                    group.append(observation)
+        for group in groups.values():
+            if len(group) == 1:
+                group[0].trigger()
+            else:
+                group[0]._trigger_group(group[1:])
 
     def end_observations(self, response: Message | None = None) -> None:
         """End every observation with a final notification (default 4.04 Not Found,

@@ -179,6 +179,7 @@ class _Repeated(_Accessor, Generic[T]):
     def __init__(self, number: OptionNumber, codec: _Codec[T]) -> None:
         super().__init__(number)
         self.codec = codec
+        self._read = (self.number, codec.load, self.spec.min_length, self.spec.max_length)
 
     @overload
     def __get__(self, obj: None, owner: type) -> _Repeated[T]: ...
@@ -188,8 +189,7 @@ class _Repeated(_Accessor, Generic[T]):
         if obj is None:
             return self
         values = []
-        number, load = self.number, self.codec.load
-        low, high = self.spec.min_length, self.spec.max_length
+        number, load, low, high = self._read
         for n, raw in obj.raw_items:  # in number order: stop after the last occurrence
             if n == number:
                 if low <= len(raw) <= high:

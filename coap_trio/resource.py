@@ -75,6 +75,9 @@ _HANDLER_NAMES: dict[Code, str] = {
     Code.PATCH: "render_patch",
     Code.iPATCH: "render_ipatch",
 }
+# (module constants: an Enum class attribute is slow on 3.11)
+_EMPTY, _CONTENT, _DELETED, _CHANGED = Code.EMPTY, Code.CONTENT, Code.DELETED, Code.CHANGED
+_DELETE = Code.DELETE
 # Safe methods: their 2.05 is a representation of the resource (RFC 8132 §2).
 _SAFE = frozenset({Code.GET, Code.FETCH})
 # Methods whose request payload is checked against ``accepted_formats``.
@@ -283,11 +286,9 @@ class Resource:
         if not isinstance(response, Message):
             returned = "None" if response is None else f"a {type(response).__name__}"
             raise _handler_error(self, name, f"returned {returned}, not the response Message")
-        if response.code == Code.EMPTY:
-            response.code = (
-                Code.CONTENT if safe else Code.DELETED if code == Code.DELETE else Code.CHANGED
-            )
-        if response.code == Code.CONTENT:
+        if response.code == _EMPTY:
+            response.code = _CONTENT if safe else _DELETED if code == _DELETE else _CHANGED
+        if response.code == _CONTENT:
             opt = response.opt
             if chosen is not None and opt.content_format is None:
                 opt.content_format = chosen
@@ -487,7 +488,11 @@ class Site:
         attribute is False is answered NotFound, which the server does not
         send to a group request (RFC 7252 §8.2): the resource stays silent.
         """
-        resource, routed = self._route(request)
+        resource = None if self._proxy is not None else self._exact.get(request.opt.uri_path)
+        if resource is not None:  # (the usual case of _route, inline)
+            routed = request
+        else:
+            resource, routed = self._route(request)
         if type(request.remote) is MulticastRemote and not getattr(resource, "multicast", True):
             raise NotFound()
         return await resource.render(routed)

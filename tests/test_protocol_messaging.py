@@ -1662,3 +1662,23 @@ def test_reset_of_a_con_notification_leaves_no_timer() -> None:
     assert server.next_deadline() == EXCHANGE_LIFETIME
     assert [e for _, e in drive(server, 10_000.0)] == []
     assert server.statistics.retransmissions == 1
+
+
+@pytest.mark.parametrize("mtype", [Type.CON, Type.NON])
+def test_a_received_request_s_exchange_is_what_its_constructor_makes(mtype: Type) -> None:
+    # The machine builds a received request's exchange and event inline (the
+    # hot path); every field must be what ServerExchange(...) would have set.
+    from coap_trio.codec import encode
+
+    machine = Messaging(MessagingConfig(), random.Random(1))
+    request = Message(code=Code.GET, mtype=mtype, mid=0x1234, token=b"tk", uri_path=("a",))
+    (event,) = machine.receive(encode(request), "peer", 0.0)
+    assert type(event) is RequestReceived
+    made = event.exchange
+    expected = ServerExchange(made.request, "peer", ServerState.PENDING)
+    for name in ServerExchange.__slots__:
+        if name == "ack_ticket":  # the piggyback window (a CON's) is the machine's
+            continue
+        assert getattr(made, name) == getattr(expected, name), name
+    assert made.ack_ticket == (-1 if mtype is Type.CON else 0)
+    assert len(RequestReceived.__slots__) == 1

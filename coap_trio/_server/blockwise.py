@@ -239,11 +239,9 @@ class BlockwiseServer:
                 break
         if block1 is None and block2 is None and size1 is None:
             response = await render(request)  # the common case: no block option
-            if len(response.payload) <= self._block_size or response.opt.block2 is not None:
+            if len(response.payload) <= self._block_size:
                 return response
-            if assemble is None:
-                assemble = await self.assembles(request, needs)
-            return self._sliced(request, response, None) if assemble else response
+            return await self.unblocked(request, response, needs, assemble)
         if assemble is None:
             assemble = await self.assembles(request, needs)
         if not assemble:
@@ -300,6 +298,26 @@ class BlockwiseServer:
             response.opt.block1 = final_block1
         return response
 
+    async def unblocked(
+        self, request: Message, response: Message, needs: NeedsAssembly, assemble: bool | None
+    ) -> Message:
+        """``response`` as sent to ``request``, which carried no Block1, Block2 or Size1:
+        sliced when it is larger than a block (and the resource asked for assembly).
+
+        The dispatcher renders such requests itself and calls this only when the
+        payload is over :attr:`block_size`; ``assemble`` as for :meth:`respond`.
+        """
+        if len(response.payload) <= self._block_size or response.opt.block2 is not None:
+            return response
+        if assemble is None:
+            assemble = await self.assembles(request, needs)
+        return self._sliced(request, response, None) if assemble else response
+
+    @property
+    def block_size(self) -> int:
+        """The block size responses are sliced at (bytes; BERT aside)."""
+        return self._block_size
+
     def respond_now(self, request: Message, *, bert_size: int | None = None) -> Message | None:
         """The response to ``request`` when no resource needs to run, else None.
 
@@ -347,6 +365,15 @@ class BlockwiseServer:
                 return None
         return self._block(request, kept, block2, bert_size)
 
+    def notification_fits(self, registration: Message, notification: Message) -> bool:
+        """Whether :meth:`notification` sends ``notification`` as it is: it fits in a
+        block at the registration's Block2 size (or carries Block2 already)."""
+        if len(notification.payload) <= 16:  # the smallest block (SZX 0)
+            return True
+        requested = registration.opt.block2
+        szx = self._szx if requested is None or requested.is_bert else min(requested.szx, self._szx)
+        return len(notification.payload) <= 1 << (szx + 4) or notification.opt.block2 is not None
+
     def notification(self, registration: Message, notification: Message) -> Message:
         """``notification`` as sent to the observer registered by ``registration``.
 
@@ -356,10 +383,10 @@ class BlockwiseServer:
         the previous notification's), and its first block is returned: Block2
         0 with M=1, its Observe, an ETag and Size2 (RFC 7959 §2.6).
         """
+        if self.notification_fits(registration, notification):
+            return notification
         requested = registration.opt.block2
         szx = self._szx if requested is None or requested.is_bert else min(requested.szx, self._szx)
-        if len(notification.payload) <= 1 << (szx + 4) or notification.opt.block2 is not None:
-            return notification
         observe = notification.opt.observe
         representation = self._keep(registration, notification, self._clock())
         first = self._block(registration, representation, BlockValue(0, False, szx))

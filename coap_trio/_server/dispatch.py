@@ -14,7 +14,6 @@ nursery and gives it the pieces.
 
 from __future__ import annotations
 
-import functools
 import random
 
 import trio
@@ -26,7 +25,9 @@ from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..observable import ServerObservation
+from ..options import is_malformed
 from ..protocol.exchanges import ServerExchange
+from ..protocol.observe import SharedNotification
 from ..remote import DatagramRemote
 from .blockwise import BlockwiseServer
 from .echo import AmplificationGuard
@@ -34,10 +35,33 @@ from .handler_queue import HandlerQueue
 from .observations import ServerObservations
 from .responder import Responder, suppressed_by_no_response
 
-__all__ = ["RequestDispatcher"]
+__all__ = ["RequestDispatcher", "with_observe"]
 
 _BLOCK1 = int(OptionNumber.BLOCK1)
 _BLOCK2 = int(OptionNumber.BLOCK2)
+#: Options that take a request off the handler's plain path: Observe, the block
+#: options and Size1 (the block-wise layer), No-Response.
+_SPECIAL = frozenset(
+    int(n)
+    for n in (
+        OptionNumber.OBSERVE,
+        OptionNumber.BLOCK1,
+        OptionNumber.BLOCK2,
+        OptionNumber.SIZE1,
+        OptionNumber.NO_RESPONSE,
+    )
+)
+#: Options that need the prechecks' and the block-wise layer's attention in the
+#: receive path: the block options, Proxy-Uri and Proxy-Scheme.
+_OFF_THE_PLAIN_PATH = frozenset(
+    int(n)
+    for n in (
+        OptionNumber.BLOCK1,
+        OptionNumber.BLOCK2,
+        OptionNumber.PROXY_URI,
+        OptionNumber.PROXY_SCHEME,
+    )
+)
 #: Requests a handler task takes from the queue in a row before it yields to others.
 _HANDLER_STREAK = 32
 
@@ -89,6 +113,21 @@ class RequestDispatcher:
             self.answer(runner, exchange, Message(code=Code.NOT_FOUND))
             return
         request = exchange.request
+        # One pass for the common request: options all recognized and well-formed,
+        # no block or proxy option, a payload within bounds: straight to the queue.
+        recognized = responder.recognized_options
+        previous = -1
+        for number, value in request.opt.raw_items:
+            if number in _OFF_THE_PLAIN_PATH or (
+                number & 1
+                and (number not in recognized or is_malformed(number, value, number == previous))
+            ):
+                break
+            previous = number
+        else:
+            if len(request.payload) <= responder.max_payload:
+                self._queue_or_refuse(runner, exchange)
+                return
         limit = None
         if len(request.payload) > responder.max_payload and _BLOCK1 in request.opt:
             # A BERT block (RFC 8323 §6) may be as large as the connection allows:
@@ -113,6 +152,10 @@ class RequestDispatcher:
                 suppressed = suppressed_by_no_response(request, at_once.code)
                 self.answer(runner, exchange, None if suppressed else at_once)
                 return
+        self._queue_or_refuse(runner, exchange)
+
+    def _queue_or_refuse(self, runner: EndpointRunner, exchange: ServerExchange) -> None:
+        """Queue ``exchange`` for a handler; a full queue answers a CON 5.03 and drops a NON."""
         if not self.queue.put_nowait((runner, exchange)):
             if exchange.con:
                 self.overloaded += 1
@@ -178,6 +221,10 @@ class RequestDispatcher:
         assert self.site is not None
         blockwise = self.blockwise
         needs = self.site.needs_blockwise_assembly
+        site_render = self.site.render
+        checked, failed = responder.checked, responder.failed
+        block_size = blockwise.block_size
+        answer = self.answer
         take = queue.take
         streak = 0
         while True:
@@ -190,6 +237,21 @@ class RequestDispatcher:
             streak += 1
             runner, exchange = item
             request = exchange.request
+            for number, _ in request.opt.raw_items:
+                if number in _SPECIAL:
+                    break
+            else:
+                # No Observe, block option or No-Response (most requests): the
+                # response as rendered (Responder.render, inline), sliced only
+                # when larger than a block.
+                try:
+                    rendered = checked(request, await site_render(request))
+                except Exception as error:
+                    rendered = failed(request, error)
+                if len(rendered.payload) > block_size:
+                    rendered = await blockwise.unblocked(request, rendered, needs, None)
+                answer(runner, exchange, rendered)
+                continue
             observe = request.opt.observe
             observation = None
             assemble: bool | None = None
@@ -202,8 +264,10 @@ class RequestDispatcher:
                 ):
                     # Asked once: its notifications are sliced like its response.
                     assemble = await blockwise.assembles(request, needs)
-                    send = functools.partial(self._notify, runner, exchange, assemble)
-                    observation = await observations.prepare(self.site, request, key, send)
+                    notifier = _Notifier(self, runner, exchange, assemble)
+                    observation = await observations.prepare(
+                        self.site, request, key, notifier, send_shared=notifier
+                    )
                 elif observe == 1:
                     observations.end(key, "deregistered (Observe=1)")
             rendered = await blockwise.respond(
@@ -218,8 +282,7 @@ class RequestDispatcher:
             if observation is not None:
                 if response is not None and response.code.is_successful():
                     exchange.owner = observation
-                    release = functools.partial(runner.end_observation, exchange)
-                    response = observations.start(observation, key, response, release)
+                    response = observations.start(observation, key, response, notifier.release)
                 else:
                     observation.end("the registration was not answered with success")
             self.answer(runner, exchange, response)
@@ -229,12 +292,63 @@ class RequestDispatcher:
         runner: EndpointRunner,
         exchange: ServerExchange,
         blockwise: bool,
-        notification: Message,
+        notification: Message | SharedNotification,
         confirmable: bool,
+        observe: int = 0,
     ) -> None:
+        """Send a notification of the observation ``exchange`` registered: a message
+        (Observe set), or a render shared with other observers and this one's
+        ``observe`` (encoded once for all, unless it must be sliced or protected)."""
+        if isinstance(notification, SharedNotification):
+            message = notification.message
+            if exchange.security is None and (
+                not blockwise or self.blockwise.notification_fits(exchange.request, message)
+            ):
+                runner.notify_shared(exchange, notification, observe, confirmable)
+                return
+            notification = with_observe(notification, observe)
         if blockwise:  # larger than a block: the first one, the rest kept for follow-up GETs
             notification = self.blockwise.notification(exchange.request, notification)
         runner.notify(exchange, notification, confirmable)
+
+
+class _Notifier:
+    """How the notifications of one served observation go out (its ``send`` and
+    ``send_shared``): one small object per observation, where partials were three
+    times its size (10,000 observations and more are kept)."""
+
+    __slots__ = ("assemble", "dispatcher", "exchange", "runner")
+
+    def __init__(
+        self,
+        dispatcher: RequestDispatcher,
+        runner: EndpointRunner,
+        exchange: ServerExchange,
+        assemble: bool,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.runner = runner
+        self.exchange = exchange
+        self.assemble = assemble
+
+    def __call__(
+        self, notification: Message | SharedNotification, confirmable: bool, observe: int = 0
+    ) -> None:
+        self.dispatcher._notify(
+            self.runner, self.exchange, self.assemble, notification, confirmable, observe
+        )
+
+    def release(self) -> None:
+        """The observation ended: its messaging machine forgets it."""
+        self.runner.end_observation(self.exchange)
+
+
+def with_observe(shared: SharedNotification, observe: int) -> Message:
+    """A copy of ``shared.message`` carrying Observe ``observe``: what an observer
+    gets when its notification cannot be the shared encoding."""
+    message = shared.message.copy()
+    message.opt.observe = observe
+    return message
 
 
 def _first_block(request: Message) -> bool:

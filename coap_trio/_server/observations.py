@@ -12,7 +12,6 @@ Must not know about sockets or wire formats.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Hashable
 
@@ -21,6 +20,7 @@ import trio
 from ..interfaces import Resource
 from ..message import Message
 from ..observable import ServerObservation
+from ..protocol.observe import SharedNotification
 from ..response_errors import RenderableError
 
 __all__ = ["ServerObservations"]
@@ -80,12 +80,18 @@ class ServerObservations:
                 self._per_remote.pop(remote, None)
 
     async def prepare(
-        self, site: Resource, request: Message, key: _Key, send: Callable[[Message, bool], None]
+        self,
+        site: Resource,
+        request: Message,
+        key: _Key,
+        send: Callable[[Message, bool], None],
+        send_shared: Callable[[SharedNotification, bool, int], None] | None = None,
     ) -> ServerObservation | None:
         """Offer a registration to the resource it routes to; the accepted observation or None.
 
         Call before rendering the registration; then :meth:`start` it with the
-        successful response, or ``end()`` it.
+        successful response, or ``end()`` it. ``send`` and ``send_shared`` are
+        the observation's (see :class:`~coap_trio.observable.ServerObservation`).
         """
         self.end(key, "replaced by a new registration with the same token")
         remote = key[0]
@@ -102,7 +108,7 @@ class ServerObservations:
         add_observation = getattr(resource, "add_observation", None)
         if add_observation is None:
             return None
-        observation = ServerObservation(request, site.render, send)
+        observation = ServerObservation(request, site.render, send, send_shared=send_shared)
         try:
             await add_observation(routed, observation)
         except Exception:
@@ -131,6 +137,28 @@ class ServerObservations:
         self._by_key[key] = observation
         self._per_remote[remote] = self._per_remote.get(remote, 0) + 1
 
-        observation.when_ended(functools.partial(self._forget, key, observation, release))
+        observation.when_ended(_Forget(self, key, observation, release))
         self._nursery.start_soon(observation.run)
         return response
+
+
+class _Forget:
+    """What runs when a served observation ends: the registry forgets it (one small
+    object per observation, a third of a partial's size)."""
+
+    __slots__ = ("key", "observation", "registry", "release")
+
+    def __init__(
+        self,
+        registry: ServerObservations,
+        key: _Key,
+        observation: ServerObservation,
+        release: Callable[[], None] | None,
+    ) -> None:
+        self.registry = registry
+        self.key = key
+        self.observation = observation
+        self.release = release
+
+    def __call__(self) -> None:
+        self.registry._forget(self.key, self.observation, self.release)

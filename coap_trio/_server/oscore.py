@@ -33,13 +33,14 @@ from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..protocol.exchanges import ServerExchange
+from ..protocol.observe import SharedNotification
 from ..protocol.oscore.binding import ServerBinding
 from ..protocol.oscore.context import SecurityContext
 from ..protocol.oscore.engine import OscoreEngine, RequestRejected
 from ..remote import DatagramRemote, OscoreRemote
 from ..response_errors import RenderableError
 from .blockwise import BlockwiseServer
-from .dispatch import RequestDispatcher
+from .dispatch import RequestDispatcher, with_observe
 from .echo import AmplificationGuard
 from .observations import ServerObservations
 from .responder import Responder
@@ -268,9 +269,12 @@ class OscoreDispatcher(RequestDispatcher):
         runner: EndpointRunner,
         exchange: ServerExchange,
         blockwise: bool,
-        notification: Message,
+        notification: Message | SharedNotification,
         confirmable: bool,
+        observe: int = 0,
     ) -> None:
+        if isinstance(notification, SharedNotification):  # protected one by one
+            notification = with_observe(notification, observe)
         if blockwise:  # larger than a block: the first one, the rest kept for follow-up GETs
             notification = self.blockwise.notification(exchange.request, notification)
         binding = exchange.security

@@ -145,14 +145,28 @@ class Responder:
         """
         try:
             response = await self.site.render(request)
-            if not isinstance(response, Message):
-                raise TypeError(f"render returned {type(response).__name__}, not a Message")
-            if not response.code.is_response():
-                raise TypeError(f"render returned {response.code}, not a response code")
-        except RenderableError as error:
-            response = error.to_message()
         except Exception as error:
-            self.handler_errors += 1
-            logger.exception("handler failed for %r: %s", request, error)
-            response = Message(code=Code.INTERNAL_SERVER_ERROR)
-        return response
+            return self.failed(request, error)
+        return self.checked(request, response)
+
+    def checked(self, request: Message, response: object) -> Message:
+        """``response``, what the site's ``render`` returned for ``request``, if it is a
+        response message; else the 5.00 of :meth:`failed`."""
+        if type(response) is Message and 64 <= response.code < 192:  # the usual one
+            return response
+        if not isinstance(response, Message):
+            error = TypeError(f"render returned {type(response).__name__}, not a Message")
+        elif not response.code.is_response():
+            error = TypeError(f"render returned {response.code}, not a response code")
+        else:
+            return response
+        return self.failed(request, error)
+
+    def failed(self, request: Message, error: Exception) -> Message:
+        """The response for the site's ``render`` raising ``error`` for ``request``: a
+        :class:`RenderableError`'s own, else 5.00 (logged and counted)."""
+        if isinstance(error, RenderableError):
+            return error.to_message()
+        self.handler_errors += 1
+        logger.error("handler failed for %r: %s", request, error, exc_info=error)
+        return Message(code=Code.INTERNAL_SERVER_ERROR)

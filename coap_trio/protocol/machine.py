@@ -19,6 +19,7 @@ from ..errors import RequestError
 from ..message import Message
 from .config import MessagingStatistics
 from .exchanges import ClientExchange, Event, ServerExchange
+from .observe import SharedNotification
 
 __all__ = ["Machine"]
 
@@ -33,8 +34,9 @@ class Machine(Protocol):
     #: Whether requests arrive through a multicast group (RFC 7252 §8.2): the
     #: driver then answers after a Leisure and never with an error response.
     multicast: bool
-    #: Whether the last :meth:`send_request` left :meth:`next_deadline` where it
-    #: was (a driver whose timer is armed for the earliest need not look again).
+    #: Whether the last :meth:`send_request` or :meth:`respond` left
+    #: :meth:`next_deadline` where it was or later (a driver whose timer is
+    #: armed for the earliest need not look again).
     kept_next_deadline: bool
 
     @property
@@ -94,6 +96,19 @@ class Machine(Protocol):
         confirmable: bool = False,
     ) -> list[Event]:
         """Send a notification (RFC 7641) of the observation ``exchange`` registered."""
+        ...
+
+    def notify_shared(
+        self,
+        exchange: ServerExchange,
+        shared: SharedNotification,
+        observe: int,
+        now: float,
+        *,
+        confirmable: bool = False,
+    ) -> list[Event]:
+        """:meth:`notify` with ``shared.message`` carrying Observe ``observe``: one
+        notification rendered for several observers (a machine may encode it once)."""
         ...
 
     def forget(self, exchange: ServerExchange) -> None:

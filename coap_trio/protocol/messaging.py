@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
-from ..codec import decode, encode, encode_empty
+from ..codec import decode, encode, encode_empty, encode_observed, encode_reply, observe_parts
 from ..errors import (
     BadResponseError,
     LocalProtocolError,
@@ -65,6 +65,7 @@ from .exchanges import (
 )
 from .matcher import Matcher, has_unrecognized_critical
 from .midalloc import MessageIdAllocator
+from .observe import SharedNotification
 from .reliability import RETRANSMIT, Reliability
 from .timers import TimerHeap
 
@@ -80,6 +81,7 @@ __all__ = [
 ]
 
 _CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
+_new = object.__new__
 _EMPTY = Code.EMPTY
 
 
@@ -168,6 +170,7 @@ _REGISTERED, _FAIL, _ABANDON = _CI.REGISTERED, _CI.FAIL, _CI.ABANDON
 _PENDING, _ACKNOWLEDGED = ServerState.PENDING, ServerState.ACKNOWLEDGED
 _RESPONDING, _SERVER_DONE = ServerState.RESPONDING, ServerState.DONE
 _ACK_DUE, _RESPOND, _SEND_CON = _SI.ACK_DUE, _SI.RESPOND, _SI.SEND_CON
+_PENDING_ANSWERED = SERVER_TRANSITIONS[_PENDING, _RESPOND]
 _ACKED, _SERVER_FAIL, _FORGET = _SI.ACKNOWLEDGED, _SI.FAIL, _SI.FORGET
 _CLIENT, _SERVER = CLIENT_TRANSITIONS, SERVER_TRANSITIONS
 
@@ -204,6 +207,8 @@ class Messaging:
         self._non_lifetime = params.NON_LIFETIME
         self._non_timeout = config.non_response_timeout or params.MAX_TRANSMIT_WAIT
         self._separate_timeout = config.separate_response_timeout or params.EXCHANGE_LIFETIME
+        self._max_pending = config.max_pending_requests
+        self._ack_delay = config.ack_delay
         self._timers: TimerHeap[tuple[int, Any]] = TimerHeap()
         self._mids = MessageIdAllocator(params.EXCHANGE_LIFETIME, self._rng, config.max_remotes)
         self._dedup = DedupStore(config.dedup_max_total, config.dedup_max_per_remote)
@@ -219,7 +224,9 @@ class Messaging:
         self._outstanding: dict[Hashable, int] = {}
         self._queued: dict[Hashable, deque[ClientExchange]] = {}
         self._nstart = params.NSTART
-        #: Always False: a UDP request's deadline is on the timer heap, looked at per request.
+        #: After send_request always False (a UDP request's deadline is on the timer
+        #: heap, looked at per request); after respond, whether the deduplication
+        #: sweep was already due no later than the new entry's expiry.
         self.kept_next_deadline = False
         self._sweep_ticket = 0
         self._sweep_at: float | None = None
@@ -320,6 +327,7 @@ class Messaging:
             token = new
         exchange = ClientExchange(request, remote, token, mtype is _CON, _QUEUED)
         self._matcher.register(exchange)
+        self.kept_next_deadline = False
         return exchange, self._start_or_queue(exchange, now)
 
     def send_group_request(
@@ -517,24 +525,43 @@ class Messaging:
         con: bool,
         now: float,
         events: list[Event],
+        key: tuple[Hashable, int] | None = None,
     ) -> None:
-        """A new request arrived: track it and hand it to the driver (or refuse it when full)."""
-        if len(self._pending) >= self.config.max_pending_requests:
+        """A new request arrived: track it and hand it to the driver (or refuse it when full).
+
+        ``key`` is ``(remote, mid)`` when the caller made it already."""
+        pending = self._pending
+        if len(pending) >= self._max_pending:
             self._counts["overloaded"] += 1
             if con:
                 self._reset(remote, mid, events)
             return
-        exchange = ServerExchange(message, remote, _PENDING)
-        self._pending[(remote, mid)] = exchange
+        # ServerExchange(message, remote, _PENDING) and RequestReceived(exchange),
+        # inline: a type call with an __init__ costs more than the fields (every
+        # request comes here; the fields are those the constructors set).
+        exchange = _new(ServerExchange)
+        exchange.request = message
+        exchange.remote = remote
+        exchange.mid = mid
+        exchange.token = message.token
+        exchange.con = con
+        exchange.state = _PENDING
+        exchange.ack_ticket = 0
+        exchange.transmission = None
+        exchange.owner = None
+        exchange.security = None
+        pending[key if key is not None else (remote, mid)] = exchange
         if con:
-            due = now + self.config.ack_delay
+            due = now + self._ack_delay
             fifo = self._ack_fifo
             if not fifo or fifo[-1][0] <= due:
                 fifo.append((due, exchange))
                 exchange.ack_ticket = _ACK_IN_FIFO
             else:  # the caller's clock went back: keep the order right with the heap
                 exchange.ack_ticket = self._timers.schedule(due, (_ACK_DELAY, exchange))
-        events.append(RequestReceived(exchange))
+        event = _new(RequestReceived)
+        event.exchange = exchange
+        events.append(event)
 
     def _next_ack_due(self) -> float | None:
         """When the earliest piggyback window in the FIFO still open ends (None: none)."""
@@ -583,25 +610,48 @@ class Messaging:
         set here; its code, options and payload are used as given.
         """
         state = exchange.state
+        remote = exchange.remote
+        mid = exchange.mid
+        if state is _PENDING and exchange.con:
+            # The common case first: a piggybacked response (or empty ACK) in the
+            # window. Nothing is scheduled unless the deduplication sweep is not.
+            exchange.state = _PENDING_ANSWERED
+            key = (remote, mid)
+            self._pending.pop(key, None)
+            ticket = exchange.ack_ticket
+            if ticket > 0:
+                self._timers.cancel(ticket)
+            exchange.ack_ticket = 0
+            if response is None:
+                data = encode_empty(_ACK, mid)
+            else:
+                data = encode_reply(
+                    response.code,
+                    _ACK,
+                    mid,
+                    exchange.token,
+                    response.opt.raw_items,
+                    response.payload,
+                )
+            self._dedup.record(remote, mid, data, self._exchange_lifetime, now)
+            sweep_at = self._sweep_at
+            self.kept_next_deadline = (
+                sweep_at is not None and sweep_at <= now + self._exchange_lifetime
+            )
+            if not self.kept_next_deadline:
+                self._ensure_sweep(now + self._exchange_lifetime)
+            return [Transmit(remote, data)]
+        self.kept_next_deadline = False
         answered = _SERVER.get((state, _RESPOND))
         if answered is None:
             raise LocalProtocolError(f"{exchange!r} was already answered")
         exchange.state = answered
         events: list[Event] = []
-        remote = exchange.remote
-        key = (remote, exchange.mid)
-        if state is _PENDING:
+        key = (remote, mid)
+        if state is _PENDING:  # a NON request
             self._pending.pop(key, None)
             self._cancel_ack(exchange)
-            if exchange.con:
-                if response is None:
-                    data = encode_empty(_ACK, exchange.mid)
-                else:
-                    data = self._encode_response(response, _ACK, exchange.mid, exchange.token)
-                self._seen_con(remote, exchange.mid, data, now)
-                events.append(Transmit(remote, data))
-                return events
-            self._seen_non(remote, exchange.mid, now)
+            self._seen_non(remote, mid, now)
             if response is not None:
                 mtype = response.mtype if response.mtype in (_CON, _NON) else _NON
                 self._send_new(exchange, response, mtype, now, events)
@@ -612,6 +662,34 @@ class Messaging:
             self._send_new(exchange, response, mtype, now, events)
         return events
 
+    def respond_piggybacked(
+        self, exchange: ServerExchange, response: Message, now: float
+    ) -> bytes | None:
+        """:meth:`respond` for the usual case, the datagram returned instead of an event:
+        a CON request still in its piggyback window, answered when the deduplication
+        sweep is due no later than the new entry's expiry (nothing is scheduled, the
+        next deadline stays where it was). None, with nothing done, otherwise:
+        call :meth:`respond` then."""
+        sweep_at = self._sweep_at
+        if exchange.state is not _PENDING or not exchange.con or sweep_at is None:
+            return None
+        if sweep_at > now + self._exchange_lifetime:  # (the clock went back)
+            return None
+        exchange.state = _PENDING_ANSWERED
+        remote = exchange.remote
+        mid = exchange.mid
+        self._pending.pop((remote, mid), None)
+        ticket = exchange.ack_ticket
+        if ticket > 0:
+            self._timers.cancel(ticket)
+        exchange.ack_ticket = 0
+        opt = response.opt
+        data = encode_reply(
+            response.code, _ACK, mid, exchange.token, opt.raw_items, response.payload
+        )
+        self._dedup.record(remote, mid, data, self._exchange_lifetime, now)
+        return data
+
     def _send_new(
         self,
         exchange: ServerExchange,
@@ -619,6 +697,8 @@ class Messaging:
         mtype: Type,
         now: float,
         events: list[Event],
+        shared: SharedNotification | None = None,
+        observe: int = 0,
     ) -> None:
         remote = exchange.remote
         mid = self._mids.allocate(remote, now)
@@ -628,7 +708,13 @@ class Messaging:
                 exchange.state = _SERVER[_RESPONDING, _SERVER_FAIL]
             events.append(ResponseFailed(exchange, NetworkError("no free message ID")))
             return
-        data = self._encode_response(response, mtype, mid, exchange.token)
+        if shared is None:
+            data = self._encode_response(response, mtype, mid, exchange.token)
+        else:
+            parts = shared.parts
+            if parts is None:  # the first observer: encoded once for all of them
+                parts = shared.parts = observe_parts(response.opt.raw_items, response.payload)
+            data = encode_observed(response.code, mtype, mid, exchange.token, parts, observe)
         key = (remote, mid)
         if mtype is _CON:
             exchange.state = _SERVER[exchange.state, _SEND_CON]
@@ -668,12 +754,44 @@ class Messaging:
             self._reliability.inherit(exchange.transmission, previous, now)
         return events
 
+    def notify_shared(
+        self,
+        exchange: ServerExchange,
+        shared: SharedNotification,
+        observe: int,
+        now: float,
+        *,
+        confirmable: bool = False,
+    ) -> list[Event]:
+        """:meth:`notify` with ``shared.message`` and Observe ``observe``, the
+        message encoded once for every observer it goes to (its parts are kept
+        in ``shared``): the same bytes, the same rules.
+
+        Afterwards :attr:`kept_next_deadline` says whether the next deadline
+        stayed where it was (a NON notification that scheduled nothing).
+        """
+        if (exchange.state, _SEND_CON) not in _SERVER:  # PENDING or ACKNOWLEDGED
+            raise LocalProtocolError("answer the registration with respond() first")
+        previous = exchange.transmission
+        if previous is not None:
+            self._reliability.cancel(previous)
+            exchange.transmission = None
+            confirmable = True
+        events: list[Event] = []
+        sweep_at = self._sweep_at
+        mtype = _CON if confirmable else _NON
+        self._send_new(exchange, shared.message, mtype, now, events, shared, observe)
+        if previous is not None and exchange.transmission is not None:
+            self._reliability.inherit(exchange.transmission, previous, now)
+        self.kept_next_deadline = (
+            mtype is _NON and sweep_at is not None and sweep_at == self._sweep_at
+        )
+        return events
+
     @staticmethod
     def _encode_response(response: Message, mtype: Type, mid: int, token: bytes) -> bytes:
-        return encode(
-            Message.from_fields(
-                response.code, mtype, mid, token, response.opt, response.payload, None
-            )
+        return encode_reply(
+            response.code, mtype, mid, token, response.opt.raw_items, response.payload
         )
 
     def forget(self, exchange: ServerExchange) -> None:
@@ -792,15 +910,16 @@ class Messaging:
                 self._reset(remote, mid, events)
             return
         entry = self._dedup.lookup(remote, mid, now)
-        if entry is not None or (remote, mid) in self._pending:
+        key = (remote, mid)
+        if entry is not None or key in self._pending:
             self._counts["duplicates"] += 1
             if con and entry is not None and entry[1] is not None:
                 events.append(Transmit(remote, entry[1]))
             return
-        if code.is_request():
-            self._on_request(message, remote, mid, con, now, events)
+        if 1 <= code <= 31:  # a request (code.is_request(), inline)
+            self._on_request(message, remote, mid, con, now, events, key)
             return
-        if code.is_response():
+        if 64 <= code < 192:  # a response
             self._on_separate_response(message, remote, mid, con, now, events)
             return
         # Reserved classes (1.xx, 6.xx) and signaling codes have no meaning over UDP.

@@ -1,13 +1,26 @@
 """Observe (RFC 7641) bookkeeping that needs no I/O: sequence numbers and freshness.
 
-Owns the 24-bit Observe sequence of a server-side observation and the §3.4
-rule a client uses to drop stale (reordered) notifications. Must not know
+Owns the 24-bit Observe sequence of a server-side observation, the
+notification rendered once and sent to many observers
+(:class:`SharedNotification`), and the §3.4 rule a client uses to drop
+stale (reordered) notifications. Must not know
 about exchanges, resources or time sources (``now`` is an argument).
 """
 
 from __future__ import annotations
 
-__all__ = ["FRESHNESS_WINDOW", "NotificationOrder", "ObserveSequence", "is_newer"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..message import Message
+
+__all__ = [
+    "FRESHNESS_WINDOW",
+    "NotificationOrder",
+    "ObserveSequence",
+    "SharedNotification",
+    "is_newer",
+]
 
 _MOD = 1 << 24
 _HALF = 1 << 23
@@ -53,3 +66,21 @@ class ObserveSequence:
         value = self._next
         self._next = (value + 1) % _MOD
         return value
+
+
+class SharedNotification:
+    """One rendered notification sent to several observers whose registrations
+    are alike: each one's copy differs only in token, message ID, type and Observe.
+
+    :attr:`message` (a 2.xx, without Observe) must not change once made; the
+    first messaging machine that encodes it keeps the encoded parts in
+    :attr:`parts` (see :func:`coap_trio.codec.observe_parts`) for the others.
+    """
+
+    __slots__ = ("message", "parts")
+
+    def __init__(self, message: Message) -> None:
+        #: The notification as rendered (code, options, payload; no Observe).
+        self.message = message
+        #: Set by the first machine that encodes it: its parts around Observe.
+        self.parts: tuple[bytes, bytes, int] | None = None

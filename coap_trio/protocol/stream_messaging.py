@@ -101,6 +101,7 @@ from .framing import (
     encode_websocket,
 )
 from .matcher import Matcher, has_unrecognized_critical
+from .observe import SharedNotification
 from .signaling import (
     Abort,
     Csm,
@@ -707,6 +708,7 @@ class StreamMessaging:
         if answered is None:
             raise LocalProtocolError(f"{exchange!r} was already answered")
         exchange.state = answered
+        self.kept_next_deadline = True  # answering schedules nothing
         conn = self._take(exchange)
         if conn is None or response is None:
             return []
@@ -768,6 +770,21 @@ class StreamMessaging:
         if not notification.code.is_successful() or notification.opt.observe is None:
             conn.observations.discard(exchange)
         return [Transmit(conn.remote, data)]
+
+    def notify_shared(
+        self,
+        exchange: ServerExchange,
+        shared: SharedNotification,
+        observe: int,
+        now: float,
+        *,
+        confirmable: bool = False,
+    ) -> list[Event]:
+        """:meth:`notify` with a copy of ``shared.message`` carrying Observe ``observe``."""
+        notification = shared.message.copy()
+        notification.opt.observe = observe
+        self.kept_next_deadline = True  # a notification schedules nothing here
+        return self.notify(exchange, notification, now, confirmable=confirmable)
 
     def forget(self, exchange: ServerExchange) -> None:
         """Drop a received request that will not be handled (nothing is sent); harmless

@@ -314,6 +314,17 @@ class UDPEndpoint:
 
     def send(self, data: bytes, remote: DatagramRemote) -> None:
         """Send one datagram now, or queue it behind the outbox; never blocks or raises."""
+        if not self._outbox and not self._closed:
+            try:  # the common case, without _try_send's frame (remote[0]: its sockaddr)
+                self._sock.sendto(data, remote[0])
+            except BlockingIOError:
+                pass  # queued below
+            except OSError as exc:
+                self._send_failed(data, remote, exc, True)
+                return
+            else:
+                self._sent += 1
+                return
         if self._closed:
             self._send_dropped += 1
         elif self._outbox or not self._try_send(data, remote):
@@ -433,19 +444,23 @@ class UDPEndpoint:
         except BlockingIOError:
             return False
         except OSError as exc:
-            # On Linux the error queue may hold this very failure (IPv6 EMSGSIZE),
-            # or a pending ICMP report about another peer failed this send: then
-            # pass the reports on and retry once.
-            reports = self._read_error_queue() if retry else []
-            own = any(r == remote and e.errno == exc.errno for r, e in reports)
-            if self._on_error is not None:  # reported by the flusher task, not from send()
-                self._pending_errors.extend(reports if own else reports or [(remote, exc)])
-                self._wakeup.unpark_all()
-            if reports and not own:
-                return self._try_send(data, remote, retry=False)
-            self._send_dropped += 1
-            return True
+            return self._send_failed(data, remote, exc, retry)
         self._sent += 1
+        return True
+
+    def _send_failed(self, data: bytes, remote: DatagramRemote, exc: OSError, retry: bool) -> bool:
+        """A send failed for good (not for a full buffer): report, maybe retry once; True."""
+        # On Linux the error queue may hold this very failure (IPv6 EMSGSIZE),
+        # or a pending ICMP report about another peer failed this send: then
+        # pass the reports on and retry once.
+        reports = self._read_error_queue() if retry else []
+        own = any(r == remote and e.errno == exc.errno for r, e in reports)
+        if self._on_error is not None:  # reported by the flusher task, not from send()
+            self._pending_errors.extend(reports if own else reports or [(remote, exc)])
+            self._wakeup.unpark_all()
+        if reports and not own:
+            return self._try_send(data, remote, retry=False)
+        self._send_dropped += 1
         return True
 
     def _read_error_queue(self) -> list[tuple[DatagramRemote, OSError]]:
