@@ -95,7 +95,10 @@ async def _cancelled(client: Context, count: int) -> None:
         await trio.sleep(0)
 
 
-async def _garbage_after(run: Callable[[Context, int], Awaitable[None]], count: int) -> Counter[str]:
+Run = Callable[[Context, int], Awaitable[None]]
+
+
+async def _garbage_after(run: Run, count: int) -> Counter[str]:
     """The unreachable objects, by type, that ``count`` requests of ``run`` leave behind."""
     net = MemoryNetwork(seed=0)
     site = Site()
@@ -105,7 +108,11 @@ async def _garbage_after(run: Callable[[Context, int], Awaitable[None]], count: 
     with trio.fail_after(VIRTUAL_LIMIT):
         async with (
             open_context(
-                network=net, bind=(SERVER, PORT), site=site, rng=random.Random(1), blockwise=blockwise
+                network=net,
+                bind=(SERVER, PORT),
+                site=site,
+                rng=random.Random(1),
+                blockwise=blockwise,
             ),
             open_context(network=net, rng=random.Random(2), blockwise=blockwise) as client,
         ):
@@ -134,7 +141,7 @@ async def _garbage_after(run: Callable[[Context, int], Awaitable[None]], count: 
     ids=["sequential", "16 in flight", "block-wise", "upload", "stream", "cancelled"],
 )
 async def test_requests_leave_no_reference_cycles(
-    autojump_clock: trio.testing.MockClock, run: Callable[[Context, int], Awaitable[None]]
+    autojump_clock: trio.testing.MockClock, run: Run
 ) -> None:
     few = await _garbage_after(run, FEW)
     many = await _garbage_after(run, MANY)

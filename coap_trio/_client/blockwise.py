@@ -165,7 +165,7 @@ class _InlineDownload(ExchangeOwner):
         runner: EndpointRunner,
         remote: Hashable,
         request: Request,
-        report: Callable[[int, int | None], None],
+        report: Callable[[int, int | None], None] | None,
     ) -> None:
         super().__init__(request.request)
         self.as_is = True  # never block-wise itself
@@ -173,6 +173,7 @@ class _InlineDownload(ExchangeOwner):
         self.runner = runner
         self.remote = remote
         self.request = request
+        #: Told of each block (None: no progress callback was given).
         self.report = report
         self.original = request.request
         #: Nothing was uploaded (else a task drives the transfer).
@@ -191,13 +192,15 @@ class _InlineDownload(ExchangeOwner):
 
     def _next(self, step: FetchBlock | DownloadComplete) -> None:
         download = self.download
+        report = self.report
         if isinstance(step, FetchBlock):
-            if not step.restart:
-                self.report(download.received, download.size)
+            if report is not None and not step.restart:
+                report(download.received, download.size)
             self.wire = self.follow_ups.request(step.block)
             self.core.send(self, self.runner, self.remote)
             return
-        self.report(download.received, download.size)
+        if report is not None:
+            report(download.received, download.size)
         assert step.response is not None
         request = self.request
         self.core.untrack(request)
@@ -207,7 +210,7 @@ class _InlineDownload(ExchangeOwner):
 
     def _succeed(self, response: Message) -> None:
         self.exchange = None
-        if self.request.done:
+        if self.request._done:
             return
         try:
             self._next(self.download.feed(response))
@@ -516,7 +519,7 @@ def take_response(
             runner,
             remote,
             request,
-            transfer._report,
+            transfer._report if transfer.progress is not None else None,
         )
         transfer.blocks = inline
         inline.start(response, request.wire.opt.block2)

@@ -202,26 +202,30 @@ class Block2Download:
         return self._append(response, block)
 
     def _check_block(self, response: Message, expected: BlockValue) -> BlockValue:
+        # (Per block of a download: properties of BlockValue are read into locals.)
         block = response.opt.block2
         if block is None:
             raise BadResponseError(f"the response to block {expected.num} carries no Block2")
-        if block.is_bert:
-            if not (expected.is_bert or (self._bert and expected.szx == _MAX_SZX)):
+        szx = block.szx
+        bert = szx == BERT_SZX
+        if bert:
+            if not (expected.szx == BERT_SZX or (self._bert and expected.szx == _MAX_SZX)):
                 raise BadResponseError("SZX 7 (BERT) in a response to a request without it")
-        elif block.szx > expected.szx:
+        elif szx > expected.szx:
             raise BadResponseError(
                 f"asked for blocks of {expected.size} bytes, got block {block} (size grew)"
             )
-        if block.start != expected.start:
+        size = 1 << (min(szx, _MAX_SZX) + 4)
+        if block.num * size != expected.start:
             raise BadResponseError(
                 f"asked for block {expected} (offset {expected.start}), got {block}"
                 f" (offset {block.start})"
             )
         length = len(response.payload)
-        if block.is_bert:
-            bad = block.more and (length == 0 or length % block.size != 0)
+        if bert:
+            bad = block.more and (length == 0 or length % size != 0)
         else:
-            bad = length > block.size or (block.more and length != block.size)
+            bad = length > size or (block.more and length != size)
         if bad:
             raise BadResponseError(f"block {block} carries {length} bytes")
         return block
@@ -237,7 +241,7 @@ class Block2Download:
             raise ResponseTooLargeError(end, self._limit)
         self.received = end
         if self._keep:
-            self._body += chunk
+            self._body += chunk  # (one growing buffer: amortised, no copy of what came before)
         if not block.more:
             self._expected = None
             if not self._keep:
@@ -247,10 +251,10 @@ class Block2Download:
             assembled.payload = bytes(self._body)
             self._body = bytearray()
             return DownloadComplete(assembled, chunk)
-        following = block.num + (len(chunk) // block.size if block.is_bert else 1)
+        szx = block.szx
+        following = block.num + (len(chunk) // 1024 if szx == BERT_SZX else 1)
         if following > MAX_BLOCK_NUM:
             raise BadResponseError(f"block {block} leaves no block number for the next one")
-        szx = block.szx
         if self._bert and szx == _MAX_SZX:
             # Late BERT negotiation (RFC 8323 §6): SZX 7 in a request means SZX 6
             # plus "BERT blocks welcome"; block numbers still count 1024 bytes.
