@@ -192,6 +192,34 @@ def test_block_past_the_announced_size2_is_a_violation() -> None:
         download.feed(block2_response(BODY, step.block, 6))
 
 
+def test_size2_above_what_came_gives_the_bytes_that_came() -> None:
+    # The buffer is made at Size2 and filled in place; a server that announced
+    # more than it sent gives a body of what it sent, and a restart starts over.
+    download = Block2Download()
+    first = block2_response(BODY, None, 6)
+    first.opt.size2 = len(BODY) + 3000
+    step = download.start(first)
+    while isinstance(step, FetchBlock):
+        step = download.feed(block2_response(BODY, step.block, 6))
+    assert step.response is not None
+    assert step.response.payload == BODY
+    assert type(step.response.payload) is bytes
+
+
+def test_restart_after_a_change_refills_a_fresh_buffer() -> None:
+    download = Block2Download()
+    step = download.start(block2_response(BODY, None, 6))
+    assert isinstance(step, FetchBlock)
+    changed = bytes(reversed(BODY))
+    step = download.feed(block2_response(changed, step.block, 6, etag=b"e2"))
+    assert isinstance(step, FetchBlock)
+    assert step.restart
+    while isinstance(step, FetchBlock):
+        step = download.feed(block2_response(changed, step.block, 6, etag=b"e2"))
+    assert step.response is not None
+    assert step.response.payload == changed
+
+
 def _violations() -> list[tuple[str, Message]]:
     wrong_number = block2_response(BODY, BlockValue(2, False, 6), 6)
     grown = Message(code=Code.CONTENT, payload=BODY[512:1024], block2=BlockValue(1, True, 5))

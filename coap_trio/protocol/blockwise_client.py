@@ -70,6 +70,8 @@ __all__ = [
 MAX_BLOCK_NUM = (1 << 20) - 1
 
 _MAX_SZX = 6
+#: The largest Size2 a download's buffer is made at from the start (a larger body grows).
+_PREALLOCATE_MAX = 16 << 20
 
 
 def szx_for(size: int) -> int:
@@ -140,6 +142,8 @@ class Block2Download:
         self._max_restarts = max_restarts
         self._bert = bert
         self._body = bytearray()
+        #: Whether ``_body`` was made at the size Size2 announced (filled in place).
+        self._sized = False
         self._first: Message | None = None
         self._etag: tuple[bytes, ...] = ()
         self._expected: BlockValue | None = None
@@ -194,11 +198,14 @@ class Block2Download:
         block = self._check_block(response, expected)
         self._first = response
         self._etag = tuple(response.opt.etag)
-        self._body.clear()
         self.received = 0
-        self.size = response.opt.size2
-        if self._limit is not None and self.size is not None and self.size > self._limit:
-            raise ResponseTooLargeError(self.size, self._limit)
+        self.size = size = response.opt.size2
+        if self._limit is not None and size is not None and size > self._limit:
+            raise ResponseTooLargeError(size, self._limit)
+        # The body is one buffer: of the announced size when Size2 came (the blocks are
+        # copied into place, it is never reallocated), else one that grows.
+        self._sized = self._keep and size is not None and 0 < size <= _PREALLOCATE_MAX
+        self._body = bytearray(size) if self._sized and size is not None else bytearray()
         return self._append(response, block)
 
     def _check_block(self, response: Message, expected: BlockValue) -> BlockValue:
@@ -239,16 +246,20 @@ class Block2Download:
             )
         if self._limit is not None and end > self._limit:
             raise ResponseTooLargeError(end, self._limit)
-        self.received = end
-        if self._keep:
+        if self._sized:
+            self._body[self.received : end] = chunk  # (in place: within Size2, checked above)
+        elif self._keep:
             self._body += chunk  # (one growing buffer: amortised, no copy of what came before)
+        self.received = end
         if not block.more:
             self._expected = None
             if not self._keep:
                 return DownloadComplete(None, chunk)
             assert self._first is not None
             assembled = without_block_options(self._first)
-            assembled.payload = bytes(self._body)
+            body = self._body
+            # (A Size2 above what came: only the bytes received.)
+            assembled.payload = bytes(body) if len(body) == end else bytes(memoryview(body)[:end])
             self._body = bytearray()
             return DownloadComplete(assembled, chunk)
         szx = block.szx
