@@ -22,8 +22,10 @@ as ``client.py`` does.
   of a waiting datagram and the failed one (EAGAIN) that ends a batch,
   decoding the response (``codec.decode``), the machine's receive path
   (``Messaging.receive``: decoding, deduplication, matching the token, the
-  event), a trio task woken by another (``reschedule`` and the scheduler
-  pass that runs it) and a ``wait_readable`` on a socket that is readable
+  event), a Block2 download's own work per block (``Block2Download.feed``
+  of a 1 KiB block and the request for the next), a trio task woken by
+  another (``reschedule`` and the scheduler pass that runs it) and a
+  ``wait_readable`` on a socket that is readable
   (the ``epoll_ctl`` that re-arms it, the ``epoll_wait`` and the wake-up).
   Each layer is timed over ``--count`` operations, best of ``--rounds``;
   the synchronous ones with the cyclic GC off (the machine's phases keep
@@ -104,8 +106,11 @@ def _layer_phases(port: int) -> list[tuple[str, Callable[[int], Any], Callable[[
     """The synchronous layers: (name, run(n), prepare(n) or None): ``run`` does its
     operation ``n`` times, ``prepare`` (not measured) sets up what it takes."""
     from coap_trio import Code, Message
+    from coap_trio._client.block_messages import Block2FollowUps
+    from coap_trio.block import BlockValue
     from coap_trio.codec import decode, encode
     from coap_trio.numbers.types import Type
+    from coap_trio.protocol.blockwise_client import Block2Download, FetchBlock
     from coap_trio.protocol.messaging import Messaging
     from coap_trio.remote import DatagramRemote
 
@@ -182,12 +187,47 @@ def _layer_phases(port: int) -> list[tuple[str, Callable[[int], Any], Callable[[
             with contextlib.suppress(BlockingIOError):
                 recvfrom_into(buffer)
 
+    # A Block2 download's own work per block: take a 1 KiB block (checks, the copy
+    # into the body) and make the request for the next one.
+    download_state: list[Any] = []
+
+    def blocks_ahead(n: int) -> None:
+        """(Not timed) a download started, and the responses of its next ``n`` blocks."""
+        body = bytes(1024) * (n + 1)
+        download = Block2Download(max_body_size=None)
+        follow_ups = Block2FollowUps(request, uploaded=False)
+
+        def block(num: int) -> Message:
+            more = num < n
+            return Message(
+                code=Code.CONTENT,
+                payload=body[num * 1024 : num * 1024 + 1024],
+                block2=BlockValue(num, more, 6),
+                size2=len(body) if num == 0 else None,
+            )
+
+        download.start(block(0))
+        download_state[:] = [download, follow_ups, [block(num) for num in range(1, n + 1)]]
+
+    def next_block(n: int) -> None:
+        download, follow_ups, responses = download_state
+        feed, ask = download.feed, follow_ups.request
+        for response in responses[:n]:
+            step = feed(response)
+            if isinstance(step, FetchBlock):
+                ask(step.block)
+
     return [
         ("build the request: Message(code=GET, uri=...)", build, None),
         ("encode: codec.encode (request)", encode_request, None),
         ("machine send path: Messaging.send_request (encoding included)", machine_send, None),
         ("send + receive: sendto, recvfrom_into + bytes (to itself)", send_receive, None),
         ("failed recvfrom_into (EAGAIN)", receive_nothing, None),
+        (
+            "a download's block: Block2Download.feed + the next block's request",
+            next_block,
+            blocks_ahead,
+        ),
         ("decode: codec.decode (response)", decode_response, None),
         (
             "machine receive path: Messaging.receive (decode, dedup, match)",
