@@ -40,6 +40,9 @@ as ``client.py`` does.
   calls, from ``callgrind_annotate --inclusive=yes``. Load-independent.
 * ``strace``: system calls per request: the client run under ``strace -f
   -c`` for ``N1`` and ``N2`` requests, the difference divided by ``N2 - N1``.
+* ``blockwise``: system calls per block of a 1 MiB download (1024-byte
+  blocks) from libcoap's server, coap_trio's client (three downloads minus
+  one) beside ``coap-client-notls -b 1024`` (one download, whole process).
 * ``trio``: trio scheduler passes (``before_io_wait``), of which blocking
   (a timeout above 0), task steps and task wakes (``task_scheduled``) per
   request, counted by an instrument over ``--count`` requests.
@@ -65,7 +68,7 @@ from typing import Any
 
 import _peers
 
-PARTS = ("layers", "callgrind", "strace", "trio")
+PARTS = ("layers", "callgrind", "strace", "trio", "blockwise")
 MODES = (("sequential", 1), ("64 in flight", 64))
 #: Requests before any measurement (the interpreter's specialisation, the caches).
 WARMUP = 500
@@ -384,10 +387,23 @@ async def _plain_worker(uri: str, count: int, in_flight: int) -> Any:
     return {"answered": answered}
 
 
+async def _download_worker(uri: str, count: int) -> Any:
+    from coap_trio import open_context
+    from coap_trio.protocol.config import BlockwiseConfig
+
+    sizes = []
+    async with open_context(blockwise=BlockwiseConfig(block_size=1024)) as ctx:
+        for _ in range(count):
+            sizes.append(len((await ctx.get(uri)).payload))
+    return {"sizes": sizes}
+
+
 def run_worker(args: argparse.Namespace) -> None:
     import trio
 
-    if args.worker == "layers":
+    if args.worker == "download":
+        result = trio.run(_download_worker, args.uri, args.count)
+    elif args.worker == "layers":
         result = trio.run(_layers_worker, args.uri, args.port, args.count, args.rounds, args.marks)
     elif args.worker == "trio":
         result = trio.run(_trio_worker, args.uri, args.count)
@@ -555,6 +571,60 @@ def part_strace(uri: str, args: argparse.Namespace) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def part_blockwise(args: argparse.Namespace) -> None:
+    """System calls per block of a 1 MiB download from libcoap's server: coap_trio's
+    client (3 downloads minus 1, in one process) and ``coap-client-notls -b 1024``
+    (one download, its start-up and exit included)."""
+    import blockwise
+
+    if shutil.which("strace") is None:
+        print("blockwise: strace is not installed")
+        return
+    directory = Path(tempfile.mkdtemp(prefix="coap_trio-strace-"))
+    payload_file = directory / "body"
+    payload_file.write_bytes(blockwise.body())
+    peer = blockwise.start_server("libcoap", payload_file)
+    uri = f"coap://[{_peers.HOST}]:{peer.port}/example_data"
+    try:
+        found = []
+        for n in (1, 3):
+            out = directory / f"strace.download.{n}"
+            command = [
+                "strace", "-f", "-c", "-o", str(out),
+                *_worker("--worker", "download", "--uri", uri, "--count", str(n)),
+            ]  # fmt: skip
+            result = _run(command, args.timeout)
+            if result["sizes"] != [blockwise.SIZE] * n:
+                raise RuntimeError(f"download sizes {result['sizes']}")
+            found.append(_strace_counts(out))
+        out = directory / "strace.libcoap"
+        libcoap = [
+            "strace", "-f", "-c", "-o", str(out), _peers.LIBCOAP_CLIENT, "-b", "1024",
+            "-o", str(directory / "out"), uri,
+        ]  # fmt: skip
+        subprocess.run(libcoap, capture_output=True, timeout=args.timeout, check=True)
+        if (directory / "out").read_bytes() != blockwise.body():
+            raise RuntimeError("coap-client-notls downloaded other bytes")
+        theirs = _strace_counts(out)
+    finally:
+        peer.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    blocks = blockwise.SIZE // 1024
+    small, large = found
+    print(f"system calls per block of a 1 MiB download ({blocks} blocks of 1024 bytes):")
+    print(f"  $ strace -f -c -o OUT {' '.join(command[5:-2])} --count N  (N=3 minus N=1)")
+    print(f"  $ strace -f -c -o OUT {' '.join(libcoap[5:])}")
+    names = sorted(set(large) | set(theirs), key=lambda k: -max(large.get(k, (0, 0))[0], 0))
+    print(f"  {'coap_trio':>10} {'libcoap':>10}")
+    for name in names:
+        ours = (large.get(name, (0, 0))[0] - small.get(name, (0, 0))[0]) / (2 * blocks)
+        failed = (large.get(name, (0, 0))[1] - small.get(name, (0, 0))[1]) / (2 * blocks)
+        their = theirs.get(name, (0, 0))[0] / blocks
+        if ours >= 0.005 or their >= 0.05:
+            note = f" ({failed:.2f} failed)" if failed >= 0.005 else ""
+            print(f"  {ours:10.2f} {their:10.2f}  {name}{note}")
+
+
 def part_trio(uri: str, args: argparse.Namespace) -> None:
     command = _worker("--worker", "trio", "--uri", uri, "--count", str(args.count))
     result = _run(command, args.timeout)
@@ -579,6 +649,8 @@ def orchestrate(args: argparse.Namespace) -> None:
                 part_callgrind(uri, peer.port, args)
             elif part == "strace":
                 part_strace(uri, args)
+            elif part == "blockwise":
+                part_blockwise(args)
             else:
                 part_trio(uri, args)
             print(f"  (load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
@@ -599,7 +671,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--keep", action="store_true", help="keep the callgrind output")
-    parser.add_argument("--worker", choices=("layers", "trio", "plain"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=("layers", "trio", "plain", "download"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--uri", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--in-flight", type=int, default=1, help=argparse.SUPPRESS)
