@@ -292,26 +292,34 @@ async def _layers_worker(uri: str, port: int, count: int, rounds: int, marks: bo
         results[name] = min(results.get(name, per), per)
 
     phases = _layer_phases(port)
+    #: What each callgrind part holds: part 1 is the start-up, each mark starts the next.
+    labels: list[str] = []
+
+    def mark(label: str) -> None:
+        if marks:
+            _mark()
+            labels.append(label)
+
     async with open_context() as ctx:
         await _requests(ctx, uri, WARMUP, 1)
         ctx.set_nstart(64)
         await _requests(ctx, uri, WARMUP, 64)
         trio_phases = await _trio_phases()
-        for _ in range(rounds):
+        for round_ in range(1, rounds + 1):
             for mode, in_flight in MODES:
                 ctx.set_nstart(in_flight)
-                if marks:
-                    _mark()
+                name = f"whole request, {mode}"
+                mark(f"{round_}|{name}")
                 started = timer()
                 answered = await _requests(ctx, uri, count, in_flight)
-                record(f"whole request, {mode}", timer() - started, count)
+                record(name, timer() - started, count)
                 if answered != count:
                     raise RuntimeError(f"{mode}: {answered} of {count} answered 2.05")
             for name, run, prepare in [*phases, *trio_phases]:
                 if prepare is not None:
+                    mark(f"{round_}|(prepare)")  # a part of its own, not counted
                     prepare(count)
-                if marks:
-                    _mark()
+                mark(f"{round_}|{name}")
                 started = timer()
                 if inspect.iscoroutinefunction(run):
                     await run(count)
@@ -326,9 +334,8 @@ async def _layers_worker(uri: str, port: int, count: int, rounds: int, marks: bo
                     finally:
                         gc.enable()
                 record(name, timer() - started, count)
-        if marks:
-            _mark()
-    return {"per_operation": results, "count": count, "rounds": rounds}
+        mark("shutdown")
+    return {"per_operation": results, "count": count, "rounds": rounds, "labels": labels}
 
 
 class _Counter:
@@ -489,16 +496,20 @@ def part_callgrind(uri: str, port: int, args: argparse.Namespace) -> None:
     try:
         result = _run(command, args.timeout * 4)
         parts = _parts(out_file)
-        names = list(result["per_operation"])
-        # Parts: [start-up, round 1 phases..., round 2 phases..., shutdown]; round 2 counts.
-        measured = parts[1 + len(names) : 1 + 2 * len(names)]
+        # Part 1 is the start-up; part k + 1 holds what the k-th label names. Round 2 counts.
         print(f"instructions per operation (callgrind, second of 2 rounds x {count}):")
         print(f"  $ PYTHONHASHSEED=0 {' '.join(command)}")
-        for name, total in zip(names, measured, strict=True):
-            print(f"  {total / count:>10,.0f}  {name}")
-        for index, mode in enumerate(MODES):
-            part_file = out_file.parent / f"{out_file.name}.{1 + len(names) + index + 1}"
-            _annotate(part_file, count, mode[0])
+        numbers: dict[str, int] = {}
+        for number, (label, total) in enumerate(
+            zip(result["labels"], parts[1:], strict=True), start=2
+        ):
+            round_, _, name = label.partition("|")
+            if round_ == "2" and name != "(prepare)":
+                print(f"  {total / count:>10,.0f}  {name}")
+                numbers[name] = number
+        for mode, _ in MODES:
+            part_file = out_file.parent / f"{out_file.name}.{numbers[f'whole request, {mode}']}"
+            _annotate(part_file, count, mode)
     finally:
         if args.keep:
             print(f"callgrind output kept in {directory}")
