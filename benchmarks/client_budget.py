@@ -56,6 +56,7 @@ import gc
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -398,11 +399,14 @@ async def _download_worker(uri: str, count: int) -> Any:
     from coap_trio import open_context
     from coap_trio.protocol.config import BlockwiseConfig
 
-    sizes = []
+    sizes, cpu = [], []
     async with open_context(blockwise=BlockwiseConfig(block_size=1024)) as ctx:
         for _ in range(count):
+            before = resource.getrusage(resource.RUSAGE_SELF)
             sizes.append(len((await ctx.get(uri)).payload))
-    return {"sizes": sizes}
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu.append((after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime))
+    return {"sizes": sizes, "cpu": cpu}
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -583,19 +587,23 @@ def part_strace(uri: str, args: argparse.Namespace) -> None:
 
 
 def part_blockwise(args: argparse.Namespace) -> None:
-    """System calls per block of a 1 MiB download from libcoap's server: coap_trio's
-    client (3 downloads minus 1, in one process) and ``coap-client-notls -b 1024``
-    (one download, its start-up and exit included)."""
+    """System calls and CPU time per block of a 1 MiB download from libcoap's server:
+    coap_trio's client (3 downloads minus 1, in one process, for the system calls)
+    beside ``coap-client-notls -b 1024`` (one download, its start-up and exit included)."""
+    import statistics
+
     import blockwise
 
     if shutil.which("strace") is None:
         print("blockwise: strace is not installed")
         return
+    blocks = blockwise.SIZE // 1024
     directory = Path(tempfile.mkdtemp(prefix="coap_trio-strace-"))
     payload_file = directory / "body"
     payload_file.write_bytes(blockwise.body())
     peer = blockwise.start_server("libcoap", payload_file)
     uri = f"coap://[{_peers.HOST}]:{peer.port}/example_data"
+    libcoap = [_peers.LIBCOAP_CLIENT, "-b", "1024", "-o", str(directory / "out"), uri]
     try:
         found = []
         for n in (1, 3):
@@ -609,22 +617,26 @@ def part_blockwise(args: argparse.Namespace) -> None:
                 raise RuntimeError(f"download sizes {result['sizes']}")
             found.append(_strace_counts(out))
         out = directory / "strace.libcoap"
-        libcoap = [
-            "strace", "-f", "-c", "-o", str(out), _peers.LIBCOAP_CLIENT, "-b", "1024",
-            "-o", str(directory / "out"), uri,
-        ]  # fmt: skip
-        subprocess.run(libcoap, capture_output=True, timeout=args.timeout, check=True)
+        traced = ["strace", "-f", "-c", "-o", str(out), *libcoap]
+        subprocess.run(traced, capture_output=True, timeout=args.timeout, check=True)
         if (directory / "out").read_bytes() != blockwise.body():
             raise RuntimeError("coap-client-notls downloaded other bytes")
         theirs = _strace_counts(out)
+        # CPU time, without strace: 5 downloads each.
+        ours_cpu = _run(_worker("--worker", "download", "--uri", uri, "--count", "6"), 600)["cpu"]
+        libcoap_cpu = []
+        for _ in range(5):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(libcoap, capture_output=True, timeout=args.timeout, check=True)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            libcoap_cpu.append((after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime))
     finally:
         peer.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    blocks = blockwise.SIZE // 1024
     small, large = found
     print(f"system calls per block of a 1 MiB download ({blocks} blocks of 1024 bytes):")
     print(f"  $ strace -f -c -o OUT {' '.join(command[5:-2])} --count N  (N=3 minus N=1)")
-    print(f"  $ strace -f -c -o OUT {' '.join(libcoap[5:])}")
+    print(f"  $ strace -f -c -o OUT {' '.join(libcoap)}")
     names = sorted(set(large) | set(theirs), key=lambda k: -max(large.get(k, (0, 0))[0], 0))
     print(f"  {'coap_trio':>10} {'libcoap':>10}")
     for name in names:
@@ -634,6 +646,12 @@ def part_blockwise(args: argparse.Namespace) -> None:
         if ours >= 0.005 or their >= 0.05:
             note = f" ({failed:.2f} failed)" if failed >= 0.005 else ""
             print(f"  {ours:10.2f} {their:10.2f}  {name}{note}")
+    print("CPU µs per block (getrusage, no strace; median of 5 downloads, coap_trio's first")
+    print("download left out; coap-client-notls: the whole process):")
+    for name, cpu in (("coap_trio", ours_cpu[1:]), ("coap-client-notls", libcoap_cpu)):
+        user = statistics.median(u for u, _ in cpu) / blocks * 1e6
+        system = statistics.median(s for _, s in cpu) / blocks * 1e6
+        print(f"  {name:<18} user {user:7.1f}  system {system:7.1f}")
 
 
 def part_trio(uri: str, args: argparse.Namespace) -> None:
