@@ -457,7 +457,8 @@ def part_layers(uri: str, port: int, args: argparse.Namespace) -> None:
 def _parts(out_file: Path) -> list[int]:
     """The instructions of each part of a callgrind run, in order."""
     found: list[tuple[int, int]] = []
-    for path in out_file.parent.glob(out_file.name + ".*"):
+    # (--dump-before writes out_file.1, .2...; the last part, at exit, is out_file itself)
+    for path in [out_file, *out_file.parent.glob(out_file.name + ".*")]:
         part = total = None
         with path.open(encoding="ascii", errors="replace") as lines:
             for line in lines:
