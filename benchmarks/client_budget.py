@@ -3,10 +3,10 @@
 Run by hand (not collected by pytest; needs libcoap3-bin, and valgrind and
 strace for those parts)::
 
-    python benchmarks/client_budget.py                    # every part (~6 min)
+    python benchmarks/client_budget.py                    # every part (~15 min)
     python benchmarks/client_budget.py --part layers      # CPU µs per layer, natively
     python benchmarks/client_budget.py --part callgrind   # instructions per layer
-    python benchmarks/client_budget.py --part strace --part trio
+    python benchmarks/client_budget.py --part strace --part trio --part blockwise
 
 Every part runs coap_trio's client against libcoap's ``coap-server-notls``
 (``GET coap://[::1]:PORT/``, a 2.05 answer), in two modes: *sequential*
@@ -24,9 +24,9 @@ as ``client.py`` does.
   (``Messaging.receive``: decoding, deduplication, matching the token, the
   event), a Block2 download's own work per block (``Block2Download.feed``
   of a 1 KiB block and the request for the next), a trio task woken by
-  another (``reschedule`` and the scheduler pass that runs it) and a
-  ``wait_readable`` on a socket that is readable
-  (the ``epoll_ctl`` that re-arms it, the ``epoll_wait`` and the wake-up).
+  another (``reschedule`` and the scheduler pass that runs it), a
+  ``wait_readable`` on a socket that is readable (the ``epoll_ctl`` that
+  re-arms it, the ``epoll_wait`` and the wake-up) and one scheduler pass.
   Each layer is timed over ``--count`` operations, best of ``--rounds``;
   the synchronous ones with the cyclic GC off (the machine's phases keep
   ``--count`` exchanges alive, which a client never does).
@@ -35,14 +35,16 @@ as ``client.py`` does.
 * ``callgrind``: the same phases in one process under ``valgrind
   --tool=callgrind --dump-before=os_getppid`` (the worker calls
   ``os.getppid()`` between phases, so each phase is one part of the
-  output): instructions per operation, the interpreter included, and for the
+  output; what a phase needs prepared is prepared in a part of its own):
+  instructions per operation, the interpreter included, and for the
   whole request the inclusive cost of the C functions that make the system
   calls, from ``callgrind_annotate --inclusive=yes``. Load-independent.
 * ``strace``: system calls per request: the client run under ``strace -f
   -c`` for ``N1`` and ``N2`` requests, the difference divided by ``N2 - N1``.
 * ``blockwise``: system calls per block of a 1 MiB download (1024-byte
   blocks) from libcoap's server, coap_trio's client (three downloads minus
-  one) beside ``coap-client-notls -b 1024`` (one download, whole process).
+  one) beside ``coap-client-notls -b 1024`` (one download, whole process),
+  and the CPU time per block of each (``getrusage``, without strace).
 * ``trio``: trio scheduler passes (``before_io_wait``), of which blocking
   (a timeout above 0), task steps and task wakes (``task_scheduled``) per
   request, counted by an instrument over ``--count`` requests.
