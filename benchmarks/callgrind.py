@@ -1,9 +1,10 @@
-"""Instructions per request of coap_trio's UDP client, TCP client and UDP server, under callgrind.
+"""Instructions per request of coap_trio's UDP and TCP clients and UDP server, under callgrind.
 
 Run by hand (not collected by pytest; needs valgrind and libcoap3-bin)::
 
-    python benchmarks/callgrind.py                     # every workload, twice (~5 min)
+    python benchmarks/callgrind.py                     # every workload, twice (~15 min)
     python benchmarks/callgrind.py --repeat 3 --workload server
+    python benchmarks/callgrind.py --workload udp-sequential --workload blockwise --repeat 1
     python benchmarks/callgrind.py --counts 2000 12000 --keep
 
 Wall-clock rates move with the machine's load and speed; the number of
