@@ -1,9 +1,10 @@
-"""Instructions per request of coap_trio's UDP client, TCP client and UDP server, under callgrind.
+"""Instructions per request of coap_trio's UDP and TCP clients and UDP server, under callgrind.
 
 Run by hand (not collected by pytest; needs valgrind and libcoap3-bin)::
 
-    python benchmarks/callgrind.py                     # every workload, twice (~5 min)
+    python benchmarks/callgrind.py                     # every workload, twice (~15 min)
     python benchmarks/callgrind.py --repeat 3 --workload server
+    python benchmarks/callgrind.py --workload udp-sequential --workload blockwise --repeat 1
     python benchmarks/callgrind.py --counts 2000 12000 --keep
 
 Wall-clock rates move with the machine's load and speed; the number of
@@ -18,6 +19,8 @@ one request, interpreter included. Workloads:
 * ``udp-client``: ``open_context()`` with NSTART 64 and 64 tasks, each
   awaiting ``ctx.get("coap://[::1]:PORT/")`` in a loop until N requests were
   answered in all, against libcoap's ``coap-server-notls`` (not measured);
+* ``udp-sequential``: the same with one task and NSTART 1: one request at a
+  time, each one waiting for its response (``--in-flight`` does not apply);
 * ``tcp-client``: the same over one ``coap+tcp://`` connection to the same
   libcoap server (which listens on TCP on the same port);
 * ``oscore-client``: the ``udp-client`` workload with
@@ -30,6 +33,12 @@ one request, interpreter included. Workloads:
   ``/example_data``, a server one verifying it and protecting its 2.05
   ``hello``, and the client verifying that (``N`` is the rounds; the
   instructions per round are the protect layer of both sides);
+* ``blockwise``: ``ctx.get`` of a 1 MiB resource in 1024-byte blocks
+  (``BlockwiseConfig(block_size=1024)``), one download after the other, from
+  libcoap's server (given the body by a block-wise PUT of ``coap-client-notls``,
+  as ``blockwise.py`` does); N1 and N2 count downloads (default 1 and 3,
+  ``--blockwise-counts``), and the figure is per block (the difference divided
+  by 1024 blocks per download);
 * ``server``: ``open_context(bind=("::1", 0), site=site)`` serving the
   5-byte ``hello`` at ``/example_data`` (as ``server.py`` does; its piggyback
   window widened from 0.1 s to 60 s, as valgrind's pace would otherwise turn
@@ -72,9 +81,21 @@ from typing import Any
 
 import _peers
 
-WORKLOADS = ("udp-client", "tcp-client", "server", "oscore-client", "oscore-engine")
+WORKLOADS = (
+    "udp-client",
+    "udp-sequential",
+    "tcp-client",
+    "server",
+    "blockwise",
+    "oscore-client",
+    "oscore-engine",
+)
 #: The Sender ID of the oscore-client workload's security context.
 OSCORE_CLIENT_ID = b"\x40"
+#: The counts of a workload that does not take ``--counts`` (one download is 1024 blocks).
+DEFAULT_COUNTS = {"blockwise": (1, 3)}
+#: Blocks of one 1 MiB download, in 1024-byte blocks.
+BLOCKS_PER_DOWNLOAD = 1024
 #: The resource the server workload serves (the path and payload of server.py).
 PATH = "example_data"
 PAYLOAD = b"hello"
@@ -130,6 +151,23 @@ async def _client_worker(
         async with trio.open_nursery() as nursery:
             for _ in range(in_flight):
                 nursery.start_soon(loop)
+        result: dict[str, Any] = {"counts": dict(counts), **_statistics(ctx)}
+    return result
+
+
+async def _blockwise_worker(uri: str, count: int) -> dict[str, Any]:
+    import blockwise
+
+    from coap_trio import Code, open_context
+    from coap_trio.protocol.config import BlockwiseConfig
+
+    expected = blockwise.body()  # (compared whole: a SHA-256 would cost more than a block)
+    counts: Counter[str] = Counter()
+    async with open_context(blockwise=BlockwiseConfig(block_size=1024)) as ctx:
+        for _ in range(count):
+            response = await ctx.get(uri)
+            same = response.payload == expected
+            counts["ok" if response.code is Code.CONTENT and same else "bad"] += 1
         result: dict[str, Any] = {"counts": dict(counts), **_statistics(ctx)}
     return result
 
@@ -214,8 +252,12 @@ def run_worker(args: argparse.Namespace) -> None:
     else:
         import trio
 
-        oscore = args.worker == "oscore-client"
-        result = trio.run(_client_worker, args.uri, args.count, args.in_flight, oscore)
+        if args.worker == "blockwise":
+            result = trio.run(_blockwise_worker, args.uri, args.count)
+        else:
+            in_flight = 1 if args.worker == "udp-sequential" else args.in_flight
+            oscore = args.worker == "oscore-client"
+            result = trio.run(_client_worker, args.uri, args.count, in_flight, oscore)
     print(json.dumps(result), flush=True)
 
 
@@ -475,14 +517,25 @@ def measure_workload(
     workload: str, args: argparse.Namespace, directory: Path, log: Callable[[str], None] = print
 ) -> list[tuple[Measurement, Measurement]]:
     """``args.repeat`` pairs of runs (N1, N2) of one workload."""
-    peer = (
-        None if workload in ("server", "oscore-client") else _peers.start_libcoap_server_with_tcp()
-    )
+    if workload in ("server", "oscore-client"):
+        peer = None
+    elif workload == "blockwise":
+        import blockwise
+
+        payload_file = directory / "body"
+        payload_file.write_bytes(blockwise.body())
+        peer = blockwise.start_server("libcoap", payload_file)
+    else:
+        peer = _peers.start_libcoap_server_with_tcp()
     pairs = []
+    counts = DEFAULT_COUNTS.get(workload) if workload == "blockwise" else args.counts
+    if workload == "blockwise" and args.blockwise_counts:
+        counts = args.blockwise_counts
+    assert counts is not None
     try:
         for repetition in range(1, args.repeat + 1):
             pair = []
-            for count in args.counts:
+            for count in counts:
                 out_file = directory / f"callgrind.{workload}.{count}.{repetition}.out"
                 if workload == "oscore-client":
                     run = measure_oscore_client(count, args, out_file, directory)
@@ -492,7 +545,8 @@ def measure_workload(
                     run = measure_server(count, args, out_file)
                 else:
                     scheme = "coap+tcp" if workload == "tcp-client" else "coap"
-                    uri = f"{scheme}://[{_peers.HOST}]:{peer.port}/"
+                    path = "example_data" if workload == "blockwise" else ""
+                    uri = f"{scheme}://[{_peers.HOST}]:{peer.port}/{path}"
                     run = measure_client(workload, uri, count, args, out_file)
                 log(
                     f"  {workload:<10} #{repetition} N={count:<6} Ir {run.instructions:>15,} "
@@ -506,9 +560,13 @@ def measure_workload(
     return pairs
 
 
-def per_request(pair: tuple[Measurement, Measurement]) -> float:
+def per_request(pair: tuple[Measurement, Measurement], workload: str = "") -> float:
+    """Instructions per request (per block for the blockwise workload)."""
     small, large = pair
-    return (large.instructions - small.instructions) / (large.count - small.count)
+    units = large.count - small.count
+    if workload == "blockwise":
+        units *= BLOCKS_PER_DOWNLOAD
+    return (large.instructions - small.instructions) / units
 
 
 def _valgrind_version() -> str:
@@ -529,25 +587,27 @@ def orchestrate(args: argparse.Namespace) -> None:
     print(
         f"instructions per request = (Ir(N={n2}) - Ir(N={n1})) / {n2 - n1}, "
         f"{args.in_flight} in flight, {args.repeat} repetitions; PYTHONHASHSEED=0"
+        " (blockwise: per block, N counting 1 MiB downloads of 1024 blocks)"
     )
     directory = Path(tempfile.mkdtemp(prefix="coap_trio-callgrind-"))
     results: dict[str, list[float]] = {}
     try:
         for workload in args.workload:
             pairs = measure_workload(workload, args, directory)
-            results[workload] = [per_request(pair) for pair in pairs]
+            results[workload] = [per_request(pair, workload) for pair in pairs]
     finally:
         if args.keep:
             print(f"callgrind output files kept in {directory}")
         else:
             shutil.rmtree(directory, ignore_errors=True)
     print()
-    print(f"{'workload':<11} {'instructions/request':>21}  repetitions (spread)")
+    print(f"{'workload':<14} {'instructions/request':>21}  repetitions (spread)")
     for workload, values in results.items():
         mean = sum(values) / len(values)
         spread = (max(values) - min(values)) / mean if mean else 0.0
         shown = " / ".join(f"{v:,.0f}" for v in values)
-        print(f"{workload:<11} {mean:>21,.0f}  {shown} ({spread:.2%})")
+        unit = " (per block)" if workload == "blockwise" else ""
+        print(f"{workload:<14} {mean:>21,.0f}  {shown} ({spread:.2%}){unit}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -556,7 +616,7 @@ def main(argv: list[str] | None = None) -> None:
         "--workload",
         action="append",
         choices=WORKLOADS,
-        help="measure only this workload (repeatable; default: all three)",
+        help="measure only this workload (repeatable; default: all)",
     )
     parser.add_argument(
         "--counts",
@@ -565,6 +625,13 @@ def main(argv: list[str] | None = None) -> None:
         default=[1_000, 6_000],
         metavar=("N1", "N2"),
         help="answered requests of the two runs (default 1000 6000)",
+    )
+    parser.add_argument(
+        "--blockwise-counts",
+        type=int,
+        nargs=2,
+        metavar=("N1", "N2"),
+        help="1 MiB downloads of the two runs of the blockwise workload (default 1 3)",
     )
     parser.add_argument("--repeat", type=int, default=2, help="pairs of runs per workload")
     parser.add_argument("--in-flight", type=int, default=64, help="requests in flight (64)")

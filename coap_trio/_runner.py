@@ -126,6 +126,9 @@ class EndpointRunner:
         self._now = trio.lowlevel.current_clock().current_time
         #: The deadline the timer scope was given (read per request: not the property).
         self._armed = math.inf
+        #: True while a batch of datagrams is handled: it ends with one kick, so the
+        #: requests sent meanwhile (a download's next block) need none of their own.
+        self._in_batch = False
         self._remotes: dict[tuple[str, int], DatagramRemote] = {}
         #: A reliable, ordered transport (RFC 8323): notifications are never stale.
         self.in_order = machine.in_order
@@ -140,13 +143,17 @@ class EndpointRunner:
         receive = self.machine.receive
         carry_out = self._carry_out
         on_request = self._on_request
-        for data, remote in batch:
-            events = receive(data, remote, now)
-            if events:
-                if len(events) == 1 and type(events[0]) is RequestReceived:  # the usual one
-                    on_request(self, events[0].exchange)
-                else:
-                    carry_out(events)
+        self._in_batch = True
+        try:
+            for data, remote in batch:
+                events = receive(data, remote, now)
+                if events:
+                    if len(events) == 1 and type(events[0]) is RequestReceived:  # the usual one
+                        on_request(self, events[0].exchange)
+                    else:
+                        carry_out(events)
+        finally:
+            self._in_batch = False
         self.kick()  # once per batch
 
     def on_error(self, remote: DatagramRemote, error: OSError | RequestError) -> None:
@@ -186,11 +193,12 @@ class EndpointRunner:
         if len(events) == 1 and type(events[0]) is Transmit:
             event = events[0]
             self._send(event.data, event.remote)
-            if not self.machine.kept_next_deadline:
+            if not (self.machine.kept_next_deadline or self._in_batch):
                 self.kick()
         else:  # (also with no event: a request waiting for the peer's CSM has a deadline)
             self._carry_out(events)
-            self.kick()
+            if not self._in_batch:
+                self.kick()
         return exchange
 
     def send_group_request(self, message: Message, group: DatagramRemote) -> ClientExchange:

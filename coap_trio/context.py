@@ -89,6 +89,11 @@ if TYPE_CHECKING:
 __all__ = ["Context", "ContextStatistics", "bind_endpoints", "open_context"]
 
 
+#: ``Code.GET`` as a module constant: an Enum class attribute costs ~0.1 µs on
+#: Python 3.11 (the metaclass' ``__getattr__``), and ``get`` runs per request.
+_GET = Code.GET
+
+
 @attrs.frozen
 class ContextStatistics:
     """Counters of a Context: per endpoint, and of its request handling."""
@@ -594,7 +599,7 @@ class Context:
 
     async def get(self, uri: str, **options: Any) -> Message:
         """GET ``uri`` and return the response (any keyword sets a typed option)."""
-        return await self.request(Message(code=Code.GET, uri=uri, **options)).response
+        return await self.request(Message(code=_GET, uri=uri, **options)).response
 
     async def post(self, uri: str, payload: bytes = b"", **options: Any) -> Message:
         """POST ``payload`` to ``uri``."""

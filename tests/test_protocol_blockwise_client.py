@@ -192,6 +192,54 @@ def test_block_past_the_announced_size2_is_a_violation() -> None:
         download.feed(block2_response(BODY, step.block, 6))
 
 
+def test_size2_above_what_came_gives_the_bytes_that_came() -> None:
+    # The buffer is made at Size2 and filled in place; a server that announced
+    # more than it sent gives a body of what it sent, and a restart starts over.
+    download = Block2Download()
+    first = block2_response(BODY, None, 6)
+    first.opt.size2 = len(BODY) + 3000
+    step = download.start(first)
+    while isinstance(step, FetchBlock):
+        step = download.feed(block2_response(BODY, step.block, 6))
+    assert step.response is not None
+    assert step.response.payload == BODY
+    assert type(step.response.payload) is bytes
+
+
+def test_later_blocks_read_etag_and_block2_as_the_accessors_do() -> None:
+    # feed() reads ETag and Block2 of later blocks in one pass of its own: a
+    # malformed ETag (9 bytes) is skipped as opt.etag skips it, and a Block2
+    # of 4 bytes is no Block2, as opt.block2 says.
+    download = Block2Download()
+    step = download.start(block2_response(BODY, None, 6, etag=None))
+    assert isinstance(step, FetchBlock)
+    second = block2_response(BODY, step.block, 6, etag=None)
+    second.opt.add(4, bytes(9))
+    assert second.opt.etag == ()
+    step = download.feed(second)
+    assert isinstance(step, FetchBlock)
+    assert not step.restart
+    third = block2_response(BODY, step.block, 6, etag=None)
+    third.opt.replace(23, [bytes(4)])
+    assert third.opt.block2 is None
+    with pytest.raises(BadResponseError, match="carries no Block2"):
+        download.feed(third)
+
+
+def test_restart_after_a_change_refills_a_fresh_buffer() -> None:
+    download = Block2Download()
+    step = download.start(block2_response(BODY, None, 6))
+    assert isinstance(step, FetchBlock)
+    changed = bytes(reversed(BODY))
+    step = download.feed(block2_response(changed, step.block, 6, etag=b"e2"))
+    assert isinstance(step, FetchBlock)
+    assert step.restart
+    while isinstance(step, FetchBlock):
+        step = download.feed(block2_response(changed, step.block, 6, etag=b"e2"))
+    assert step.response is not None
+    assert step.response.payload == changed
+
+
 def _violations() -> list[tuple[str, Message]]:
     wrong_number = block2_response(BODY, BlockValue(2, False, 6), 6)
     grown = Message(code=Code.CONTENT, payload=BODY[512:1024], block2=BlockValue(1, True, 5))

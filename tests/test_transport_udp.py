@@ -231,6 +231,29 @@ async def test_burst_arrives_in_batches() -> None:
         assert sender.statistics.datagrams_sent == 5000
 
 
+async def test_one_at_a_time_then_a_burst_loses_nothing() -> None:
+    # After wake-ups that each find one datagram (a request and its response at a
+    # time) the receive loop reads one per wake-up and skips the read that would
+    # find the socket empty; a burst must still arrive whole, and in batches again.
+    with trio.fail_after(10):
+        network = UDPNetwork()
+        sender, receiver = network.open_endpoint("127.0.0.1", 0), network.open_endpoint("::", 0)
+        async with running(receiver) as received, running(sender):
+            to_receiver = sender.remote_for("127.0.0.1", receiver.local_address.port)
+            for i in range(3 * udp._PROBE_EVERY):
+                sender.send(i.to_bytes(4, "big"), to_receiver)
+                await wait_until(lambda n=i + 1: len(received.datagrams) == n)
+            assert all(len(batch) == 1 for batch in received.batches)
+            single = len(received.datagrams)
+            for i in range(single, single + 200):
+                sender.send(i.to_bytes(4, "big"), to_receiver)
+            await wait_until(lambda: len(received.datagrams) >= single + 200)
+        numbers = [int.from_bytes(data, "big") for data, _ in received.datagrams]
+        assert sorted(numbers) == list(range(single + 200))
+        assert max(len(batch) for batch in received.batches) > 1
+        assert receiver.statistics.datagrams_received == single + 200
+
+
 async def test_outbox_keeps_order_and_counts_drops() -> None:
     with trio.fail_after(10):
         receiver = UDPNetwork().open_endpoint("127.0.0.1", 0)

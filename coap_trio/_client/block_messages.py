@@ -141,33 +141,50 @@ def block2_request(
 
     Its options are the original's without Block1, Size1, Request-Tag and
     Observe, with ``block`` as Block2 and ``request_tag`` (not None) as
-    Request-Tag (one pass over the sorted items: this runs once per block of
-    a download). Its payload is ``original``'s when ``keep_payload``, else
-    empty. Both are decided once per download, by :class:`Block2FollowUps`.
+    Request-Tag. Its payload is ``original``'s when ``keep_payload``, else
+    empty. Both are decided once per download, by :class:`Block2FollowUps`,
+    which also splits the options once (this builds a request from scratch).
     """
-    value = (_BLOCK2, encode_uint(block.to_int()))
+    before, after = _around_block2(original, request_tag)
+    return _block2_message(original, before, after, block, keep_payload)
+
+
+def _around_block2(
+    original: Message, request_tag: bytes | None
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+    """The options of a request for a further Block2 block that go before Block2 and after
+    it (one pass over ``original``'s sorted items; see :func:`block2_request`)."""
     tag = None if request_tag is None else (_REQUEST_TAG, request_tag)
-    items: list[tuple[int, bytes]] = []
-    placed = False
+    before: list[tuple[int, bytes]] = []
+    after: list[tuple[int, bytes]] = []
     for item in original.opt.raw_items:
         number = item[0]
         if number in _NOT_IN_BLOCK2_REQUESTS:
             continue
-        if not placed and number > _BLOCK2:
-            items.append(value)
-            placed = True
+        if number < _BLOCK2:
+            before.append(item)
+            continue
         if tag is not None and number > _REQUEST_TAG:
-            items.append(tag)
+            after.append(tag)
             tag = None
-        items.append(item)
-    if not placed:
-        items.append(value)
+        after.append(item)
     if tag is not None:
-        items.append(tag)
+        after.append(tag)
+    return before, after
+
+
+def _block2_message(
+    original: Message,
+    before: list[tuple[int, bytes]],
+    after: list[tuple[int, bytes]],
+    block: BlockValue,
+    keep_payload: bool,
+) -> Message:
+    items = [*before, (_BLOCK2, encode_uint(block.to_int())), *after]
     payload = original.payload if keep_payload else b""
-    options = Options.from_wire(items)
-    remote = original.remote
-    return Message.from_fields(original.code, original.mtype, None, b"", options, payload, remote)
+    return Message.from_fields(
+        original.code, original.mtype, None, b"", Options.from_wire(items), payload, original.remote
+    )
 
 
 class Block2FollowUps:
@@ -183,7 +200,7 @@ class Block2FollowUps:
     :func:`block2_repeats_payload`.
     """
 
-    __slots__ = ("keep_payload", "original", "request_tag")
+    __slots__ = ("_after", "_before", "keep_payload", "original", "request_tag")
 
     def __init__(self, original: Message, uploaded: bool, upload_tag: bytes | None = None) -> None:
         #: The request the response answers.
@@ -196,10 +213,12 @@ class Block2FollowUps:
             tag = tags[0] if tags else None
         #: The Request-Tag each follow-up carries (None: none).
         self.request_tag = tag if uploaded else None
+        # The options around Block2, the same in every follow-up (split once per download).
+        self._before, self._after = _around_block2(original, self.request_tag)
 
     def request(self, block: BlockValue) -> Message:
-        """The request for ``block`` (a new token)."""
-        return block2_request(self.original, block, self.keep_payload, self.request_tag)
+        """The request for ``block`` (a new token; the same as :func:`block2_request`)."""
+        return _block2_message(self.original, self._before, self._after, block, self.keep_payload)
 
 
 def has_block_option(message: Message) -> bool:

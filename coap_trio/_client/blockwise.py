@@ -165,7 +165,7 @@ class _InlineDownload(ExchangeOwner):
         runner: EndpointRunner,
         remote: Hashable,
         request: Request,
-        report: Callable[[int, int | None], None],
+        report: Callable[[int, int | None], None] | None,
     ) -> None:
         super().__init__(request.request)
         self.as_is = True  # never block-wise itself
@@ -173,6 +173,7 @@ class _InlineDownload(ExchangeOwner):
         self.runner = runner
         self.remote = remote
         self.request = request
+        #: Told of each block (None: no progress callback was given).
         self.report = report
         self.original = request.request
         #: Nothing was uploaded (else a task drives the transfer).
@@ -191,13 +192,15 @@ class _InlineDownload(ExchangeOwner):
 
     def _next(self, step: FetchBlock | DownloadComplete) -> None:
         download = self.download
+        report = self.report
         if isinstance(step, FetchBlock):
-            if not step.restart:
-                self.report(download.received, download.size)
+            if report is not None and not step.restart:
+                report(download.received, download.size)
             self.wire = self.follow_ups.request(step.block)
             self.core.send(self, self.runner, self.remote)
             return
-        self.report(download.received, download.size)
+        if report is not None:
+            report(download.received, download.size)
         assert step.response is not None
         request = self.request
         self.core.untrack(request)
@@ -207,7 +210,7 @@ class _InlineDownload(ExchangeOwner):
 
     def _succeed(self, response: Message) -> None:
         self.exchange = None
-        if self.request.done:
+        if self.request._done:
             return
         try:
             self._next(self.download.feed(response))
@@ -231,13 +234,20 @@ class _InlineDownload(ExchangeOwner):
 
 
 class _Transfer:
-    """The block-wise state of one Request (upload, download, 4.13 retry)."""
+    """The block-wise state of one Request (upload, download, 4.13 retry).
+
+    It keeps the request's message, not the Request, and lets go of its block
+    exchanges when the Request ends: the Request holds it (``request.transfer``),
+    and a reference back would make every block-wise request a reference cycle,
+    left to the cyclic GC.
+    """
 
     def __init__(
         self, core: ClientServices, request: Request, progress: Progress | None, assemble: bool
     ) -> None:
         self.core = core
-        self.request = request
+        #: The request as it was given (its body is what an upload sends).
+        self.original = request.request
         self.progress = progress
         #: False for a stream: the first response of a download is returned as is.
         self.assemble = assemble
@@ -256,7 +266,7 @@ class _Transfer:
     def start_upload(self, szx: int, bert_size: int | None = None) -> Message:
         """Cut the body into blocks of ``szx`` (BERT blocks of ``bert_size`` bytes
         when given); the message for block 0."""
-        original = self.request.request
+        original = self.original
         self.upload = Block1Upload(original.payload, szx, bert_size=bert_size)
         if not self.tagged:
             self.tag_key = upload_key(original)
@@ -266,7 +276,7 @@ class _Transfer:
 
     def _block1(self, step: SendBlock, keep_token: bool = False) -> Message:
         assert self.upload is not None
-        return block1_request(self.request.request, step, self.upload.total, self.tag, keep_token)
+        return block1_request(self.original, step, self.upload.total, self.tag, keep_token)
 
     # -- the first response, synchronously in the endpoint's receive task
 
@@ -290,7 +300,7 @@ class _Transfer:
         if (
             response.code is not Code.REQUEST_ENTITY_TOO_LARGE
             or self.retried
-            or not self.request.request.payload
+            or not self.original.payload
         ):
             return None
         block1 = response.opt.block1
@@ -304,13 +314,14 @@ class _Transfer:
 
     # -- the task
 
-    async def run(self, runner: EndpointRunner, remote: Hashable, response: Message) -> None:
-        """Drive the transfer from the first response to the end (one task)."""
-        request = self.request
+    async def run(
+        self, request: Request, runner: EndpointRunner, remote: Hashable, response: Message
+    ) -> None:
+        """Drive the transfer of ``request`` from the first response to the end (one task)."""
         try:
             with self.scope:
                 try:
-                    result = await self._complete(runner, remote, response)
+                    result = await self._complete(request.wire, runner, remote, response)
                 except CoapError as error:
                     request._fail(error)
                 else:
@@ -320,15 +331,17 @@ class _Transfer:
             self.core.untrack(request)
 
     async def _complete(
-        self, runner: EndpointRunner, remote: Hashable, response: Message
+        self, wire: Message, runner: EndpointRunner, remote: Hashable, response: Message
     ) -> Message:
+        """The response the request ends with, from the first one (``wire``: the message
+        the first exchange sent)."""
         blocks = self.blocks = BlockSender(self.core, runner, remote)
-        original = self.request.request
-        requested = self.request.wire.opt.block2
+        original = self.original
+        requested = wire.opt.block2
         echo = self._echo(response)
         if echo is not None:  # the same request again, with the Echo value (new token)
             self.echoed = True
-            repeated = self.request.wire.copy(token=b"", mid=None)
+            repeated = wire.copy(token=b"", mid=None)
             repeated.opt.echo = echo
             response = await blocks.exchange(repeated)
         if self.upload is None:
@@ -380,7 +393,7 @@ class _Transfer:
         Max-Message-Size)."""
         if response.code is not Code.REQUEST_ENTITY_TOO_LARGE or self.retried:
             return None
-        body = self.request.request.payload
+        body = self.original.payload
         block1 = response.opt.block1
         if block1 is not None and not block1.is_bert and block1.szx < upload.szx:
             return Block1Upload(body, block1.szx)
@@ -417,8 +430,10 @@ class _Transfer:
             self.tagged = False
             self.core.upload_tags.release(self.tag_key, self.tag)
         self.scope.cancel()
-        if self.blocks is not None:
-            self.blocks.stop()
+        blocks = self.blocks
+        if blocks is not None:
+            self.blocks = None  # (an inline download holds the Request: no cycle is left)
+            blocks.stop()
 
 
 # -- hooks for the Context and the endpoint runner ----------------------------------------------
@@ -504,12 +519,12 @@ def take_response(
             runner,
             remote,
             request,
-            transfer._report,
+            transfer._report if transfer.progress is not None else None,
         )
         transfer.blocks = inline
         inline.start(response, request.wire.opt.block2)
         return None
-    core.spawn(transfer.run, runner, remote, response)
+    core.spawn(transfer.run, request, runner, remote, response)
     return None
 
 

@@ -70,6 +70,12 @@ __all__ = [
 MAX_BLOCK_NUM = (1 << 20) - 1
 
 _MAX_SZX = 6
+_ETAG = int(OptionNumber.ETAG)
+_BLOCK2 = int(OptionNumber.BLOCK2)
+#: The longest ETag (RFC 7252 §5.10.6): a longer one is skipped, as ``opt.etag`` skips it.
+_MAX_ETAG_LENGTH = 8
+#: The largest Size2 a download's buffer is made at from the start (a larger body grows).
+_PREALLOCATE_MAX = 16 << 20
 
 
 def szx_for(size: int) -> int:
@@ -127,6 +133,21 @@ class Block2Download:
     1024-byte numbering).
     """
 
+    __slots__ = (
+        "_bert",
+        "_body",
+        "_etag",
+        "_expected",
+        "_first",
+        "_keep",
+        "_limit",
+        "_max_restarts",
+        "_sized",
+        "received",
+        "restarts",
+        "size",
+    )
+
     def __init__(
         self,
         *,
@@ -140,6 +161,8 @@ class Block2Download:
         self._max_restarts = max_restarts
         self._bert = bert
         self._body = bytearray()
+        #: Whether ``_body`` was made at the size Size2 announced (filled in place).
+        self._sized = False
         self._first: Message | None = None
         self._etag: tuple[bytes, ...] = ()
         self._expected: BlockValue | None = None
@@ -169,19 +192,34 @@ class Block2Download:
         :meth:`start` or after the download completed.
         """
         expected = self._expected
-        if expected is None or self._first is None:
+        first = self._first
+        if expected is None or first is None:
             raise LocalProtocolError("feed() before start() or after completion")
         if expected.num == 0:  # the first block again, after a restart
             return self._take_first(response)
-        if response.code is not self._first.code:
+        if response.code is not first.code:
             raise BadResponseError(
-                f"block {expected.num} was answered {response.code}, the first block"
-                f" {self._first.code}"
+                f"block {expected.num} was answered {response.code}, the first block {first.code}"
             )
-        if tuple(response.opt.etag) != self._etag:
+        # ETag and Block2 in one pass over the options (this runs per block), by the
+        # accessors' rules: ETags of 1 to 8 bytes; the first Block2, if of 0 to 3 bytes.
+        etags: list[bytes] = []
+        value = -1
+        for number, raw in response.opt.raw_items:
+            if number == _ETAG:
+                if 0 < len(raw) <= _MAX_ETAG_LENGTH:
+                    etags.append(raw)
+            elif number >= _BLOCK2:
+                if number == _BLOCK2 and len(raw) <= 3:
+                    value = int.from_bytes(raw, "big")
+                break
+        if tuple(etags) != self._etag:
             return self._changed()
-        block = self._check_block(response, expected)
-        return self._append(response, block)
+        if value < 0:
+            raise BadResponseError(f"the response to block {expected.num} carries no Block2")
+        num, more, szx = value >> 4, bool(value & 8), value & 7
+        self._check(response, expected, num, more, szx)
+        return self._append(response, num, more, szx)
 
     # -- internals ------------------------------------------------------------------
 
@@ -191,72 +229,85 @@ class Block2Download:
         block = response.opt.block2
         if block is None:
             raise BadResponseError("the response to a Block2 request carries no Block2")
-        block = self._check_block(response, expected)
+        self._check(response, expected, block.num, block.more, block.szx)
         self._first = response
         self._etag = tuple(response.opt.etag)
-        self._body.clear()
         self.received = 0
-        self.size = response.opt.size2
-        if self._limit is not None and self.size is not None and self.size > self._limit:
-            raise ResponseTooLargeError(self.size, self._limit)
-        return self._append(response, block)
+        self.size = size = response.opt.size2
+        if self._limit is not None and size is not None and size > self._limit:
+            raise ResponseTooLargeError(size, self._limit)
+        # The body is one buffer: of the announced size when Size2 came (the blocks are
+        # copied into place, it is never reallocated), else one that grows.
+        self._sized = self._keep and size is not None and 0 < size <= _PREALLOCATE_MAX
+        self._body = bytearray(size) if self._sized and size is not None else bytearray()
+        return self._append(response, block.num, block.more, block.szx)
 
-    def _check_block(self, response: Message, expected: BlockValue) -> BlockValue:
-        block = response.opt.block2
-        if block is None:
-            raise BadResponseError(f"the response to block {expected.num} carries no Block2")
-        if block.is_bert:
-            if not (expected.is_bert or (self._bert and expected.szx == _MAX_SZX)):
+    def _check(
+        self, response: Message, expected: BlockValue, num: int, more: bool, szx: int
+    ) -> None:
+        """Check the block ``num``/``more``/``szx`` that ``response`` carries against the
+        one asked for. (Per block: plain integers; a BlockValue only for an error.)"""
+        bert = szx == BERT_SZX
+        if bert:
+            if not (expected.szx == BERT_SZX or (self._bert and expected.szx == _MAX_SZX)):
                 raise BadResponseError("SZX 7 (BERT) in a response to a request without it")
-        elif block.szx > expected.szx:
+        elif szx > expected.szx:
             raise BadResponseError(
-                f"asked for blocks of {expected.size} bytes, got block {block} (size grew)"
+                f"asked for blocks of {expected.size} bytes, got block"
+                f" {BlockValue(num, more, szx)} (size grew)"
             )
-        if block.start != expected.start:
+        size = 1 << (min(szx, _MAX_SZX) + 4)
+        if num * size != expected.num << (min(expected.szx, _MAX_SZX) + 4):
+            block = BlockValue(num, more, szx)
             raise BadResponseError(
                 f"asked for block {expected} (offset {expected.start}), got {block}"
                 f" (offset {block.start})"
             )
         length = len(response.payload)
-        if block.is_bert:
-            bad = block.more and (length == 0 or length % block.size != 0)
+        if bert:
+            bad = more and (length == 0 or length % size != 0)
         else:
-            bad = length > block.size or (block.more and length != block.size)
+            bad = length > size or (more and length != size)
         if bad:
-            raise BadResponseError(f"block {block} carries {length} bytes")
-        return block
+            raise BadResponseError(f"block {BlockValue(num, more, szx)} carries {length} bytes")
 
-    def _append(self, response: Message, block: BlockValue) -> DownloadStep:
+    def _append(self, response: Message, num: int, more: bool, szx: int) -> DownloadStep:
         chunk = response.payload
         end = self.received + len(chunk)
         if self.size is not None and end > self.size:
             raise BadResponseError(
-                f"block {block} reaches byte {end}, past the announced Size2 {self.size}"
+                f"block {BlockValue(num, more, szx)} reaches byte {end}, past the announced"
+                f" Size2 {self.size}"
             )
         if self._limit is not None and end > self._limit:
             raise ResponseTooLargeError(end, self._limit)
+        if self._sized:
+            self._body[self.received : end] = chunk  # (in place: within Size2, checked above)
+        elif self._keep:
+            self._body += chunk  # (one growing buffer: amortised, no copy of what came before)
         self.received = end
-        if self._keep:
-            self._body += chunk
-        if not block.more:
+        if not more:
             self._expected = None
             if not self._keep:
                 return DownloadComplete(None, chunk)
             assert self._first is not None
             assembled = without_block_options(self._first)
-            assembled.payload = bytes(self._body)
+            body = self._body
+            # (A Size2 above what came: only the bytes received.)
+            assembled.payload = bytes(body) if len(body) == end else bytes(memoryview(body)[:end])
             self._body = bytearray()
             return DownloadComplete(assembled, chunk)
-        following = block.num + (len(chunk) // block.size if block.is_bert else 1)
+        following = num + (len(chunk) // 1024 if szx == BERT_SZX else 1)
         if following > MAX_BLOCK_NUM:
-            raise BadResponseError(f"block {block} leaves no block number for the next one")
-        szx = block.szx
+            raise BadResponseError(
+                f"block {BlockValue(num, more, szx)} leaves no block number for the next one"
+            )
         if self._bert and szx == _MAX_SZX:
             # Late BERT negotiation (RFC 8323 §6): SZX 7 in a request means SZX 6
             # plus "BERT blocks welcome"; block numbers still count 1024 bytes.
             szx = BERT_SZX
-        self._expected = BlockValue(following, False, szx)
-        return FetchBlock(self._expected, chunk)
+        self._expected = expected = BlockValue(following, False, szx)
+        return FetchBlock(expected, chunk)
 
     def _changed(self) -> DownloadStep:
         if not self._keep or self.restarts >= self._max_restarts:

@@ -33,6 +33,10 @@ _RCVBUF = 4 * 1024 * 1024  # asked for; the OS may cap it (Linux: net.core.rmem_
 _SNDBUF = 1024 * 1024
 _REMOTE_CACHE_LIMIT = 65536
 _ERROR_BACKOFF = 0.01  # seconds to pause after an unexpected receive error
+#: After this many wake-ups in a row with one datagram each, the receive loop
+#: reads one datagram per wake-up, and drains the socket every _PROBE_EVERY-th.
+_SINGLES = 8
+_PROBE_EVERY = 16
 #: Errors that report a peer's (ICMP) state rather than trouble with our socket.
 _PEER_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EMSGSIZE}
@@ -214,7 +218,13 @@ class UDPEndpoint:
     ``socket.socket`` (which the endpoint then owns and makes non-blocking).
     ``outbox_capacity`` bounds the datagrams waiting for the socket buffer to
     drain; ``batch_limit`` bounds the datagrams read per wake-up and handed to
-    the handler in one call.
+    the handler in one call. A wake-up reads until the socket is empty, but
+    after 8 wake-ups in a row that each found one datagram (a client or server
+    doing one exchange at a time) it reads one datagram and skips the read that
+    would fail with EAGAIN (a system call and an exception per datagram). It
+    drains the socket on every 16th wake-up still, and keeps draining from the
+    first such wake-up that finds more than one datagram; a datagram left
+    behind keeps the socket readable, so the next wake-up takes it.
 
     Resource handling:
         The endpoint owns the socket. :meth:`run` closes it when it exits for
@@ -393,11 +403,19 @@ class UDPEndpoint:
         view = memoryview(buffer)
         recvfrom_into = sock.recvfrom_into
         remotes = self._remotes
-        attempts = range(self._batch_limit)
+        drain = range(self._batch_limit)
+        one = range(1)
+        #: Wake-ups in a row that found one datagram (and then an empty socket).
+        singles = 0
         while not self._closed:
             await trio.lowlevel.wait_readable(sock)
             batch: list[tuple[bytes, DatagramRemote]] = []
             failure: OSError | None = None
+            # One datagram per wake-up (a request and its response at a time): the
+            # read that would find the socket empty (EAGAIN: a system call and an
+            # exception) is skipped, but for every _PROBE_EVERY-th wake-up. A datagram
+            # left behind keeps the socket readable: the next wake-up takes it.
+            attempts = one if singles >= _SINGLES and singles % _PROBE_EVERY else drain
             for _ in attempts:
                 try:
                     size, address = recvfrom_into(buffer)
@@ -410,6 +428,7 @@ class UDPEndpoint:
                 if remote is None:
                     remote = self._remote(address)
                 batch.append((bytes(view[:size]), remote))
+            singles = singles + 1 if len(batch) == 1 else 0
             if batch:
                 self._received += len(batch)
                 on_datagrams(batch)
