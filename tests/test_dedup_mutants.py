@@ -8,6 +8,8 @@ Each test pins a behaviour that a surviving mutant of
 from __future__ import annotations
 
 import sys
+import tracemalloc
+from collections.abc import Callable
 
 import pytest
 
@@ -94,3 +96,45 @@ def test_free_slots_are_those_of_the_power_of_two_at_or_above_one_and_a_half_key
     assert _free_slots(keys) == max(size * 2 // 3 - keys, keys // 4)
     if sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11):
         assert _free_slots(keys) == max(_copy_free_slots(keys), keys // 4)
+
+
+def test_the_dictionary_is_copied_every_4096_insertions_of_new_keys() -> None:
+    """The memory strategy of the module's notes: the entries' dictionary is
+    copied (a new object, sized for its live keys) after a number of insertions
+    of new keys: 4,096 at the least, counted afresh after each copy; a replaced
+    entry is no insertion."""
+    store = DedupStore(max_total=1_000, max_per_remote=1_000)
+    entries = store._entries
+    copied_at = []
+    for index in range(3 * 4096 + 10):
+        store.record(index % 50, index // 50, None, LIFETIME, 0.0)
+        if index % 1000 == 0:
+            store.record(index % 50, index // 50, b"again", LIFETIME, 0.0)  # replaced
+        if store._entries is not entries:
+            copied_at.append(index + 1)
+            entries = store._entries
+    assert copied_at == [4096, 8192, 12288]
+    assert len(store) == 1_000
+
+
+def test_an_empty_ack_or_rst_costs_no_more_than_a_non() -> None:
+    """The module's notes: an empty ACK or RST for the entry's own MID is kept as
+    two bits (rebuilt from the MID on replay), not as its 4 bytes: it costs what a
+    NON's entry costs, where any other 4-byte reply costs more."""
+
+    def cost(reply: Callable[[int], bytes | None]) -> int:
+        store = DedupStore(max_total=10_000, max_per_remote=10_000)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for mid in range(5_000):
+                store.record("r", mid, reply(mid), LIFETIME, 0.0)
+            return tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+
+    non = cost(lambda mid: None)
+    for first in (0x60, 0x70):  # empty ACK, RST
+        assert cost(lambda mid, first=first: bytes((first, 0, mid >> 8, mid & 0xFF))) <= non
+    other = cost(lambda mid: bytes((0x60, 0, (mid >> 8) ^ 1, mid & 0xFF)))  # another MID's
+    assert other > non + 5_000 * 2
