@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import pytest
 
-from coap_trio.errors import LocalProtocolError
+from coap_trio.errors import DtlsDecodeError, LocalProtocolError
 from coap_trio.protocol.dtls import messages as m
-from coap_trio.protocol.dtls.cookie import CookieVerifier
+from coap_trio.protocol.dtls.cookie import CookieVerifier, Drop, SendHelloVerifyRequest
 from coap_trio.protocol.dtls.record import (
+    DTLS_1_0,
     MAX_PLAINTEXT,
+    MAX_SEQUENCE,
     RECORD_HEADER_SIZE,
+    REPLAY_WINDOW_SIZE,
     Ccm8Cipher,
     ContentType,
     RecordLayer,
+    ReplayWindow,
+    encode_record,
+    iter_records,
     parse_records,
 )
 
@@ -180,3 +186,118 @@ def test_after_two_lifetimes_without_traffic_no_old_cookie_is_honoured() -> None
     verifier = CookieVerifier(secret_lifetime=10.0, random_bytes=_Secrets())
     old = verifier.cookie_for(address, _hello(), 0.0)
     assert verifier.is_valid(address, _hello(old), 19.9)  # one rotation: the previous
+
+
+# -- reading records (RFC 6347 §4.1) ---------------------------------------------------------------
+
+
+def test_record_headers_carry_16_bit_epochs_and_48_bit_sequence_numbers() -> None:
+    records = list(iter_records(encode_record(23, 300, 2**40 + 5, b"x")))
+    assert [(r.epoch, r.sequence, r.fragment) for r in records] == [(300, 2**40 + 5, b"x")]
+    (empty,) = iter_records(encode_record(23, 1, 0, b""))  # a header and nothing else
+    assert empty.fragment == b""
+
+
+_FIRST = encode_record(23, 1, 7, b"first")
+
+
+@pytest.mark.parametrize(
+    ("rest", "message"),
+    [
+        (b"\x17\xfe\xfd\x00", "truncated record header"),
+        (encode_record(99, 1, 8, b"x"), "unknown content type 99"),
+        (encode_record(23, 1, 8, b"x", version=0x0303), "record version 0x0303 is not DTLS"),
+        (encode_record(23, 1, 8, b"x")[:-1], "record runs past the end of the datagram"),
+        (encode_record(23, 1, 8, bytes(2**14 + 2049)), "record of 18433 bytes is too long"),
+    ],
+)
+def test_unreadable_records_say_what_and_where(rest: bytes, message: str) -> None:
+    with pytest.raises(DtlsDecodeError) as caught:
+        list(iter_records(_FIRST + rest))
+    assert (str(caught.value), caught.value.offset) == (message, len(_FIRST))
+
+
+def test_the_largest_ciphertext_is_readable() -> None:
+    (record,) = iter_records(encode_record(23, 1, 8, bytes(2**14 + 2048)))
+    assert len(record.fragment) == 2**14 + 2048
+
+
+def test_the_full_path_counts_every_drop_and_opens_the_largest_plaintext() -> None:
+    sender, receiver = _pair()
+    datagram = sender.protect(ContentType.APPLICATION_DATA, bytes(MAX_PLAINTEXT))
+    (record,), _ = parse_records(datagram)
+    assert receiver.unprotect(record) == bytes(MAX_PLAINTEXT)
+    for _ in range(2):
+        assert receiver.unprotect(record) is None
+    assert receiver.statistics.replayed == 2
+    (bad,), _ = parse_records(encode_record(23, 1, 99, bytes(20), version=0xFEFE))
+    for _ in range(2):
+        assert receiver.unprotect(bad) is None
+    assert receiver.statistics.bad_version == 2
+
+
+def test_protect_bounds_and_their_reasons() -> None:
+    sender, _ = _pair()
+    with pytest.raises(LocalProtocolError, match=r"^record payload of 16385 bytes exceeds 2\^14$"):
+        sender.protect(ContentType.APPLICATION_DATA, bytes(MAX_PLAINTEXT + 1))
+    sender.set_next_write_sequence(1, MAX_SEQUENCE)
+    (last,), _ = parse_records(sender.protect(ContentType.APPLICATION_DATA, b"last"))
+    assert last.sequence == MAX_SEQUENCE
+    with pytest.raises(LocalProtocolError, match=r"^epoch 1 has used up its sequence numbers$"):
+        sender.protect(ContentType.APPLICATION_DATA, b"one more")
+
+
+# -- the stateless cookie exchange (RFC 6347 §4.2.1) -----------------------------------------------
+
+
+def test_cookie_sizes_8_to_32_bytes() -> None:
+    for size in (8, 32):
+        assert CookieVerifier(cookie_size=size).cookie_size == size
+    for size in (7, 33):
+        with pytest.raises(ValueError, match=r"^cookie_size must be 8 to 32 bytes$"):
+            CookieVerifier(cookie_size=size)
+
+
+def test_the_default_secret_lives_300_seconds() -> None:
+    verifier = CookieVerifier(random_bytes=_Secrets())
+    address = ("192.0.2.1", 5684)
+    first = verifier.cookie_for(address, _hello(), 0.0)
+    assert verifier.cookie_for(address, _hello(), 299.9) == first
+    assert verifier.cookie_for(address, _hello(), 300.0) != first
+
+
+def test_what_cannot_start_a_session_is_dropped_with_a_reason() -> None:
+    verifier = CookieVerifier()
+    address = ("192.0.2.1", 5684)
+    assert verifier.check(b"", address, 0.0) == Drop("empty datagram")
+    truncated_hello = encode_record(
+        ContentType.HANDSHAKE, 0, 0, m.encode_handshake(m.HandshakeType.CLIENT_HELLO, 0, b"\xfe")
+    )
+    assert verifier.check(truncated_hello, address, 0.0) == Drop("malformed ClientHello")
+
+
+def test_the_hello_verify_request_goes_in_a_dtls_1_0_record() -> None:
+    """RFC 6347 §4.2.1: the HelloVerifyRequest's record version is DTLS 1.0 (0xFEFF)
+    whatever the ClientHello's, for clients that do not know 1.2 yet; it reuses
+    the ClientHello's record sequence number."""
+    verifier = CookieVerifier()
+    message = m.encode_handshake(m.HandshakeType.CLIENT_HELLO, 0, _hello().encode())
+    decision = verifier.check(
+        encode_record(ContentType.HANDSHAKE, 0, 5, message), ("192.0.2.1", 5684), 0.0
+    )
+    assert isinstance(decision, SendHelloVerifyRequest)
+    (record,), _ = parse_records(decision.datagram)
+    assert (record.version, record.sequence) == (DTLS_1_0, 5)
+
+
+def test_the_replay_window_keeps_64_bits_however_far_the_numbers_jump() -> None:
+    """RFC 6347 §4.1.2.6: the window is a bitmap of REPLAY_WINDOW_SIZE (64) records;
+    its memory stays that, whatever a peer's sequence numbers do."""
+    window = ReplayWindow()
+    for sequence in (0, 1, 63, 64, 100, 101, 2**20, 2**40, 2**40 + 3):
+        assert window.check(sequence)
+        window.update(sequence)
+        assert window._bits.bit_length() <= REPLAY_WINDOW_SIZE
+    assert not window.check(2**40 + 3)
+    assert window.check(2**40 + 2)
+    assert not window.check(2**40 + 3 - REPLAY_WINDOW_SIZE)
