@@ -301,3 +301,70 @@ def test_the_replay_window_keeps_64_bits_however_far_the_numbers_jump() -> None:
     assert not window.check(2**40 + 3)
     assert window.check(2**40 + 2)
     assert not window.check(2**40 + 3 - REPLAY_WINDOW_SIZE)
+
+
+# -- the lengths of TLS vectors (RFC 5246 §4.3, §7.4) ----------------------------------------------
+
+
+def _u8(data: bytes) -> bytes:
+    return bytes((len(data),)) + data
+
+
+def _u16(data: bytes) -> bytes:
+    return len(data).to_bytes(2, "big") + data
+
+
+def _u24(data: bytes) -> bytes:
+    return len(data).to_bytes(3, "big") + data
+
+
+def test_lists_need_an_element_and_read_whole_values() -> None:
+    assert m.decode_u16_list(_u16(b"\x00\x01\x00\x02\xff\xfe")) == (1, 2, 0xFFFE)
+    assert m.decode_u8_list(_u8(b"\x07")) == (7,)
+    for empty in (lambda: m.decode_u16_list(_u16(b"")), lambda: m.decode_u8_list(_u8(b""))):
+        with pytest.raises(DtlsDecodeError, match="vector of 0 bytes out of bounds"):
+            empty()
+    with pytest.raises(DtlsDecodeError, match=r"^list: truncated$"):
+        m.decode_u16_list(b"\x00\x04\x00\x01")  # says 4 bytes, has 2
+    with pytest.raises(ValueError, match="256 bytes do not fit a 1-byte length"):
+        m.HelloVerifyRequest(DTLS_1_0, bytes(256)).encode()
+
+
+def test_hello_vectors_bounds() -> None:
+    """A HelloVerifyRequest's cookie may be empty; a ServerHello's session_id is at
+    most 32 bytes."""
+    assert m.HelloVerifyRequest.decode(b"\xfe\xff" + _u8(b"")).cookie == b""
+    hello = m.ServerHello(0xFEFD, bytes(32), bytes(32), 0xC0A8, 0)
+    assert m.ServerHello.decode(hello.encode()).session_id == bytes(32)
+    too_long = b"\xfe\xfd" + bytes(32) + _u8(bytes(33)) + b"\xc0\xa8\x00"
+    with pytest.raises(DtlsDecodeError, match="vector of 33 bytes out of bounds"):
+        m.ServerHello.decode(too_long)
+
+
+def test_certificate_request_vectors_bounds() -> None:
+    """certificate_types <1..2^8-1>, supported_signature_algorithms <2..2^16-2>,
+    each DistinguishedName <1..2^16-1> (RFC 5246 §7.4.4)."""
+    request = m.CertificateRequest((64,), (0x0403, 0x0804), (b"N",))
+    assert m.CertificateRequest.decode(request.encode()) == request
+    for body in (
+        _u8(b"") + _u16(b"\x04\x03") + _u16(b""),
+        _u8(b"\x40") + _u16(b"") + _u16(b""),
+        _u8(b"\x40") + _u16(b"\x04\x03") + _u16(_u16(b"")),
+    ):
+        with pytest.raises(DtlsDecodeError, match="vector of 0 bytes out of bounds"):
+            m.CertificateRequest.decode(body)
+
+
+def test_one_byte_is_enough_for_certificates_keys_points_and_signatures() -> None:
+    assert m.decode_certificate_list(_u24(_u24(b"C"))) == (b"C",)
+    assert m.decode_raw_public_key(_u24(b"K")) == b"K"
+    assert m.decode_ecdhe_client_key_exchange(_u8(b"P")) == b"P"
+    assert m.decode_digitally_signed(b"\x04\x03" + _u16(b"S")) == (0x0403, b"S")
+    for empty in (
+        lambda: m.decode_certificate_list(_u24(_u24(b""))),
+        lambda: m.decode_raw_public_key(_u24(b"")),
+        lambda: m.decode_ecdhe_client_key_exchange(_u8(b"")),
+        lambda: m.decode_digitally_signed(b"\x04\x03" + _u16(b"")),
+    ):
+        with pytest.raises(DtlsDecodeError, match="vector of 0 bytes out of bounds"):
+            empty()
