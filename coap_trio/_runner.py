@@ -28,6 +28,7 @@ from .protocol.exchanges import (
     CloseConnection,
     Event,
     GroupResponseReceived,
+    MessageIdsExhausted,
     NotificationReceived,
     RequestFailed,
     RequestReceived,
@@ -68,6 +69,12 @@ class ClientSink(Protocol):
         self, runner: EndpointRunner, exchange: ClientExchange, response: Message
     ) -> None:
         """One member's response to the multicast request ``exchange`` (RFC 7252 §8.2)."""
+
+    def message_ids_exhausted(
+        self, runner: EndpointRunner, queued: tuple[ClientExchange, ...]
+    ) -> None:
+        """``runner`` has no message ID free for the ``queued`` requests (none sent yet):
+        they wait for one there, unless moved to another endpoint."""
 
 
 class ServerSink(Protocol):
@@ -116,6 +123,7 @@ class EndpointRunner:
             ResponseAcknowledged: self._response_acknowledged,
             CloseConnection: self._close_connection,
             GroupResponseReceived: self._group_response_received,
+            MessageIdsExhausted: self._message_ids_exhausted,
         }
         #: The UDP machine's shortcut for a piggybacked response (None: the machine has none).
         self._respond_piggybacked: (
@@ -302,6 +310,9 @@ class EndpointRunner:
 
     def _group_response_received(self, event: GroupResponseReceived) -> None:
         self._client.group_response_received(self, event.exchange, event.response)
+
+    def _message_ids_exhausted(self, event: MessageIdsExhausted) -> None:
+        self._client.message_ids_exhausted(self, event.queued)
 
     def _response_failed(self, event: ResponseFailed) -> None:
         self._server.response_failed(event.exchange, event.error)

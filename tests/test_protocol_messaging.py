@@ -60,6 +60,7 @@ from coap_trio.protocol.config import MessagingConfig
 from coap_trio.protocol.exchanges import (
     ClientExchange,
     ClientState,
+    MessageIdsExhausted,
     RequestFailed,
     RequestReceived,
     ResponseAcknowledged,
@@ -1059,7 +1060,11 @@ def test_mid_space_exhaustion_queues_until_exchange_lifetime() -> None:
     assert client.mid_available("other", 0.0)
 
     queued, events = client.send_request(get(), SERVER, 0.0)
-    assert events == []
+    # The driver is told (it may send the request from another endpoint).
+    [exhausted] = events
+    assert isinstance(exhausted, MessageIdsExhausted)
+    assert (exhausted.remote, exhausted.queued) == (SERVER, (queued,))
+    assert exhausted.free_at == EXCHANGE_LIFETIME
     assert queued.state is ClientState.QUEUED
     assert queued.mid is None
     assert client.statistics.queued_requests == 1
@@ -1080,6 +1085,52 @@ def test_mid_space_exhaustion_queues_until_exchange_lifetime() -> None:
     assert queued.state is ClientState.SENT
     assert client.statistics.queued_requests == 0
     assert client.mid_available(SERVER, EXCHANGE_LIFETIME)
+
+
+def _answer(exchange: ClientExchange) -> bytes:
+    """A piggybacked 2.05 for ``exchange``."""
+    assert exchange.mid is not None
+    return make(ACK, Code.CONTENT, exchange.mid, exchange.token)
+
+
+def test_a_queue_that_runs_out_of_mids_is_reported_in_order() -> None:
+    """Requests queued behind NSTART, then the remote's MIDs run out (a small
+    ``mid_space``): the queue is reported, in order, each time one finds no MID;
+    a request moved away (abandoned while queued) is never sent from here."""
+    client = lone(MessagingConfig(mid_space=3), seed=3)
+    sent = [client.send_request(get(), SERVER, 0.0) for _ in range(5)]
+    assert [len(transmits(events)) for _, events in sent] == [1, 0, 0, 0, 0]
+    first, *queued = [exchange for exchange, _ in sent]
+    assert client.mid_available(SERVER, 0.0)
+    # Each answer starts the next; the third MID is the last.
+    events = client.receive(_answer(first), SERVER, 1.0)
+    assert len(transmits(events)) == 1
+    assert queued[0].mid is not None
+    events = client.receive(_answer(queued[0]), SERVER, 2.0)
+    assert len(transmits(events)) == 1
+    events = client.receive(_answer(queued[1]), SERVER, 3.0)
+    [exhausted] = [e for e in events if isinstance(e, MessageIdsExhausted)]
+    assert transmits(events) == []
+    assert exhausted.remote == SERVER
+    assert exhausted.queued == (queued[2], queued[3])
+    assert exhausted.free_at == EXCHANGE_LIFETIME
+    assert not client.mid_available(SERVER, 3.0)
+    assert client.abandon(queued[2], 3.0) == []
+    assert client.statistics.queued_requests == 1
+    # The first MID frees after EXCHANGE_LIFETIME: the request left in the queue goes.
+    timeline = drive(client, EXCHANGE_LIFETIME)
+    [(t, out)] = [(t, e) for t, e in timeline if isinstance(e, Transmit)]
+    assert t == EXCHANGE_LIFETIME
+    assert decode(out.data).token == queued[3].token
+    assert queued[2].mid is None
+    assert client.statistics.queued_requests == 0
+
+
+def test_mid_space_out_of_range_is_refused() -> None:
+    for space in (0, 0x10001):
+        with pytest.raises(ValueError):
+            MessagingConfig(mid_space=space)
+    assert MessagingConfig().mid_space == 0x10000
 
 
 # --- tokens (§5.3.1) --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from ..errors import CoapError, ConnectFailure, RequestCancelledError, Unresolva
 from ..message import Message
 from ..numbers.codes import Code
 from ..protocol.config import BlockwiseConfig
-from ..protocol.exchanges import ClientExchange
+from ..protocol.exchanges import ClientExchange, ClientState
 from .block_messages import UploadTags, has_block_option
 from .blockwise import Progress, prepare_request, take_notification, take_response
 from .multicast import GroupResponses
@@ -40,6 +40,7 @@ __all__ = ["ClientCore"]
 # Module constants for the response path (an Enum class attribute is slow on 3.11).
 _TOO_LARGE = Code.REQUEST_ENTITY_TOO_LARGE
 _UNAUTHORIZED = Code.UNAUTHORIZED
+_QUEUED = ClientState.QUEUED
 
 
 class ClientCore:
@@ -265,6 +266,50 @@ class ClientCore:
         owner = exchange.owner
         if isinstance(owner, GroupResponses):
             owner.push(response)
+
+    def message_ids_exhausted(
+        self, runner: EndpointRunner, queued: tuple[ClientExchange, ...]
+    ) -> None:
+        """``runner`` has no message ID left for the requests ``queued`` on it (RFC 7252
+        §4.4: 65,536 per remote within EXCHANGE_LIFETIME): each one that another
+        endpoint can send now moves there, instead of waiting up to EXCHANGE_LIFETIME.
+
+        None of them went out yet (a request keeps the endpoint of its first
+        datagram: its MID, retransmissions and the server's deduplication are
+        that endpoint's). Only a Request's own exchange moves: not a block of a
+        transfer under way (the server may know the transfer by our endpoint),
+        nor a ping.
+        """
+        if self._closed:
+            return
+        route_now = self.router.route_now
+        now = self._now()
+        for exchange in queued:
+            owner = exchange.owner
+            if (
+                not isinstance(owner, Request)
+                or owner.transfer is not None
+                or exchange.ping
+                or exchange.state is not _QUEUED
+            ):
+                continue
+            try:
+                route = route_now(owner.wire)
+            except CoapError:
+                continue
+            if route is None:  # (a host name to resolve again: it stays)
+                continue
+            target, remote = route
+            if target is runner or not target.machine.mid_available(remote, now):
+                return  # no endpoint has an ID to spare: they wait here
+            try:
+                moved = target.send_request(exchange.request, remote)
+            except CoapError:
+                continue
+            moved.owner = owner
+            owner.exchange = (target, moved)
+            exchange.owner = None
+            runner.abandon(exchange)
 
     def request_failed(
         self, runner: EndpointRunner, exchange: ClientExchange, error: CoapError

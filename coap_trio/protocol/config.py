@@ -36,6 +36,10 @@ class MessagingConfig:
     max_pending_requests: int = 10_000
     #: Remotes whose message-ID state is kept.
     max_remotes: int = 100_000
+    #: How many message IDs there are per remote within EXCHANGE_LIFETIME:
+    #: 65,536 (RFC 7252's 16 bits). A test lowers it to run out of IDs quickly;
+    #: nothing else should change it.
+    mid_space: int = attrs.field(default=0x10000, validator=attrs.validators.in_(range(1, 0x10001)))
     #: Options a response may carry (critical ones outside this set reject it).
     recognized_response_options: frozenset[int] = RECOGNIZED_RESPONSE_OPTIONS
 

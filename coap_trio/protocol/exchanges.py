@@ -25,6 +25,7 @@ __all__ = [
     "CloseConnection",
     "Event",
     "GroupResponseReceived",
+    "MessageIdsExhausted",
     "NotificationReceived",
     "RequestFailed",
     "RequestReceived",
@@ -293,6 +294,26 @@ class GroupResponseReceived(Event):
     def __init__(self, exchange: ClientExchange, response: Message) -> None:
         self.exchange = exchange
         self.response = response
+
+
+class MessageIdsExhausted(Event):
+    """No message ID is free towards ``remote`` (RFC 7252 §4.4: 65,536 per
+    EXCHANGE_LIFETIME), and the requests ``queued`` towards it (none of them
+    transmitted yet, in queue order) wait until one frees, at ``free_at``.
+
+    The driver may take them elsewhere: abandon each here (it was never sent)
+    and send its request from another endpoint that has IDs to spare. Emitted
+    each time a queued request finds no free ID.
+    """
+
+    __slots__ = ("free_at", "queued", "remote")
+
+    def __init__(
+        self, remote: Hashable, queued: tuple[ClientExchange, ...], free_at: float | None
+    ) -> None:
+        self.remote = remote
+        self.queued = queued
+        self.free_at = free_at
 
 
 class RequestReceived(Event):

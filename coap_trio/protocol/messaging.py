@@ -51,6 +51,7 @@ from .exchanges import (
     ClientState,
     Event,
     GroupResponseReceived,
+    MessageIdsExhausted,
     NotificationReceived,
     RequestFailed,
     RequestReceived,
@@ -210,7 +211,9 @@ class Messaging:
         self._max_pending = config.max_pending_requests
         self._ack_delay = config.ack_delay
         self._timers: TimerHeap[tuple[int, Any]] = TimerHeap()
-        self._mids = MessageIdAllocator(params.EXCHANGE_LIFETIME, self._rng, config.max_remotes)
+        self._mids = MessageIdAllocator(
+            params.EXCHANGE_LIFETIME, self._rng, config.max_remotes, config.mid_space
+        )
         self._dedup = DedupStore(config.dedup_max_total, config.dedup_max_per_remote)
         self._matcher = Matcher(self._rng, config.token_length)
         self._reliability = Reliability(params, jitter, self._timers)
@@ -376,24 +379,20 @@ class Messaging:
         events: list[Event] = []
         remote = exchange.remote
         queue = self._queued.get(remote)
-        if (
-            queue
-            or self._outstanding.get(remote, 0) >= self._nstart
-            or not self._start(exchange, now, events)
-        ):
+        if queue or self._outstanding.get(remote, 0) >= self._nstart:
             if queue is None:
                 queue = self._queued[remote] = deque()
             queue.append(exchange)
+        elif not self._start(exchange, now, events):
+            queue = self._queued[remote] = deque((exchange,))
+            self._stalled(remote, queue, events)
         return events
 
     def _start(self, exchange: ClientExchange, now: float, events: list[Event]) -> bool:
-        """Transmit a queued exchange; False (and a wake-up timer) when no MID is free."""
+        """Transmit a queued exchange; False when no MID is free (see :meth:`_stalled`)."""
         remote = exchange.remote
         mid = self._mids.allocate(remote, now)
         if mid is None:
-            free_at = self._mids.next_free_time(remote)
-            if free_at is not None:
-                self._timers.schedule(free_at, (_MID_WAIT, remote))
             return False
         request = exchange.request
         wire = Message.from_fields(
@@ -422,6 +421,14 @@ class Messaging:
             )
         events.append(Transmit(remote, data))
         return True
+
+    def _stalled(self, remote: Hashable, queue: deque[ClientExchange], events: list[Event]) -> None:
+        """No MID is free towards ``remote`` for its queue: wake up when one frees, and
+        tell the driver, which may send the queued requests from another endpoint."""
+        free_at = self._mids.next_free_time(remote)
+        if free_at is not None:
+            self._timers.schedule(free_at, (_MID_WAIT, remote))
+        events.append(MessageIdsExhausted(remote, tuple(queue), free_at))
 
     def _remember_non(self, key: tuple[Hashable, int], owner: Any, now: float) -> None:
         self._ensure_sweep(self._reliability.remember_non(key, owner, now))
@@ -510,6 +517,7 @@ class Messaging:
         queue = self._queued.get(remote)
         while queue and self._outstanding.get(remote, 0) < self._nstart:
             if not self._start(queue[0], now, events):
+                self._stalled(remote, queue, events)
                 return
             queue.popleft()
         if queue is not None and not queue:

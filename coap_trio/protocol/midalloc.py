@@ -47,8 +47,18 @@ class _PeerMids:
 class MessageIdAllocator:
     """Allocates MIDs per remote; see the module docstring for the rules."""
 
-    def __init__(self, lifetime: float, rng: random.Random, max_remotes: int = 100_000) -> None:
+    def __init__(
+        self,
+        lifetime: float,
+        rng: random.Random,
+        max_remotes: int = 100_000,
+        space: int = _MID_SPACE,
+    ) -> None:
+        if not 1 <= space <= _MID_SPACE:
+            raise ValueError(f"the message-ID space is 1..{_MID_SPACE} IDs, not {space}")
         self._lifetime = lifetime
+        #: How many MIDs there are: 65,536 (RFC 7252); fewer only in tests.
+        self._space = space
         # A new remote's first MID: pooled OS randomness (no getrandom() per
         # remote), or the seeded rng's own sequence.
         self._random = RandomBytes(rng)
@@ -65,7 +75,7 @@ class MessageIdAllocator:
                 if len(self._peers) >= self._max_remotes:
                     self._peers.popitem(last=False)
                     self.evicted += 1
-            peer = _PeerMids(self._random.below(_MID_SPACE))
+            peer = _PeerMids(self._random.below(self._space))
             self._peers[remote] = peer
         else:
             self._peers.move_to_end(remote)
@@ -89,12 +99,12 @@ class MessageIdAllocator:
         if peer is None:
             return True
         self._expire(peer, now)
-        return peer.in_use < _MID_SPACE
+        return peer.in_use < self._space
 
     def next_free_time(self, remote: Hashable) -> float | None:
         """When the next MID towards ``remote`` frees up (None if one is free now)."""
         peer = self._peers.get(remote)
-        if peer is None or peer.in_use < _MID_SPACE:
+        if peer is None or peer.in_use < self._space:
             return None
         return peer.log[0][0]
 
@@ -102,10 +112,10 @@ class MessageIdAllocator:
         """A fresh MID towards ``remote``, or None when all are in use."""
         peer = self._peer(remote, now)
         self._expire(peer, now)
-        if peer.in_use >= _MID_SPACE:
+        if peer.in_use >= self._space:
             return None
         mid = peer.next_mid
-        peer.next_mid = (mid + 1) & 0xFFFF
+        peer.next_mid = (mid + 1) % self._space
         peer.in_use += 1
         expiry = math.ceil(now + self._lifetime)
         log = peer.log
