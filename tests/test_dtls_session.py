@@ -336,6 +336,24 @@ def test_retransmission_timer_doubles_then_the_handshake_times_out() -> None:
     assert client.statistics.retransmissions == 5
 
 
+@pytest.mark.parametrize("started", [58.85011655066052, 496.2498567986102, 0.0, 10.0])
+def test_the_handshake_ends_at_its_deadline_whatever_the_rounding(started: float) -> None:
+    """At the deadline the flight timer was capped at (started + 60 s), the handshake
+    fails, also where ``deadline - started`` rounds below 60 s (the first two)."""
+    client = psk_client()
+    client.start(started)
+    events = []
+    deadlines = []
+    while (deadline := client.next_deadline()) is not None and len(deadlines) < 20:
+        deadlines.append(deadline)
+        events += client.timeout(deadline).events
+    assert len(deadlines) == 6, deadlines  # five retransmissions, then the end
+    assert deadlines[-1] == started + 60.0
+    (failed,) = events
+    assert isinstance(failed.error, HandshakeTimeoutError)
+    assert client.state is DtlsState.FAILED
+
+
 def test_timeout_event_is_typed() -> None:
     client = psk_client(config=DtlsConfig(handshake_timeout=5.0))
     client.start(10.0)

@@ -506,7 +506,10 @@ class DtlsSession:
             return out
         assert self._started is not None
         elapsed = now - self._started
-        if elapsed >= self.config.handshake_timeout:
+        # Compared with the very sum the last deadline was capped at: ``now -
+        # started`` can round below the timeout at that deadline (e.g. started
+        # 58.85..., 60 s), and the flight would be due again at once, forever.
+        if now >= self._started + self.config.handshake_timeout:
             self._deadline = None
             self._move(DtlsInput.FAIL)
             out.events.append(Failed(HandshakeTimeoutError(elapsed)))
