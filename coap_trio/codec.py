@@ -66,23 +66,7 @@ def encode(message: Message) -> bytes:
     payload = message.payload
     if code == 0 and (tkl or items or payload):
         raise MessageEncodeError("an Empty message (0.00) carries no token, options or payload")
-    # One join at the end: the payload (often the largest part) is copied once.
-    parts = [_HEADER(0x40 | (mtype << 4) | tkl, code, mid), token]
-    append = parts.append
-    previous = 0
-    for number, value in items:
-        delta = number - previous
-        previous = number
-        length = len(value)
-        if delta < 13 and length < 13:
-            append(_SINGLE_BYTE[(delta << 4) | length])
-        else:
-            append(_option_header(delta, length))
-        append(value)
-    if payload:
-        append(b"\xff")
-        append(payload)
-    return b"".join(parts)
+    return encode_reply(code, mtype, mid, token, items, payload)
 
 
 def encode_reply(
@@ -90,12 +74,13 @@ def encode_reply(
 ) -> bytes:
     """The UDP datagram of a response or notification, from its fields.
 
-    What :func:`encode` does for a message with a non-empty ``code``, without
+    What :func:`encode` writes once it has checked the message, without
     a :class:`Message` to hold the fields (the server's response path builds
     none). The caller guarantees ``mtype`` and ``mid`` in range and a token of
     at most 8 bytes (the messaging machine's own values); an option value
     over 65804 bytes raises :class:`~coap_trio.errors.MessageEncodeError`.
     """
+    # One join at the end: the payload (often the largest part) is copied once.
     parts = [_HEADER(0x40 | (mtype << 4) | len(token), code, mid), token]
     append = parts.append
     previous = 0
